@@ -95,7 +95,7 @@ class Limits(_Strict):
 class Plan(_Strict):
     """A compiled swarm. Round-trips exactly through :meth:`to_json` / :func:`load_plan`."""
 
-    schema_version: Literal[1] = PLAN_SCHEMA_VERSION
+    schema_version: Literal[1] = 1  # PLAN_SCHEMA_VERSION
     name: str
     source: str | None = None
     modules: dict[str, ModuleRef]

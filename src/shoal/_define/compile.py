@@ -1,0 +1,309 @@
+"""Compile a Swarm into a Plan plus its module bundles, reporting every problem at once."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from shoal._bundle import Bundle
+from shoal._codec import encode_b64
+from shoal._define.module import Module
+from shoal._define.swarm import Swarm
+from shoal._define.task import _BUILDER, Condition, Task, _GraphBuilder
+from shoal._errors import CodecError, Problem, ShoalError, ShoalWarning, SwarmValidationError
+from shoal._plan import ConditionKind, Limits, Method, ModuleRef, Placement, Plan, TaskSpec
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A plan and the bundles its module digests refer to."""
+
+    plan: Plan
+    bundles: dict[str, Bundle]
+
+
+def _declared(swarm: Swarm) -> Iterator[tuple[str, Task | Module]]:
+    """Tasks and modules stored on the swarm, with their attribute names."""
+    for name, value in vars(swarm).items():
+        if name.startswith("_"):
+            continue
+        items = (
+            value
+            if isinstance(value, (list, tuple))
+            else (value.values() if isinstance(value, dict) else [value])
+        )
+        for item in items:
+            if isinstance(item, (Task, Module)):
+                yield name, item
+
+
+def _run_execute(swarm: Swarm, swarm_name: str) -> tuple[_GraphBuilder, list[Task], list[Problem]]:
+    builder = _GraphBuilder()
+    token = _BUILDER.set(builder)
+    try:
+        returned = swarm.execute()
+    except NotImplementedError:
+        return (
+            builder,
+            [],
+            [
+                Problem(
+                    "swarm.execute",
+                    f"swarm {swarm_name!r}",
+                    "does not define execute()",
+                    "define execute() that calls tasks and returns the sink task(s)",
+                )
+            ],
+        )
+    except ShoalError:
+        raise
+    except Exception as e:
+        raise ShoalError(
+            f"swarm {swarm_name!r}: execute() raised {type(e).__name__}: {e}",
+            code="swarm.execute",
+            hint="fix execute(); it should only connect tasks and return the sinks",
+        ) from e
+    finally:
+        _BUILDER.reset(token)
+    raw = returned if isinstance(returned, (list, tuple)) else [returned]
+    sinks: list[Task] = []
+    problems: list[Problem] = []
+    for item in raw:
+        if isinstance(item, Module):
+            item = item.implicit_task()
+        if isinstance(item, Task):
+            builder.add(item)
+            sinks.append(item)
+        else:
+            problems.append(
+                Problem(
+                    "swarm.execute",
+                    f"swarm {swarm_name!r}",
+                    f"execute() returned {type(item).__name__} {item!r}, not a task",
+                    "return the sink task, or a list of sink tasks",
+                )
+            )
+    return builder, sinks, problems
+
+
+def _aliases(swarm: Swarm, tasks: list[Task]) -> tuple[dict[int, str], list[Problem]]:
+    attr: dict[int, str] = {}
+    for name, item in _declared(swarm):
+        task = item if isinstance(item, Task) else item._implicit
+        if task is not None:
+            attr.setdefault(id(task), name)
+    explicit: dict[str, int] = {}
+    problems: list[Problem] = []
+    for t in tasks:
+        if t.alias:
+            if t.alias in explicit:
+                problems.append(
+                    Problem(
+                        "task.alias",
+                        f"task {t.alias!r}",
+                        "the alias is used by two different tasks",
+                        "give each task its own alias=",
+                    )
+                )
+            explicit.setdefault(t.alias, id(t))
+    out: dict[int, str] = {}
+    used = set(explicit)
+    for t in tasks:
+        if t.alias:
+            out[id(t)] = t.alias
+            continue
+        base = attr.get(id(t)) or t.module.name
+        alias, n = base, 1
+        while alias in used:
+            n += 1
+            alias = f"{base}_{n}"
+        used.add(alias)
+        out[id(t)] = alias
+    return out, problems
+
+
+def _cycle(edges: list[tuple[str, str]]) -> list[str] | None:
+    graph: dict[str, list[str]] = {}
+    for u, d in edges:
+        graph.setdefault(u, []).append(d)
+    color: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        color[n] = 1
+        stack.append(n)
+        for m in graph.get(n, []):
+            if color.get(m) == 1:
+                return [*stack[stack.index(m) :], m]
+            if m not in color and (found := visit(m)):
+                return found
+        stack.pop()
+        color[n] = 2
+        return None
+
+    for n in list(graph):
+        if n not in color and (found := visit(n)):
+            return found
+    return None
+
+
+def _placement(t: Task) -> Placement:
+    method = {"fixed": "all", "maximum": "all"}.get(t.method, t.method)
+    m = t.maximum
+    count: int | None = None
+    fraction: float | None = None
+    if isinstance(m, float):
+        fraction = m
+    elif isinstance(m, int) and m != -1:
+        count = m
+    elif m is None and method in ("any", "random"):
+        count = 1
+    return Placement(
+        method=Method(method),
+        count=count,
+        fraction=fraction,
+        fixed=t.fixed,
+        specified_ids=t.specified_ids,
+        excepted_ids=t.excepted_ids,
+        gpu=t.gpu,
+    )
+
+
+def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
+    """Validate ``swarm`` and compile it; raise one error listing every problem."""
+    state = swarm._shoal_state()
+    name = swarm.name or type(swarm).__name__
+    builder, sinks, problems = _run_execute(swarm, name)
+    tasks = builder.order
+    aliases, alias_problems = _aliases(swarm, tasks)
+    problems += alias_problems
+    edges = list(dict.fromkeys((aliases[id(u)], aliases[id(d)]) for u, d in builder.edges))
+    if (cycle := _cycle(edges)) is not None:
+        problems.append(
+            Problem(
+                "graph.cycle",
+                f"swarm {name!r}",
+                "the graph has a cycle " + " -> ".join(repr(a) for a in cycle),
+                "remove one of these edges; iterations repeat the graph, no cycle is needed",
+            )
+        )
+    sink_aliases = [aliases[id(s)] for s in sinks]
+    for s in sink_aliases:
+        downstream = [d for u, d in edges if u == s]
+        if downstream:
+            problems.append(
+                Problem(
+                    "graph.sink",
+                    f"task {s!r}",
+                    f"is returned by execute() but feeds {downstream}",
+                    "return only the last tasks of the graph",
+                )
+            )
+    networks: dict[str, str] = state["networks"]
+    modules: dict[int, Module] = {}
+    for t in tasks:
+        problems += t.problems(f"task {aliases[id(t)]!r}", networks)
+        modules.setdefault(id(t.module), t.module)
+    for m in modules.values():
+        problems += m.problems(f"module {m.name!r}")
+    mi = swarm.max_iterations
+    if mi is not None and (not isinstance(mi, int) or isinstance(mi, bool) or mi < 1):
+        problems.append(
+            Problem(
+                "swarm.max_iterations",
+                f"swarm {name!r}",
+                f"max_iterations={mi!r} is not an int >= 1",
+                "set max_iterations to a positive int, or None to run until stopped",
+            )
+        )
+    pt = swarm.placement_timeout
+    if not isinstance(pt, (int, float)) or isinstance(pt, bool) or math.isnan(pt) or pt < 0:
+        problems.append(
+            Problem(
+                "swarm.placement_timeout",
+                f"swarm {name!r}",
+                f"placement_timeout={pt!r} is not a number of seconds >= 0",
+                "set placement_timeout to seconds, e.g. 60",
+            )
+        )
+    encoded: dict[str, str] = {}
+    for key, value in state["globals"].items():
+        try:
+            encoded[str(key)] = encode_b64(value)
+        except CodecError as e:
+            problems.append(
+                Problem(
+                    "swarm.global",
+                    f"global {key!r}",
+                    str(e),
+                    "store plain data: numbers, strings, lists, dicts, arrays",
+                )
+            )
+    if problems:
+        raise SwarmValidationError(name, problems)
+
+    declared = {id(i if isinstance(i, Task) else i._implicit or i) for _, i in _declared(swarm)}
+    in_graph = {id(t) for t in tasks}
+    for attr_name, item in _declared(swarm):
+        obj = item if isinstance(item, Task) else (item._implicit or item)
+        if id(obj) in declared and id(obj) not in in_graph:
+            warnings.warn(
+                ShoalWarning(
+                    f"swarm {name!r}: {attr_name} ({obj!r}) is declared but not reachable from "
+                    "execute(); it will not run. Call it in execute() or remove it."
+                ),
+                stacklevel=3,
+            )
+
+    bundles: dict[str, Bundle] = {}
+    refs: dict[str, ModuleRef] = {}
+    module_digest: dict[int, str] = {}
+    for key, m in modules.items():
+        b = m.bundle()
+        bundles[b.digest] = b
+        module_digest[key] = b.digest
+        refs[b.digest] = ModuleRef(
+            digest=b.digest,
+            name=m.name,
+            version=m.version,
+            kind=b.kind,
+            image=m.image,
+            datasets=m.datasets,
+            requirements=m.requirements,
+            resources=_plain(m.resources),
+        )
+    specs = tuple(
+        TaskSpec(
+            alias=aliases[id(t)],
+            module=module_digest[id(t.module)],
+            placement=_placement(t),
+            network=t.network,
+            condition=ConditionKind(Condition(t.condition).value),
+            min_results=t.min_results,
+            timeout_s=t.timeout,
+            retries=t.retries,
+        )
+        for t in tasks
+    )
+    plan = Plan(
+        name=name,
+        source=source or f"{type(swarm).__module__}:{type(swarm).__qualname__}",
+        modules=refs,
+        tasks=specs,
+        edges=tuple(edges),
+        sinks=tuple(dict.fromkeys(sink_aliases)),
+        globals=encoded,
+        networks=dict(networks),
+        limits=Limits(placement_timeout_s=float(pt), max_iterations=mi),
+    )
+    return Compiled(plan, bundles)
+
+
+def _plain(resources: dict[str, Any]) -> dict[str, str | int | float | bool]:
+    return {
+        str(k): v if isinstance(v, (str, int, float, bool)) else str(v)
+        for k, v in resources.items()
+    }

@@ -1,0 +1,1 @@
+"""Task-side runtime internals: channel, wire values, world API, driver-side service."""

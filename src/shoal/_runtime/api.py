@@ -1,0 +1,326 @@
+"""The world / local / logger APIs task code uses (seed 001), over a Channel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shoal._codec import decode
+from shoal._errors import ShoalError
+from shoal._runtime.context import InstanceContext
+from shoal._runtime.wire import Buffer, from_wire, to_wire, wire_buffer
+
+_MISSING: Any = object()
+
+
+class Globals:
+    """``world.globals``: swarm-wide values, read and written by key.
+
+    Writes are atomic per key and visible to every instance that starts after them;
+    a per-iteration history is kept by the driver.
+    """
+
+    def __init__(self, ctx: InstanceContext) -> None:
+        self._ctx = ctx
+        self._cache: dict[str, tuple[int, Buffer]] = _CACHE.setdefault(ctx.swarm_id, {})
+
+    def _fetch(self, key: str) -> Any:
+        have = self._cache.get(key)
+        reply = self._ctx.channel.request(
+            "globals.get", {"key": key, "have": have[0] if have else None}
+        )
+        if reply is None:
+            return _MISSING
+        if have is not None and reply.get("same"):
+            buf = have[1]
+        else:
+            buf = wire_buffer(reply["value"])
+            self._cache[key] = (reply["version"], buf)
+        # Decode on every read: arrays are zero-copy read-only views, and no instance can
+        # mutate a list or dict that the next instance in this worker would then see.
+        return decode(buf)
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._fetch(key)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the global ``key``, or ``default`` if it was never set."""
+        value = self._fetch(key)
+        return default if value is _MISSING else value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise ShoalError(
+                f"global key {key!r} is not a str", code="world.key", hint="use string keys"
+            )
+        self._ctx.channel.request(
+            "globals.set", {"key": key, "value": to_wire(value, self._ctx.channel.outbox)}
+        )
+        self._cache.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._fetch(key) is not _MISSING
+
+    def keys(self) -> list[str]:
+        """Every key set so far."""
+        keys: list[str] = self._ctx.channel.request("globals.keys", {})
+        return keys
+
+
+# Encoded globals cached per swarm inside one worker process, keyed by version: an
+# unchanged 400 KB model is not moved again for every instance the worker runs.
+_CACHE: dict[str, dict[str, tuple[int, Buffer]]] = {}
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """One stored result, as returned by ``world.results.select_all``."""
+
+    alias: str
+    node_id: str
+    iteration: int
+    value: Any
+
+
+class Results:
+    """``world.results``: values tasks publish for their downstream tasks."""
+
+    def __init__(self, ctx: InstanceContext) -> None:
+        self._ctx = ctx
+
+    def add(self, tag: str, value: Any) -> None:
+        """Store ``value`` under (iteration, alias, node, ``tag``)."""
+        self._ctx.channel.request(
+            "results.add", {"tag": tag, "value": to_wire(value, self._ctx.channel.outbox)}
+        )
+
+    def _list(self, tag: str, alias: str | None, iteration: int | None) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = self._ctx.channel.request(
+            "results.list", {"tag": tag, "alias": alias, "iteration": iteration}
+        )
+        return records
+
+    def select(
+        self, tag: str, alias: str | None = None, iteration: int | None = None
+    ) -> dict[str, Any]:
+        """Return ``{node_id: value}`` for ``tag``.
+
+        By default from the direct upstream tasks of the current iteration (only the
+        instances that had succeeded when this one started).
+
+        Raises
+        ------
+        ShoalError
+            If two results come from one node (two upstream tasks ran there): pass
+            ``alias=`` or use :meth:`select_all`.
+        """
+        records = self._list(tag, alias, iteration)
+        out: dict[str, Any] = {}
+        owner: dict[str, str] = {}
+        for r in records:
+            node = r["node_id"]
+            if node in owner:
+                raise ShoalError(
+                    f"results.select({tag!r}) found two results from node {node!r} "
+                    f"(tasks {owner[node]!r} and {r['alias']!r})",
+                    code="world.select_collision",
+                    hint="pass alias= to choose the task, or use "
+                    "world.results.select_all(tag) which returns every record",
+                )
+            owner[node] = r["alias"]
+            out[node] = from_wire(r["value"])
+        return out
+
+    def stream(
+        self, tag: str, alias: str | None = None, iteration: int | None = None
+    ) -> Iterator[tuple[str, Any]]:
+        """Yield ``(node_id, value)`` one at a time, without holding all in memory."""
+        for r in self._list(tag, alias, iteration):
+            yield r["node_id"], from_wire(r["value"])
+
+    def select_all(
+        self, tag: str, alias: str | None = None, iteration: int | None = None
+    ) -> list[ResultRecord]:
+        """Every record for ``tag`` with its alias, node and iteration."""
+        return [
+            ResultRecord(r["alias"], r["node_id"], r["iteration"], from_wire(r["value"]))
+            for r in self._list(tag, alias, iteration)
+        ]
+
+
+class World:
+    """``self.world``: what a task shares with the rest of the swarm."""
+
+    def __init__(self, ctx: InstanceContext) -> None:
+        self._ctx = ctx
+        self.globals = Globals(ctx)
+        self.results = Results(ctx)
+
+    @property
+    def iteration(self) -> int:
+        """The current iteration, from 0."""
+        return self._ctx.iteration
+
+    @property
+    def node_id(self) -> str:
+        """The node this instance runs on."""
+        return self._ctx.node_id
+
+    @property
+    def swarm_id(self) -> str:
+        """The swarm this instance belongs to."""
+        return self._ctx.swarm_id
+
+    @property
+    def alias(self) -> str:
+        """The alias of this instance's task."""
+        return self._ctx.alias
+
+    def stop_swarm(self) -> None:
+        """End the swarm once the current iteration has finished."""
+        self._ctx.channel.request("swarm.stop", {})
+
+    def schedule_next_iter(self, node_ids: Iterable[str], alias: str) -> None:
+        """Run task ``alias`` only on ``node_ids`` (those still eligible) next iteration."""
+        ids = [str(n) for n in node_ids]
+        self._ctx.channel.request("swarm.schedule_next_iter", {"node_ids": ids, "alias": alias})
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a node offers, by attribute or by key (``res.cpu`` or ``res["cpu"]``)."""
+
+    cpu: int
+    memory: int
+    gpu: int
+    gpu_memory: int = 0
+
+    @property
+    def gpu_available(self) -> bool:
+        """Whether the node has a GPU."""
+        return self.gpu > 0
+
+    @property
+    def cpu_memory(self) -> int:
+        """Memory in bytes (the seed's name)."""
+        return self.memory
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+class Local:
+    """``self.local``: the node's own data, state and resources."""
+
+    def __init__(self, ctx: InstanceContext) -> None:
+        self._ctx = ctx
+
+    def get_dataset_path(self, name: str) -> Path:
+        """The path the node maps dataset ``name`` to."""
+        reply = self._ctx.channel.request("local.dataset", {"name": name})
+        return Path(reply)
+
+    def get_dataset(self, name: str) -> Any:
+        """Load dataset ``name``.
+
+        ``.npy``: an array (memory-mapped, read-only); ``.npz``: a dict of arrays;
+        ``.csv`` / ``.parquet``: a pandas DataFrame; a folder or any other file: its
+        path (read-only).
+        """
+        return load_dataset(self.get_dataset_path(name))
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        """Value saved by :meth:`set_state` on this node for this swarm and task."""
+        reply = self._ctx.channel.request("state.get", {"key": key})
+        return default if reply is None else from_wire(reply)
+
+    def set_state(self, key: str, value: Any) -> None:
+        """Persist ``value`` for later iterations of this task on this node."""
+        self._ctx.channel.request(
+            "state.set", {"key": key, "value": to_wire(value, self._ctx.channel.outbox)}
+        )
+
+    def get_resources(self) -> Resources:
+        """CPU count, memory and GPU facts of the node."""
+        return Resources(**self._ctx.channel.request("local.resources", {}))
+
+
+def load_dataset(path: Path) -> Any:
+    """Load a dataset file by its suffix (see :meth:`Local.get_dataset`)."""
+    import numpy as np
+
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        return path
+    if suffix == ".npy":
+        return np.load(path, mmap_mode="r")
+    if suffix == ".npz":
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    if suffix == ".csv":
+        import pandas as pd
+
+        return pd.read_csv(path)
+    if suffix == ".parquet":
+        import pandas as pd
+
+        return pd.read_parquet(path)
+    return path
+
+
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+class Logger:
+    """``self.logger``: log records and numeric metrics, kept per swarm, node, task and
+    iteration and queryable after the run."""
+
+    def __init__(self, ctx: InstanceContext) -> None:
+        self._ctx = ctx
+
+    def log(self, level: str, message: object) -> None:
+        """Log ``message`` at ``level`` (debug, info, warning, error)."""
+        if level not in _LEVELS:
+            raise ShoalError(
+                f"unknown log level {level!r}",
+                code="logger.level",
+                hint=f"use one of {', '.join(_LEVELS)}",
+            )
+        self._ctx.channel.notify("log", {"level": level, "message": str(message)})
+
+    def debug(self, message: object) -> None:
+        """Log at debug level."""
+        self.log("debug", message)
+
+    def info(self, message: object) -> None:
+        """Log at info level."""
+        self.log("info", message)
+
+    def warning(self, message: object) -> None:
+        """Log at warning level."""
+        self.log("warning", message)
+
+    def error(self, message: object) -> None:
+        """Log at error level."""
+        self.log("error", message)
+
+    def metric(self, name: str, value: float, step: int | None = None) -> None:
+        """Record a numeric metric (``step`` defaults to the iteration)."""
+        self._ctx.channel.notify(
+            "metric",
+            {
+                "name": name,
+                "value": float(value),
+                "step": self._ctx.iteration if step is None else step,
+            },
+        )
+
+    def metrics(self, values: Mapping[str, float]) -> None:
+        """Record several metrics at once."""
+        for k, v in values.items():
+            self.metric(k, v)

@@ -1,0 +1,66 @@
+"""The instance a piece of task code is running as, and its channel to the node."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from shoal._errors import ShoalError
+
+
+class Channel(Protocol):
+    """How task code talks to its node: one request/response call and one-way notes."""
+
+    outbox: Path | None
+
+    def request(self, op: str, args: dict[str, Any]) -> Any:
+        """Call ``op`` and return its result, or raise the service's error."""
+        ...
+
+    def notify(self, op: str, args: dict[str, Any]) -> None:
+        """Send a one-way message (logs, metrics)."""
+        ...
+
+
+@dataclass(frozen=True)
+class InstanceContext:
+    """Identity of the running instance."""
+
+    swarm_id: str
+    instance_id: str
+    node_id: str
+    alias: str
+    iteration: int
+    attempt: int
+    channel: Channel
+
+
+_CURRENT: contextvars.ContextVar[InstanceContext | None] = contextvars.ContextVar(
+    "shoal_instance", default=None
+)
+
+
+def current() -> InstanceContext:
+    """The running instance, or a clear error outside one."""
+    ctx = _CURRENT.get()
+    if ctx is None:
+        raise ShoalError(
+            "task code used self.world / self.local / self.logger outside a running instance",
+            code="runtime.context",
+            hint="run the swarm with shoal.simulate(...) or `shoal simulate`, which call main()",
+        )
+    return ctx
+
+
+@contextmanager
+def running(ctx: InstanceContext) -> Iterator[None]:
+    """Run the body as instance ``ctx``."""
+    token = _CURRENT.set(ctx)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)

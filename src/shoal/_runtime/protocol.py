@@ -1,0 +1,90 @@
+"""Length-prefixed msgpack frames over a stream socket. Never pickle.
+
+A frame is an 8-byte big-endian length followed by one msgpack map. Requests carry an
+``id``; notifications (logs, metrics) carry ``id = None`` and get no reply.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+import msgpack
+
+from shoal._errors import ShoalError
+
+_LEN = struct.Struct(">Q")
+MAX_FRAME = 1 << 34  # 16 GiB: a sanity bound, not a payload ceiling (big values go by file)
+
+
+class ChannelClosed(ShoalError):
+    """The other end of a channel went away."""
+
+    code = "channel.closed"
+
+
+def send(sock: socket.socket, msg: dict[str, Any]) -> None:
+    """Send one frame."""
+    body = msgpack.packb(msg, use_bin_type=True)
+    header = _LEN.pack(len(body))
+    if len(body) < 65536:
+        sock.sendall(header + body)  # one syscall for the common small frame
+    else:
+        sock.sendall(header)
+        sock.sendall(body)  # no concatenation copy of a large body
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise ChannelClosed("channel closed by the other end")
+        got += k
+    return bytes(buf)
+
+
+def recv(sock: socket.socket) -> dict[str, Any]:
+    """Receive one frame (blocking)."""
+    (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
+    if n > MAX_FRAME:
+        raise ShoalError(f"frame of {n} bytes exceeds the bound", code="channel.frame")
+    msg = msgpack.unpackb(_recv_exact(sock, n), raw=False, strict_map_key=False)
+    if not isinstance(msg, dict):
+        raise ShoalError("malformed frame: not a map", code="channel.frame")
+    return msg
+
+
+class FrameReader:
+    """Incremental frame decoder for non-blocking reads in an event loop."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Add received bytes; return every complete frame."""
+        self._buf += data
+        out: list[dict[str, Any]] = []
+        while len(self._buf) >= _LEN.size:
+            (n,) = _LEN.unpack_from(self._buf)
+            if len(self._buf) < _LEN.size + n:
+                break
+            body = bytes(self._buf[_LEN.size : _LEN.size + n])
+            del self._buf[: _LEN.size + n]
+            out.append(msgpack.unpackb(body, raw=False, strict_map_key=False))
+        return out
+
+
+def error_payload(e: BaseException) -> dict[str, Any]:
+    """The wire form of an error raised by a service."""
+    if isinstance(e, ShoalError):
+        return {"code": e.code, "message": e.message, "hint": e.hint}
+    return {"code": "internal", "message": f"{type(e).__name__}: {e}", "hint": None}
+
+
+def raise_payload(err: dict[str, Any]) -> None:
+    """Raise the error described by :func:`error_payload` in the caller's process."""
+    raise ShoalError(err["message"], code=err.get("code") or "remote", hint=err.get("hint"))

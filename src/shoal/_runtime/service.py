@@ -1,0 +1,190 @@
+"""The driver side of the world API: answers one instance's channel requests.
+
+Drivers (simulator, node agent) register each instance before it runs and route its
+requests here; the service reads and writes the store and reports ``stop_swarm`` and
+``schedule_next_iter`` to the driver, which turns them into engine events.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal._errors import ShoalError
+from shoal._store.memory import LogRow, MemoryStore, MetricRow, ResultRow
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """What the service knows about a running instance."""
+
+    swarm_id: str
+    instance_id: str
+    node_id: str
+    alias: str
+    iteration: int
+    inputs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass
+class NodeInfo:
+    """A node's datasets and resources as the service exposes them."""
+
+    node_id: str
+    datasets: Mapping[str, Path]
+    resources: dict[str, int] = field(
+        default_factory=lambda: {"cpu": os.cpu_count() or 1, "memory": _memory(), "gpu": 0}
+    )
+
+
+def _memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+class WorldService:
+    """Answers ``op`` requests of instances against a store."""
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        nodes: Mapping[str, NodeInfo],
+        on_stop: Callable[[InstanceInfo], None],
+        on_next_iter: Callable[[InstanceInfo, str, tuple[str, ...]], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.nodes = nodes
+        self._on_stop = on_stop
+        self._on_next_iter = on_next_iter
+        self._clock = clock
+        self._ops: dict[str, Callable[[InstanceInfo, dict[str, Any]], Any]] = {
+            "globals.get": self._globals_get,
+            "globals.set": self._globals_set,
+            "globals.keys": lambda i, a: self.store.global_keys(i.swarm_id),
+            "results.add": self._results_add,
+            "results.list": self._results_list,
+            "swarm.stop": self._stop,
+            "swarm.schedule_next_iter": self._next_iter,
+            "state.get": lambda i, a: self.store.state_get(
+                i.swarm_id, i.node_id, i.alias, a["key"]
+            ),
+            "state.set": lambda i, a: self.store.state_set(
+                i.swarm_id, i.node_id, i.alias, a["key"], a["value"]
+            ),
+            "local.dataset": self._dataset,
+            "local.resources": lambda i, a: dict(self.nodes[i.node_id].resources),
+            "log": self._log,
+            "metric": self._metric,
+        }
+
+    def handle(self, info: InstanceInfo, op: str, args: dict[str, Any]) -> Any:
+        """Run one request; raise ShoalError for anything the task did wrong."""
+        fn = self._ops.get(op)
+        if fn is None:
+            raise ShoalError(f"unknown runtime operation {op!r}", code="runtime.op")
+        return fn(info, args)
+
+    def _globals_get(self, info: InstanceInfo, args: dict[str, Any]) -> Any:
+        found = self.store.global_get(info.swarm_id, args["key"])
+        if found is None:
+            return None
+        version, value = found
+        if args.get("have") == version:
+            return {"version": version, "same": True}
+        return {"version": version, "value": value}
+
+    def _globals_set(self, info: InstanceInfo, args: dict[str, Any]) -> None:
+        self.store.global_set(info.swarm_id, args["key"], args["value"], info.iteration)
+
+    def _results_add(self, info: InstanceInfo, args: dict[str, Any]) -> None:
+        tag = args["tag"]
+        if not isinstance(tag, str) or not tag:
+            raise ShoalError(
+                f"result tag {tag!r} is not a non-empty str",
+                code="world.tag",
+                hint='use a name like "weights"',
+            )
+        self.store.result_add(
+            ResultRow(
+                info.swarm_id,
+                info.iteration,
+                info.alias,
+                info.node_id,
+                info.instance_id,
+                tag,
+                args["value"],
+            )
+        )
+
+    def _results_list(self, info: InstanceInfo, args: dict[str, Any]) -> list[dict[str, Any]]:
+        tag, alias, iteration = args["tag"], args.get("alias"), args.get("iteration")
+        if iteration is None and (alias is None or alias in info.inputs):
+            aliases = [alias] if alias is not None else list(info.inputs)
+            ids = sorted(i for a in aliases for i in info.inputs[a])
+            rows = self.store.results_of_instances(ids, tag)
+            rows.sort(key=lambda r: (r.alias, r.node_id, r.instance_id))
+        else:
+            it = info.iteration if iteration is None else int(iteration)
+            aliases = [alias] if alias is not None else list(info.inputs)
+            rows = [
+                r for a in aliases for r in self.store.results_of_task(info.swarm_id, it, a, tag)
+            ]
+        return [
+            {"alias": r.alias, "node_id": r.node_id, "iteration": r.iteration, "value": r.value}
+            for r in rows
+        ]
+
+    def _stop(self, info: InstanceInfo, args: dict[str, Any]) -> None:
+        self._on_stop(info)
+
+    def _next_iter(self, info: InstanceInfo, args: dict[str, Any]) -> None:
+        self._on_next_iter(info, str(args["alias"]), tuple(args["node_ids"]))
+
+    def _dataset(self, info: InstanceInfo, args: dict[str, Any]) -> str:
+        name = args["name"]
+        datasets = self.nodes[info.node_id].datasets
+        if name not in datasets:
+            mapped = ", ".join(sorted(datasets)) or "none"
+            raise ShoalError(
+                f"node {info.node_id!r} has no dataset {name!r} (it maps: {mapped})",
+                code="local.dataset",
+                hint="add the dataset to the node, or list it in Module(datasets=[...]) so "
+                "the task is only placed on nodes that have it",
+            )
+        return str(datasets[name])
+
+    def _log(self, info: InstanceInfo, args: dict[str, Any]) -> None:
+        self.store.logs.append(
+            LogRow(
+                info.swarm_id,
+                info.node_id,
+                info.alias,
+                info.iteration,
+                info.instance_id,
+                str(args["level"]),
+                str(args["message"]),
+                self._clock(),
+            )
+        )
+
+    def _metric(self, info: InstanceInfo, args: dict[str, Any]) -> None:
+        self.store.metrics.append(
+            MetricRow(
+                info.swarm_id,
+                info.node_id,
+                info.alias,
+                info.iteration,
+                info.instance_id,
+                str(args["name"]),
+                float(args["value"]),
+                int(args["step"]),
+                self._clock(),
+            )
+        )

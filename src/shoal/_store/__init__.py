@@ -1,0 +1,1 @@
+"""Stores: where a driver keeps globals, results, state, logs and metrics."""

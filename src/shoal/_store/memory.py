@@ -1,0 +1,144 @@
+"""The in-memory store used by the simulator.
+
+Values are kept as wire values (codec bytes inline, or a file the store owns), never as
+decoded Python objects, so every reader decodes its own copy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shoal._runtime.wire import Wire
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One stored result."""
+
+    swarm_id: str
+    iteration: int
+    alias: str
+    node_id: str
+    instance_id: str
+    tag: str
+    value: Wire
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """One log record."""
+
+    swarm_id: str
+    node_id: str
+    alias: str
+    iteration: int
+    instance_id: str
+    level: str
+    message: str
+    time: float
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One metric value."""
+
+    swarm_id: str
+    node_id: str
+    alias: str
+    iteration: int
+    instance_id: str
+    name: str
+    value: float
+    step: int
+    time: float
+
+
+@dataclass
+class MemoryStore:
+    """Globals (with per-iteration history), results, per-node state, logs, metrics.
+
+    ``blob_dir`` receives large values spilled to files; the store takes ownership of
+    a file value by renaming it into that folder.
+    """
+
+    blob_dir: Path
+    globals: dict[tuple[str, str], tuple[int, Wire]] = field(default_factory=dict)
+    history: dict[tuple[str, str], list[tuple[int, Wire]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    state: dict[tuple[str, str, str, str], Wire] = field(default_factory=dict)
+    logs: list[LogRow] = field(default_factory=list)
+    metrics: list[MetricRow] = field(default_factory=list)
+    _by_instance: dict[str, list[ResultRow]] = field(default_factory=lambda: defaultdict(list))
+    _by_task: dict[tuple[str, int, str], list[ResultRow]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+    def own(self, wire: Wire) -> Wire:
+        """Take ownership of a file value (move it into the blob folder)."""
+        if "file" not in wire:
+            return wire
+        target = self.blob_dir / f"{uuid.uuid4().hex}.val"
+        try:
+            os.replace(wire["file"], target)
+        except OSError:  # another filesystem: copy
+            shutil.copyfile(wire["file"], target)
+            os.unlink(wire["file"])
+        return {"file": str(target)}
+
+    # ------------------------------------------------------------------- globals
+    def global_get(self, swarm_id: str, key: str) -> tuple[int, Wire] | None:
+        """Current version and value of a global."""
+        return self.globals.get((swarm_id, key))
+
+    def global_set(self, swarm_id: str, key: str, value: Wire, iteration: int) -> int:
+        """Write a global; returns its new version."""
+        value = self.own(value)
+        version = self.globals.get((swarm_id, key), (0, value))[0] + 1
+        self.globals[(swarm_id, key)] = (version, value)
+        hist = self.history[(swarm_id, key)]
+        if hist and hist[-1][0] == iteration:
+            hist[-1] = (iteration, value)  # keep the last write of each iteration
+        else:
+            hist.append((iteration, value))
+        return version
+
+    def global_keys(self, swarm_id: str) -> list[str]:
+        """Every global key of a swarm, sorted."""
+        return sorted(k for s, k in self.globals if s == swarm_id)
+
+    # ------------------------------------------------------------------- results
+    def result_add(self, row: ResultRow) -> None:
+        """Store a result."""
+        row = ResultRow(**{**row.__dict__, "value": self.own(row.value)})
+        self._by_instance[row.instance_id].append(row)
+        self._by_task[(row.swarm_id, row.iteration, row.alias)].append(row)
+
+    def results_of_instances(self, instance_ids: list[str], tag: str) -> list[ResultRow]:
+        """Results with ``tag`` of these instances, in the given order."""
+        return [r for i in instance_ids for r in self._by_instance.get(i, ()) if r.tag == tag]
+
+    def results_of_task(
+        self, swarm_id: str, iteration: int, alias: str, tag: str
+    ) -> list[ResultRow]:
+        """Every result with ``tag`` of a task in an iteration, stragglers included."""
+        rows = self._by_task.get((swarm_id, iteration, alias), [])
+        return sorted((r for r in rows if r.tag == tag), key=lambda r: (r.node_id, r.instance_id))
+
+    def result_tags(self, swarm_id: str) -> set[str]:
+        """Every tag stored for a swarm."""
+        return {r.tag for (s, _, _), rows in self._by_task.items() if s == swarm_id for r in rows}
+
+    # --------------------------------------------------------------------- state
+    def state_get(self, swarm_id: str, node_id: str, alias: str, key: str) -> Wire | None:
+        """Per (node, swarm, alias) state."""
+        return self.state.get((swarm_id, node_id, alias, key))
+
+    def state_set(self, swarm_id: str, node_id: str, alias: str, key: str, value: Wire) -> None:
+        """Persist per (node, swarm, alias) state."""
+        self.state[(swarm_id, node_id, alias, key)] = self.own(value)

@@ -1,0 +1,3 @@
+class MLP:
+    def params(self):
+        return [0.0, 1.0]
