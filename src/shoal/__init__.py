@@ -15,6 +15,8 @@ from shoal._errors import (
     SwarmValidationError,
 )
 from shoal._plan import Plan, load_plan
+from shoal._sim.api import simulate
+from shoal._sim.run import SimulationRun
 from shoal._version import __version__
 
 __all__ = [
@@ -27,9 +29,11 @@ __all__ = [
     "Problem",
     "ShoalError",
     "ShoalWarning",
+    "SimulationRun",
     "Swarm",
     "SwarmValidationError",
     "Task",
     "__version__",
     "load_plan",
+    "simulate",
 ]

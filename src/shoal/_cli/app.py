@@ -73,4 +73,6 @@ def export(
 
 def main() -> None:
     """Entry point of the ``shoal`` console script."""
+    from shoal._cli import simulate  # noqa: F401  (registers its commands)
+
     sys.exit(app())

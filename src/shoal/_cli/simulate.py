@@ -1,0 +1,200 @@
+"""``shoal simulate`` and ``shoal logs``: run a swarm on virtual nodes and read its logs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import shoal
+from shoal._cli.app import app, fail
+from shoal._errors import ShoalError
+
+out = Console()
+
+
+def _datasets(items: list[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            fail(f"--dataset {item!r} is not NAME=PATH (e.g. --dataset digits=data/digits.npz)")
+        result[name] = path
+    return result
+
+
+def _show(value: Any) -> str:
+    try:
+        import numpy as np
+
+        if isinstance(value, np.ndarray):
+            return f"array{value.shape} {value.dtype}"
+    except ImportError:  # pragma: no cover
+        pass
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@app.command()
+def simulate(
+    target: Annotated[str, typer.Argument(help="path/to/swarm.py[:ClassName]")],
+    nodes: Annotated[int, typer.Option("--nodes", "-n", help="Number of virtual nodes.")] = 10,
+    dataset: Annotated[
+        list[str] | None, typer.Option("--dataset", "-d", help="NAME=PATH, repeatable.")
+    ] = None,
+    partition: Annotated[
+        str | None, typer.Option(help="Split datasets: iid | dirichlet:ALPHA | shards:K.")
+    ] = None,
+    nodes_dir: Annotated[
+        Path | None, typer.Option(help="One subfolder per node holding that node's files.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for placement and partitioning.")] = 0,
+    max_iterations: Annotated[int | None, typer.Option(help="Override max_iterations.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: cores).")] = None,
+    executor: Annotated[str, typer.Option(help="processes | inline")] = "processes",
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Where to keep logs and data (default .shoal/runs/...).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write status, globals, metrics as JSON.")
+    ] = None,
+) -> None:
+    """Run a swarm on virtual nodes on this machine."""
+    from shoal._define.loader import load_swarm
+
+    run_dir = run_dir or Path(".shoal") / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    try:
+        swarm, _ = load_swarm(target)
+    except ShoalError as e:
+        fail(e)
+    images = sorted({m.image for m in shoal.Swarm.prepare_graph(swarm).modules.values()})
+    if images != ["python"]:
+        out.print(
+            f"[dim]note: module images {images} are recorded but not enforced by the "
+            f"{executor} executor; every task runs with this Python.[/]"
+        )
+    bar = Progress(
+        TextColumn("iteration {task.fields[iteration]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("instances"),
+        TimeElapsedColumn(),
+        console=out,
+        transient=False,
+    )
+    task_id = bar.add_task("run", total=None, iteration=0)
+
+    def progress(what: str, iteration: int, done: int, scheduled: int) -> None:
+        bar.update(task_id, completed=done, total=scheduled, iteration=iteration)
+
+    try:
+        with bar:
+            run = shoal.simulate(
+                swarm,
+                nodes=nodes,
+                datasets=_datasets(dataset or []),
+                partition=partition,
+                seed=seed,
+                executor=executor,
+                workers=workers,
+                max_iterations=max_iterations,
+                nodes_dir=nodes_dir,
+                run_dir=run_dir,
+                progress=progress,
+            )
+    except ShoalError as e:
+        fail(e)
+    _save_logs(run, run_dir)
+    _summary(run)
+    if json_out is not None:
+        json_out.write_text(json.dumps(run.summary(), indent=2, default=str) + "\n")
+    out.print(f"logs: shoal logs {run_dir}")
+    if not run.ok:
+        raise typer.Exit(1)
+
+
+def _save_logs(run: shoal.SimulationRun, run_dir: Path) -> None:
+    with open(run_dir / "logs.jsonl", "w", encoding="utf-8") as f:
+        for r in run.logs():
+            f.write(json.dumps(r.__dict__) + "\n")
+    (run_dir / "summary.json").write_text(json.dumps(run.summary(), indent=2, default=str))
+
+
+def _summary(run: shoal.SimulationRun) -> None:
+    color = {"succeeded": "green", "failed": "red"}.get(run.status, "yellow")
+    out.print(
+        f"[bold {color}]{run.status}[/] after {run.iterations} iteration(s) in "
+        f"{run.wall_s:.2f}s: {run.reason}",
+        highlight=False,
+    )
+    t = Table(title="tasks", show_edge=False)
+    for col in ("task", "instances", "mean s", "max s", "total s"):
+        t.add_column(col, justify="left" if col == "task" else "right")
+    for tm in run.timings:
+        t.add_row(
+            tm.alias, str(tm.instances), f"{tm.mean_s:.4f}", f"{tm.max_s:.4f}", f"{tm.total_s:.2f}"
+        )
+    out.print(t)
+    for f in run.failures:
+        out.print(
+            f"[bold red]failed[/] {f.alias} on node {f.node_id} "
+            f"(iteration {f.iteration}, attempt {f.attempt}, {f.kind.value}): {f.error}",
+            highlight=False,
+        )
+        if f.traceback:
+            out.print(f.traceback.rstrip(), highlight=False, markup=False)
+    if run.ok:
+        sinks = set(run.plan.sinks)
+        g = Table(title="globals", show_edge=False)
+        g.add_column("key")
+        g.add_column("value")
+        for key in run.globals:
+            g.add_row(key, _show(run.globals[key]))
+        out.print(g)
+        last: dict[tuple[str, str], float] = {}
+        for m in run.metrics():
+            if m.alias in sinks or not sinks:
+                last[(m.alias, m.name)] = m.value
+        if last:
+            mt = Table(title="last metrics of the sink tasks", show_edge=False)
+            for col in ("task", "metric", "value"):
+                mt.add_column(col)
+            for (alias, name), value in sorted(last.items()):
+                mt.add_row(alias, name, f"{value:.6g}")
+            out.print(mt)
+
+
+@app.command()
+def logs(
+    run_dir: Annotated[Path, typer.Argument(help="A simulation's run folder.")],
+    node: Annotated[str | None, typer.Option(help="Only this node.")] = None,
+    task: Annotated[str | None, typer.Option(help="Only this task (alias).")] = None,
+    level: Annotated[str | None, typer.Option(help="Only this level.")] = None,
+    iteration: Annotated[int | None, typer.Option(help="Only this iteration.")] = None,
+) -> None:
+    """Show the logs a simulation saved, filtered by node, task, level and iteration."""
+    path = run_dir / "logs.jsonl"
+    if not path.is_file():
+        fail(f"{run_dir} holds no logs.jsonl; give the run folder `shoal simulate` printed")
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if (
+                (node and r["node_id"] != node)
+                or (task and r["alias"] != task)
+                or (level and r["level"] != level)
+                or (iteration is not None and r["iteration"] != iteration)
+            ):
+                continue
+            out.print(
+                f"[dim]it {r['iteration']}[/] {r['level']:<7} {r['node_id']} "
+                f"{r['alias']}: {r['message']}",
+                highlight=False,
+                markup=True,
+            )

@@ -1,0 +1,104 @@
+"""``shoal.simulate``: run a swarm on virtual nodes in this machine."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from shoal._define.compile import compile_swarm
+from shoal._define.swarm import Swarm
+from shoal._errors import ShoalError
+from shoal._sim.driver import Progress, Simulation
+from shoal._sim.executors import default_workers
+from shoal._sim.nodes import build_nodes
+from shoal._sim.run import SimulationRun
+
+
+def simulate(
+    swarm: Swarm,
+    nodes: int | None = 10,
+    datasets: Mapping[str, str | os.PathLike[str]] | None = None,
+    partition: str | None = None,
+    seed: int = 0,
+    executor: str = "processes",
+    workers: int | None = None,
+    max_iterations: int | None = None,
+    nodes_dir: str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> SimulationRun:
+    """Run ``swarm`` on virtual nodes and return the run.
+
+    Parameters
+    ----------
+    swarm
+        The swarm to run (it is validated and compiled first).
+    nodes
+        How many virtual nodes (``node-00000``, ...). Ignored with ``nodes_dir``.
+    datasets
+        ``{name: path}`` every node maps; split across nodes with ``partition``, or
+        shared whole by every node when ``partition`` is None.
+    partition
+        ``"iid"``, ``"dirichlet:ALPHA"`` or ``"shards:K"``.
+    seed
+        Seeds placement (``method="random"``) and partitioning: a seeded run is
+        reproducible.
+    executor
+        ``"processes"`` (a pool of worker processes) or ``"inline"`` (this process;
+        breakpoints work, timeouts are not enforced).
+    workers
+        Size of the process pool (default: one per core).
+    max_iterations
+        Override the swarm's ``max_iterations``.
+    nodes_dir
+        A folder with one subfolder per node holding that node's dataset files.
+    run_dir
+        Where to keep the run's data, blobs and logs (default: a temporary folder
+        removed when the returned run is garbage-collected).
+    progress
+        Called as ``progress(what, iteration, done, scheduled)``.
+
+    Returns
+    -------
+    SimulationRun
+        Status, iterations, failures (node id and traceback), final globals, results,
+        logs and metrics. A failed swarm does not raise: check ``run.ok`` or call
+        ``run.raise_for_status()``.
+    """
+    if max_iterations is not None and (not isinstance(max_iterations, int) or max_iterations < 1):
+        raise ShoalError(
+            f"max_iterations={max_iterations!r} is not an int >= 1",
+            code="sim.max_iterations",
+            hint="pass a positive int",
+        )
+    compiled = compile_swarm(swarm)
+    plan = compiled.plan
+    if max_iterations is not None:
+        plan = plan.model_copy(
+            update={"limits": plan.limits.model_copy(update={"max_iterations": max_iterations})}
+        )
+    cleanup = run_dir is None
+    root = Path(tempfile.mkdtemp(prefix="shoal-sim-")) if run_dir is None else Path(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    node_list = build_nodes(
+        nodes,
+        datasets,
+        partition,
+        seed,
+        root / "data",
+        Path(nodes_dir) if nodes_dir is not None else None,
+    )
+    sim = Simulation(
+        plan,
+        compiled.bundles,
+        node_list,
+        root,
+        executor=executor,
+        workers=workers or min(default_workers(), len(node_list)),
+        seed=seed,
+        progress=progress,
+        cleanup=cleanup,
+    )
+    return sim.run()

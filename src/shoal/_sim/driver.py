@@ -1,0 +1,263 @@
+"""The simulator: a driver of the engine over virtual nodes and an executor.
+
+It only translates: engine instructions become jobs for the executor, executor
+callbacks and world calls become engine events. Every scheduling decision is the
+engine's.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from shoal._bundle import Bundle
+from shoal._engine import Engine
+from shoal._engine.messages import (
+    CancelInstance,
+    Event,
+    FailureKind,
+    InstanceFailed,
+    InstanceStarted,
+    InstanceSucceeded,
+    Instruction,
+    IterationStarted,
+    NextIterScheduled,
+    NodeJoined,
+    RunInstance,
+    StopSwarmCalled,
+    SwarmFinished,
+    SwarmSubmitted,
+    TimerFired,
+    WakeAt,
+)
+from shoal._errors import ShoalError
+from shoal._plan import Plan
+from shoal._runtime.loader import Outcome, extract_bundle
+from shoal._runtime.service import InstanceInfo, NodeInfo, WorldService
+from shoal._sim.executors import InlineExecutor, Job, ProcessPoolExecutor, SimExecutor
+from shoal._sim.run import SimulationRun, TaskTiming
+from shoal._store.memory import MemoryStore
+
+Progress = Callable[[str, int, int, int], None]  # (what, iteration, done, scheduled)
+
+
+class Clock(Protocol):
+    """Where the driver's time comes from (``shoal.testing.VirtualClock`` in tests)."""
+
+    def now(self) -> float:
+        """Seconds on this clock."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``."""
+        ...
+
+
+class RealClock:
+    """Monotonic wall time."""
+
+    def now(self) -> float:
+        """Seconds since an arbitrary start."""
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        """Really wait."""
+        time.sleep(seconds)
+
+
+@dataclass
+class _Counters:
+    iteration: int = 0
+    scheduled: int = 0
+    done: int = 0
+    started_at: dict[str, float] = field(default_factory=dict)
+    durations: dict[str, list[float]] = field(default_factory=dict)
+
+
+class Simulation:
+    """Runs one compiled swarm on virtual nodes."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        bundles: dict[str, Bundle],
+        nodes: list[NodeInfo],
+        run_dir: Path,
+        executor: str = "processes",
+        workers: int = 1,
+        seed: int = 0,
+        progress: Progress | None = None,
+        swarm_id: str = "sim",
+        cleanup: bool = False,
+        clock: Clock | None = None,
+        executor_factory: Callable[[Simulation], SimExecutor] | None = None,
+    ) -> None:
+        # The simulator's node set never changes, so waiting for a node to join is
+        # pointless: placement failures are reported at once.
+        self.plan = plan.model_copy(
+            update={"limits": plan.limits.model_copy(update={"placement_timeout_s": 0.0})}
+        )
+        self.nodes = {n.node_id: n for n in nodes}
+        self.run_dir = run_dir
+        self.seed = seed
+        self.swarm_id = swarm_id
+        self._progress = progress
+        self._cleanup = cleanup
+        for sub in ("blobs", "outbox", "modules"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        self._folders = {
+            d: extract_bundle(b.data, d, run_dir / "modules") for d, b in bundles.items()
+        }
+        self.store = MemoryStore(run_dir / "blobs")
+        for key, b64 in plan.globals.items():
+            self.store.global_set(swarm_id, key, {"inline": base64.b64decode(b64)}, iteration=-1)
+        self.clock = clock or RealClock()
+        self._t0 = self.clock.now()
+        self.service = WorldService(
+            self.store, self.nodes, on_stop=self._on_stop, on_next_iter=self._on_next_iter
+        )
+        self.engine = Engine()
+        self._events: deque[Event] = deque()
+        self._infos: dict[str, InstanceInfo] = {}
+        self._wake: float | None = None
+        self._finished: SwarmFinished | None = None
+        self._c = _Counters()
+        self._executor_kind = executor
+        self._workers = workers
+        self._executor_factory = executor_factory
+
+    def now(self) -> float:
+        """Seconds since the simulation started."""
+        return self.clock.now() - self._t0
+
+    # ------------------------------------------------------- executor callbacks
+    def _on_started(self, instance_id: str) -> None:
+        self._c.started_at[instance_id] = self.clock.now()
+        self._events.append(InstanceStarted(instance_id, self.now()))
+
+    def _on_done(self, instance_id: str, outcome: Outcome, kind: FailureKind) -> None:
+        info = self._infos.pop(instance_id)
+        started = self._c.started_at.pop(instance_id, None)
+        if started is not None:
+            self._c.durations.setdefault(info.alias, []).append(self.clock.now() - started)
+        self._c.done += 1
+        if outcome.ok:
+            self._events.append(InstanceSucceeded(instance_id, self.now()))
+        else:
+            self._events.append(
+                InstanceFailed(instance_id, self.now(), outcome.error, outcome.traceback, kind)
+            )
+
+    def _on_stop(self, info: InstanceInfo) -> None:
+        self._events.append(StopSwarmCalled(info.instance_id, self.now()))
+
+    def _on_next_iter(self, info: InstanceInfo, alias: str, node_ids: tuple[str, ...]) -> None:
+        if alias not in {t.alias for t in self.plan.tasks}:
+            raise ShoalError(
+                f"schedule_next_iter names task {alias!r}, which is not in the swarm",
+                code="world.alias",
+                hint=f"use one of {sorted(t.alias for t in self.plan.tasks)}",
+            )
+        self._events.append(NextIterScheduled(info.instance_id, self.now(), alias, node_ids))
+
+    # ------------------------------------------------------------ instructions
+    def _apply(self, instructions: list[Instruction], executor: SimExecutor) -> None:
+        for ins in instructions:
+            if isinstance(ins, RunInstance):
+                info = InstanceInfo(
+                    ins.swarm_id, ins.instance_id, ins.node_id, ins.alias, ins.iteration, ins.inputs
+                )
+                self._infos[ins.instance_id] = info
+                self._c.scheduled += 1
+                executor.submit(Job(info, ins.attempt, ins.module, self._folders[ins.module]))
+            elif isinstance(ins, CancelInstance):
+                executor.cancel(ins.instance_id)
+                if self._infos.pop(ins.instance_id, None) is not None:
+                    self._c.done += 1
+            elif isinstance(ins, IterationStarted):
+                self._c.iteration = ins.iteration
+                if self._progress:
+                    self._progress("iteration", ins.iteration, self._c.done, self._c.scheduled)
+            elif isinstance(ins, WakeAt):
+                self._wake = ins.at
+            elif isinstance(ins, SwarmFinished):
+                self._finished = ins
+
+    def _drain(self, executor: SimExecutor) -> None:
+        while self._events and self._finished is None:
+            self._apply(self.engine.handle(self._events.popleft()), executor)
+        if self._progress:
+            self._progress("progress", self._c.iteration, self._c.done, self._c.scheduled)
+
+    def _make_executor(self) -> SimExecutor:
+        if self._executor_factory is not None:
+            return self._executor_factory(self)
+        if self._executor_kind == "inline":
+            return InlineExecutor(self.service, self._on_started, self._on_done)
+        if self._executor_kind == "processes":
+            return ProcessPoolExecutor(
+                self.service,
+                self._on_started,
+                self._on_done,
+                self._workers,
+                self.run_dir / "outbox",
+            )
+        raise ShoalError(
+            f"unknown executor {self._executor_kind!r}",
+            code="sim.executor",
+            hint="use 'inline' or 'processes'",
+        )
+
+    def run(self) -> SimulationRun:
+        """Run until the swarm finishes; never waits without a bound."""
+        executor = self._make_executor()
+        try:
+            for n in self.nodes.values():
+                self._events.append(NodeJoined(n.node_id, self.now(), frozenset(n.datasets)))
+            self._events.append(SwarmSubmitted(self.swarm_id, self.plan, self.now(), self.seed))
+            self._drain(executor)
+            while self._finished is None:
+                timeout = None if self._wake is None else max(0.0, self._wake - self.now())
+                if not executor.busy() and not self._events:
+                    if self._wake is None:
+                        raise ShoalError(
+                            "the simulation stalled: nothing runs and nothing is scheduled "
+                            "(this is a bug in shoal; please report it with the plan)",
+                            code="sim.stalled",
+                        )
+                    self.clock.sleep(timeout or 0.0)
+                else:
+                    executor.poll(timeout)
+                if self._wake is not None and self.now() >= self._wake:
+                    self._wake = None
+                    self._events.append(TimerFired(self.now()))
+                self._drain(executor)
+        finally:
+            executor.close()
+        return self._result()
+
+    def _result(self) -> SimulationRun:
+        fin = self._finished
+        assert fin is not None
+        timings = [
+            TaskTiming(alias, len(d), sum(d), sum(d) / len(d), max(d))
+            for alias, d in self._c.durations.items()
+        ]
+        return SimulationRun(
+            swarm_id=self.swarm_id,
+            plan=self.plan,
+            status=fin.status,
+            reason=fin.reason,
+            iterations=fin.iterations,
+            failures=tuple(fin.failures),
+            timings=timings,
+            wall_s=self.now(),
+            run_dir=self.run_dir,
+            _store=self.store,
+            _cleanup=self._cleanup,
+        )

@@ -1,0 +1,335 @@
+"""How the simulator runs instances: inline (one process, debuggable) or a process pool.
+
+Both take jobs, serve each running instance's world requests through the WorldService,
+and report how each instance ended through callbacks. Cancelling a job that runs in a
+pool worker kills that worker and starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from shoal._engine.messages import FailureKind
+from shoal._errors import ShoalError
+from shoal._runtime import protocol
+from shoal._runtime.channels import DirectChannel
+from shoal._runtime.context import InstanceContext
+from shoal._runtime.loader import ModuleCache, Outcome, run_main
+from shoal._runtime.service import InstanceInfo, WorldService
+
+
+@dataclass(frozen=True)
+class Job:
+    """One instance to run."""
+
+    info: InstanceInfo
+    attempt: int
+    module: str
+    folder: Path
+
+
+OnDone = Callable[[str, Outcome, FailureKind], None]
+OnStarted = Callable[[str], None]
+
+
+class SimExecutor(Protocol):
+    """What the simulator driver needs from an executor."""
+
+    def submit(self, job: Job) -> None:
+        """Queue a job."""
+        ...
+
+    def cancel(self, instance_id: str) -> None:
+        """Drop a queued job or stop a running one; no completion is reported for it."""
+        ...
+
+    def poll(self, timeout: float | None) -> None:
+        """Make progress for up to ``timeout`` seconds, reporting through callbacks."""
+        ...
+
+    def busy(self) -> bool:
+        """Whether any job is queued or running."""
+        ...
+
+    def close(self) -> None:
+        """Stop every worker."""
+        ...
+
+
+Fault = Callable[[InstanceInfo, int], "str | None"]  # -> None | "raise" | "crash" | "hang"
+
+
+class InlineExecutor:
+    """Runs every instance in this process, one after another (breakpoints work).
+
+    ``fault`` (used by ``shoal.testing``) may make an instance raise, crash, or hang
+    until it is cancelled, instead of running its code.
+    """
+
+    def __init__(
+        self,
+        service: WorldService,
+        on_started: OnStarted,
+        on_done: OnDone,
+        fault: Fault | None = None,
+    ) -> None:
+        self._service = service
+        self._on_started = on_started
+        self._on_done = on_done
+        self._fault = fault
+        self._queue: deque[Job] = deque()
+        self._cancelled: set[str] = set()
+        self._hung: set[str] = set()
+        self._cache = ModuleCache()
+
+    def submit(self, job: Job) -> None:
+        self._queue.append(job)
+
+    def cancel(self, instance_id: str) -> None:
+        if instance_id in self._hung:
+            self._hung.discard(instance_id)
+        else:
+            self._cancelled.add(instance_id)
+
+    def busy(self) -> bool:
+        # A hung instance makes no progress by itself: only a timeout or a cancel ends it.
+        return any(j.info.instance_id not in self._cancelled for j in self._queue)
+
+    def poll(self, timeout: float | None) -> None:
+        while self._queue:
+            job = self._queue.popleft()
+            if job.info.instance_id in self._cancelled:
+                self._cancelled.discard(job.info.instance_id)
+                continue
+            info = job.info
+            fault = self._fault(info, job.attempt) if self._fault else None
+            if fault is not None:
+                self._on_started(info.instance_id)
+                if fault == "hang":
+                    self._hung.add(info.instance_id)
+                    return
+                kind = FailureKind.CRASH if fault == "crash" else FailureKind.ERROR
+                self._on_done(
+                    info.instance_id, Outcome(False, f"injected fault: {fault}", ""), kind
+                )
+                return
+            ctx = InstanceContext(
+                info.swarm_id,
+                info.instance_id,
+                info.node_id,
+                info.alias,
+                info.iteration,
+                job.attempt,
+                DirectChannel(self._service, info),
+            )
+            self._on_started(info.instance_id)
+            try:
+                main = self._cache.main_of(job.module, job.folder)
+            except Exception as e:
+                import traceback
+
+                outcome = Outcome(
+                    False,
+                    f"importing the module failed: {type(e).__name__}: {e}",
+                    traceback.format_exc(),
+                )
+            else:
+                outcome = run_main(main, ctx)
+            self._on_done(info.instance_id, outcome, FailureKind.ERROR)
+            return
+
+    def close(self) -> None:
+        self._queue.clear()
+
+
+@dataclass
+class _Worker:
+    proc: subprocess.Popen[bytes]
+    sock: socket.socket
+    reader: protocol.FrameReader
+    job: Job | None = None
+
+
+class ProcessPoolExecutor:
+    """A fixed pool of worker processes that run instances of any virtual node."""
+
+    def __init__(
+        self,
+        service: WorldService,
+        on_started: OnStarted,
+        on_done: OnDone,
+        workers: int,
+        outbox: Path,
+    ) -> None:
+        if workers < 1:
+            raise ShoalError(
+                f"workers={workers} must be >= 1",
+                code="sim.workers",
+                hint="pass --workers 1 or more",
+            )
+        self._service = service
+        self._on_started = on_started
+        self._on_done = on_done
+        self._outbox = outbox
+        self._queue: deque[Job] = deque()
+        self._cancelled: set[str] = set()
+        self._sel = selectors.DefaultSelector()
+        self._workers: list[_Worker] = []
+        self._running: dict[str, _Worker] = {}
+        for _ in range(workers):
+            self._spawn()
+
+    # ----------------------------------------------------------------- workers
+    def _spawn(self) -> _Worker:
+        ours, theirs = socket.socketpair()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shoal._sim.worker", str(theirs.fileno()), str(self._outbox)],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        w = _Worker(proc, ours, protocol.FrameReader())
+        self._workers.append(w)
+        self._sel.register(ours, selectors.EVENT_READ, w)
+        return w
+
+    def _retire(self, w: _Worker, kill: bool) -> None:
+        self._sel.unregister(w.sock)
+        self._workers.remove(w)
+        if kill and w.proc.poll() is None:
+            w.proc.send_signal(signal.SIGKILL)
+        w.sock.close()
+        w.proc.wait(timeout=30)
+
+    # ---------------------------------------------------------------- interface
+    def submit(self, job: Job) -> None:
+        self._queue.append(job)
+
+    def cancel(self, instance_id: str) -> None:
+        w = self._running.pop(instance_id, None)
+        if w is None:
+            self._cancelled.add(instance_id)
+            return
+        self._retire(w, kill=True)
+        self._spawn()
+
+    def busy(self) -> bool:
+        return bool(self._running) or any(
+            j.info.instance_id not in self._cancelled for j in self._queue
+        )
+
+    def _assign(self, w: _Worker) -> None:
+        while self._queue:
+            job = self._queue.popleft()
+            if job.info.instance_id in self._cancelled:
+                self._cancelled.discard(job.info.instance_id)
+                continue
+            i = job.info
+            w.job = job
+            self._running[i.instance_id] = w
+            self._on_started(i.instance_id)
+            protocol.send(
+                w.sock,
+                {
+                    "op": "run",
+                    "module": job.module,
+                    "folder": str(job.folder),
+                    "ctx": {
+                        "swarm_id": i.swarm_id,
+                        "instance_id": i.instance_id,
+                        "node_id": i.node_id,
+                        "alias": i.alias,
+                        "iteration": i.iteration,
+                        "attempt": job.attempt,
+                    },
+                },
+            )
+            return
+
+    def poll(self, timeout: float | None) -> None:
+        for w in list(self._workers):
+            if w.job is None:
+                self._assign(w)
+        if not self._running:
+            return
+        for key, _ in self._sel.select(timeout):
+            w = key.data
+            if w not in self._workers:
+                continue  # retired earlier in this round
+            try:
+                data = w.sock.recv(1 << 20)
+            except ConnectionError:
+                data = b""
+            if not data:
+                self._crashed(w)
+                continue
+            for frame in w.reader.feed(data):
+                self._frame(w, frame)
+                if w not in self._workers:
+                    break
+
+    def _crashed(self, w: _Worker) -> None:
+        job = w.job
+        self._retire(w, kill=True)
+        self._spawn()
+        if job is not None:
+            self._running.pop(job.info.instance_id, None)
+            rc = w.proc.returncode
+            why = f"signal {-rc}" if rc is not None and rc < 0 else f"exit code {rc}"
+            self._on_done(
+                job.info.instance_id,
+                Outcome(False, f"the worker process died ({why}) while running it"),
+                FailureKind.CRASH,
+            )
+
+    def _frame(self, w: _Worker, frame: dict[str, Any]) -> None:
+        job = w.job
+        if job is None:
+            return
+        if frame.get("op") == "done":
+            w.job = None
+            self._running.pop(job.info.instance_id, None)
+            outcome = Outcome(bool(frame["ok"]), frame.get("error", ""), frame.get("traceback", ""))
+            self._on_done(job.info.instance_id, outcome, FailureKind.ERROR)
+            if w in self._workers:
+                self._assign(w)
+            return
+        rid = frame.get("id")
+        try:
+            result = self._service.handle(job.info, frame["op"], frame.get("args") or {})
+        except Exception as e:  # the task's request failed: the task sees the error
+            if rid is not None:
+                protocol.send(w.sock, {"id": rid, "error": protocol.error_payload(e)})
+            return
+        if rid is not None:
+            protocol.send(w.sock, {"id": rid, "ok": result})
+
+    def close(self) -> None:
+        for w in list(self._workers):
+            if w.proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    protocol.send(w.sock, {"op": "exit"})
+        for w in list(self._workers):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                w.proc.wait(timeout=5)
+            self._retire(w, kill=True)
+        self._sel.close()
+
+
+def default_workers() -> int:
+    """One worker per usable core."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,235 @@
+"""The result of a simulation: status, globals, results, logs and metrics."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal._engine.messages import InstanceFailure
+from shoal._errors import ShoalError
+from shoal._plan import Plan
+from shoal._runtime.wire import from_wire
+from shoal._store.memory import LogRow, MemoryStore, MetricRow
+
+
+@dataclass(frozen=True)
+class TaskTiming:
+    """Instance durations of one task over the whole run."""
+
+    alias: str
+    instances: int
+    total_s: float
+    mean_s: float
+    max_s: float
+
+
+class RunGlobals:
+    """``run.globals[key]``: the final value of each global."""
+
+    def __init__(self, store: MemoryStore, swarm_id: str) -> None:
+        self._store = store
+        self._swarm_id = swarm_id
+
+    def __getitem__(self, key: str) -> Any:
+        found = self._store.global_get(self._swarm_id, key)
+        if found is None:
+            raise KeyError(key)
+        return from_wire(found[1])
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The final value of ``key``, or ``default``."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self) -> list[str]:
+        """Every global key."""
+        return self._store.global_keys(self._swarm_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._store.global_get(self._swarm_id, key) is not None
+
+    def history(self, key: str) -> dict[int, Any]:
+        """``{iteration: value}`` after each iteration that wrote it (-1: the initial value)."""
+        return {it: from_wire(w) for it, w in self._store.history.get((self._swarm_id, key), [])}
+
+
+class RunResults:
+    """``run.results``: results queried like ``world.results``."""
+
+    def __init__(self, store: MemoryStore, swarm_id: str, plan: Plan, iterations: int) -> None:
+        self._store = store
+        self._swarm_id = swarm_id
+        self._plan = plan
+        self._last = max(iterations - 1, 0)
+
+    def _rows(self, tag: str, alias: str | None, iteration: int | None) -> list[Any]:
+        it = self._last if iteration is None else iteration
+        aliases = [alias] if alias is not None else [t.alias for t in self._plan.tasks]
+        return [r for a in aliases for r in self._store.results_of_task(self._swarm_id, it, a, tag)]
+
+    def select(
+        self, tag: str, alias: str | None = None, iteration: int | None = None
+    ) -> dict[str, Any]:
+        """``{node_id: value}`` of ``tag`` in ``iteration`` (default: the last one)."""
+        out: dict[str, Any] = {}
+        owner: dict[str, str] = {}
+        for r in self._rows(tag, alias, iteration):
+            if r.node_id in owner:
+                raise ShoalError(
+                    f"results.select({tag!r}) found two results from node {r.node_id!r} "
+                    f"(tasks {owner[r.node_id]!r} and {r.alias!r})",
+                    code="world.select_collision",
+                    hint="pass alias= to choose the task, or use select_all(tag)",
+                )
+            owner[r.node_id] = r.alias
+            out[r.node_id] = from_wire(r.value)
+        return out
+
+    def select_all(
+        self, tag: str, alias: str | None = None, iteration: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Every record of ``tag``: alias, node_id, iteration and value."""
+        return [
+            {
+                "alias": r.alias,
+                "node_id": r.node_id,
+                "iteration": r.iteration,
+                "value": from_wire(r.value),
+            }
+            for r in self._rows(tag, alias, iteration)
+        ]
+
+
+@dataclass
+class SimulationRun:
+    """What :func:`shoal.simulate` returns.
+
+    Attributes
+    ----------
+    status
+        ``"succeeded"``, ``"failed"`` or ``"stopped"``.
+    reason
+        Why the swarm ended.
+    iterations
+        How many iterations started.
+    failures
+        Every failed instance with its node id, error and traceback.
+    globals, results
+        Final globals (``run.globals[key]``) and results (``run.results.select(...)``).
+    run_dir
+        Where blobs, logs and the summary of this run are kept.
+    """
+
+    swarm_id: str
+    plan: Plan
+    status: str
+    reason: str
+    iterations: int
+    failures: tuple[InstanceFailure, ...]
+    timings: list[TaskTiming]
+    wall_s: float
+    run_dir: Path
+    _store: MemoryStore = field(repr=False)
+    _cleanup: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.globals = RunGlobals(self._store, self.swarm_id)
+        self.results = RunResults(self._store, self.swarm_id, self.plan, self.iterations)
+        if self._cleanup:
+            weakref.finalize(self, shutil.rmtree, self.run_dir, True)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the swarm succeeded."""
+        return self.status == "succeeded"
+
+    def raise_for_status(self) -> None:
+        """Raise a ShoalError carrying the failures unless the swarm succeeded."""
+        if not self.ok:
+            raise ShoalError(
+                f"swarm {self.plan.name!r} {self.status}: {self.reason}",
+                code=f"swarm.{self.status}",
+                hint="see run.failures for tracebacks",
+            )
+
+    def logs(
+        self,
+        node: str | None = None,
+        task: str | None = None,
+        level: str | None = None,
+        iteration: int | None = None,
+    ) -> list[LogRow]:
+        """Log records, filtered by node, task (alias), level and iteration."""
+        return [
+            r
+            for r in self._store.logs
+            if (node is None or r.node_id == node)
+            and (task is None or r.alias == task)
+            and (level is None or r.level == level)
+            and (iteration is None or r.iteration == iteration)
+        ]
+
+    def metrics(
+        self, name: str | None = None, node: str | None = None, task: str | None = None
+    ) -> list[MetricRow]:
+        """Metric values, filtered by name, node and task (alias)."""
+        return [
+            r
+            for r in self._store.metrics
+            if (name is None or r.name == name)
+            and (node is None or r.node_id == node)
+            and (task is None or r.alias == task)
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-representable summary: status, iterations, globals, metrics."""
+        globals_: dict[str, Any] = {}
+        for key in self.globals:
+            value = self.globals[key]
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                continue  # arrays and other non-JSON values are in the store, not here
+            globals_[key] = value
+        return {
+            "swarm": self.plan.name,
+            "status": self.status,
+            "reason": self.reason,
+            "iterations": self.iterations,
+            "wall_s": round(self.wall_s, 3),
+            "globals": globals_,
+            "metrics": [
+                {
+                    "name": m.name,
+                    "value": m.value,
+                    "step": m.step,
+                    "node": m.node_id,
+                    "task": m.alias,
+                    "iteration": m.iteration,
+                }
+                for m in self._store.metrics
+            ],
+            "failures": [
+                {
+                    "instance": f.instance_id,
+                    "task": f.alias,
+                    "node": f.node_id,
+                    "iteration": f.iteration,
+                    "kind": f.kind.value,
+                    "error": f.error,
+                    "traceback": f.traceback,
+                }
+                for f in self.failures
+            ],
+            "timings": [t.__dict__ for t in self.timings],
+        }
