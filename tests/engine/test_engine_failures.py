@@ -12,6 +12,7 @@ from shoal._engine.messages import (
     InstanceSucceeded,
     NextIterScheduled,
     NodeLost,
+    StopRequested,
     StopSwarmCalled,
     SwarmSubmitted,
 )
@@ -327,3 +328,24 @@ def test_unknown_event_is_rejected() -> None:
     h = Harness()
     err = h.reject(object())  # type: ignore[arg-type]
     assert err.code == "engine.unknown_event"
+
+
+def test_retry_for_random_goes_to_an_untried_node() -> None:
+    h = Harness()
+    h.join("n1", "n2", "n3")
+    out = h.submit(fedavg(worker=task("worker", method=Method.RANDOM, retries=2)), seed=3)
+    tried = [runs(out)[0]]
+    for _ in range(2):
+        tried += runs(h.fail(tried[-1].instance_id))
+    assert sorted(r.node_id for r in tried) == ["n1", "n2", "n3"]
+    assert [r.attempt for r in tried] == [0, 1, 2]
+
+
+def test_user_stop_while_waiting_for_a_node() -> None:
+    h = Harness()
+    out = h.submit(plan([task("worker")], placement_timeout=30.0))
+    assert wakes(out) == [30.0]
+    (done,) = finished(h.step(StopRequested("s", h.now)))
+    assert done.status == "stopped" and done.failures == ()
+    assert h.join("n1") == []  # nothing waits any more
+    assert h.timer(30.0) == []

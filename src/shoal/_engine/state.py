@@ -281,3 +281,19 @@ class Swarm:
     def iteration(self) -> int:
         """The current (latest started) iteration; -1 before the first."""
         return self.started_iterations - 1
+
+    def cycle(self) -> list[str]:
+        """Tasks on or behind a cycle (Kahn's algorithm); empty for a DAG."""
+        indegree = {a: len(ups) for a, ups in self.upstream.items()}
+        todo = [a for a, d in indegree.items() if d == 0]
+        seen = 0
+        while todo:
+            a = todo.pop()
+            seen += 1
+            for d in self.downstream[a]:
+                indegree[d] -= 1
+                if indegree[d] == 0:
+                    todo.append(d)
+        if seen == len(indegree):
+            return []
+        return [a for a, d in indegree.items() if d > 0]

@@ -24,7 +24,7 @@ class Globals:
 
     def __init__(self, ctx: InstanceContext) -> None:
         self._ctx = ctx
-        self._cache: dict[str, tuple[int, Buffer]] = _CACHE.setdefault(ctx.swarm_id, {})
+        self._cache: dict[str, tuple[str, Buffer]] = _CACHE.setdefault(ctx.swarm_id, {})
 
     def _fetch(self, key: str) -> Any:
         have = self._cache.get(key)
@@ -74,7 +74,7 @@ class Globals:
 
 # Encoded globals cached per swarm inside one worker process, keyed by version: an
 # unchanged 400 KB model is not moved again for every instance the worker runs.
-_CACHE: dict[str, dict[str, tuple[int, Buffer]]] = {}
+_CACHE: dict[str, dict[str, tuple[str, Buffer]]] = {}
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ class MemoryStore:
     """
 
     blob_dir: Path
-    globals: dict[tuple[str, str], tuple[int, Wire]] = field(default_factory=dict)
+    globals: dict[tuple[str, str], tuple[str, Wire]] = field(default_factory=dict)
     history: dict[tuple[str, str], list[tuple[int, Wire]]] = field(
         default_factory=lambda: defaultdict(list)
     )
@@ -78,6 +78,10 @@ class MemoryStore:
     _by_task: dict[tuple[str, int, str], list[ResultRow]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    # Versions are unique across stores: a worker process caches globals by version and
+    # may serve two runs (or two stores) that both have a "version 1" of a key.
+    _store_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    _writes: int = 0
 
     def own(self, wire: Wire) -> Wire:
         """Take ownership of a file value (move it into the blob folder)."""
@@ -92,14 +96,15 @@ class MemoryStore:
         return {"file": str(target)}
 
     # ------------------------------------------------------------------- globals
-    def global_get(self, swarm_id: str, key: str) -> tuple[int, Wire] | None:
+    def global_get(self, swarm_id: str, key: str) -> tuple[str, Wire] | None:
         """Current version and value of a global."""
         return self.globals.get((swarm_id, key))
 
-    def global_set(self, swarm_id: str, key: str, value: Wire, iteration: int) -> int:
-        """Write a global; returns its new version."""
+    def global_set(self, swarm_id: str, key: str, value: Wire, iteration: int) -> str:
+        """Write a global; returns its new version (unique across stores)."""
         value = self.own(value)
-        version = self.globals.get((swarm_id, key), (0, value))[0] + 1
+        self._writes += 1
+        version = f"{self._store_id}:{self._writes}"
         self.globals[(swarm_id, key)] = (version, value)
         hist = self.history[(swarm_id, key)]
         if hist and hist[-1][0] == iteration:

@@ -1,0 +1,245 @@
+"""The world / local / logger API as task code sees it, through the real simulator."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import shoal
+from shoal import Condition, Module, Swarm, Task
+from shoal.testing import Federation
+
+
+def src(body: str, cls: str = "T") -> Module:
+    """A source-text module whose Task.run() is ``body``."""
+    indented = "\n".join("        " + line for line in body.strip().splitlines())
+    code = (
+        "import numpy as np\nfrom shoal.runtime import Task\n\n"
+        f"class {cls}(Task):\n    def run(self):\n{indented}\n\n"
+        f"def main():\n    {cls}().run()\n"
+    )
+    return Module(code, name=cls.lower())
+
+
+class Graph(Swarm):
+    """A swarm built from (alias, module, options, upstream aliases) rows."""
+
+    def __init__(
+        self,
+        rows: list[tuple[str, Module, dict[str, object], list[str]]],
+        max_iterations: int | None = 1,
+    ) -> None:
+        self.max_iterations = max_iterations
+        self._rows = rows
+        self._tasks = {a: Task(m, alias=a, **o) for a, m, o, _ in rows}  # type: ignore[arg-type]
+
+    def execute(self) -> list[Task]:
+        ups = {a for _, _, _, u in self._rows for a in u}
+        for alias, _, _, upstream in self._rows:
+            self._tasks[alias]([self._tasks[u] for u in upstream])
+        return [t for a, t in self._tasks.items() if a not in ups]
+
+
+def test_select_collision_names_both_tasks_and_alias_or_select_all_resolve_it() -> None:
+    a = src('self.world.results.add("v", "a")')
+    b = src('self.world.results.add("v", "b")')
+    reader = src(
+        """
+try:
+    self.world.results.select("v")
+except Exception as e:
+    self.world.results.add("err", str(e))
+self.world.results.add("by_alias", self.world.results.select("v", alias="b"))
+self.world.results.add("all", sorted((r.alias, r.node_id, r.value)
+                                     for r in self.world.results.select_all("v")))
+"""
+    )
+    run = Federation(nodes=1).run(
+        Graph([("a", a, {}, []), ("b", b, {}, []), ("r", reader, {}, ["a", "b"])])
+    )
+    assert run.ok, run.reason
+    err = run.results.select("err")["node-00000"]
+    assert "two results from node 'node-00000'" in err and "'a'" in err and "'b'" in err
+    assert "alias=" in err and "select_all" in err
+    assert run.results.select("by_alias")["node-00000"] == {"node-00000": "b"}
+    assert run.results.select("all")["node-00000"] == [
+        ("a", "node-00000", "a"),
+        ("b", "node-00000", "b"),
+    ]
+
+
+def test_result_condition_starts_downstream_without_stragglers() -> None:
+    worker = src('self.world.results.add("n", 1)')
+    agg = src('self.world.results.add("seen", sorted(self.world.results.select("n")))')
+    fed = Federation(nodes=10)
+    for node in ("node-00003", "node-00007"):
+        fed.inject("hang", node=node, task="w")
+    run = fed.run(
+        Graph(
+            [
+                ("w", worker, {"condition": Condition.RESULT, "min_results": 8}, []),
+                ("agg", agg, {"method": "any"}, ["w"]),
+            ]
+        )
+    )
+    assert run.ok, run.reason
+    seen = run.results.select("seen", alias="agg")
+    (nodes,) = seen.values()
+    assert len(nodes) == 8 and "node-00003" not in nodes and "node-00007" not in nodes
+
+
+def test_schedule_next_iter_and_stop_swarm() -> None:
+    worker = src('self.world.results.add("it", self.world.iteration)')
+    sched = src(
+        """
+if self.world.iteration == 0:
+    self.world.schedule_next_iter(["node-00001", "node-00002"], "w")
+if self.world.iteration == 1:
+    self.world.stop_swarm()
+"""
+    )
+    run = Federation(nodes=4).run(
+        Graph([("w", worker, {}, []), ("s", sched, {"method": "any"}, ["w"])], None)
+    )
+    assert run.ok and run.iterations == 2 and "stopped by task s on node" in run.reason
+    assert len(run.results.select("it", alias="w", iteration=0)) == 4
+    assert sorted(run.results.select("it", alias="w", iteration=1)) == ["node-00001", "node-00002"]
+
+
+def test_datasets_in_every_format_and_a_missing_one(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.arange(3))
+    np.savez(tmp_path / "b.npz", X=np.ones((2, 2)), y=np.zeros(2))
+    pd.DataFrame({"x": [1, 2]}).to_csv(tmp_path / "c.csv", index=False)
+    pd.DataFrame({"x": [1.5]}).to_parquet(tmp_path / "d.parquet")
+    (tmp_path / "folder").mkdir()
+    reader = src(
+        """
+L = self.local
+self.world.results.add("npy", L.get_dataset("a").tolist())
+self.world.results.add("npz", sorted(L.get_dataset("b")))
+self.world.results.add("csv", L.get_dataset("c")["x"].tolist())
+self.world.results.add("parquet", L.get_dataset("d")["x"].tolist())
+self.world.results.add("folder", str(L.get_dataset("e")))
+self.world.results.add("path", str(L.get_dataset_path("a")))
+L.get_dataset("nope")
+"""
+    )
+    data = {
+        "a": tmp_path / "a.npy",
+        "b": tmp_path / "b.npz",
+        "c": tmp_path / "c.csv",
+        "d": tmp_path / "d.parquet",
+        "e": tmp_path / "folder",
+    }
+    run = Federation(nodes=1, datasets=data).run(Graph([("r", reader, {}, [])]))
+    assert not run.ok
+    (failure,) = run.failures
+    assert "has no dataset 'nope'" in failure.error and "a, b, c, d, e" in failure.error
+    got = {
+        k: v["node-00000"]
+        for k in ("npy", "npz", "csv", "parquet", "folder", "path")
+        for v in [run.results.select(k, iteration=0)]
+    }
+    assert got == {
+        "npy": [0, 1, 2],
+        "npz": ["X", "y"],
+        "csv": [1, 2],
+        "parquet": [1.5],
+        "folder": str(tmp_path / "folder"),
+        "path": str(tmp_path / "a.npy"),
+    }
+
+
+def test_state_is_kept_per_node_and_task_across_iterations() -> None:
+    counter = src(
+        """
+n = self.local.get_state("n", 0) + 1
+self.local.set_state("n", n)
+self.world.results.add("n", n)
+"""
+    )
+    run = Federation(nodes=2).run(
+        Graph([("c1", counter, {}, []), ("c2", counter, {}, [])], max_iterations=3)
+    )
+    assert run.ok
+    assert run.results.select("n", alias="c1") == {"node-00000": 3, "node-00001": 3}
+    assert run.results.select("n", alias="c2", iteration=0) == {"node-00000": 1, "node-00001": 1}
+
+
+def test_failure_carries_node_and_a_traceback_that_starts_in_user_code() -> None:
+    boom = src(
+        """
+if self.world.node_id == "node-00002":
+    raise ValueError("bad shard")
+"""
+    )
+    run = shoal.simulate(Graph([("w", boom, {}, [])]), nodes=4, executor="processes", workers=2)
+    assert run.status == "failed"
+    (f,) = run.failures
+    assert f.node_id == "node-00002" and f.error == "ValueError: bad shard"
+    assert 'raise ValueError("bad shard")' in f.traceback
+    assert "shoal/_runtime" not in f.traceback
+
+
+def test_unencodable_result_fails_with_the_type_named() -> None:
+    bad = src('self.world.results.add("x", object())')
+    run = Federation(nodes=1).run(Graph([("w", bad, {}, [])]))
+    assert not run.ok and "object" in run.failures[0].error
+
+
+def test_crashed_worker_process_is_retried_and_the_run_goes_on() -> None:
+    crash = src(
+        """
+import os
+if self.world.node_id == "node-00000" and self.local.get_state("tried") is None:
+    self.local.set_state("tried", True)
+    os._exit(3)
+self.world.results.add("ok", True)
+"""
+    )
+    run = shoal.simulate(Graph([("w", crash, {"retries": 1}, [])]), nodes=3, workers=2)
+    assert run.ok, run.reason
+    assert len(run.results.select("ok")) == 3
+
+
+def test_timeout_kills_a_hanging_instance_within_bounds() -> None:
+    sleeper = src("import time\ntime.sleep(600)")
+    t0 = time.monotonic()
+    run = shoal.simulate(Graph([("w", sleeper, {"timeout": 1.0}, [])]), nodes=2, workers=2)
+    assert time.monotonic() - t0 < 30
+    assert run.status == "failed"
+    assert {f.kind.value for f in run.failures} == {"timeout"}
+
+
+def test_large_values_cross_processes_intact() -> None:
+    big = src('self.world.results.add("a", np.arange(1_000_000, dtype=np.float32))')
+    total = src(
+        """
+s = sum(float(v.sum()) for _, v in self.world.results.stream("a"))
+self.world.globals["total"] = s
+"""
+    )
+    run = shoal.simulate(
+        Graph([("w", big, {}, []), ("t", total, {"method": "any"}, ["w"])]), nodes=3, workers=2
+    )
+    assert run.ok, run.reason
+    expected = 3 * float(np.arange(1_000_000, dtype=np.float32).sum())
+    assert run.globals["total"] == pytest.approx(expected)
+    assert run.results.select("a", alias="w")["node-00001"].shape == (1_000_000,)
+
+
+def test_seeded_random_placement_is_reproducible() -> None:
+    pick = src('self.world.results.add("me", 1)')
+
+    def nodes(seed: int) -> list[str]:
+        fed = Federation(nodes=20, seed=seed)
+        run = fed.run(Graph([("p", pick, {"method": "random", "maximum": 0.25}, [])]))
+        return sorted(run.results.select("me"))
+
+    first = nodes(7)
+    assert len(first) == 5 and nodes(7) == first
+    assert any(nodes(s) != first for s in (1, 2, 3))
