@@ -139,3 +139,23 @@ def test_seed002_globals_and_networks(seeds: dict[str, ModuleType]) -> None:
 def test_task_called_outside_execute_is_a_clear_error(seeds: dict[str, ModuleType]) -> None:
     with pytest.raises(ShoalError, match=r"outside Swarm\.execute"):
         seeds["001"].worker_task()
+
+
+def test_maximum_minus_one_means_every_eligible_node_for_any_and_random() -> None:
+    from pathlib import Path
+
+    from shoal import Module, Swarm, Task
+
+    worker = Path(__file__).parent / "seeds" / "modules" / "worker.py"
+
+    class S(Swarm):
+        def execute(self) -> list[Task]:
+            return [
+                Task(Module(worker), method=m, maximum=-1, alias=m)()
+                for m in ("all", "any", "random")
+            ]
+
+    plan = S().prepare_graph()
+    assert _placement(plan, "all") == ("all", None, None)
+    assert _placement(plan, "any") == ("any", None, 1.0)
+    assert _placement(plan, "random") == ("random", None, 1.0)

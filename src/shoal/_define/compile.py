@@ -159,6 +159,8 @@ def _placement(t: Task) -> Placement:
         fraction = m
     elif isinstance(m, int) and m != -1:
         count = m
+    elif m == -1 and method in ("any", "random"):
+        fraction = 1.0  # every eligible node, said explicitly: the engine's default is one
     elif m is None and method in ("any", "random"):
         count = 1
     return Placement(

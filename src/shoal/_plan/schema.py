@@ -53,8 +53,9 @@ class ModuleRef(_Strict):
 class Placement(_Strict):
     """Which nodes a task runs on.
 
-    ``count`` and ``fraction`` are mutually exclusive; both ``None`` means every
-    eligible node (``maximum=-1``).
+    ``count`` and ``fraction`` are mutually exclusive. With both ``None``, ``all``
+    takes every eligible node and ``any`` / ``random`` take one; ``maximum=-1`` on
+    ``any`` / ``random`` compiles to ``fraction=1.0``.
     """
 
     method: Method = Method.ALL
