@@ -243,3 +243,31 @@ def test_seeded_random_placement_is_reproducible() -> None:
     first = nodes(7)
     assert len(first) == 5 and nodes(7) == first
     assert any(nodes(s) != first for s in (1, 2, 3))
+
+
+def test_old_results_are_dropped_with_a_clear_error_and_kept_on_request() -> None:
+    probe = src(
+        """
+self.world.results.add("v", np.arange(20_000))  # large enough to live in a segment file
+if self.world.iteration == 3:
+    try:
+        self.world.results.select("v", alias="w", iteration=0)
+    except Exception as e:
+        self.world.globals["error"] = str(e)
+    self.world.globals["kept"] = len(self.world.results.select("v", alias="w", iteration=2))
+"""
+    )
+    swarm = Graph([("w", probe, {}, [])], max_iterations=4)
+    run = shoal.simulate(swarm, nodes=2, workers=2, keep_results=1)
+    assert run.ok, run.reason
+    assert (
+        "iteration 0 were dropped" in run.globals["error"]
+        and "keep_results" in run.globals["error"]
+    )
+    assert run.globals["kept"] == 2
+    segments = sorted(p.name.rsplit("-", 1)[1] for p in (run.run_dir / "blobs").glob("*-r*.seg"))
+    assert set(segments) == {"r2.seg", "r3.seg"}
+    everything = shoal.simulate(
+        Graph([("w", probe, {}, [])], max_iterations=4), nodes=2, workers=2, keep_results=None
+    )
+    assert len(everything.results.select("v", alias="w", iteration=0)) == 2

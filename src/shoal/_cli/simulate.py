@@ -29,15 +29,26 @@ def _datasets(items: list[str]) -> dict[str, str]:
     return result
 
 
-def _show(value: Any) -> str:
-    try:
-        import numpy as np
+def _brief(value: Any) -> Any:
+    # Arrays are summarised by shape and dtype, inside dicts and lists too.
+    import numpy as np
 
-        if isinstance(value, np.ndarray):
-            return f"array{value.shape} {value.dtype}"
-    except ImportError:  # pragma: no cover
-        pass
-    text = repr(value)
+    if isinstance(value, np.ndarray):
+        return _Raw(f"array{value.shape} {value.dtype}")
+    if isinstance(value, dict):
+        return {k: _brief(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_brief(v) for v in value)
+    return value
+
+
+class _Raw(str):
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _show(value: Any) -> str:
+    text = repr(_brief(value))
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -61,6 +72,9 @@ def simulate(
     run_dir: Annotated[
         Path | None, typer.Option(help="Where to keep logs and data (default .shoal/runs/...).")
     ] = None,
+    keep_results: Annotated[
+        int, typer.Option(help="Past iterations whose results are kept (-1: all).")
+    ] = 2,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write status, globals, metrics as JSON.")
     ] = None,
@@ -107,6 +121,7 @@ def simulate(
                 nodes_dir=nodes_dir,
                 run_dir=run_dir,
                 progress=progress,
+                keep_results=None if keep_results < 0 else keep_results,
             )
     except ShoalError as e:
         fail(e)
@@ -157,6 +172,16 @@ def _summary(run: shoal.SimulationRun) -> None:
         for key in run.globals:
             g.add_row(key, _show(run.globals[key]))
         out.print(g)
+        rt = Table(title="results of the sink tasks (last iteration)", show_edge=False)
+        for col in ("task", "tag", "nodes", "value"):
+            rt.add_column(col)
+        for alias in run.plan.sinks:
+            for tag in run.results.tags(alias):
+                values = run.results.select(tag, alias=alias)
+                first = next(iter(values.values()))
+                rt.add_row(alias, tag, str(len(values)), _show(first))
+        if rt.row_count:
+            out.print(rt)
         last: dict[tuple[str, str], float] = {}
         for m in run.metrics():
             if m.alias in sinks or not sinks:

@@ -28,6 +28,9 @@ class Globals:
 
     def _fetch(self, key: str) -> Any:
         have = self._cache.get(key)
+        known = self._ctx.global_versions
+        if have is not None and known is not None and known.get(key) == have[0]:
+            return decode(have[1])  # unchanged since the instance started: no request
         reply = self._ctx.channel.request(
             "globals.get", {"key": key, "have": have[0] if have else None}
         )
@@ -59,9 +62,11 @@ class Globals:
                 f"global key {key!r} is not a str", code="world.key", hint="use string keys"
             )
         self._ctx.channel.request(
-            "globals.set", {"key": key, "value": to_wire(value, self._ctx.channel.outbox)}
+            "globals.set", {"key": key, "value": to_wire(value, self._ctx.channel.outbox, "g")}
         )
         self._cache.pop(key, None)
+        if self._ctx.global_versions is not None:
+            self._ctx.global_versions.pop(key, None)  # read our own write back from the node
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self._fetch(key) is not _MISSING
@@ -95,9 +100,16 @@ class Results:
 
     def add(self, tag: str, value: Any) -> None:
         """Store ``value`` under (iteration, alias, node, ``tag``)."""
-        self._ctx.channel.request(
-            "results.add", {"tag": tag, "value": to_wire(value, self._ctx.channel.outbox)}
-        )
+        if not isinstance(tag, str) or not tag:
+            raise ShoalError(
+                f"result tag {tag!r} is not a non-empty str",
+                code="world.tag",
+                hint='use a name like "weights"',
+            )
+        wire = to_wire(value, self._ctx.channel.outbox, f"r{self._ctx.iteration}")
+        # One-way: the node stores it before it sees this instance end, and reports a
+        # failure to store as the instance's failure.
+        self._ctx.channel.notify("results.add", {"tag": tag, "value": wire})
 
     def _list(self, tag: str, alias: str | None, iteration: int | None) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = self._ctx.channel.request(
@@ -242,7 +254,7 @@ class Local:
     def set_state(self, key: str, value: Any) -> None:
         """Persist ``value`` for later iterations of this task on this node."""
         self._ctx.channel.request(
-            "state.set", {"key": key, "value": to_wire(value, self._ctx.channel.outbox)}
+            "state.set", {"key": key, "value": to_wire(value, self._ctx.channel.outbox, "g")}
         )
 
     def get_resources(self) -> Resources:

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import itertools
 import socket
-from pathlib import Path
 from typing import Any
 
 from shoal._runtime import protocol
 from shoal._runtime.service import InstanceInfo, WorldService
+from shoal._runtime.wire import Outbox
 
 
 class DirectChannel:
     """Calls the service in this process. Values still go through the codec, so task
     code sees exactly what it would see across a process boundary."""
 
-    outbox: Path | None = None
+    outbox: Outbox | None = None
 
     def __init__(self, service: WorldService, info: InstanceInfo) -> None:
         self._service = service
@@ -33,7 +33,7 @@ class DirectChannel:
 class SocketChannel:
     """Frames over a connected socket; large values are spilled into ``outbox``."""
 
-    def __init__(self, sock: socket.socket, outbox: Path | None) -> None:
+    def __init__(self, sock: socket.socket, outbox: Outbox | None) -> None:
         self._sock = sock
         self.outbox = outbox
         self._ids = itertools.count(1)

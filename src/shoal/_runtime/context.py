@@ -6,16 +6,16 @@ import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from shoal._errors import ShoalError
+from shoal._runtime.wire import Outbox
 
 
 class Channel(Protocol):
     """How task code talks to its node: one request/response call and one-way notes."""
 
-    outbox: Path | None
+    outbox: Outbox | None
 
     def request(self, op: str, args: dict[str, Any]) -> Any:
         """Call ``op`` and return its result, or raise the service's error."""
@@ -37,6 +37,9 @@ class InstanceContext:
     iteration: int
     attempt: int
     channel: Channel
+    # Versions of the swarm's globals when the instance started: a cached global whose
+    # version matches needs no request (None: always ask).
+    global_versions: dict[str, str] | None = None
 
 
 _CURRENT: contextvars.ContextVar[InstanceContext | None] = contextvars.ContextVar(

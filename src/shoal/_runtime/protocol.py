@@ -64,17 +64,24 @@ class FrameReader:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
+    def feed(self, data: bytes | memoryview) -> list[dict[str, Any]]:
         """Add received bytes; return every complete frame."""
         self._buf += data
         out: list[dict[str, Any]] = []
-        while len(self._buf) >= _LEN.size:
-            (n,) = _LEN.unpack_from(self._buf)
-            if len(self._buf) < _LEN.size + n:
+        start = 0
+        view = memoryview(self._buf)
+        while len(self._buf) - start >= _LEN.size:
+            (n,) = _LEN.unpack_from(self._buf, start)
+            end = start + _LEN.size + n
+            if len(self._buf) < end:
                 break
-            body = bytes(self._buf[_LEN.size : _LEN.size + n])
-            del self._buf[: _LEN.size + n]
-            out.append(msgpack.unpackb(body, raw=False, strict_map_key=False))
+            out.append(
+                msgpack.unpackb(view[start + _LEN.size : end], raw=False, strict_map_key=False)
+            )
+            start = end
+        view.release()
+        if start:
+            del self._buf[:start]  # once per read, not once per frame
         return out
 
 

@@ -125,6 +125,12 @@ class WorldService:
 
     def _results_list(self, info: InstanceInfo, args: dict[str, Any]) -> list[dict[str, Any]]:
         tag, alias, iteration = args["tag"], args.get("alias"), args.get("iteration")
+        if iteration is not None and self.store.dropped(info.swarm_id, int(iteration)):
+            raise ShoalError(
+                f"the results of iteration {iteration} were dropped to bound disk use",
+                code="world.results_dropped",
+                hint="keep more with simulate(keep_results=K) / --keep-results K",
+            )
         if iteration is None and (alias is None or alias in info.inputs):
             aliases = [alias] if alias is not None else list(info.inputs)
             ids = sorted(i for a in aliases for i in info.inputs[a])

@@ -1,62 +1,105 @@
-"""Values on the wire: small ones inline, large ones as a file that is memory-mapped.
+"""Values on the wire: small ones inline, large ones as a slice of a segment file.
 
-A wire value is ``{"inline": bytes}`` or ``{"file": path}``; both hold codec bytes.
-Files let a 1 GB result move between processes without a copy in any channel.
+A wire value is ``{"inline": bytes}`` or ``{"file": path, "offset": o, "length": n}``;
+both hold codec bytes. Large values are appended to a per-process segment file (one per
+bucket, e.g. per iteration's results) instead of a file per value: creating a file costs
+far more than appending to an open one, and a whole bucket can be dropped at once.
+Readers ``pread`` moderate values and memory-map huge ones, so a 1 GB value is never
+copied through a channel.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 from shoal._codec import decode, encode
 
 INLINE_MAX = 64 * 1024
+MMAP_MIN = 16 * 1024 * 1024  # below this, one pread beats page-faulting a mapping
 
 Wire = dict[str, Any]
-
-
-def to_wire(value: Any, outbox: Path | None) -> Wire:
-    """Encode ``value``; spill it to a file in ``outbox`` when it is large."""
-    data = encode(value)
-    if outbox is None or len(data) <= INLINE_MAX:
-        return {"inline": data}
-    path = outbox / f"{uuid.uuid4().hex}.val"
-    with open(path, "wb") as f:
-        f.write(data)
-    return {"file": str(path)}
-
-
 Buffer = bytes | memoryview
 
 
+class Outbox:
+    """Appends large encoded values to segment files named ``{prefix}-{bucket}.seg``.
+
+    Parameters
+    ----------
+    folder
+        Where segments are written (the store's blob folder in the simulator).
+    prefix
+        Unique per writing process.
+    max_open
+        Segments kept open; older buckets are closed (their files stay).
+    """
+
+    def __init__(self, folder: Path, prefix: str, max_open: int = 4) -> None:
+        self.folder = folder
+        self.prefix = prefix
+        self._max_open = max_open
+        self._open: dict[str, tuple[int, Path]] = {}
+
+    def write(self, data: bytes, bucket: str) -> Wire:
+        """Append ``data`` to the bucket's segment and return its wire reference."""
+        entry = self._open.get(bucket)
+        if entry is None:
+            path = self.folder / f"{self.prefix}-{bucket}.seg"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            entry = (fd, path)
+            self._open[bucket] = entry
+            while len(self._open) > self._max_open:
+                old = next(iter(self._open))
+                os.close(self._open.pop(old)[0])
+        fd, path = entry
+        offset = os.lseek(fd, 0, os.SEEK_END)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        return {"file": str(path), "offset": offset, "length": len(data)}
+
+    def close(self) -> None:
+        """Close every open segment."""
+        for fd, _ in self._open.values():
+            os.close(fd)
+        self._open.clear()
+
+
+def to_wire(value: Any, outbox: Outbox | None, bucket: str = "values") -> Wire:
+    """Encode ``value``; append it to ``outbox`` when it is large."""
+    data = encode(value)
+    if outbox is None or len(data) <= INLINE_MAX:
+        return {"inline": data}
+    return outbox.write(data, bucket)
+
+
 def wire_buffer(wire: Wire) -> Buffer:
-    """The encoded bytes of a wire value (a memory map for a file value)."""
+    """The encoded bytes of a wire value (a memory map slice for a huge one)."""
     if "inline" in wire:
         data: bytes = wire["inline"]
         return data
-    return map_file(wire["file"])
+    offset, length = int(wire["offset"]), int(wire["length"])
+    fd = os.open(wire["file"], os.O_RDONLY)
+    try:
+        if length < MMAP_MIN:
+            data = os.pread(fd, length, offset)
+            if len(data) != length:
+                raise OSError(f"{wire['file']} is shorter than the value it should hold")
+            return data
+        mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        return memoryview(mapped)[offset : offset + length]
+    finally:
+        os.close(fd)
 
 
 def from_wire(wire: Wire) -> Any:
-    """Decode a wire value; arrays in a file value are zero-copy views of a memory map."""
+    """Decode a wire value; arrays are zero-copy views of the buffer read."""
     return decode(wire_buffer(wire))
-
-
-def map_file(path: str | os.PathLike[str]) -> memoryview:
-    """Map a file read-only (an empty file maps to an empty view)."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return memoryview(b"")
-        return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
 
 
 def wire_size(wire: Wire) -> int:
     """Bytes of the encoded value."""
-    if "inline" in wire:
-        return len(wire["inline"])
-    return os.path.getsize(wire["file"])
+    return len(wire["inline"]) if "inline" in wire else int(wire["length"])

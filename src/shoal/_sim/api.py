@@ -28,6 +28,7 @@ def simulate(
     nodes_dir: str | os.PathLike[str] | None = None,
     run_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
+    keep_results: int | None = 2,
 ) -> SimulationRun:
     """Run ``swarm`` on virtual nodes and return the run.
 
@@ -59,6 +60,9 @@ def simulate(
         removed when the returned run is garbage-collected).
     progress
         Called as ``progress(what, iteration, done, scheduled)``.
+    keep_results
+        Results of how many past iterations to keep besides the current one (older
+        ones are dropped to bound disk use; ``None`` keeps every iteration).
 
     Returns
     -------
@@ -100,5 +104,6 @@ def simulate(
         seed=seed,
         progress=progress,
         cleanup=cleanup,
+        keep_results=keep_results,
     )
     return sim.run()

@@ -94,6 +94,7 @@ class Simulation:
         progress: Progress | None = None,
         swarm_id: str = "sim",
         cleanup: bool = False,
+        keep_results: int | None = 2,
         clock: Clock | None = None,
         executor_factory: Callable[[Simulation], SimExecutor] | None = None,
     ) -> None:
@@ -108,7 +109,8 @@ class Simulation:
         self.swarm_id = swarm_id
         self._progress = progress
         self._cleanup = cleanup
-        for sub in ("blobs", "outbox", "modules"):
+        self._keep_results = keep_results
+        for sub in ("blobs", "modules"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
         self._folders = {
             d: extract_bundle(b.data, d, run_dir / "modules") for d, b in bundles.items()
@@ -181,6 +183,10 @@ class Simulation:
                     self._c.done += 1
             elif isinstance(ins, IterationStarted):
                 self._c.iteration = ins.iteration
+                if self._keep_results is not None:
+                    old = ins.iteration - 1 - self._keep_results
+                    if old >= 0:
+                        self.store.drop_results(self.swarm_id, old)
                 if self._progress:
                     self._progress("iteration", ins.iteration, self._c.done, self._c.scheduled)
             elif isinstance(ins, WakeAt):
@@ -205,7 +211,7 @@ class Simulation:
                 self._on_started,
                 self._on_done,
                 self._workers,
-                self.run_dir / "outbox",
+                self.run_dir / "blobs",
             )
         raise ShoalError(
             f"unknown executor {self._executor_kind!r}",

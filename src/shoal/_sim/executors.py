@@ -159,6 +159,7 @@ class _Worker:
     sock: socket.socket
     reader: protocol.FrameReader
     job: Job | None = None
+    ready: bool = False
 
 
 class ProcessPoolExecutor:
@@ -170,7 +171,7 @@ class ProcessPoolExecutor:
         on_started: OnStarted,
         on_done: OnDone,
         workers: int,
-        outbox: Path,
+        blobs: Path,
     ) -> None:
         if workers < 1:
             raise ShoalError(
@@ -181,12 +182,17 @@ class ProcessPoolExecutor:
         self._service = service
         self._on_started = on_started
         self._on_done = on_done
-        self._outbox = outbox
+        self._blobs = blobs
+        # Errors of one-way requests (results.add) fail the instance when it reports done.
+        self._notify_errors: dict[str, str] = {}
         self._queue: deque[Job] = deque()
         self._cancelled: set[str] = set()
         self._sel = selectors.DefaultSelector()
         self._workers: list[_Worker] = []
         self._running: dict[str, _Worker] = {}
+        # One receive buffer for every read: recv(n) would allocate n bytes each time.
+        self._rbuf = bytearray(1 << 20)
+        self._rview = memoryview(self._rbuf)
         for _ in range(workers):
             self._spawn()
 
@@ -194,9 +200,10 @@ class ProcessPoolExecutor:
     def _spawn(self) -> _Worker:
         ours, theirs = socket.socketpair()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal._sim.worker", str(theirs.fileno()), str(self._outbox)],
+            [sys.executable, "-m", "shoal._sim.worker", str(theirs.fileno()), str(self._blobs)],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
+            env=_worker_env(),
         )
         theirs.close()
         w = _Worker(proc, ours, protocol.FrameReader())
@@ -218,6 +225,7 @@ class ProcessPoolExecutor:
 
     def cancel(self, instance_id: str) -> None:
         w = self._running.pop(instance_id, None)
+        self._notify_errors.pop(instance_id, None)
         if w is None:
             self._cancelled.add(instance_id)
             return
@@ -245,6 +253,7 @@ class ProcessPoolExecutor:
                     "op": "run",
                     "module": job.module,
                     "folder": str(job.folder),
+                    "globals": self._service.store.global_versions(i.swarm_id),
                     "ctx": {
                         "swarm_id": i.swarm_id,
                         "instance_id": i.instance_id,
@@ -259,22 +268,22 @@ class ProcessPoolExecutor:
 
     def poll(self, timeout: float | None) -> None:
         for w in list(self._workers):
-            if w.job is None:
+            if w.job is None and w.ready:
                 self._assign(w)
-        if not self._running:
+        if not self._running and all(w.ready for w in self._workers):
             return
         for key, _ in self._sel.select(timeout):
             w = key.data
             if w not in self._workers:
                 continue  # retired earlier in this round
             try:
-                data = w.sock.recv(1 << 20)
+                n = w.sock.recv_into(self._rbuf)
             except ConnectionError:
-                data = b""
-            if not data:
+                n = 0
+            if n == 0:
                 self._crashed(w)
                 continue
-            for frame in w.reader.feed(data):
+            for frame in w.reader.feed(self._rview[:n]):
                 self._frame(w, frame)
                 if w not in self._workers:
                     break
@@ -294,14 +303,22 @@ class ProcessPoolExecutor:
             )
 
     def _frame(self, w: _Worker, frame: dict[str, Any]) -> None:
+        if frame.get("op") == "ready":
+            w.ready = True
+            self._assign(w)
+            return
         job = w.job
         if job is None:
             return
+        iid = job.info.instance_id
         if frame.get("op") == "done":
             w.job = None
-            self._running.pop(job.info.instance_id, None)
+            self._running.pop(iid, None)
             outcome = Outcome(bool(frame["ok"]), frame.get("error", ""), frame.get("traceback", ""))
-            self._on_done(job.info.instance_id, outcome, FailureKind.ERROR)
+            late = self._notify_errors.pop(iid, None)
+            if outcome.ok and late is not None:
+                outcome = Outcome(False, late)
+            self._on_done(iid, outcome, FailureKind.ERROR)
             if w in self._workers:
                 self._assign(w)
             return
@@ -311,6 +328,8 @@ class ProcessPoolExecutor:
         except Exception as e:  # the task's request failed: the task sees the error
             if rid is not None:
                 protocol.send(w.sock, {"id": rid, "error": protocol.error_payload(e)})
+            else:
+                self._notify_errors.setdefault(iid, f"{frame['op']} failed: {e}")
             return
         if rid is not None:
             protocol.send(w.sock, {"id": rid, "ok": result})
@@ -325,6 +344,18 @@ class ProcessPoolExecutor:
                 w.proc.wait(timeout=5)
             self._retire(w, kill=True)
         self._sel.close()
+
+
+def _worker_env() -> dict[str, str]:
+    # A worker allocates and frees model-sized buffers for every instance. glibc's
+    # defaults hand each one back to the kernel (munmap / heap trim), so the next
+    # instance page-faults it in again: most of a small task's cost. Keeping freed
+    # memory in the process removes that churn. The user's own settings win.
+    env = dict(os.environ)
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(64 * 1024 * 1024))
+    env.setdefault("MALLOC_TRIM_THRESHOLD_", str(256 * 1024 * 1024))
+    env.setdefault("MALLOC_TOP_PAD_", str(16 * 1024 * 1024))
+    return env
 
 
 def default_workers() -> int:

@@ -95,6 +95,11 @@ class RunResults:
             out[r.node_id] = from_wire(r.value)
         return out
 
+    def tags(self, alias: str, iteration: int | None = None) -> list[str]:
+        """Tags task ``alias`` stored in ``iteration`` (default: the last one)."""
+        it = self._last if iteration is None else iteration
+        return self._store.result_tags(self._swarm_id, it, alias)
+
     def select_all(
         self, tag: str, alias: str | None = None, iteration: int | None = None
     ) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """A simulator worker process: runs instances of any virtual node, one at a time.
 
-Started by the process pool as ``python -m shoal._sim.worker FD OUTBOX``; talks to the
+Started by the process pool as ``python -m shoal._sim.worker FD BLOB_DIR``; talks to the
 driver over the inherited socket ``FD`` with msgpack frames (never pickle). Each module
 is imported once per worker.
 """
@@ -8,6 +8,7 @@ is imported once per worker.
 from __future__ import annotations
 
 import io
+import os
 import socket
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from shoal._runtime import protocol
 from shoal._runtime.channels import SocketChannel
 from shoal._runtime.context import InstanceContext
 from shoal._runtime.loader import ModuleCache, Outcome, run_main
+from shoal._runtime.wire import Outbox
 
 
 class _LogStream(io.TextIOBase):
@@ -43,11 +45,13 @@ class _LogStream(io.TextIOBase):
             self._buf = ""
 
 
-def serve(sock: socket.socket, outbox: Path) -> None:
+def serve(sock: socket.socket, blobs: Path) -> None:
     """Run instances until the driver says ``exit`` or goes away."""
     cache = ModuleCache()
+    outbox = Outbox(blobs, f"w{os.getpid()}")
     channel = SocketChannel(sock, outbox)
     real_out, real_err = sys.stdout, sys.stderr
+    protocol.send(sock, {"op": "ready"})  # imports done: instance timings start from here
     while True:
         try:
             msg: dict[str, Any] = protocol.recv(sock)
@@ -97,11 +101,11 @@ def serve(sock: socket.socket, outbox: Path) -> None:
 
 
 def main() -> None:
-    """Entry point: ``python -m shoal._sim.worker FD OUTBOX``."""
-    fd, outbox = int(sys.argv[1]), Path(sys.argv[2])
+    """Entry point: ``python -m shoal._sim.worker FD BLOB_DIR``."""
+    fd, blobs = int(sys.argv[1]), Path(sys.argv[2])
     sock = socket.socket(fileno=fd)
     try:
-        serve(sock, outbox)
+        serve(sock, blobs)
     finally:
         sock.close()
 

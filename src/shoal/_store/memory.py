@@ -6,8 +6,6 @@ decoded Python objects, so every reader decodes its own copy.
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -62,8 +60,8 @@ class MetricRow:
 class MemoryStore:
     """Globals (with per-iteration history), results, per-node state, logs, metrics.
 
-    ``blob_dir`` receives large values spilled to files; the store takes ownership of
-    a file value by renaming it into that folder.
+    ``blob_dir`` holds the segment files large values are appended to (see
+    ``shoal._runtime.wire``); results can be dropped an iteration at a time.
     """
 
     blob_dir: Path
@@ -82,18 +80,7 @@ class MemoryStore:
     # may serve two runs (or two stores) that both have a "version 1" of a key.
     _store_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     _writes: int = 0
-
-    def own(self, wire: Wire) -> Wire:
-        """Take ownership of a file value (move it into the blob folder)."""
-        if "file" not in wire:
-            return wire
-        target = self.blob_dir / f"{uuid.uuid4().hex}.val"
-        try:
-            os.replace(wire["file"], target)
-        except OSError:  # another filesystem: copy
-            shutil.copyfile(wire["file"], target)
-            os.unlink(wire["file"])
-        return {"file": str(target)}
+    _dropped: set[tuple[str, int]] = field(default_factory=set)
 
     # ------------------------------------------------------------------- globals
     def global_get(self, swarm_id: str, key: str) -> tuple[str, Wire] | None:
@@ -102,7 +89,6 @@ class MemoryStore:
 
     def global_set(self, swarm_id: str, key: str, value: Wire, iteration: int) -> str:
         """Write a global; returns its new version (unique across stores)."""
-        value = self.own(value)
         self._writes += 1
         version = f"{self._store_id}:{self._writes}"
         self.globals[(swarm_id, key)] = (version, value)
@@ -118,11 +104,29 @@ class MemoryStore:
         return sorted(k for s, k in self.globals if s == swarm_id)
 
     # ------------------------------------------------------------------- results
+    def global_versions(self, swarm_id: str) -> dict[str, str]:
+        """``{key: version}`` of every global of a swarm."""
+        return {k: v for (s, k), (v, _) in self.globals.items() if s == swarm_id}
+
     def result_add(self, row: ResultRow) -> None:
-        """Store a result."""
-        row = ResultRow(**{**row.__dict__, "value": self.own(row.value)})
+        """Store a result (ignored if its iteration's results were already dropped)."""
+        if (row.swarm_id, row.iteration) in self._dropped:
+            return
         self._by_instance[row.instance_id].append(row)
         self._by_task[(row.swarm_id, row.iteration, row.alias)].append(row)
+
+    def drop_results(self, swarm_id: str, iteration: int) -> None:
+        """Forget every result of an iteration and delete the segments holding them."""
+        self._dropped.add((swarm_id, iteration))
+        for key in [k for k in self._by_task if k[0] == swarm_id and k[1] == iteration]:
+            for row in self._by_task.pop(key):
+                self._by_instance.pop(row.instance_id, None)
+        for seg in self.blob_dir.glob(f"*-r{iteration}.seg"):
+            seg.unlink(missing_ok=True)
+
+    def dropped(self, swarm_id: str, iteration: int) -> bool:
+        """Whether an iteration's results were dropped."""
+        return (swarm_id, iteration) in self._dropped
 
     def results_of_instances(self, instance_ids: list[str], tag: str) -> list[ResultRow]:
         """Results with ``tag`` of these instances, in the given order."""
@@ -135,9 +139,10 @@ class MemoryStore:
         rows = self._by_task.get((swarm_id, iteration, alias), [])
         return sorted((r for r in rows if r.tag == tag), key=lambda r: (r.node_id, r.instance_id))
 
-    def result_tags(self, swarm_id: str) -> set[str]:
-        """Every tag stored for a swarm."""
-        return {r.tag for (s, _, _), rows in self._by_task.items() if s == swarm_id for r in rows}
+    def result_tags(self, swarm_id: str, iteration: int, alias: str) -> list[str]:
+        """The tags a task stored in an iteration, in first-stored order."""
+        rows = self._by_task.get((swarm_id, iteration, alias), [])
+        return list(dict.fromkeys(r.tag for r in rows))
 
     # --------------------------------------------------------------------- state
     def state_get(self, swarm_id: str, node_id: str, alias: str, key: str) -> Wire | None:
@@ -146,4 +151,4 @@ class MemoryStore:
 
     def state_set(self, swarm_id: str, node_id: str, alias: str, key: str, value: Wire) -> None:
         """Persist per (node, swarm, alias) state."""
-        self.state[(swarm_id, node_id, alias, key)] = self.own(value)
+        self.state[(swarm_id, node_id, alias, key)] = value
