@@ -3,6 +3,10 @@
 The public API of the definition side. Task code imports :mod:`shoal.runtime`.
 """
 
+from __future__ import annotations
+
+import typing as _typing
+
 from shoal._define.module import Module
 from shoal._define.swarm import Swarm
 from shoal._define.task import Condition, Driver, Task
@@ -14,10 +18,36 @@ from shoal._errors import (
     ShoalWarning,
     SwarmValidationError,
 )
-from shoal._plan import Plan, load_plan
-from shoal._sim.api import simulate
-from shoal._sim.run import SimulationRun
 from shoal._version import __version__
+
+if _typing.TYPE_CHECKING:
+    from shoal._plan import Plan, load_plan
+    from shoal._sim.api import simulate
+    from shoal._sim.run import SimulationRun
+
+# Imported on first use: every simulator worker process imports this package, and needs
+# neither pydantic (the plan) nor the simulator itself.
+_LAZY = {
+    "Plan": "shoal._plan",
+    "load_plan": "shoal._plan",
+    "simulate": "shoal._sim.api",
+    "SimulationRun": "shoal._sim.run",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'shoal' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "CodecError",
