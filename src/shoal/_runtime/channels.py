@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+from collections import deque
 from typing import Any
 
 from shoal._runtime import protocol
@@ -37,12 +38,22 @@ class SocketChannel:
         self._sock = sock
         self.outbox = outbox
         self._ids = itertools.count(1)
+        # Messages that arrived while waiting for a reply (the driver sends work ahead).
+        self._pending: deque[dict[str, Any]] = deque()
+
+    def next_message(self) -> dict[str, Any]:
+        """The next message that is not a reply (blocking)."""
+        return self._pending.popleft() if self._pending else protocol.recv(self._sock)
 
     def request(self, op: str, args: dict[str, Any]) -> Any:
         """Send a request and wait for its reply."""
         rid = next(self._ids)
         protocol.send(self._sock, {"id": rid, "op": op, "args": args})
-        reply = protocol.recv(self._sock)
+        while True:
+            reply = protocol.recv(self._sock)
+            if "op" not in reply:
+                break
+            self._pending.append(reply)
         if reply.get("id") != rid:
             raise protocol.ChannelClosed(f"channel out of step: expected reply {rid}")
         if "error" in reply:

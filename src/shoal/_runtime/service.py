@@ -18,6 +18,17 @@ from shoal._errors import ShoalError
 from shoal._store.memory import LogRow, MemoryStore, MetricRow, ResultRow
 
 
+def _memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+# This machine's facts, read once (10,000 virtual nodes share them).
+_HOST: dict[str, int] = {"cpu": os.cpu_count() or 1, "memory": _memory(), "gpu": 0}
+
+
 @dataclass(frozen=True)
 class InstanceInfo:
     """What the service knows about a running instance."""
@@ -36,16 +47,7 @@ class NodeInfo:
 
     node_id: str
     datasets: Mapping[str, Path]
-    resources: dict[str, int] = field(
-        default_factory=lambda: {"cpu": os.cpu_count() or 1, "memory": _memory(), "gpu": 0}
-    )
-
-
-def _memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0
+    resources: dict[str, int] = field(default_factory=lambda: dict(_HOST))
 
 
 class WorldService:

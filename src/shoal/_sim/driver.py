@@ -139,6 +139,8 @@ class Simulation:
 
     # ------------------------------------------------------- executor callbacks
     def _on_started(self, instance_id: str) -> None:
+        if instance_id in self._c.started_at:
+            return  # sent again after its worker died: the engine hears "started" once
         self._c.started_at[instance_id] = self.clock.now()
         self._events.append(InstanceStarted(instance_id, self.now()))
 

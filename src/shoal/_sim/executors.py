@@ -16,7 +16,7 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -158,12 +158,19 @@ class _Worker:
     proc: subprocess.Popen[bytes]
     sock: socket.socket
     reader: protocol.FrameReader
-    job: Job | None = None
+    # Jobs sent to this worker, in order: the first one is running (or about to), the
+    # rest wait in its socket so it never idles while the driver handles a result.
+    jobs: deque[Job] = field(default_factory=deque)
     ready: bool = False
 
 
 class ProcessPoolExecutor:
-    """A fixed pool of worker processes that run instances of any virtual node."""
+    """A fixed pool of worker processes that run instances of any virtual node.
+
+    Each worker is sent up to ``depth`` jobs ahead. Cancelling a job that is running (or
+    may be) kills its worker and starts a fresh one; the worker's other jobs go back to
+    the front of the queue (re-running one is safe: a rerun replaces its results).
+    """
 
     def __init__(
         self,
@@ -172,6 +179,7 @@ class ProcessPoolExecutor:
         on_done: OnDone,
         workers: int,
         blobs: Path,
+        depth: int = 2,
     ) -> None:
         if workers < 1:
             raise ShoalError(
@@ -183,13 +191,14 @@ class ProcessPoolExecutor:
         self._on_started = on_started
         self._on_done = on_done
         self._blobs = blobs
+        self._depth = depth
         # Errors of one-way requests (results.add) fail the instance when it reports done.
         self._notify_errors: dict[str, str] = {}
         self._queue: deque[Job] = deque()
         self._cancelled: set[str] = set()
         self._sel = selectors.DefaultSelector()
         self._workers: list[_Worker] = []
-        self._running: dict[str, _Worker] = {}
+        self._owner: dict[str, _Worker] = {}  # instance id -> the worker holding it
         # One receive buffer for every read: recv(n) would allocate n bytes each time.
         self._rbuf = bytearray(1 << 20)
         self._rview = memoryview(self._rbuf)
@@ -211,41 +220,49 @@ class ProcessPoolExecutor:
         self._sel.register(ours, selectors.EVENT_READ, w)
         return w
 
-    def _retire(self, w: _Worker, kill: bool) -> None:
+    def _retire(self, w: _Worker) -> None:
+        """Kill a worker; its jobs are no longer owned by anyone."""
         self._sel.unregister(w.sock)
         self._workers.remove(w)
-        if kill and w.proc.poll() is None:
+        if w.proc.poll() is None:
             w.proc.send_signal(signal.SIGKILL)
         w.sock.close()
         w.proc.wait(timeout=30)
+        for job in w.jobs:
+            self._owner.pop(job.info.instance_id, None)
+
+    def _replace(self, w: _Worker, requeue: list[Job]) -> None:
+        self._retire(w)
+        self._queue.extendleft(reversed(requeue))
+        self._spawn()
 
     # ---------------------------------------------------------------- interface
     def submit(self, job: Job) -> None:
         self._queue.append(job)
 
     def cancel(self, instance_id: str) -> None:
-        w = self._running.pop(instance_id, None)
         self._notify_errors.pop(instance_id, None)
+        w = self._owner.get(instance_id)
         if w is None:
-            self._cancelled.add(instance_id)
+            self._cancelled.add(instance_id)  # still in our queue: skipped when reached
             return
-        self._retire(w, kill=True)
-        self._spawn()
+        others = [j for j in w.jobs if j.info.instance_id != instance_id]
+        self._replace(w, others)
 
     def busy(self) -> bool:
-        return bool(self._running) or any(
+        return bool(self._owner) or any(
             j.info.instance_id not in self._cancelled for j in self._queue
         )
 
     def _assign(self, w: _Worker) -> None:
-        while self._queue:
+        while self._queue and len(w.jobs) < self._depth:
             job = self._queue.popleft()
-            if job.info.instance_id in self._cancelled:
-                self._cancelled.discard(job.info.instance_id)
-                continue
             i = job.info
-            w.job = job
-            self._running[i.instance_id] = w
+            if i.instance_id in self._cancelled:
+                self._cancelled.discard(i.instance_id)
+                continue
+            w.jobs.append(job)
+            self._owner[i.instance_id] = w
             self._on_started(i.instance_id)
             protocol.send(
                 w.sock,
@@ -264,13 +281,12 @@ class ProcessPoolExecutor:
                     },
                 },
             )
-            return
 
     def poll(self, timeout: float | None) -> None:
         for w in list(self._workers):
-            if w.job is None and w.ready:
+            if w.ready:
                 self._assign(w)
-        if not self._running and all(w.ready for w in self._workers):
+        if not self._owner and all(w.ready for w in self._workers):
             return
         for key, _ in self._sel.select(timeout):
             w = key.data
@@ -289,31 +305,30 @@ class ProcessPoolExecutor:
                     break
 
     def _crashed(self, w: _Worker) -> None:
-        job = w.job
-        self._retire(w, kill=True)
-        self._spawn()
-        if job is not None:
-            self._running.pop(job.info.instance_id, None)
+        jobs = list(w.jobs)
+        self._replace(w, jobs[1:])
+        if jobs:
             rc = w.proc.returncode
             why = f"signal {-rc}" if rc is not None and rc < 0 else f"exit code {rc}"
             self._on_done(
-                job.info.instance_id,
+                jobs[0].info.instance_id,
                 Outcome(False, f"the worker process died ({why}) while running it"),
                 FailureKind.CRASH,
             )
 
     def _frame(self, w: _Worker, frame: dict[str, Any]) -> None:
-        if frame.get("op") == "ready":
+        op = frame.get("op")
+        if op == "ready":
             w.ready = True
             self._assign(w)
             return
-        job = w.job
-        if job is None:
+        if not w.jobs:
             return
+        job = w.jobs[0]
         iid = job.info.instance_id
-        if frame.get("op") == "done":
-            w.job = None
-            self._running.pop(iid, None)
+        if op == "done":
+            w.jobs.popleft()
+            self._owner.pop(iid, None)
             outcome = Outcome(bool(frame["ok"]), frame.get("error", ""), frame.get("traceback", ""))
             late = self._notify_errors.pop(iid, None)
             if outcome.ok and late is not None:
@@ -342,7 +357,7 @@ class ProcessPoolExecutor:
         for w in list(self._workers):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 w.proc.wait(timeout=5)
-            self._retire(w, kill=True)
+            self._retire(w)
         self._sel.close()
 
 

@@ -54,7 +54,7 @@ def serve(sock: socket.socket, blobs: Path) -> None:
     protocol.send(sock, {"op": "ready"})  # imports done: instance timings start from here
     while True:
         try:
-            msg: dict[str, Any] = protocol.recv(sock)
+            msg: dict[str, Any] = channel.next_message()
         except protocol.ChannelClosed:
             return
         if msg.get("op") == "exit":

@@ -109,11 +109,21 @@ class MemoryStore:
         return {k: v for (s, k), (v, _) in self.globals.items() if s == swarm_id}
 
     def result_add(self, row: ResultRow) -> None:
-        """Store a result (ignored if its iteration's results were already dropped)."""
+        """Store a result (ignored if its iteration's results were already dropped).
+
+        A second result with the same tag from the same instance replaces the first.
+        """
         if (row.swarm_id, row.iteration) in self._dropped:
             return
-        self._by_instance[row.instance_id].append(row)
-        self._by_task[(row.swarm_id, row.iteration, row.alias)].append(row)
+        # Idempotent per (instance, tag): a re-sent or re-run result replaces the old one.
+        rows = self._by_instance[row.instance_id]
+        old = next((r for r in rows if r.tag == row.tag), None)
+        task_rows = self._by_task[(row.swarm_id, row.iteration, row.alias)]
+        if old is not None:
+            rows.remove(old)
+            task_rows.remove(old)
+        rows.append(row)
+        task_rows.append(row)
 
     def drop_results(self, swarm_id: str, iteration: int) -> None:
         """Forget every result of an iteration and delete the segments holding them."""
