@@ -1,0 +1,230 @@
+"""The store contract: what every backend (memory, SQLite, PostgreSQL) provides.
+
+One written contract, one shared test suite (tests/store/) run against every backend.
+Values are *wire values* (``shoal._runtime.wire``): ``{"inline": bytes}`` or a reference
+the backend does not interpret (``{"blob": digest, "length": n}`` in the coordinator,
+``{"file": ..., "offset": ..., "length": ...}`` in the simulator). A store never decodes
+a value.
+
+Durability: a method that returns has made its write durable (SQL: committed).
+Idempotence: ``result_add`` replaces the result with the same (instance, tag);
+``node_upsert`` and ``swarm_update`` overwrite; ``event_append`` is not idempotent (the
+coordinator appends each engine event once, in order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Wire = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One stored result."""
+
+    swarm_id: str
+    iteration: int
+    alias: str
+    node_id: str
+    instance_id: str
+    tag: str
+    value: Wire
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """One log record. ``seq`` is assigned by the store (increasing per store)."""
+
+    swarm_id: str
+    node_id: str
+    alias: str
+    iteration: int
+    instance_id: str
+    level: str
+    message: str
+    time: float
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One metric value."""
+
+    swarm_id: str
+    node_id: str
+    alias: str
+    iteration: int
+    instance_id: str
+    name: str
+    value: float
+    step: int
+    time: float
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """A node known to the coordinator.
+
+    ``credential_hash`` is a hash of the node's secret (never the secret itself).
+    """
+
+    node_id: str
+    credential_hash: str
+    datasets: tuple[str, ...] = ()
+    gpu: bool = False
+    images: tuple[str, ...] | None = None
+    last_seen: float = 0.0
+    connected: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SwarmRecord:
+    """A submitted swarm. ``plan`` is the plan's JSON document."""
+
+    swarm_id: str
+    name: str
+    plan: str
+    owner: str
+    created: float
+    status: str = "running"
+    reason: str = ""
+    iteration: int = -1
+
+
+class Store(Protocol):
+    """Everything a driver keeps: nodes, swarms, the engine's event log, globals (with
+    per-iteration history), results, per-node state, logs and metrics."""
+
+    # ------------------------------------------------------------------ nodes
+    def node_upsert(self, node: NodeRecord) -> None:
+        """Create or replace a node."""
+        ...
+
+    def node_get(self, node_id: str) -> NodeRecord | None:
+        """A node, or None."""
+        ...
+
+    def nodes(self) -> list[NodeRecord]:
+        """Every node, sorted by id."""
+        ...
+
+    # ----------------------------------------------------------------- swarms
+    def swarm_create(self, swarm: SwarmRecord) -> None:
+        """Record a new swarm (an existing id raises ``ShoalError`` code ``store.exists``)."""
+        ...
+
+    def swarm_update(self, swarm_id: str, status: str, reason: str, iteration: int) -> None:
+        """Update a swarm's status, reason and current iteration."""
+        ...
+
+    def swarm_get(self, swarm_id: str) -> SwarmRecord | None:
+        """A swarm, or None."""
+        ...
+
+    def swarms(self) -> list[SwarmRecord]:
+        """Every swarm, newest first."""
+        ...
+
+    # -------------------------------------------------------------- event log
+    def event_append(self, payload: bytes) -> int:
+        """Append one encoded engine event; returns its sequence number (1, 2, ...)."""
+        ...
+
+    def events(self, after: int = 0) -> Iterator[tuple[int, bytes]]:
+        """Events with a sequence number greater than ``after``, in order."""
+        ...
+
+    # ---------------------------------------------------------------- globals
+    def global_get(self, swarm_id: str, key: str) -> tuple[str, Wire] | None:
+        """Current version and value of a global."""
+        ...
+
+    def global_set(self, swarm_id: str, key: str, value: Wire, iteration: int) -> str:
+        """Write a global; returns its new version (unique across stores and restarts).
+        The history keeps the last value written in each iteration."""
+        ...
+
+    def global_keys(self, swarm_id: str) -> list[str]:
+        """Every global key of a swarm, sorted."""
+        ...
+
+    def global_versions(self, swarm_id: str) -> dict[str, str]:
+        """``{key: version}`` of every global of a swarm."""
+        ...
+
+    def global_history(self, swarm_id: str, key: str) -> list[tuple[int, Wire]]:
+        """``[(iteration, value)]`` in iteration order (-1: the initial value)."""
+        ...
+
+    # ---------------------------------------------------------------- results
+    def result_add(self, row: ResultRow) -> None:
+        """Store a result; replaces one with the same (instance, tag). Ignored if the
+        iteration's results were dropped."""
+        ...
+
+    def results_of_instances(self, instance_ids: list[str], tag: str) -> list[ResultRow]:
+        """Results with ``tag`` of these instances, in the given order."""
+        ...
+
+    def results_of_task(
+        self, swarm_id: str, iteration: int, alias: str, tag: str
+    ) -> list[ResultRow]:
+        """Every result with ``tag`` of a task in an iteration, sorted by node id."""
+        ...
+
+    def result_tags(self, swarm_id: str, iteration: int, alias: str) -> list[str]:
+        """The tags a task stored in an iteration, in first-stored order."""
+        ...
+
+    def drop_results(self, swarm_id: str, iteration: int) -> None:
+        """Forget every result of an iteration."""
+        ...
+
+    def dropped(self, swarm_id: str, iteration: int) -> bool:
+        """Whether an iteration's results were dropped."""
+        ...
+
+    # ------------------------------------------------------------------ state
+    def state_get(self, swarm_id: str, node_id: str, alias: str, key: str) -> Wire | None:
+        """Per (swarm, node, alias) state."""
+        ...
+
+    def state_set(self, swarm_id: str, node_id: str, alias: str, key: str, value: Wire) -> None:
+        """Persist per (swarm, node, alias) state."""
+        ...
+
+    # ----------------------------------------------------------- logs, metrics
+    def log_add(self, row: LogRow) -> None:
+        """Append a log record (its ``seq`` is assigned by the store)."""
+        ...
+
+    def logs(
+        self,
+        swarm_id: str,
+        node: str | None = None,
+        task: str | None = None,
+        level: str | None = None,
+        iteration: int | None = None,
+        after: int = 0,
+        limit: int | None = None,
+    ) -> list[LogRow]:
+        """Log records with ``seq > after``, filtered, in order."""
+        ...
+
+    def metric_add(self, row: MetricRow) -> None:
+        """Append a metric value."""
+        ...
+
+    def metrics(
+        self,
+        swarm_id: str,
+        name: str | None = None,
+        node: str | None = None,
+        task: str | None = None,
+    ) -> list[MetricRow]:
+        """Metric values, filtered, in the order they were added."""
+        ...
