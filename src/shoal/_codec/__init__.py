@@ -29,10 +29,16 @@ from shoal._codec._decode import Decoder
 from shoal._codec._encode import Encoder, Unencodable, encode_error
 from shoal._errors import CodecError
 
-__all__ = ["decode", "decode_b64", "digest", "encode", "encode_b64"]
+__all__ = ["decode", "decode_b64", "digest", "encode", "encode_b64", "encode_parts"]
 
 
 def encode(value: object) -> bytes:
+    """Encode a value to bytes (see :func:`encode_parts`, which this joins)."""
+    parts = encode_parts(value)
+    return parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
+
+
+def encode_parts(value: object) -> list[bytes | memoryview]:
     """Encode a value to bytes.
 
     Parameters
@@ -42,9 +48,11 @@ def encode(value: object) -> bytes:
 
     Returns
     -------
-    bytes
-        Plain msgpack if the value holds no arrays, tensors or tables; otherwise a frame
-        holding a msgpack body followed by the aligned raw buffers.
+    list
+        The encoding in pieces: one ``bytes`` of plain msgpack if the value holds no
+        arrays, tensors or tables; otherwise a frame's pieces (header, msgpack body,
+        padding, and views of the raw buffers), so a writer can ``os.writev`` them
+        without first copying a large array into one ``bytes``.
 
     Raises
     ------
@@ -65,8 +73,8 @@ def encode(value: object) -> bytes:
         reason = "it nests too deeply or contains itself" if "recursion" in str(exc) else exc
         raise CodecError(f"cannot encode the value: {reason}", code="codec.unsupported") from exc
     if not encoder.buffers:
-        return body
-    return _format.frame(body, encoder.buffers)
+        return [body]
+    return _format.frame_parts(body, encoder.buffers)
 
 
 def decode(data: bytes | bytearray | memoryview, *, writable: bool = False) -> Any:

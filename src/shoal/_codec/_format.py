@@ -114,7 +114,12 @@ def parse_dtype(text: object) -> np.dtype[Any]:
 
 
 def frame(body: bytes, buffers: list[tuple[int, memoryview]]) -> bytes:
-    """Join a msgpack body and its out-of-band buffers into one frame.
+    """Join a msgpack body and its out-of-band buffers into one frame (one copy)."""
+    return b"".join(frame_parts(body, buffers))
+
+
+def frame_parts(body: bytes, buffers: list[tuple[int, memoryview]]) -> list[bytes | memoryview]:
+    """The pieces of a frame, in order, without joining them (for ``os.writev``).
 
     Parameters
     ----------
@@ -126,8 +131,8 @@ def frame(body: bytes, buffers: list[tuple[int, memoryview]]) -> bytes:
 
     Returns
     -------
-    bytes
-        The frame; the join is the one copy of each buffer's bytes.
+    list
+        Header, body, padding and each buffer (as a view of the caller's array).
     """
     head = HEAD.pack(MAGIC, VERSION, len(body))
     start = align(len(head) + len(body))
@@ -137,7 +142,7 @@ def frame(body: bytes, buffers: list[tuple[int, memoryview]]) -> bytes:
         parts.append(bytes(offset - end))
         parts.append(data)
         end = offset + data.nbytes
-    return b"".join(parts)
+    return parts
 
 
 def split_frame(data: memoryview) -> tuple[memoryview, memoryview]:

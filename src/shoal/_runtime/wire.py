@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from shoal._codec import decode, encode
+from shoal._codec import decode, encode_parts
 
 INLINE_MAX = 64 * 1024
 MMAP_MIN = 16 * 1024 * 1024  # below this, one pread beats page-faulting a mapping
@@ -43,8 +43,8 @@ class Outbox:
         self._max_open = max_open
         self._open: dict[str, tuple[int, Path]] = {}
 
-    def write(self, data: bytes, bucket: str) -> Wire:
-        """Append ``data`` to the bucket's segment and return its wire reference."""
+    def write(self, parts: list[bytes | memoryview], bucket: str) -> Wire:
+        """Append ``parts`` (one value) to the bucket's segment; return its wire reference."""
         entry = self._open.get(bucket)
         if entry is None:
             path = self.folder / f"{self.prefix}-{bucket}.seg"
@@ -56,10 +56,15 @@ class Outbox:
                 os.close(self._open.pop(old)[0])
         fd, path = entry
         offset = os.lseek(fd, 0, os.SEEK_END)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        return {"file": str(path), "offset": offset, "length": len(data)}
+        views = [memoryview(p).cast("B") for p in parts]
+        length = sum(v.nbytes for v in views)
+        while views:  # writev may write less than asked
+            n = os.writev(fd, views)
+            while views and n >= views[0].nbytes:
+                n -= views.pop(0).nbytes
+            if views and n:
+                views[0] = views[0][n:]
+        return {"file": str(path), "offset": offset, "length": length}
 
     def close(self) -> None:
         """Close every open segment."""
@@ -69,11 +74,13 @@ class Outbox:
 
 
 def to_wire(value: Any, outbox: Outbox | None, bucket: str = "values") -> Wire:
-    """Encode ``value``; append it to ``outbox`` when it is large."""
-    data = encode(value)
-    if outbox is None or len(data) <= INLINE_MAX:
-        return {"inline": data}
-    return outbox.write(data, bucket)
+    """Encode ``value``; append it to ``outbox`` when it is large (written straight from
+    the value's arrays, never joined into one large ``bytes`` first)."""
+    parts = encode_parts(value)
+    size = sum(memoryview(p).nbytes for p in parts)
+    if outbox is None or size <= INLINE_MAX:
+        return {"inline": parts[0] if len(parts) == 1 else b"".join(parts)}
+    return outbox.write(parts, bucket)
 
 
 def wire_buffer(wire: Wire) -> Buffer:
