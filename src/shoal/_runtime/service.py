@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal._errors import ShoalError
-from shoal._store.memory import LogRow, MemoryStore, MetricRow, ResultRow
+from shoal._store.base import LogRow, MetricRow, ResultRow, Store
 
 
 def _memory() -> int:
@@ -55,7 +55,7 @@ class WorldService:
 
     def __init__(
         self,
-        store: MemoryStore,
+        store: Store,
         nodes: Mapping[str, NodeInfo],
         on_stop: Callable[[InstanceInfo], None],
         on_next_iter: Callable[[InstanceInfo, str, tuple[str, ...]], None],
@@ -169,7 +169,7 @@ class WorldService:
         return str(datasets[name])
 
     def _log(self, info: InstanceInfo, args: dict[str, Any]) -> None:
-        self.store.logs.append(
+        self.store.log_add(
             LogRow(
                 info.swarm_id,
                 info.node_id,
@@ -183,7 +183,7 @@ class WorldService:
         )
 
     def _metric(self, info: InstanceInfo, args: dict[str, Any]) -> None:
-        self.store.metrics.append(
+        self.store.metric_add(
             MetricRow(
                 info.swarm_id,
                 info.node_id,

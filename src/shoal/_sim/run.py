@@ -14,7 +14,7 @@ from shoal._engine.messages import InstanceFailure
 from shoal._errors import ShoalError
 from shoal._plan import Plan
 from shoal._runtime.wire import from_wire
-from shoal._store.memory import LogRow, MemoryStore, MetricRow
+from shoal._store.base import LogRow, MetricRow, Store
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class TaskTiming:
 class RunGlobals:
     """``run.globals[key]``: the final value of each global."""
 
-    def __init__(self, store: MemoryStore, swarm_id: str) -> None:
+    def __init__(self, store: Store, swarm_id: str) -> None:
         self._store = store
         self._swarm_id = swarm_id
 
@@ -60,13 +60,13 @@ class RunGlobals:
 
     def history(self, key: str) -> dict[int, Any]:
         """``{iteration: value}`` after each iteration that wrote it (-1: the initial value)."""
-        return {it: from_wire(w) for it, w in self._store.history.get((self._swarm_id, key), [])}
+        return {it: from_wire(w) for it, w in self._store.global_history(self._swarm_id, key)}
 
 
 class RunResults:
     """``run.results``: results queried like ``world.results``."""
 
-    def __init__(self, store: MemoryStore, swarm_id: str, plan: Plan, iterations: int) -> None:
+    def __init__(self, store: Store, swarm_id: str, plan: Plan, iterations: int) -> None:
         self._store = store
         self._swarm_id = swarm_id
         self._plan = plan
@@ -144,7 +144,7 @@ class SimulationRun:
     timings: list[TaskTiming]
     wall_s: float
     run_dir: Path
-    _store: MemoryStore = field(repr=False)
+    _store: Store = field(repr=False)
     _cleanup: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -175,26 +175,15 @@ class SimulationRun:
         iteration: int | None = None,
     ) -> list[LogRow]:
         """Log records, filtered by node, task (alias), level and iteration."""
-        return [
-            r
-            for r in self._store.logs
-            if (node is None or r.node_id == node)
-            and (task is None or r.alias == task)
-            and (level is None or r.level == level)
-            and (iteration is None or r.iteration == iteration)
-        ]
+        return self._store.logs(
+            self.swarm_id, node=node, task=task, level=level, iteration=iteration
+        )
 
     def metrics(
         self, name: str | None = None, node: str | None = None, task: str | None = None
     ) -> list[MetricRow]:
         """Metric values, filtered by name, node and task (alias)."""
-        return [
-            r
-            for r in self._store.metrics
-            if (name is None or r.name == name)
-            and (node is None or r.node_id == node)
-            and (task is None or r.alias == task)
-        ]
+        return self._store.metrics(self.swarm_id, name=name, node=node, task=task)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-representable summary: status, iterations, globals, metrics."""
@@ -222,7 +211,7 @@ class SimulationRun:
                     "task": m.alias,
                     "iteration": m.iteration,
                 }
-                for m in self._store.metrics
+                for m in self._store.metrics(self.swarm_id)
             ],
             "failures": [
                 {

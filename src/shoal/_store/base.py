@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from shoal._errors import ShoalError
+
 Wire = dict[str, Any]
 
 
@@ -118,7 +120,8 @@ class Store(Protocol):
         ...
 
     def swarm_update(self, swarm_id: str, status: str, reason: str, iteration: int) -> None:
-        """Update a swarm's status, reason and current iteration."""
+        """Update a swarm's status, reason and current iteration (an unknown id raises
+        ``ShoalError`` code ``store.missing``)."""
         ...
 
     def swarm_get(self, swarm_id: str) -> SwarmRecord | None:
@@ -228,3 +231,21 @@ class Store(Protocol):
     ) -> list[MetricRow]:
         """Metric values, filtered, in the order they were added."""
         ...
+
+
+def swarm_exists(swarm_id: str) -> ShoalError:
+    """The error ``swarm_create`` raises for an id already taken."""
+    return ShoalError(
+        f"a swarm with id {swarm_id!r} already exists",
+        code="store.exists",
+        hint="submit the swarm under a new id",
+    )
+
+
+def swarm_missing(swarm_id: str) -> ShoalError:
+    """The error ``swarm_update`` raises for an unknown id."""
+    return ShoalError(
+        f"no swarm with id {swarm_id!r}",
+        code="store.missing",
+        hint="create the swarm before updating it",
+    )

@@ -1,164 +1,298 @@
-"""The in-memory store used by the simulator.
+"""The in-memory store: the simulator's store, and the reference for the contract.
 
 Values are kept as wire values (codec bytes inline, or a file the store owns), never as
-decoded Python objects, so every reader decodes its own copy.
+decoded Python objects, so every reader decodes its own copy. Every method is safe to
+call from several threads.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
-from shoal._runtime.wire import Wire
+from shoal._store.base import (
+    LogRow,
+    MetricRow,
+    NodeRecord,
+    ResultRow,
+    SwarmRecord,
+    Wire,
+    swarm_exists,
+    swarm_missing,
+)
+
+__all__ = ["LogRow", "MemoryStore", "MetricRow", "ResultRow"]
 
 
-@dataclass(frozen=True)
-class ResultRow:
-    """One stored result."""
-
-    swarm_id: str
-    iteration: int
-    alias: str
-    node_id: str
-    instance_id: str
-    tag: str
-    value: Wire
-
-
-@dataclass(frozen=True)
-class LogRow:
-    """One log record."""
-
-    swarm_id: str
-    node_id: str
-    alias: str
-    iteration: int
-    instance_id: str
-    level: str
-    message: str
-    time: float
-
-
-@dataclass(frozen=True)
-class MetricRow:
-    """One metric value."""
-
-    swarm_id: str
-    node_id: str
-    alias: str
-    iteration: int
-    instance_id: str
-    name: str
-    value: float
-    step: int
-    time: float
-
-
-@dataclass
 class MemoryStore:
-    """Globals (with per-iteration history), results, per-node state, logs, metrics.
+    """A :class:`~shoal._store.base.Store` that keeps everything in this process.
 
-    ``blob_dir`` holds the segment files large values are appended to (see
-    ``shoal._runtime.wire``); results can be dropped an iteration at a time.
+    Parameters
+    ----------
+    blob_dir
+        The simulator's folder of segment files (``{prefix}-r{iteration}.seg``, see
+        ``shoal._runtime.wire``) holding large result values. When given,
+        :meth:`drop_results` also deletes the segments of the dropped iteration.
     """
 
-    blob_dir: Path
-    globals: dict[tuple[str, str], tuple[str, Wire]] = field(default_factory=dict)
-    history: dict[tuple[str, str], list[tuple[int, Wire]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    state: dict[tuple[str, str, str, str], Wire] = field(default_factory=dict)
-    logs: list[LogRow] = field(default_factory=list)
-    metrics: list[MetricRow] = field(default_factory=list)
-    _by_instance: dict[str, list[ResultRow]] = field(default_factory=lambda: defaultdict(list))
-    _by_task: dict[tuple[str, int, str], list[ResultRow]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    # Versions are unique across stores: a worker process caches globals by version and
-    # may serve two runs (or two stores) that both have a "version 1" of a key.
-    _store_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    _writes: int = 0
-    _dropped: set[tuple[str, int]] = field(default_factory=set)
+    def __init__(self, blob_dir: Path | None = None) -> None:
+        self.blob_dir = blob_dir
+        self._lock = threading.Lock()
+        self._nodes: dict[str, NodeRecord] = {}
+        self._swarms: dict[str, SwarmRecord] = {}
+        self._events: list[bytes] = []
+        self._globals: dict[str, dict[str, tuple[str, Wire]]] = defaultdict(dict)
+        self._history: dict[tuple[str, str], dict[int, Wire]] = defaultdict(dict)
+        self._state: dict[tuple[str, str, str, str], Wire] = {}
+        self._logs: list[LogRow] = []
+        self._metrics: list[MetricRow] = []
+        self._by_instance: dict[str, list[ResultRow]] = defaultdict(list)
+        self._by_task: dict[tuple[str, int, str], list[ResultRow]] = defaultdict(list)
+        self._dropped: set[tuple[str, int]] = set()
+        # Versions are unique across stores: a worker process caches globals by version
+        # and may serve two runs (or two stores) that both have a "version 1" of a key.
+        self._store_id = uuid.uuid4().hex
+        self._writes = 0
+
+    def close(self) -> None:
+        """Nothing to release (present for symmetry with the SQL store)."""
+
+    # --------------------------------------------------------------------- nodes
+    def node_upsert(self, node: NodeRecord) -> None:
+        """Create or replace a node."""
+        with self._lock:
+            self._nodes[node.node_id] = node
+
+    def node_get(self, node_id: str) -> NodeRecord | None:
+        """A node, or None."""
+        with self._lock:
+            return self._nodes.get(node_id)
+
+    def nodes(self) -> list[NodeRecord]:
+        """Every node, sorted by id."""
+        with self._lock:
+            return [self._nodes[k] for k in sorted(self._nodes)]
+
+    # -------------------------------------------------------------------- swarms
+    def swarm_create(self, swarm: SwarmRecord) -> None:
+        """Record a new swarm (an existing id raises ``ShoalError`` ``store.exists``)."""
+        with self._lock:
+            if swarm.swarm_id in self._swarms:
+                raise swarm_exists(swarm.swarm_id)
+            self._swarms[swarm.swarm_id] = swarm
+
+    def swarm_update(self, swarm_id: str, status: str, reason: str, iteration: int) -> None:
+        """Update a swarm's status, reason and current iteration.
+
+        Raises
+        ------
+        ShoalError
+            ``store.missing`` if no swarm has this id.
+        """
+        with self._lock:
+            old = self._swarms.get(swarm_id)
+            if old is None:
+                raise swarm_missing(swarm_id)
+            self._swarms[swarm_id] = dataclasses.replace(
+                old, status=status, reason=reason, iteration=iteration
+            )
+
+    def swarm_get(self, swarm_id: str) -> SwarmRecord | None:
+        """A swarm, or None."""
+        with self._lock:
+            return self._swarms.get(swarm_id)
+
+    def swarms(self) -> list[SwarmRecord]:
+        """Every swarm, newest first (ties: greater id first)."""
+        with self._lock:
+            rows = list(self._swarms.values())
+        return sorted(rows, key=lambda s: (s.created, s.swarm_id), reverse=True)
+
+    # ----------------------------------------------------------------- event log
+    def event_append(self, payload: bytes) -> int:
+        """Append one encoded engine event; returns its sequence number (1, 2, ...)."""
+        with self._lock:
+            self._events.append(bytes(payload))
+            return len(self._events)
+
+    def events(self, after: int = 0) -> Iterator[tuple[int, bytes]]:
+        """Events with a sequence number greater than ``after``, in order."""
+        start = max(after, 0)
+        with self._lock:
+            tail = self._events[start:]
+        return iter([(start + i + 1, p) for i, p in enumerate(tail)])
 
     # ------------------------------------------------------------------- globals
     def global_get(self, swarm_id: str, key: str) -> tuple[str, Wire] | None:
         """Current version and value of a global."""
-        return self.globals.get((swarm_id, key))
+        with self._lock:
+            found = self._globals.get(swarm_id)
+            return None if found is None else found.get(key)
 
     def global_set(self, swarm_id: str, key: str, value: Wire, iteration: int) -> str:
-        """Write a global; returns its new version (unique across stores)."""
-        self._writes += 1
-        version = f"{self._store_id}:{self._writes}"
-        self.globals[(swarm_id, key)] = (version, value)
-        hist = self.history[(swarm_id, key)]
-        if hist and hist[-1][0] == iteration:
-            hist[-1] = (iteration, value)  # keep the last write of each iteration
-        else:
-            hist.append((iteration, value))
-        return version
+        """Write a global; returns its new version (unique across stores).
+
+        The history keeps the last value written in each iteration.
+        """
+        with self._lock:
+            self._writes += 1
+            version = f"{self._store_id}:{self._writes}"
+            self._globals[swarm_id][key] = (version, value)
+            self._history[(swarm_id, key)][iteration] = value
+            return version
 
     def global_keys(self, swarm_id: str) -> list[str]:
         """Every global key of a swarm, sorted."""
-        return sorted(k for s, k in self.globals if s == swarm_id)
+        with self._lock:
+            return sorted(self._globals.get(swarm_id, {}))
 
-    # ------------------------------------------------------------------- results
     def global_versions(self, swarm_id: str) -> dict[str, str]:
         """``{key: version}`` of every global of a swarm."""
-        return {k: v for (s, k), (v, _) in self.globals.items() if s == swarm_id}
+        with self._lock:
+            return {k: v for k, (v, _) in self._globals.get(swarm_id, {}).items()}
 
+    def global_history(self, swarm_id: str, key: str) -> list[tuple[int, Wire]]:
+        """``[(iteration, value)]`` in iteration order (-1: the initial value)."""
+        with self._lock:
+            hist = self._history.get((swarm_id, key), {})
+            return sorted(hist.items(), key=lambda kv: kv[0])
+
+    # ------------------------------------------------------------------- results
     def result_add(self, row: ResultRow) -> None:
         """Store a result (ignored if its iteration's results were already dropped).
 
-        A second result with the same tag from the same instance replaces the first.
+        A second result with the same tag from the same instance replaces the first in
+        place, so a repeated call leaves the store as it was.
         """
-        if (row.swarm_id, row.iteration) in self._dropped:
-            return
-        # Idempotent per (instance, tag): a re-sent or re-run result replaces the old one.
-        rows = self._by_instance[row.instance_id]
-        old = next((r for r in rows if r.tag == row.tag), None)
-        task_rows = self._by_task[(row.swarm_id, row.iteration, row.alias)]
-        if old is not None:
-            rows.remove(old)
-            task_rows.remove(old)
-        rows.append(row)
-        task_rows.append(row)
+        with self._lock:
+            if (row.swarm_id, row.iteration) in self._dropped:
+                return
+            rows = self._by_instance[row.instance_id]
+            task_key = (row.swarm_id, row.iteration, row.alias)
+            task_rows = self._by_task[task_key]
+            old = next((r for r in rows if r.tag == row.tag), None)
+            if old is None:
+                rows.append(row)
+                task_rows.append(row)
+                return
+            rows[_index(rows, old)] = row
+            old_key = (old.swarm_id, old.iteration, old.alias)
+            if old_key == task_key:
+                task_rows[_index(task_rows, old)] = row
+            else:  # the same instance id reported under another task: move it
+                old_rows = self._by_task[old_key]
+                del old_rows[_index(old_rows, old)]
+                task_rows.append(row)
 
     def drop_results(self, swarm_id: str, iteration: int) -> None:
-        """Forget every result of an iteration and delete the segments holding them."""
-        self._dropped.add((swarm_id, iteration))
-        for key in [k for k in self._by_task if k[0] == swarm_id and k[1] == iteration]:
-            for row in self._by_task.pop(key):
-                self._by_instance.pop(row.instance_id, None)
-        for seg in self.blob_dir.glob(f"*-r{iteration}.seg"):
-            seg.unlink(missing_ok=True)
+        """Forget every result of an iteration (and delete the segments holding them)."""
+        with self._lock:
+            self._dropped.add((swarm_id, iteration))
+            for key in [k for k in self._by_task if k[0] == swarm_id and k[1] == iteration]:
+                for row in self._by_task.pop(key):
+                    rows = self._by_instance.get(row.instance_id)
+                    if rows is not None:
+                        rows[:] = [r for r in rows if r is not row]
+                        if not rows:
+                            del self._by_instance[row.instance_id]
+        if self.blob_dir is not None:
+            for seg in self.blob_dir.glob(f"*-r{iteration}.seg"):
+                seg.unlink(missing_ok=True)
 
     def dropped(self, swarm_id: str, iteration: int) -> bool:
         """Whether an iteration's results were dropped."""
-        return (swarm_id, iteration) in self._dropped
+        with self._lock:
+            return (swarm_id, iteration) in self._dropped
 
     def results_of_instances(self, instance_ids: list[str], tag: str) -> list[ResultRow]:
         """Results with ``tag`` of these instances, in the given order."""
-        return [r for i in instance_ids for r in self._by_instance.get(i, ()) if r.tag == tag]
+        with self._lock:
+            return [r for i in instance_ids for r in self._by_instance.get(i, ()) if r.tag == tag]
 
     def results_of_task(
         self, swarm_id: str, iteration: int, alias: str, tag: str
     ) -> list[ResultRow]:
-        """Every result with ``tag`` of a task in an iteration, stragglers included."""
-        rows = self._by_task.get((swarm_id, iteration, alias), [])
-        return sorted((r for r in rows if r.tag == tag), key=lambda r: (r.node_id, r.instance_id))
+        """Every result with ``tag`` of a task in an iteration, sorted by node id."""
+        with self._lock:
+            rows = [r for r in self._by_task.get((swarm_id, iteration, alias), ()) if r.tag == tag]
+        return sorted(rows, key=lambda r: (r.node_id, r.instance_id))
 
     def result_tags(self, swarm_id: str, iteration: int, alias: str) -> list[str]:
         """The tags a task stored in an iteration, in first-stored order."""
-        rows = self._by_task.get((swarm_id, iteration, alias), [])
-        return list(dict.fromkeys(r.tag for r in rows))
+        with self._lock:
+            rows = self._by_task.get((swarm_id, iteration, alias), ())
+            return list(dict.fromkeys(r.tag for r in rows))
 
     # --------------------------------------------------------------------- state
     def state_get(self, swarm_id: str, node_id: str, alias: str, key: str) -> Wire | None:
-        """Per (node, swarm, alias) state."""
-        return self.state.get((swarm_id, node_id, alias, key))
+        """Per (swarm, node, alias) state."""
+        with self._lock:
+            return self._state.get((swarm_id, node_id, alias, key))
 
     def state_set(self, swarm_id: str, node_id: str, alias: str, key: str, value: Wire) -> None:
-        """Persist per (node, swarm, alias) state."""
-        self.state[(swarm_id, node_id, alias, key)] = value
+        """Persist per (swarm, node, alias) state."""
+        with self._lock:
+            self._state[(swarm_id, node_id, alias, key)] = value
+
+    # ------------------------------------------------------------ logs, metrics
+    def log_add(self, row: LogRow) -> None:
+        """Append a log record (its ``seq`` is assigned here: 1, 2, ...)."""
+        with self._lock:
+            self._logs.append(dataclasses.replace(row, seq=len(self._logs) + 1))
+
+    def logs(
+        self,
+        swarm_id: str,
+        node: str | None = None,
+        task: str | None = None,
+        level: str | None = None,
+        iteration: int | None = None,
+        after: int = 0,
+        limit: int | None = None,
+    ) -> list[LogRow]:
+        """Log records with ``seq > after``, filtered, in order (at most ``limit``)."""
+        with self._lock:
+            tail = self._logs[max(after, 0) :]  # seq n is at index n - 1
+        out = [
+            r
+            for r in tail
+            if r.swarm_id == swarm_id
+            and (node is None or r.node_id == node)
+            and (task is None or r.alias == task)
+            and (level is None or r.level == level)
+            and (iteration is None or r.iteration == iteration)
+        ]
+        return out if limit is None else out[: max(limit, 0)]
+
+    def metric_add(self, row: MetricRow) -> None:
+        """Append a metric value."""
+        with self._lock:
+            self._metrics.append(row)
+
+    def metrics(
+        self,
+        swarm_id: str,
+        name: str | None = None,
+        node: str | None = None,
+        task: str | None = None,
+    ) -> list[MetricRow]:
+        """Metric values, filtered, in the order they were added."""
+        with self._lock:
+            rows = list(self._metrics)
+        return [
+            r
+            for r in rows
+            if r.swarm_id == swarm_id
+            and (name is None or r.name == name)
+            and (node is None or r.node_id == node)
+            and (task is None or r.alias == task)
+        ]
+
+
+def _index(rows: list[ResultRow], row: ResultRow) -> int:
+    """Position of ``row`` itself (not of an equal row) in ``rows``."""
+    return next(i for i, r in enumerate(rows) if r is row)

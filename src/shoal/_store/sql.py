@@ -1,0 +1,599 @@
+"""The SQL store: SQLite (embedded default) or PostgreSQL, through SQLAlchemy Core.
+
+Every method runs one short transaction and commits it before returning; the store is
+safe to share between threads (one engine, a pool of connections). Wire values are
+stored as msgpack bytes, the records' tuple and dict fields as JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import msgpack
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from shoal._errors import ShoalError
+from shoal._store import schema as t
+from shoal._store.base import (
+    LogRow,
+    MetricRow,
+    NodeRecord,
+    ResultRow,
+    SwarmRecord,
+    Wire,
+    swarm_exists,
+    swarm_missing,
+)
+from shoal._store.engine import WRITE_OPTION, is_sqlite_memory, make_engine, normalize_url
+from shoal._store.migrate import upgrade_connection
+
+__all__ = ["SQLStore"]
+
+# PostgreSQL advisory lock keys (SQLite needs none: a write transaction holds the whole
+# database). Appends take a lock so that sequence numbers are committed in order: a
+# reader paging with ``after`` can then never skip a row that commits late.
+_LOCK_EVENTS = 0x73686F616C_10
+_LOCK_LOGS = 0x73686F616C_11
+
+_PAGE = 1000  # events read per query
+_IN_CHUNK = 500  # ids per IN (...) list
+
+
+def _pack(value: Wire) -> bytes:
+    data: bytes = msgpack.packb(value, use_bin_type=True)
+    return data
+
+
+def _unpack(data: bytes) -> Wire:
+    value: Wire = msgpack.unpackb(data, raw=False)
+    return value
+
+
+class SQLStore:
+    """A :class:`~shoal._store.base.Store` in a SQL database.
+
+    Opening a store creates or upgrades its schema (the migrations ship with shoal).
+
+    Parameters
+    ----------
+    url
+        ``sqlite:///path/to/shoal.db`` (``sqlite://``: a private in-memory database),
+        or ``postgresql://user:password@host:port/db`` (psycopg 3; the URL may name it
+        as ``postgresql+psycopg://``).
+
+    Raises
+    ------
+    ShoalError
+        ``store.url`` for an unsupported URL, ``store.driver`` if psycopg is missing
+        for PostgreSQL, ``store.unavailable`` if the database cannot be reached.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = normalize_url(url)
+        self._pg = self.url.get_backend_name() == "postgresql"
+        # A private in-memory SQLite database is one connection: take turns on it.
+        self._serial: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if is_sqlite_memory(self.url) else contextlib.nullcontext()
+        )
+        self._engine = make_engine(self.url)
+        try:
+            with self._serial, self._engine.connect() as conn:
+                upgrade_connection(conn)
+        except sa.exc.OperationalError as exc:
+            self._engine.dispose()
+            raise ShoalError(
+                f"cannot open the database {self._shown()}: {exc.orig or exc}",
+                code="store.unavailable",
+                hint="check that the database server runs and the URL is right",
+            ) from None
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    def _shown(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"SQLStore({self._shown()!r})"
+
+    def close(self) -> None:
+        """Close every pooled connection (the store must not be used afterwards)."""
+        self._engine.dispose()
+
+    def __enter__(self) -> SQLStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- plumbing
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self._serial, self._engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self._serial, self._engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})  # SQLite: BEGIN IMMEDIATE
+            with conn.begin():
+                yield conn
+
+    def _insert(self, table: sa.Table) -> Any:
+        return (postgresql.insert if self._pg else sqlite.insert)(table)
+
+    def _upsert(
+        self, conn: sa.Connection, table: sa.Table, keys: list[str], values: Mapping[str, Any]
+    ) -> None:
+        stmt = self._insert(table).values(**values)
+        update = {c: stmt.excluded[c] for c in values if c not in keys}
+        if update:
+            stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update)
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+        conn.execute(stmt)
+
+    def _lock(self, conn: sa.Connection, key: int) -> None:
+        if self._pg:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+    def _lock_iteration(self, conn: sa.Connection, swarm_id: str, it: int, shared: bool) -> None:
+        # result_add (shared) and drop_results (exclusive) of one iteration exclude each
+        # other, so a result can never land after its iteration was dropped.
+        if self._pg:
+            fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+            conn.execute(
+                sa.text(f"SELECT {fn}(hashtextextended(:k, 0))"),
+                {"k": f"shoal.results\x1f{swarm_id}\x1f{it}"},
+            )
+
+    def _ordered(self, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+        # Sort strings by code point everywhere, as Python does (PostgreSQL's default
+        # collation would put "B" after "a").
+        return column.collate("C") if self._pg else column
+
+    # -------------------------------------------------------------------- nodes
+    def node_upsert(self, node: NodeRecord) -> None:
+        """Create or replace a node (``info`` must be JSON-representable)."""
+        values = {
+            "node_id": node.node_id,
+            "credential_hash": node.credential_hash,
+            "datasets": list(node.datasets),
+            "gpu": node.gpu,
+            "images": None if node.images is None else list(node.images),
+            "last_seen": node.last_seen,
+            "connected": node.connected,
+            "info": node.info,
+        }
+        with self._write() as conn:
+            self._upsert(conn, t.nodes, ["node_id"], values)
+
+    def node_get(self, node_id: str) -> NodeRecord | None:
+        """A node, or None."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(t.nodes).where(t.nodes.c.node_id == node_id)).first()
+        return None if row is None else _node(row)
+
+    def nodes(self) -> list[NodeRecord]:
+        """Every node, sorted by id."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(t.nodes).order_by(self._ordered(t.nodes.c.node_id)))
+            return [_node(r) for r in rows]
+
+    # ------------------------------------------------------------------- swarms
+    def swarm_create(self, swarm: SwarmRecord) -> None:
+        """Record a new swarm (an existing id raises ``ShoalError`` ``store.exists``)."""
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    sa.insert(t.swarms).values(
+                        swarm_id=swarm.swarm_id,
+                        name=swarm.name,
+                        plan=swarm.plan,
+                        owner=swarm.owner,
+                        created=swarm.created,
+                        status=swarm.status,
+                        reason=swarm.reason,
+                        iteration=swarm.iteration,
+                    )
+                )
+        except sa.exc.IntegrityError:
+            raise swarm_exists(swarm.swarm_id) from None
+
+    def swarm_update(self, swarm_id: str, status: str, reason: str, iteration: int) -> None:
+        """Update a swarm's status, reason and current iteration.
+
+        Raises
+        ------
+        ShoalError
+            ``store.missing`` if no swarm has this id.
+        """
+        with self._write() as conn:
+            done = conn.execute(
+                sa.update(t.swarms)
+                .where(t.swarms.c.swarm_id == swarm_id)
+                .values(status=status, reason=reason, iteration=iteration)
+            )
+            if done.rowcount == 0:
+                raise swarm_missing(swarm_id)
+
+    def swarm_get(self, swarm_id: str) -> SwarmRecord | None:
+        """A swarm, or None."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(t.swarms).where(t.swarms.c.swarm_id == swarm_id)).first()
+        return None if row is None else _swarm(row)
+
+    def swarms(self) -> list[SwarmRecord]:
+        """Every swarm, newest first (ties: greater id first)."""
+        query = sa.select(t.swarms).order_by(
+            t.swarms.c.created.desc(), self._ordered(t.swarms.c.swarm_id).desc()
+        )
+        with self._read() as conn:
+            return [_swarm(r) for r in conn.execute(query)]
+
+    # ---------------------------------------------------------------- event log
+    def event_append(self, payload: bytes) -> int:
+        """Append one encoded engine event; returns its sequence number (1, 2, ...)."""
+        with self._write() as conn:
+            self._lock(conn, _LOCK_EVENTS)
+            seq = _next_seq(conn, t.events.c.seq)
+            conn.execute(sa.insert(t.events).values(seq=seq, payload=bytes(payload)))
+        return seq
+
+    def events(self, after: int = 0) -> Iterator[tuple[int, bytes]]:
+        """Events with a sequence number greater than ``after``, in order.
+
+        The events are those appended before the call; they are read a page at a time,
+        so a long log is never held in memory.
+        """
+        with self._read() as conn:
+            last = conn.execute(sa.select(sa.func.max(t.events.c.seq))).scalar()
+        return self._event_pages(after, int(last or 0))
+
+    def _event_pages(self, after: int, last: int) -> Iterator[tuple[int, bytes]]:
+        while after < last:
+            query = (
+                sa.select(t.events.c.seq, t.events.c.payload)
+                .where(t.events.c.seq > after, t.events.c.seq <= last)
+                .order_by(t.events.c.seq)
+                .limit(_PAGE)
+            )
+            with self._read() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            for seq, payload in rows:
+                yield int(seq), bytes(payload)
+            after = int(rows[-1][0])
+
+    # ------------------------------------------------------------------ globals
+    def global_get(self, swarm_id: str, key: str) -> tuple[str, Wire] | None:
+        """Current version and value of a global."""
+        g = t.globals_
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(g.c.version, g.c.value).where(g.c.swarm_id == swarm_id, g.c.key == key)
+            ).first()
+        return None if row is None else (row.version, _unpack(row.value))
+
+    def global_set(self, swarm_id: str, key: str, value: Wire, iteration: int) -> str:
+        """Write a global; returns its new version (a random 128-bit hex string).
+
+        The history keeps the last value written in each iteration.
+        """
+        version = uuid.uuid4().hex
+        data = _pack(value)
+        with self._write() as conn:
+            self._upsert(
+                conn,
+                t.globals_,
+                ["swarm_id", "key"],
+                {"swarm_id": swarm_id, "key": key, "version": version, "value": data},
+            )
+            self._upsert(
+                conn,
+                t.global_history,
+                ["swarm_id", "key", "iteration"],
+                {"swarm_id": swarm_id, "key": key, "iteration": iteration, "value": data},
+            )
+        return version
+
+    def global_keys(self, swarm_id: str) -> list[str]:
+        """Every global key of a swarm, sorted."""
+        g = t.globals_
+        query = sa.select(g.c.key).where(g.c.swarm_id == swarm_id).order_by(self._ordered(g.c.key))
+        with self._read() as conn:
+            return list(conn.execute(query).scalars())
+
+    def global_versions(self, swarm_id: str) -> dict[str, str]:
+        """``{key: version}`` of every global of a swarm."""
+        g = t.globals_
+        with self._read() as conn:
+            rows = conn.execute(sa.select(g.c.key, g.c.version).where(g.c.swarm_id == swarm_id))
+            return {r.key: r.version for r in rows}
+
+    def global_history(self, swarm_id: str, key: str) -> list[tuple[int, Wire]]:
+        """``[(iteration, value)]`` in iteration order (-1: the initial value)."""
+        h = t.global_history
+        query = (
+            sa.select(h.c.iteration, h.c.value)
+            .where(h.c.swarm_id == swarm_id, h.c.key == key)
+            .order_by(h.c.iteration)
+        )
+        with self._read() as conn:
+            return [(int(r.iteration), _unpack(r.value)) for r in conn.execute(query)]
+
+    # ------------------------------------------------------------------ results
+    def result_add(self, row: ResultRow) -> None:
+        """Store a result; replaces the one with the same (instance, tag) in place.
+        Ignored if the iteration's results were dropped."""
+        d = t.dropped
+        values = {
+            "swarm_id": row.swarm_id,
+            "iteration": row.iteration,
+            "alias": row.alias,
+            "node_id": row.node_id,
+            "instance_id": row.instance_id,
+            "tag": row.tag,
+            "value": _pack(row.value),
+        }
+        with self._write() as conn:
+            self._lock_iteration(conn, row.swarm_id, row.iteration, shared=True)
+            gone = conn.execute(
+                sa.select(d.c.iteration).where(
+                    d.c.swarm_id == row.swarm_id, d.c.iteration == row.iteration
+                )
+            ).first()
+            if gone is None:
+                self._upsert(conn, t.results, ["instance_id", "tag"], values)
+
+    def results_of_instances(self, instance_ids: list[str], tag: str) -> list[ResultRow]:
+        """Results with ``tag`` of these instances, in the given order."""
+        r = t.results
+        found: dict[str, ResultRow] = {}
+        wanted = list(dict.fromkeys(instance_ids))
+        with self._read() as conn:
+            for i in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[i : i + _IN_CHUNK]
+                rows = conn.execute(sa.select(r).where(r.c.tag == tag, r.c.instance_id.in_(chunk)))
+                found.update((x.instance_id, _result(x)) for x in rows)
+        return [found[i] for i in instance_ids if i in found]
+
+    def results_of_task(
+        self, swarm_id: str, iteration: int, alias: str, tag: str
+    ) -> list[ResultRow]:
+        """Every result with ``tag`` of a task in an iteration, sorted by node id."""
+        r = t.results
+        query = (
+            sa.select(r)
+            .where(
+                r.c.swarm_id == swarm_id,
+                r.c.iteration == iteration,
+                r.c.alias == alias,
+                r.c.tag == tag,
+            )
+            .order_by(self._ordered(r.c.node_id), self._ordered(r.c.instance_id))
+        )
+        with self._read() as conn:
+            return [_result(x) for x in conn.execute(query)]
+
+    def result_tags(self, swarm_id: str, iteration: int, alias: str) -> list[str]:
+        """The tags a task stored in an iteration, in first-stored order."""
+        r = t.results
+        first = sa.func.min(r.c.id)
+        query = (
+            sa.select(r.c.tag)
+            .where(r.c.swarm_id == swarm_id, r.c.iteration == iteration, r.c.alias == alias)
+            .group_by(r.c.tag)
+            .order_by(first)
+        )
+        with self._read() as conn:
+            return list(conn.execute(query).scalars())
+
+    def drop_results(self, swarm_id: str, iteration: int) -> None:
+        """Forget every result of an iteration (and ignore any that arrive later)."""
+        r = t.results
+        with self._write() as conn:
+            self._lock_iteration(conn, swarm_id, iteration, shared=False)
+            self._upsert(
+                conn,
+                t.dropped,
+                ["swarm_id", "iteration"],
+                {"swarm_id": swarm_id, "iteration": iteration},
+            )
+            conn.execute(sa.delete(r).where(r.c.swarm_id == swarm_id, r.c.iteration == iteration))
+
+    def dropped(self, swarm_id: str, iteration: int) -> bool:
+        """Whether an iteration's results were dropped."""
+        d = t.dropped
+        query = sa.select(d.c.iteration).where(d.c.swarm_id == swarm_id, d.c.iteration == iteration)
+        with self._read() as conn:
+            return conn.execute(query).first() is not None
+
+    # -------------------------------------------------------------------- state
+    def state_get(self, swarm_id: str, node_id: str, alias: str, key: str) -> Wire | None:
+        """Per (swarm, node, alias) state."""
+        s = t.state
+        query = sa.select(s.c.value).where(
+            s.c.swarm_id == swarm_id, s.c.node_id == node_id, s.c.alias == alias, s.c.key == key
+        )
+        with self._read() as conn:
+            data = conn.execute(query).scalar()
+        return None if data is None else _unpack(data)
+
+    def state_set(self, swarm_id: str, node_id: str, alias: str, key: str, value: Wire) -> None:
+        """Persist per (swarm, node, alias) state."""
+        values = {
+            "swarm_id": swarm_id,
+            "node_id": node_id,
+            "alias": alias,
+            "key": key,
+            "value": _pack(value),
+        }
+        with self._write() as conn:
+            self._upsert(conn, t.state, ["swarm_id", "node_id", "alias", "key"], values)
+
+    # ----------------------------------------------------------- logs, metrics
+    def log_add(self, row: LogRow) -> None:
+        """Append a log record (its ``seq`` is assigned here: 1, 2, ... per database).
+
+        PostgreSQL cannot store NUL characters in text: there a message's NULs are
+        replaced by U+FFFD.
+        """
+        message = row.message.replace("\x00", "\ufffd") if self._pg else row.message
+        with self._write() as conn:
+            self._lock(conn, _LOCK_LOGS)
+            seq = _next_seq(conn, t.logs.c.seq)
+            conn.execute(
+                sa.insert(t.logs).values(
+                    seq=seq,
+                    swarm_id=row.swarm_id,
+                    node_id=row.node_id,
+                    alias=row.alias,
+                    iteration=row.iteration,
+                    instance_id=row.instance_id,
+                    level=row.level,
+                    message=message,
+                    time=row.time,
+                )
+            )
+
+    def logs(
+        self,
+        swarm_id: str,
+        node: str | None = None,
+        task: str | None = None,
+        level: str | None = None,
+        iteration: int | None = None,
+        after: int = 0,
+        limit: int | None = None,
+    ) -> list[LogRow]:
+        """Log records with ``seq > after``, filtered, in order (at most ``limit``)."""
+        c = t.logs.c
+        query = sa.select(t.logs).where(c.swarm_id == swarm_id, c.seq > after)
+        if node is not None:
+            query = query.where(c.node_id == node)
+        if task is not None:
+            query = query.where(c.alias == task)
+        if level is not None:
+            query = query.where(c.level == level)
+        if iteration is not None:
+            query = query.where(c.iteration == iteration)
+        query = query.order_by(c.seq)
+        if limit is not None:
+            query = query.limit(max(limit, 0))
+        with self._read() as conn:
+            return [_log(r) for r in conn.execute(query)]
+
+    def metric_add(self, row: MetricRow) -> None:
+        """Append a metric value."""
+        with self._write() as conn:
+            conn.execute(
+                sa.insert(t.metrics).values(
+                    swarm_id=row.swarm_id,
+                    node_id=row.node_id,
+                    alias=row.alias,
+                    iteration=row.iteration,
+                    instance_id=row.instance_id,
+                    name=row.name,
+                    value=row.value,
+                    step=row.step,
+                    time=row.time,
+                )
+            )
+
+    def metrics(
+        self,
+        swarm_id: str,
+        name: str | None = None,
+        node: str | None = None,
+        task: str | None = None,
+    ) -> list[MetricRow]:
+        """Metric values, filtered, in the order they were added."""
+        c = t.metrics.c
+        query = sa.select(t.metrics).where(c.swarm_id == swarm_id)
+        if name is not None:
+            query = query.where(c.name == name)
+        if node is not None:
+            query = query.where(c.node_id == node)
+        if task is not None:
+            query = query.where(c.alias == task)
+        with self._read() as conn:
+            return [_metric(r) for r in conn.execute(query.order_by(c.id))]
+
+
+def _next_seq(conn: sa.Connection, column: sa.Column[Any]) -> int:
+    found = conn.execute(sa.select(sa.func.max(column))).scalar()
+    return int(found or 0) + 1
+
+
+def _node(r: sa.Row[Any]) -> NodeRecord:
+    return NodeRecord(
+        node_id=r.node_id,
+        credential_hash=r.credential_hash,
+        datasets=tuple(r.datasets),
+        gpu=bool(r.gpu),
+        images=None if r.images is None else tuple(r.images),
+        last_seen=float(r.last_seen),
+        connected=bool(r.connected),
+        info=dict(r.info),
+    )
+
+
+def _swarm(r: sa.Row[Any]) -> SwarmRecord:
+    return SwarmRecord(
+        swarm_id=r.swarm_id,
+        name=r.name,
+        plan=r.plan,
+        owner=r.owner,
+        created=float(r.created),
+        status=r.status,
+        reason=r.reason,
+        iteration=int(r.iteration),
+    )
+
+
+def _result(r: sa.Row[Any]) -> ResultRow:
+    return ResultRow(
+        swarm_id=r.swarm_id,
+        iteration=int(r.iteration),
+        alias=r.alias,
+        node_id=r.node_id,
+        instance_id=r.instance_id,
+        tag=r.tag,
+        value=_unpack(r.value),
+    )
+
+
+def _log(r: sa.Row[Any]) -> LogRow:
+    return LogRow(
+        swarm_id=r.swarm_id,
+        node_id=r.node_id,
+        alias=r.alias,
+        iteration=int(r.iteration),
+        instance_id=r.instance_id,
+        level=r.level,
+        message=r.message,
+        time=float(r.time),
+        seq=int(r.seq),
+    )
+
+
+def _metric(r: sa.Row[Any]) -> MetricRow:
+    return MetricRow(
+        swarm_id=r.swarm_id,
+        node_id=r.node_id,
+        alias=r.alias,
+        iteration=int(r.iteration),
+        instance_id=r.instance_id,
+        name=r.name,
+        value=math.nan if r.value is None else float(r.value),
+        step=int(r.step),
+        time=float(r.time),
+    )
