@@ -42,9 +42,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 PEERS = {
     # name: (pip requirements, runner script)
-    "flower": (["flwr[simulation]==1.29.0", "numpy"], HERE / "peers" / "flower_run.py"),
-    "nvflare": (["nvflare==2.7.2", "numpy"], HERE / "peers" / "nvflare_run.py"),
+    "flower": (["flwr[simulation]==1.41.0", "numpy"], HERE / "peers" / "flower_run.py"),
+    "nvflare": (["nvflare==2.9.0", "numpy"], HERE / "peers" / "nvflare_run.py"),
 }
+# Largest N each peer is run at: beyond it one run takes longer than the whole benchmark
+# (NVIDIA FLARE: one round of N=1000 took ~9.5 minutes here, and its simulator refuses
+# more than 100 clients without the deprecated CLI). Overridden with --peer-max.
+PEER_MAX = {"flower": 1000, "nvflare": 100}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -309,6 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", type=int, default=100_000)
     p.add_argument("--peers", default="none", help="flower, nvflare, both comma-separated, or none")
     p.add_argument("--workers", type=int, default=None, help="shoal's worker processes")
+    p.add_argument(
+        "--peer-max",
+        action="append",
+        default=[],
+        metavar="PEER=N",
+        help=f"largest N to run a peer at (default {PEER_MAX})",
+    )
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per run")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "shoal-bench")
     p.add_argument("--json", type=Path, default=None, help="write every measurement here")
@@ -326,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.aggregation_memory:
         return aggregation_memory(args)
 
+    limits = dict(PEER_MAX)
+    for item in args.peer_max:
+        name, _, value = item.partition("=")
+        limits[name] = int(value)
+    args.peer_max = limits
     peers = [x for x in args.peers.split(",") if x and x != "none"]
     unknown = [x for x in peers if x not in PEERS]
     if unknown:
@@ -341,6 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         results[n] = {}
         for system in systems:
+            if system != "shoal" and n > args.peer_max.get(system, n):
+                print(
+                    f"skipping {system} at N={n}: above its limit of "
+                    f"{args.peer_max[system]} (--peer-max {system}=N to change)",
+                    flush=True,
+                )
+                continue
             print(f"running {system} with N={n} ...", flush=True)
             m = run_one(system, n, args.rounds, args.params, args)
             results[n][system] = m
