@@ -12,6 +12,7 @@ import shoal.testing
 
 PINNED = {
     shoal: {
+        "Client",
         "CodecError",
         "Condition",
         "Driver",

@@ -21,6 +21,7 @@ from shoal._errors import (
 from shoal._version import __version__
 
 if _typing.TYPE_CHECKING:
+    from shoal._client import Client
     from shoal._plan import Plan, load_plan
     from shoal._sim.api import simulate
     from shoal._sim.run import SimulationRun
@@ -28,6 +29,7 @@ if _typing.TYPE_CHECKING:
 # Imported on first use: every simulator worker process imports this package, and needs
 # neither pydantic (the plan) nor the simulator itself.
 _LAZY = {
+    "Client": "shoal._client",
     "Plan": "shoal._plan",
     "load_plan": "shoal._plan",
     "simulate": "shoal._sim.api",
@@ -50,6 +52,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Client",
     "CodecError",
     "Condition",
     "Driver",

@@ -28,7 +28,8 @@ class Seed001Swarm(Swarm):
             return Task(Module(path, datasets=kw.pop("datasets", ())), **kw)  # type: ignore[arg-type]
 
         self.gradients = task(SEED001 / "gradients.py")
-        self.optimizer = task(SEED001 / "optimizer.py", method="any")
+        # State lives per node: pin the optimizer to the node it first ran on.
+        self.optimizer = task(SEED001 / "optimizer.py", method="any", fixed=True)
         self.my_task = task(SEED001 / "my_task.py", datasets=["training_data"])
         self.example = task(SEED001 / "example_task.py", datasets=["mnist"])
         self.standard = task(SEED001 / "standard_worker.py")

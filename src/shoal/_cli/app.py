@@ -73,6 +73,6 @@ def export(
 
 def main() -> None:
     """Entry point of the ``shoal`` console script."""
-    from shoal._cli import simulate  # noqa: F401  (registers its commands)
+    from shoal._cli import remote, services, simulate, up  # noqa: F401  (register commands)
 
     sys.exit(app())

@@ -1,11 +1,11 @@
-"""``shoal simulate`` and ``shoal logs``: run a swarm on virtual nodes and read its logs."""
+"""``shoal simulate``: run a swarm on virtual nodes (``shoal logs`` reads its logs)."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +14,7 @@ from rich.table import Table
 
 import shoal
 from shoal._cli.app import app, fail
+from shoal._cli.render import show
 from shoal._errors import ShoalError
 
 out = Console()
@@ -27,29 +28,6 @@ def _datasets(items: list[str]) -> dict[str, str]:
             fail(f"--dataset {item!r} is not NAME=PATH (e.g. --dataset digits=data/digits.npz)")
         result[name] = path
     return result
-
-
-def _brief(value: Any) -> Any:
-    # Arrays are summarised by shape and dtype, inside dicts and lists too.
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return _Raw(f"array{value.shape} {value.dtype}")
-    if isinstance(value, dict):
-        return {k: _brief(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_brief(v) for v in value)
-    return value
-
-
-class _Raw(str):
-    def __repr__(self) -> str:
-        return str(self)
-
-
-def _show(value: Any) -> str:
-    text = repr(_brief(value))
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @app.command()
@@ -170,7 +148,7 @@ def _summary(run: shoal.SimulationRun) -> None:
         g.add_column("key")
         g.add_column("value")
         for key in run.globals:
-            g.add_row(key, _show(run.globals[key]))
+            g.add_row(key, show(run.globals[key]))
         out.print(g)
         rt = Table(title="results of the sink tasks (last iteration)", show_edge=False)
         for col in ("task", "tag", "nodes", "value"):
@@ -179,7 +157,7 @@ def _summary(run: shoal.SimulationRun) -> None:
             for tag in run.results.tags(alias):
                 values = run.results.select(tag, alias=alias)
                 first = next(iter(values.values()))
-                rt.add_row(alias, tag, str(len(values)), _show(first))
+                rt.add_row(alias, tag, str(len(values)), show(first))
         if rt.row_count:
             out.print(rt)
         last: dict[tuple[str, str], float] = {}
@@ -193,33 +171,3 @@ def _summary(run: shoal.SimulationRun) -> None:
             for (alias, name), value in sorted(last.items()):
                 mt.add_row(alias, name, f"{value:.6g}")
             out.print(mt)
-
-
-@app.command()
-def logs(
-    run_dir: Annotated[Path, typer.Argument(help="A simulation's run folder.")],
-    node: Annotated[str | None, typer.Option(help="Only this node.")] = None,
-    task: Annotated[str | None, typer.Option(help="Only this task (alias).")] = None,
-    level: Annotated[str | None, typer.Option(help="Only this level.")] = None,
-    iteration: Annotated[int | None, typer.Option(help="Only this iteration.")] = None,
-) -> None:
-    """Show the logs a simulation saved, filtered by node, task, level and iteration."""
-    path = run_dir / "logs.jsonl"
-    if not path.is_file():
-        fail(f"{run_dir} holds no logs.jsonl; give the run folder `shoal simulate` printed")
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            if (
-                (node and r["node_id"] != node)
-                or (task and r["alias"] != task)
-                or (level and r["level"] != level)
-                or (iteration is not None and r["iteration"] != iteration)
-            ):
-                continue
-            out.print(
-                f"[dim]it {r['iteration']}[/] {r['level']:<7} {r['node_id']} "
-                f"{r['alias']}: {r['message']}",
-                highlight=False,
-                markup=True,
-            )

@@ -1,0 +1,211 @@
+"""Blob throughput: streaming a large value through the coordinator vs. raw loopback TCP.
+
+In one run, on 127.0.0.1:
+
+1. raw: one process sends SIZE bytes over a TCP socket to another, which discards them
+   (the ceiling for any HTTP transfer on this machine);
+2. upload: ``PUT /v1/blobs/{digest}`` of the same bytes to a real coordinator process
+   (streamed in 1 MiB chunks; the coordinator hashes and writes them to disk);
+3. download: ``GET /v1/blobs/{digest}`` streamed back and discarded.
+
+It reports MB/s and the ratio to raw (target: at least 0.5), and the coordinator's
+peak PSS during the transfers, to show that a blob is never held whole in memory.
+
+    python bench/blob_throughput.py [--size-mb 1024] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+def chunks(size: int, block: bytes) -> Iterator[bytes]:
+    """``size`` bytes as 1 MiB chunks repeating ``block``."""
+    sent = 0
+    while sent < size:
+        n = min(CHUNK, size - sent)
+        yield block[:n]
+        sent += n
+
+
+def raw_loopback(size: int, block: bytes) -> float:
+    """Seconds to push ``size`` bytes through a loopback TCP socket to another process."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    sink = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import socket,sys\n"
+            f"s=socket.create_connection(('127.0.0.1',{port}))\n"
+            "b=bytearray(1<<20); n=0\n"
+            "while True:\n"
+            "    k=s.recv_into(b)\n"
+            "    if not k: break\n"
+            "    n+=k\n"
+            "print(n)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    conn, _ = srv.accept()
+    t0 = time.perf_counter()
+    for c in chunks(size, block):
+        conn.sendall(c)
+    conn.shutdown(socket.SHUT_WR)
+    out, _ = sink.communicate(timeout=600)
+    dt = time.perf_counter() - t0
+    conn.close()
+    srv.close()
+    if int(out.strip()) != size:
+        raise RuntimeError(f"raw copy lost bytes: {out.strip()} != {size}")
+    return dt
+
+
+def pss(pid: int) -> int:
+    """PSS of one process in bytes (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--size-mb", type=int, default=1024)
+    p.add_argument("--repeat", type=int, default=3, help="runs of each; medians reported")
+    args = p.parse_args(argv)
+    size = args.size_mb * 2**20
+
+    import httpx
+
+    from shoal._coord.server import read_tokens
+
+    block = os.urandom(CHUNK)
+    h = hashlib.sha256()
+    for c in chunks(size, block):
+        h.update(c)
+    digest = "sha256:" + h.hexdigest()
+
+    with tempfile.TemporaryDirectory(prefix="shoal-blob-bench-") as tmp:
+        state = Path(tmp)
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        coord = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "shoal._coord",
+                "--state",
+                str(state),
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            start_new_session=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{base}/v1/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the coordinator did not start within 60 s")
+                time.sleep(0.2)
+            tokens = read_tokens(state)
+            enrol = httpx.post(
+                f"{base}/v1/nodes/enrol",
+                json={
+                    "join_token": tokens.join,
+                    "node_id": "bench",
+                    "datasets": [],
+                    "gpu": False,
+                    "images": None,
+                },
+                timeout=30,
+            )
+            enrol.raise_for_status()
+            auth = {"Authorization": f"Bearer {enrol.json()['credential']}"}
+            peak = 0
+            sampling = True
+
+            def sample() -> None:
+                nonlocal peak
+                while sampling:
+                    peak = max(peak, pss(coord.pid))
+                    time.sleep(0.02)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            raw, up, down = [], [], []
+            with httpx.Client(timeout=600, headers=auth) as client:
+                for _ in range(args.repeat):
+                    raw.append(raw_loopback(size, block))
+                    t0 = time.perf_counter()
+                    r = client.put(f"{base}/v1/blobs/{digest}", content=chunks(size, block))
+                    up.append(time.perf_counter() - t0)
+                    r.raise_for_status()
+                    t0 = time.perf_counter()
+                    got = 0
+                    with client.stream("GET", f"{base}/v1/blobs/{digest}") as resp:
+                        resp.raise_for_status()
+                        for c in resp.iter_raw(CHUNK):
+                            got += len(c)
+                    down.append(time.perf_counter() - t0)
+                    if got != size:
+                        raise RuntimeError(f"download returned {got} bytes, not {size}")
+            sampling = False
+            sampler.join()
+        finally:
+            coord.terminate()
+            try:
+                coord.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                coord.kill()
+
+    mb = size / 2**20
+
+    def rate(times: list[float]) -> float:
+        return mb / statistics.median(times)
+
+    r_raw, r_up, r_down = rate(raw), rate(up), rate(down)
+    print(
+        f"blob of {mb:.0f} MiB, median of {args.repeat} runs, {time.strftime('%Y-%m-%d')}, "
+        f"{os.cpu_count()} cores"
+    )
+    print("| transfer | MB/s | ratio to raw |")
+    print("|---|---|---|")
+    print(f"| raw loopback TCP | {r_raw:.0f} | 1.00 |")
+    print(f"| PUT /v1/blobs (upload) | {r_up:.0f} | {r_up / r_raw:.2f} |")
+    print(f"| GET /v1/blobs (download) | {r_down:.0f} | {r_down / r_raw:.2f} |")
+    print(f"coordinator peak PSS during the transfers: {peak / 2**20:.0f} MiB (blob: {mb:.0f} MiB)")
+    return 0 if min(r_up, r_down) >= 0.5 * r_raw else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

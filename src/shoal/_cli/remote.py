@@ -1,0 +1,304 @@
+"""Commands that talk to a coordinator: deploy, status, logs, results, stop, nodes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from shoal._cli.app import app, err, fail
+from shoal._cli.render import (
+    DESCRIPTION,
+    nodes_table,
+    progress_line,
+    show,
+    status_view,
+    swarms_table,
+    write_values,
+)
+from shoal._errors import ShoalError
+
+if TYPE_CHECKING:
+    from shoal._client import Client
+
+out = Console()
+
+Coordinator = Annotated[
+    str | None,
+    typer.Option(
+        "--coordinator",
+        help="Coordinator URL (default: $SHOAL_COORDINATOR, else ~/.config/shoal/config.toml).",
+        show_default=False,
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        help="User API token (default: $SHOAL_TOKEN, else the config file).",
+        show_default=False,
+    ),
+]
+
+
+@contextmanager
+def connected(coordinator: str | None, token: str | None) -> Iterator[Client]:
+    """A client for the command; every ShoalError becomes one readable paragraph."""
+    from shoal._client import Client  # httpx: only for the commands that need it
+
+    try:
+        with Client(coordinator, token) as client:
+            yield client
+    except ShoalError as e:
+        fail(e)
+
+
+def follow(client: Client, swarm_id: str, timeout: float | None, console: Console) -> str:
+    """Show a swarm's status as it changes until it finishes; return the final status.
+
+    A terminal gets a live display; a pipe gets one line per change.
+    """
+    last: dict[str, Any] | None = None
+    try:
+        if console.is_terminal:
+            with Live(console=console, auto_refresh=False, transient=True) as live:
+                for st in client.watch(swarm_id, timeout=timeout):
+                    last = st
+                    live.update(status_view(st, tracebacks=False), refresh=True)
+        else:
+            # One line per iteration, status change or new failure: a log, not a film.
+            shown: tuple[Any, ...] | None = None
+            for st in client.watch(swarm_id, timeout=timeout):
+                last = st
+                key = (st.get("status"), st.get("iteration"), len(st.get("failures") or []))
+                if key != shown:
+                    shown = key
+                    console.print(progress_line(st), highlight=False, markup=False)
+                    console.file.flush()
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if last is None:  # pragma: no cover - watch always yields the current status
+        last = client.status(swarm_id)
+    console.print(status_view(last), highlight=False, crop=False)
+    return str(last.get("status"))
+
+
+@app.command()
+def deploy(
+    target: Annotated[str, typer.Argument(help="path/to/swarm.py[:ClassName]")],
+    coordinator: Coordinator = None,
+    token: Token = None,
+    seed: Annotated[int, typer.Option(help="Seed of the coordinator's random placement.")] = 0,
+) -> None:
+    """Compile a swarm and submit it to a coordinator; print its id (only) on stdout."""
+    with connected(coordinator, token) as client:
+        swarm_id = client.deploy(target, seed=seed)
+    typer.echo(swarm_id)
+    err.print(
+        f"deployed {target} as swarm {swarm_id}; follow it with: shoal status {swarm_id} --watch",
+        style="dim",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def status(
+    swarm: Annotated[
+        str | None, typer.Argument(help="A swarm id; without it, list every swarm.")
+    ] = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch", "-w", help="Follow the swarm until it finishes; exit 0 if it succeeded."
+        ),
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="With --watch: give up after this many seconds.", show_default=False),
+    ] = None,
+    coordinator: Coordinator = None,
+    token: Token = None,
+) -> None:
+    """Show every swarm, or one swarm with its task counts and failures (node, traceback)."""
+    if watch and swarm is None:
+        fail("--watch needs a swarm id: shoal status SWARM --watch")
+    with connected(coordinator, token) as client:
+        if swarm is None:
+            swarms = client.swarms()
+            if not swarms:
+                err.print("no swarms yet; deploy one with: shoal deploy path/to/swarm.py")
+                return
+            out.print(swarms_table(swarms))
+            return
+        if not watch:
+            out.print(status_view(client.status(swarm)), highlight=False, crop=False)
+            return
+        final = follow(client, swarm, timeout, out)
+    if final != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def stop(
+    swarm: Annotated[str, typer.Argument(help="The swarm id.")],
+    coordinator: Coordinator = None,
+    token: Token = None,
+) -> None:
+    """Stop a swarm: its running instances are cancelled."""
+    with connected(coordinator, token) as client:
+        client.stop(swarm)
+    out.print(f"stop requested for swarm {swarm}", highlight=False)
+
+
+@app.command()
+def nodes(coordinator: Coordinator = None, token: Token = None) -> None:
+    """List the nodes the coordinator knows, connected or not."""
+    with connected(coordinator, token) as client:
+        found = client.nodes()
+    if not found:
+        err.print("no nodes have joined yet; start one with: shoal node start --config node.toml")
+        return
+    out.print(nodes_table(found))
+
+
+@app.command()
+def results(
+    swarm: Annotated[str, typer.Argument(help="The swarm id.")],
+    tag: Annotated[str, typer.Argument(help="The tag given to world.results.add(tag, value).")],
+    iteration: Annotated[
+        int | None,
+        typer.Option(help="This iteration (default: the last started).", show_default=False),
+    ] = None,
+    alias: Annotated[
+        str | None, typer.Option(help="Only results of this task.", show_default=False)
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Write {node: value}: .json if JSON data, else .npz for arrays, else "
+            "the codec's .msgpack.",
+            show_default=False,
+        ),
+    ] = None,
+    coordinator: Coordinator = None,
+    token: Token = None,
+) -> None:
+    """Show the results a swarm's tasks stored under TAG, one per node."""
+    with connected(coordinator, token) as client:
+        records = client.result_records(swarm, tag, alias=alias, iteration=iteration)
+    if not records:
+        where = f"iteration {iteration}" if iteration is not None else "the last iteration"
+        fail(
+            f"swarm {swarm} has no results tagged {tag!r} in {where}"
+            + (f" from task {alias!r}" if alias else "")
+            + " (check the tag, --alias and --iteration)",
+            1,
+        )
+    t = Table(title=f"results {tag!r} of swarm {swarm}", show_edge=False)
+    for col in ("node", "task", "iteration"):
+        t.add_column(col, no_wrap=True)
+    t.add_column("value")
+    for r in records:
+        t.add_row(str(r["node_id"]), str(r["alias"]), str(r["iteration"]), Text(show(r["value"])))
+    out.print(t)
+    if output is None:
+        return
+    # Keys are node ids; ALIAS/NODE when several tasks stored the tag.
+    several = len({r["alias"] for r in records}) > 1
+    values = {
+        (f"{r['alias']}/{r['node_id']}" if several else str(r["node_id"])): r["value"]
+        for r in records
+    }
+    path, fmt, why = write_values(values, output)
+    err.print(
+        f"wrote {len(values)} value(s) to {path} as {DESCRIPTION[fmt]}"
+        + (f" ({why})" if why else ""),
+        highlight=False,
+    )
+
+
+@app.command()
+def logs(
+    target: Annotated[
+        str, typer.Argument(help="A swarm id on the coordinator, or a simulation's run folder.")
+    ],
+    node: Annotated[str | None, typer.Option(help="Only this node.")] = None,
+    task: Annotated[str | None, typer.Option(help="Only this task (alias).")] = None,
+    level: Annotated[str | None, typer.Option(help="Only this level.")] = None,
+    iteration: Annotated[int | None, typer.Option(help="Only this iteration.")] = None,
+    follow_: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Keep printing new records until the swarm finishes."),
+    ] = False,
+    coordinator: Coordinator = None,
+    token: Token = None,
+) -> None:
+    """Show a swarm's logs, or the logs a simulation saved in its run folder.
+
+    Filtered by node, task, level and iteration. TARGET is a run folder if it is an
+    existing folder, else a swarm id on the coordinator.
+    """
+    run_dir = Path(target)
+    if run_dir.is_dir():
+        if follow_:
+            fail("--follow needs a swarm on a coordinator; a run folder's logs are complete")
+        _local_logs(run_dir, node, task, level, iteration)
+        return
+    with connected(coordinator, token) as client:
+        try:
+            if follow_:
+                for r in client.follow_logs(target, node, task, level, iteration):
+                    _print_log(r)
+                return
+            after = 0
+            while True:
+                page = client.logs(target, node, task, level, iteration, after=after)
+                for r in page:
+                    _print_log(r)
+                if not page or int(page[-1]["seq"]) <= after:
+                    break
+                after = int(page[-1]["seq"])
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+
+def _local_logs(
+    run_dir: Path, node: str | None, task: str | None, level: str | None, iteration: int | None
+) -> None:
+    path = run_dir / "logs.jsonl"
+    if not path.is_file():
+        fail(f"{run_dir} holds no logs.jsonl; give the run folder `shoal simulate` printed")
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if (
+                (node and r["node_id"] != node)
+                or (task and r["alias"] != task)
+                or (level and r["level"] != level)
+                or (iteration is not None and r["iteration"] != iteration)
+            ):
+                continue
+            _print_log(r)
+
+
+def _print_log(r: dict[str, Any]) -> None:
+    out.print(
+        Text.assemble(
+            (f"it {r.get('iteration')}", "dim"),
+            f" {r.get('level', ''):<7} {r.get('node_id')} {r.get('alias')}: {r.get('message')}",
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -1,0 +1,359 @@
+"""``shoal up``: a coordinator and N node agents on this machine, as real processes.
+
+Each node gets its share of every dataset (``--partition``, as in ``shoal simulate``)
+and the node id the simulator would give it (``node-00000``, ...), so a swarm deployed
+here computes what ``shoal simulate`` computes with the same nodes, seed and partition.
+Ctrl-C or SIGTERM stops every process it started.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from shoal._cli.app import app, err, fail
+from shoal._cli.procs import Children
+from shoal._cli.services import DEFAULT_PORT, load_service, public_url, tokens
+from shoal._errors import ShoalError
+
+out = Console()
+COORDINATOR = "the coordinator"
+
+
+def note(message: str) -> None:
+    """A progress message on stderr."""
+    err.print(message, style="dim", highlight=False, markup=False, soft_wrap=True)
+
+
+class _Stop(BaseException):
+    """Raised in the main thread by SIGINT/SIGTERM once it is safe to unwind."""
+
+
+class _Signals:
+    """SIGINT and SIGTERM stop ``shoal up``, but never while a child is being started
+    (a half-started child could escape the cleanup)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.armed = True
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+        if self.armed:
+            self.armed = False
+            raise _Stop
+
+    def hold(self) -> None:
+        """Defer signals (until :meth:`release`)."""
+        self.armed = False
+
+    def release(self) -> None:
+        """Act on a signal that arrived while held."""
+        self.armed = True
+        if self.received is not None:
+            self.armed = False
+            raise _Stop
+
+
+def _datasets(items: list[str]) -> dict[str, Path]:
+    result: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            fail(f"--dataset {item!r} is not NAME=PATH (e.g. --dataset digits=data/digits.npz)")
+        if not Path(path).exists():
+            fail(f"--dataset {name}: {path} does not exist")
+        result[name] = Path(path).resolve()
+    return result
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _toml_str(value: str | Path) -> str:
+    # A TOML basic string: JSON's escapes are valid TOML escapes (non-ASCII kept as is).
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def node_config(
+    node_id: str,
+    url: str,
+    join_token_file: Path,
+    state_dir: Path,
+    datasets: dict[str, Path],
+    executor: str | None,
+) -> str:
+    """The TOML config of one local node agent."""
+    lines = [
+        f"node_id = {_toml_str(node_id)}",
+        f"coordinator = {_toml_str(url)}",
+        f"join_token_file = {_toml_str(join_token_file)}",
+        f"state_dir = {_toml_str(state_dir)}",
+    ]
+    if executor:
+        lines.append(f"executor = {_toml_str(executor)}")
+    lines += ["", "[datasets]"]
+    lines += [f"{_toml_str(name)} = {_toml_str(path)}" for name, path in datasets.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _died(children: Children) -> None:
+    for c in children.dead():
+        tail = c.tail()
+        fail(
+            f"{c.name} exited with code {c.proc.returncode} (log {c.log})"
+            + (f"; its last lines:\n{tail}" if tail else ""),
+            1,
+        )
+
+
+def _wait_until(children: Children, deadline: float, what: str, ready: Any, timeout: float) -> Any:
+    while True:
+        _died(children)
+        result = ready()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            fail(
+                f"{what} within {timeout:g}s; look at the logs under the --state folder",
+                1,
+            )
+        time.sleep(0.2)
+
+
+@app.command()
+def up(
+    nodes: Annotated[int, typer.Option("--nodes", "-n", help="Number of node agents.")] = 3,
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option("--dataset", "-d", help="NAME=PATH every node maps, repeatable."),
+    ] = None,
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            help="Split datasets over the nodes: iid | dirichlet:ALPHA | shards:K "
+            "(default: every node maps the whole dataset).",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the partition and of --deploy.")] = 0,
+    host: Annotated[str, typer.Option(help="Address the coordinator listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Coordinator port (0: any free port).")] = (
+        DEFAULT_PORT
+    ),
+    state: Annotated[
+        Path, typer.Option(help="Folder for the coordinator's and nodes' state and logs.")
+    ] = Path(".shoal") / "up",
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            help="The nodes' executor backend (default: the agent's).", show_default=False
+        ),
+    ] = None,
+    deploy: Annotated[
+        str | None,
+        typer.Option(
+            help="Deploy path/to/swarm.py[:Class] once ready, follow it, stop everything "
+            "and exit 0 if it succeeded.",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the coordinator and the nodes.")
+    ] = 60.0,
+    run_timeout: Annotated[
+        float | None,
+        typer.Option(help="With --deploy: give up on the swarm after this many seconds."),
+    ] = None,
+) -> None:
+    """Start a coordinator and N node agents on this machine; Ctrl-C stops them all."""
+    from shoal._sim.nodes import node_id
+    from shoal._sim.partition import partition as split
+
+    if nodes < 1:
+        fail(f"--nodes {nodes}: start at least one node")
+    if not 0 <= port <= 65535:
+        fail(f"--port {port} is not a port number (0-65535)")
+    sources = _datasets(dataset or [])
+    if deploy is not None:
+        _check_swarm(deploy)  # before anything starts: a typo should cost no waiting
+    state = state.resolve()
+    ids = [node_id(i) for i in range(nodes)]
+    maps: list[dict[str, Path]] = [{} for _ in ids]
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        for name, path in sources.items():
+            shares = (
+                split(path, nodes, partition, seed, state / "data" / name, name)
+                if partition
+                else [path] * nodes
+            )
+            for m, share in zip(maps, shares, strict=True):
+                m[name] = share
+    except ShoalError as e:
+        fail(e)
+    except OSError as e:
+        fail(f"cannot prepare {state}: {e}")
+    port = port or _free_port(host)
+    url = public_url(host, port, tls=False)
+    children = Children()
+    code = 0
+    with _Signals() as signals:
+        try:
+            user = _bring_up(
+                children, signals, url, host, port, state, ids, maps, executor, timeout
+            )
+            _ready(url, user, ids, state)
+            if deploy is None:
+                while True:  # until Ctrl-C / SIGTERM, or a child dies
+                    _died(children)
+                    time.sleep(0.5)
+            code = _run(url, user, deploy, seed, run_timeout)
+        except _Stop:
+            code = 130 if deploy is not None else 0
+        finally:
+            signals.hold()  # a second Ctrl-C must not cut the cleanup short
+            if children.children:
+                note("stopping the nodes and the coordinator...")
+                first = [c for c in children.children if c.name != COORDINATOR]
+                children.stop(timeout=10.0, order=[first])
+                note("stopped")
+    raise typer.Exit(code)
+
+
+def _bring_up(
+    children: Children,
+    signals: _Signals,
+    url: str,
+    host: str,
+    port: int,
+    state: Path,
+    ids: list[str],
+    maps: list[dict[str, Path]],
+    executor: str | None,
+    timeout: float,
+) -> str:
+    """Start the coordinator, then the agents; wait until every node joined.
+
+    Returns the user token.
+    """
+    shoal_cmd = [sys.executable, "-m", "shoal"]
+    coord_state = state / "coordinator"
+    listen = ["--host", host, "--port", str(port)]
+    signals.hold()
+    coordinator = children.start(
+        COORDINATOR,
+        [*shoal_cmd, "coordinator", "start", "--state", str(coord_state), *listen],
+        state / "coordinator.log",
+    )
+    signals.release()
+    note(f"starting the coordinator on {url} (log {coordinator.log})")
+    deadline = time.monotonic() + timeout
+    _wait_until(
+        children, deadline, f"the coordinator did not answer on {url}",
+        lambda: _healthy(url), timeout,
+    )  # fmt: skip
+    _, user = tokens(coord_state)
+    join_file = coord_state / load_service("shoal._coord.server", "coordinator").JOIN_TOKEN_FILE
+    for i, nid in enumerate(ids):
+        folder = state / "nodes" / nid
+        folder.mkdir(parents=True, exist_ok=True)
+        config = folder / "node.toml"
+        config.write_text(node_config(nid, url, join_file, folder, maps[i], executor))
+        signals.hold()
+        children.start(
+            f"node agent {nid}",
+            [*shoal_cmd, "node", "start", "--config", str(config)],
+            folder / "agent.log",
+        )
+        signals.release()
+    note(f"started {len(ids)} node agent(s); waiting for them to join")
+    _wait_until(
+        children, deadline, f"not all {len(ids)} nodes joined the coordinator",
+        lambda: _joined(url, user, ids), timeout,
+    )  # fmt: skip
+    return user
+
+
+def _check_swarm(target: str) -> None:
+    from shoal._define.compile import compile_swarm
+    from shoal._define.loader import load_swarm
+
+    try:
+        swarm, source = load_swarm(target)
+        compile_swarm(swarm, source=source)
+    except ShoalError as e:
+        fail(e)
+
+
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/v1/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _joined(url: str, token: str, ids: list[str]) -> bool:
+    import httpx
+
+    try:
+        r = httpx.get(f"{url}/v1/nodes", headers={"Authorization": f"Bearer {token}"}, timeout=5.0)
+    except httpx.HTTPError:
+        return False
+    if r.status_code != 200:
+        return False
+    connected = {n.get("node_id") for n in r.json() if n.get("connected")}
+    return set(ids) <= connected
+
+
+def _ready(url: str, token: str, ids: list[str], state: Path) -> None:
+    span = ids[0] if len(ids) == 1 else f"{ids[0]} ... {ids[-1]}"
+    # Plain lines, never wrapped: they are copied and parsed.
+    typer.echo(f"shoal up: coordinator {url} with {len(ids)} node(s) ({span}) is ready")
+    typer.echo(f"export SHOAL_COORDINATOR={url} SHOAL_TOKEN={token}")
+    typer.echo("deploy a swarm with: shoal deploy path/to/swarm.py")
+    typer.echo(
+        f"logs: {state / 'coordinator.log'} and {state / 'nodes'}/NODE/agent.log; "
+        "Ctrl-C stops everything"
+    )
+
+
+def _run(url: str, token: str, target: str, seed: int, run_timeout: float | None) -> int:
+    from shoal._cli.remote import follow
+    from shoal._client import Client
+
+    try:
+        with Client(url, token) as client:
+            swarm_id = client.deploy(target, seed=seed)
+            typer.echo(f"deployed {target} as swarm {swarm_id}")
+            final = follow(client, swarm_id, run_timeout, out)
+    except ShoalError as e:
+        err.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
+        return 2
+    return 0 if final == "succeeded" else 1

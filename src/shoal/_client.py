@@ -1,0 +1,801 @@
+"""``shoal.Client``: the user side of the coordinator's HTTP API (docs/api.md).
+
+Synchronous, on httpx. Every failure is a :class:`~shoal.ShoalError` that says what to
+do next: the coordinator's own ``{code, message, hint}`` for an HTTP error, a message
+naming the URL when the coordinator cannot be reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import msgpack
+
+from shoal._codec import decode
+from shoal._define.swarm import Swarm
+from shoal._errors import ShoalError
+from shoal._version import __version__
+
+__all__ = ["TERMINAL", "Client", "config_path", "resolve"]
+
+#: Final swarm statuses: a swarm in one of these never changes again.
+TERMINAL = frozenset({"succeeded", "failed", "stopped"})
+
+_ENV_URL = "SHOAL_COORDINATOR"
+_ENV_TOKEN = "SHOAL_TOKEN"
+_ENV_CA = "SHOAL_CA_CERT"
+_CHUNK = 1 << 20
+_BLOB_IN_MEMORY = 16 << 20  # blobs below this are read into memory, larger ones mapped
+_HOW_TO_START = (
+    "start one with `shoal coordinator start`, or `shoal up --nodes N` for a local "
+    "federation; or point SHOAL_COORDINATOR or --coordinator at a running one"
+)
+
+
+def config_path() -> Path:
+    """Where the client's config file lives.
+
+    Returns
+    -------
+    pathlib.Path
+        ``$XDG_CONFIG_HOME/shoal/config.toml``, by default
+        ``~/.config/shoal/config.toml``.
+    """
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "shoal" / "config.toml"
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        raise ShoalError(
+            f"cannot read the shoal config file {path}: {e}",
+            code="client.config",
+            hint="fix its permissions, or set SHOAL_COORDINATOR and SHOAL_TOKEN instead",
+        ) from None
+    try:
+        return _parse_toml(text)
+    except ValueError as e:
+        raise ShoalError(
+            f"the shoal config file {path} is not valid TOML: {e}",
+            code="client.config",
+            hint='write lines such as coordinator = "https://host:8750" and token = "..."',
+        ) from None
+
+
+def _parse_toml(text: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(str(e)) from None
+    return _parse_flat_toml(text)
+
+
+def _parse_flat_toml(text: str) -> dict[str, Any]:
+    """``key = "string"`` lines only: enough for the client config on Python 3.10."""
+    out: dict[str, Any] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ValueError(f'line {n}: expected key = "value"')
+        if value.startswith("'") and value.endswith("'") and len(value) >= 2:
+            out[key] = value[1:-1]
+        elif value.startswith('"'):
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError(f"line {n}: bad string {value}") from None
+        else:
+            raise ValueError(f"line {n}: only string values are supported here")
+    return out
+
+
+def resolve(url: str | None = None, token: str | None = None) -> tuple[str, str]:
+    """Find the coordinator URL and the user token.
+
+    Each comes from the argument if given, else the environment (``SHOAL_COORDINATOR``,
+    ``SHOAL_TOKEN``), else the config file (``coordinator = "..."``,
+    ``token = "..."`` in :func:`config_path`).
+
+    Returns
+    -------
+    tuple of str
+        The URL (without a trailing slash) and the token.
+
+    Raises
+    ------
+    ShoalError
+        ``client.config`` when either cannot be found or the URL is malformed.
+    """
+    config: dict[str, Any] | None = None
+
+    def from_config(key: str) -> str | None:
+        nonlocal config
+        if config is None:
+            config = _read_config(config_path())
+        value = config.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ShoalError(
+                f"{key} in {config_path()} is a {type(value).__name__}, not a string",
+                code="client.config",
+                hint=f'write {key} = "..." with quotes',
+            )
+        return value or None
+
+    url = url or os.environ.get(_ENV_URL) or from_config("coordinator")
+    if not url:
+        raise ShoalError(
+            "no coordinator URL given",
+            code="client.config",
+            hint=f"pass --coordinator URL or Client(url=...), export {_ENV_URL}=URL, or write "
+            f'coordinator = "URL" in {config_path()}; `shoal up` and `shoal coordinator '
+            "start` print the URL",
+        )
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ShoalError(
+            f"coordinator URL {url!r} has no http:// or https:// scheme",
+            code="client.config",
+            hint=f"write it as https://{url}, or http://{url} for a coordinator without TLS",
+        )
+    token = token or os.environ.get(_ENV_TOKEN) or from_config("token")
+    if not token:
+        raise ShoalError(
+            f"no user token given for the coordinator at {url}",
+            code="client.config",
+            hint=f"pass --token T or Client(token=...), export {_ENV_TOKEN}=T, or write "
+            f'token = "T" in {config_path()}; the token is printed by `shoal coordinator '
+            "start` and kept in <state>/user-token",
+        )
+    return url, token.strip()
+
+
+def _ca_from_config() -> str | None:
+    return os.environ.get(_ENV_CA) or _read_config(config_path()).get("ca_cert") or None
+
+
+class Client:
+    """A connection to a shoal coordinator, for users: deploy swarms, follow them, read
+    their logs, metrics, results and globals, stop them, list nodes.
+
+    Parameters
+    ----------
+    url
+        The coordinator's URL (``https://host:8750``). Default: the environment variable
+        ``SHOAL_COORDINATOR``, else ``coordinator = "..."`` in
+        ``~/.config/shoal/config.toml``.
+    token
+        A user API token. Default: ``SHOAL_TOKEN``, else ``token = "..."`` in the config
+        file.
+    timeout
+        Seconds to wait for the coordinator on each network operation (connect, each
+        read, each write). Long-polls and streams add their own wait on top.
+    verify
+        TLS verification: True (system CAs, or the CA file named by ``SHOAL_CA_CERT`` or
+        ``ca_cert = "..."`` in the config file), False (no verification), the path of a
+        CA bundle, or an :class:`ssl.SSLContext`.
+
+    Raises
+    ------
+    ShoalError
+        ``client.config`` if the URL or the token cannot be found.
+
+    Examples
+    --------
+    >>> client = shoal.Client()                                   # doctest: +SKIP
+    >>> swarm_id = client.deploy("examples/fedavg_digits/swarm.py")  # doctest: +SKIP
+    >>> client.wait(swarm_id, timeout=600)["status"]              # doctest: +SKIP
+    'succeeded'
+    >>> client.get_global(swarm_id, "weights")["W"].shape         # doctest: +SKIP
+    (64, 10)
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
+    ) -> None:
+        self.url, token = resolve(url, token)
+        self.timeout = float(timeout)
+        if verify is True and self.url.startswith("https://"):
+            verify = _ca_from_config() or True
+        if isinstance(verify, (str, os.PathLike)):
+            ca = os.fspath(verify)
+            try:
+                verify = ssl.create_default_context(cafile=ca)
+            except (OSError, ssl.SSLError) as e:
+                raise ShoalError(
+                    f"cannot load the CA certificate {ca}: {e}",
+                    code="client.config",
+                    hint="give the PEM file of the CA that signed the coordinator's certificate",
+                ) from None
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}", "User-Agent": f"shoal/{__version__}"},
+            timeout=self.timeout,
+            verify=verify,
+        )
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"  # never the token
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transport
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: dict[str, Any] | None = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        wait: float = 0.0,
+    ) -> httpx.Response:
+        timeout = httpx.Timeout(self.timeout, read=self.timeout + wait) if wait else None
+        try:
+            r = self._http.request(
+                method,
+                path,
+                params=_clean(params),
+                content=content,
+                headers=headers,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.HTTPError as e:
+            raise self._transport_error(e, what) from None
+        _raise_for_status(r, what)
+        return r
+
+    def _json(self, method: str, path: str, what: str, **kw: Any) -> Any:
+        r = self._request(method, path, what, **kw)
+        try:
+            return r.json()
+        except ValueError:
+            raise ShoalError(
+                f"{what}: the coordinator at {self.url} answered something that is not JSON",
+                code="client.protocol",
+                hint="check that the URL points at a shoal coordinator",
+            ) from None
+
+    def _msgpack(self, path: str, what: str, params: dict[str, Any] | None = None) -> Any:
+        r = self._request(
+            "GET", path, what, params=params, headers={"Accept": "application/msgpack"}
+        )
+        try:
+            return msgpack.unpackb(r.content, raw=False, strict_map_key=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            raise ShoalError(
+                f"{what}: the coordinator at {self.url} answered something that is not msgpack",
+                code="client.protocol",
+                hint="check that the URL points at a shoal coordinator of this version",
+            ) from None
+
+    def _transport_error(self, e: httpx.HTTPError, what: str) -> ShoalError:
+        reason = str(e) or type(e).__name__
+        if isinstance(e, httpx.ConnectError) and (
+            "SSL" in reason or "certificate" in reason.lower()
+        ):
+            return ShoalError(
+                f"{what}: TLS with the coordinator at {self.url} failed: {reason}",
+                code="client.tls",
+                hint="give the CA that signed its certificate: SHOAL_CA_CERT, ca_cert in the "
+                "config file, or Client(verify=PATH)",
+            )
+        if isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout)):
+            return ShoalError(
+                f"{what}: the coordinator at {self.url} is not reachable: {reason}",
+                code="client.unreachable",
+                hint=_HOW_TO_START,
+            )
+        if isinstance(e, httpx.TimeoutException):
+            return ShoalError(
+                f"{what}: the coordinator at {self.url} did not answer within {self.timeout:g}s",
+                code="client.timeout",
+                hint="check that it is not overloaded, or raise the timeout: Client(timeout=...)",
+            )
+        return ShoalError(
+            f"{what}: the connection to the coordinator at {self.url} failed: {reason}",
+            code="client.connection",
+            hint="check the URL and that the coordinator is running; then retry",
+        )
+
+    # ------------------------------------------------------------------ swarms
+
+    def health(self) -> dict[str, Any]:
+        """``{"ok": True, "version": ...}`` if the coordinator is up (needs no token)."""
+        result: dict[str, Any] = self._json("GET", "/v1/health", "health check")
+        return result
+
+    def deploy(self, swarm: Swarm | str | os.PathLike[str], seed: int = 0) -> str:
+        """Compile a swarm and submit it to the coordinator.
+
+        Parameters
+        ----------
+        swarm
+            A :class:`~shoal.Swarm` instance, or ``"path/to/swarm.py[:ClassName]"``.
+        seed
+            Seed of the coordinator's random choices for this swarm (``method="random"``
+            placement): the same seed and nodes give the same placement.
+
+        Returns
+        -------
+        str
+            The new swarm's id.
+
+        Raises
+        ------
+        ShoalError
+            If the file cannot be loaded, the swarm is invalid (every problem at once), or
+            the coordinator refuses it.
+        """
+        from shoal._define.compile import compile_swarm
+        from shoal._define.loader import load_swarm
+
+        if isinstance(swarm, Swarm):
+            compiled = compile_swarm(swarm)
+        else:
+            loaded, source = load_swarm(os.fspath(swarm))
+            compiled = compile_swarm(loaded, source=source)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ShoalError(
+                f"seed={seed!r} is not an int", code="client.seed", hint="pass a whole number"
+            )
+        body = msgpack.packb(
+            {
+                "plan": compiled.plan.to_json(),
+                "bundles": {d: b.data for d, b in compiled.bundles.items()},
+                "seed": seed,
+            },
+            use_bin_type=True,
+        )
+        answer = self._json(
+            "POST",
+            "/v1/swarms",
+            f"deploying swarm {compiled.plan.name!r}",
+            content=body,
+            headers={"Content-Type": "application/msgpack"},
+        )
+        return str(answer["swarm_id"])
+
+    def swarms(self) -> list[dict[str, Any]]:
+        """Every swarm: ``[{swarm_id, name, status, iteration, reason, created}]``."""
+        result: list[dict[str, Any]] = self._json("GET", "/v1/swarms", "listing swarms")
+        return result
+
+    def status(self, swarm_id: str) -> dict[str, Any]:
+        """One swarm's status.
+
+        Returns
+        -------
+        dict
+            ``{swarm_id, name, status, iteration, reason, created, failures, tasks}``:
+            ``status`` is ``"running"``, ``"succeeded"``, ``"failed"`` or ``"stopped"``;
+            ``failures`` lists ``{instance_id, alias, node_id, iteration, attempt, kind,
+            error, traceback}``; ``tasks`` maps each alias to ``{scheduled, running,
+            succeeded, failed}``.
+        """
+        result: dict[str, Any] = self._json(
+            "GET", f"/v1/swarms/{_q(swarm_id)}", f"status of swarm {swarm_id}"
+        )
+        return result
+
+    def watch(self, swarm_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Follow a swarm: yield its status (as :meth:`status`) each time it changes.
+
+        The first status is yielded at once; the iterator ends after the swarm finishes
+        (the last status yielded has a final ``status``). A dropped stream is reopened.
+
+        Parameters
+        ----------
+        swarm_id
+            The swarm to follow.
+        timeout
+            Give up after this many seconds (None: follow until it finishes).
+
+        Raises
+        ------
+        ShoalError
+            ``client.timeout`` (naming the swarm and its last status) when ``timeout``
+            passes first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: dict[str, Any] | None = None
+        what = f"following swarm {swarm_id}"
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise _wait_timeout(swarm_id, timeout, last)
+            read = None if remaining is None else max(remaining, 0.01)
+            try:
+                with self._http.stream(
+                    "GET",
+                    f"/v1/swarms/{_q(swarm_id)}/events",
+                    headers={"Accept": "text/event-stream"},
+                    timeout=httpx.Timeout(self.timeout, read=read),
+                ) as r:
+                    if not r.is_success:
+                        r.read()
+                        _raise_for_status(r, what)
+                    for status in _sse(r.iter_lines()):
+                        last = status
+                        yield status
+                        if status.get("status") in TERMINAL:
+                            return
+                        if deadline is not None and time.monotonic() >= deadline:
+                            raise _wait_timeout(swarm_id, timeout, last)
+            except httpx.ReadTimeout:
+                raise _wait_timeout(swarm_id, timeout, last) from None
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                pass  # the stream dropped: look at the status, then reopen it
+            except httpx.HTTPError as e:
+                raise self._transport_error(e, what) from None
+            # The stream ended without a final status: one plain look, then reopen.
+            current = self.status(swarm_id)
+            if current != last:
+                last = current
+                yield current
+            if current.get("status") in TERMINAL:
+                return
+            time.sleep(0.2)
+
+    def wait(self, swarm_id: str, timeout: float = 600.0) -> dict[str, Any]:
+        """Block until a swarm finishes and return its final status (as :meth:`status`).
+
+        Parameters
+        ----------
+        swarm_id
+            The swarm to wait for.
+        timeout
+            Most seconds to wait.
+
+        Raises
+        ------
+        ShoalError
+            ``client.timeout``, naming the swarm and its last status, if it has not
+            finished within ``timeout`` seconds.
+        """
+        last: dict[str, Any] | None = None
+        for status in self.watch(swarm_id, timeout=timeout):
+            last = status
+        return last if last is not None else self.status(swarm_id)
+
+    def stop(self, swarm_id: str) -> None:
+        """Ask the coordinator to stop a swarm: running instances are cancelled and its
+        status becomes ``"stopped"``."""
+        self._json("POST", f"/v1/swarms/{_q(swarm_id)}/stop", f"stopping swarm {swarm_id}")
+
+    # ------------------------------------------------------------------ logs, metrics
+
+    def logs(
+        self,
+        swarm_id: str,
+        node: str | None = None,
+        task: str | None = None,
+        level: str | None = None,
+        iteration: int | None = None,
+        after: int = 0,
+        wait: float = 0,
+    ) -> list[dict[str, Any]]:
+        """A swarm's log records, oldest first.
+
+        Parameters
+        ----------
+        swarm_id
+            The swarm.
+        node, task, level, iteration
+            Only records of this node id, task alias, level and iteration.
+        after
+            Only records whose ``seq`` is greater (for paging and following).
+        wait
+            Seconds to long-poll for new records when there are none yet (at most 60).
+
+        Returns
+        -------
+        list of dict
+            ``{seq, node_id, alias, iteration, instance_id, level, message, time}``.
+        """
+        params = {
+            "node": node,
+            "task": task,
+            "level": level,
+            "iteration": iteration,
+            "after": after,
+            "wait": wait,
+        }
+        result: list[dict[str, Any]] = self._json(
+            "GET",
+            f"/v1/swarms/{_q(swarm_id)}/logs",
+            f"logs of swarm {swarm_id}",
+            params=params,
+            wait=float(wait),
+        )
+        return result
+
+    def follow_logs(
+        self,
+        swarm_id: str,
+        node: str | None = None,
+        task: str | None = None,
+        level: str | None = None,
+        iteration: int | None = None,
+        after: int = 0,
+        poll: float = 5.0,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield a swarm's log records as they arrive; end once the swarm has finished
+        and every record has been yielded.
+
+        Parameters
+        ----------
+        swarm_id, node, task, level, iteration, after
+            As in :meth:`logs`.
+        poll
+            Seconds each long-poll waits for new records (also the most time between the
+            swarm finishing and the iterator ending).
+        """
+        checked = 0.0
+        while True:
+            records = self.logs(swarm_id, node, task, level, iteration, after=after, wait=poll)
+            for r in records:
+                after = max(after, int(r["seq"]))
+                yield r
+            if records and time.monotonic() - checked < 1.0:
+                continue
+            checked = time.monotonic()
+            if self.status(swarm_id).get("status") in TERMINAL:
+                # Records written before the swarm finished are all visible now.
+                for r in self.logs(swarm_id, node, task, level, iteration, after=after):
+                    yield r
+                return
+
+    def metrics(
+        self,
+        swarm_id: str,
+        name: str | None = None,
+        node: str | None = None,
+        task: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """A swarm's metric values: ``[{name, value, step, node_id, alias, iteration,
+        time}]``, filtered by metric name, node id and task alias."""
+        result: list[dict[str, Any]] = self._json(
+            "GET",
+            f"/v1/swarms/{_q(swarm_id)}/metrics",
+            f"metrics of swarm {swarm_id}",
+            params={"name": name, "node": node, "task": task},
+        )
+        return result
+
+    # ------------------------------------------------------------------ values
+
+    def result_records(
+        self,
+        swarm_id: str,
+        tag: str,
+        alias: str | None = None,
+        iteration: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Results stored under ``tag``, as records.
+
+        Parameters
+        ----------
+        swarm_id
+            The swarm.
+        tag
+            The tag the tasks passed to ``world.results.add(tag, value)``.
+        alias
+            Only results of this task.
+        iteration
+            This iteration (default: the last started one).
+
+        Returns
+        -------
+        list of dict
+            ``{alias, node_id, iteration, value}`` with decoded values. Arrays are
+            read-only views (call ``.copy()`` to change them).
+        """
+        rows = self._msgpack(
+            f"/v1/swarms/{_q(swarm_id)}/results/{_q(tag)}",
+            f"results {tag!r} of swarm {swarm_id}",
+            params={"alias": alias, "iteration": iteration},
+        )
+        return [{**row, "value": self._from_wire(row["value"])} for row in rows]
+
+    def results(
+        self,
+        swarm_id: str,
+        tag: str,
+        alias: str | None = None,
+        iteration: int | None = None,
+    ) -> dict[str, Any]:
+        """Results stored under ``tag``, by node: ``{node_id: value}``.
+
+        Parameters are as in :meth:`result_records`.
+
+        Raises
+        ------
+        ShoalError
+            ``client.result_collision`` if two tasks stored ``tag`` on one node (pass
+            ``alias=``, or use :meth:`result_records`).
+        """
+        out: dict[str, Any] = {}
+        seen: dict[str, str] = {}
+        for r in self.result_records(swarm_id, tag, alias, iteration):
+            node = r["node_id"]
+            if node in seen:
+                raise ShoalError(
+                    f"results {tag!r} of swarm {swarm_id}: node {node} has one from task "
+                    f"{seen[node]!r} and one from task {r['alias']!r}",
+                    code="client.result_collision",
+                    hint="pass alias= to choose the task, or use result_records()",
+                )
+            seen[node] = r["alias"]
+            out[node] = r["value"]
+        return out
+
+    def get_global(self, swarm_id: str, key: str) -> Any:
+        """The current value of one of a swarm's globals (``world.globals[key]``).
+
+        Raises
+        ------
+        ShoalError
+            The coordinator's 404 if the swarm has no such global.
+        """
+        answer = self._msgpack(
+            f"/v1/swarms/{_q(swarm_id)}/globals/{_q(key)}", f"global {key!r} of swarm {swarm_id}"
+        )
+        return self._from_wire(answer["value"])
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node the coordinator knows: ``[{node_id, connected, datasets, gpu,
+        images, last_seen, running}]``."""
+        result: list[dict[str, Any]] = self._json("GET", "/v1/nodes", "listing nodes")
+        return result
+
+    def _from_wire(self, wire: Any) -> Any:
+        if isinstance(wire, dict) and "inline" in wire:
+            return decode(wire["inline"])
+        if isinstance(wire, dict) and "blob" in wire:
+            return decode(self._fetch_blob(str(wire["blob"]), int(wire.get("length", -1))))
+        raise ShoalError(
+            f"the coordinator at {self.url} sent a value of an unknown form: "
+            f"{sorted(wire) if isinstance(wire, dict) else type(wire).__name__}",
+            code="client.protocol",
+            hint="use a client of the coordinator's version",
+        )
+
+    def _fetch_blob(self, digest: str, length: int) -> bytes | memoryview:
+        """Stream a blob into an anonymous temporary file, check its digest, map it."""
+        what = f"fetching blob {digest}"
+        hasher = hashlib.sha256()
+        with tempfile.TemporaryFile() as f:
+            try:
+                with self._http.stream("GET", f"/v1/blobs/{_q(digest)}") as r:
+                    if not r.is_success:
+                        r.read()
+                        _raise_for_status(r, what)
+                    for chunk in r.iter_bytes(_CHUNK):
+                        hasher.update(chunk)
+                        f.write(chunk)
+            except httpx.HTTPError as e:
+                raise self._transport_error(e, what) from None
+            size = f.tell()
+            if hasher.hexdigest() != digest.removeprefix("sha256:") or (
+                length >= 0 and size != length
+            ):
+                raise ShoalError(
+                    f"{what}: the {size} bytes received do not match the digest",
+                    code="client.blob",
+                    hint="retry; if it persists the coordinator's blob store is damaged",
+                )
+            f.seek(0)
+            if size < _BLOB_IN_MEMORY:
+                return f.read()
+            # The mapping outlives the file; decoded arrays view it (zero-copy).
+            return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _q(part: str) -> str:
+    return quote(str(part), safe=":")
+
+
+def _clean(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    if params is None:
+        return None
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _raise_for_status(r: httpx.Response, what: str) -> None:
+    if r.is_success:
+        return
+    code, message, hint = f"http.{r.status_code}", "", None
+    try:
+        err = r.json()["error"]
+        code = str(err.get("code") or code)
+        message = str(err.get("message") or "")
+        hint = err.get("hint") or None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        text = r.text.strip().replace("\n", " ")
+        message = f"HTTP {r.status_code} {r.reason_phrase}" + (f": {text[:200]}" if text else "")
+    if hint is None:
+        hint = {
+            401: "check the user token (--token, SHOAL_TOKEN or the config file); "
+            "`shoal coordinator start` prints it and keeps it in <state>/user-token",
+            403: "use the token of the user who deployed the swarm",
+            404: "list swarms with `shoal status` and check the id",
+            413: "the request is larger than the coordinator's --max-request-mb accepts",
+        }.get(r.status_code)
+    raise ShoalError(f"{what}: {message or f'HTTP {r.status_code}'}", code=code, hint=hint)
+
+
+def _sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """The JSON ``data`` of each server-sent event."""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                text = "\n".join(data)
+                data = []
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    continue
+                if isinstance(value, dict):
+                    yield value
+            continue
+        if line.startswith(":"):
+            continue  # a comment (keep-alive)
+        field, _, value = line.partition(":")
+        if field == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+
+
+def _wait_timeout(swarm_id: str, timeout: float | None, last: dict[str, Any] | None) -> ShoalError:
+    where = f"; it is {last.get('status')} at iteration {last.get('iteration')}" if last else ""
+    return ShoalError(
+        f"swarm {swarm_id} did not finish within {timeout or 0:g}s{where}",
+        code="client.timeout",
+        hint=f"wait longer, or look at `shoal status {swarm_id}` and `shoal logs {swarm_id}`",
+    )

@@ -1,0 +1,42 @@
+"""``python -m shoal._coord --state DIR [--db URL] [--port N] ...``: serve a coordinator
+without the CLI (tests and scripts)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from shoal._coord.server import DEFAULT_PORT, serve
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments and serve until interrupted."""
+    p = argparse.ArgumentParser(prog="python -m shoal._coord", description=__doc__)
+    p.add_argument("--state", required=True, help="state folder (tokens, database, blobs)")
+    p.add_argument("--db", default=None, help="store URL (default: SQLite in --state)")
+    p.add_argument("--blobs", default=None, help="blob folder (default: STATE/blobs)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--tls-cert", default=None)
+    p.add_argument("--tls-key", default=None)
+    p.add_argument("--max-request-mb", type=float, default=64.0)
+    p.add_argument("--heartbeat-timeout", type=float, default=15.0)
+    p.add_argument("--log-level", default="info")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    serve(
+        a.db,
+        a.state,
+        a.blobs,
+        a.host,
+        a.port,
+        a.tls_cert,
+        a.tls_key,
+        max_request_mb=a.max_request_mb,
+        heartbeat_timeout_s=a.heartbeat_timeout,
+        log_level=a.log_level,
+    )
+
+
+if __name__ == "__main__":
+    main()

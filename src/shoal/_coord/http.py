@@ -1,0 +1,236 @@
+"""HTTP plumbing shared by the routes: auth, msgpack bodies, errors, the size limit."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Annotated, Any, TypeVar
+
+import msgpack
+from fastapi import Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shoal._coord.driver import Coordinator
+from shoal._coord.errors import ApiError, error_body
+from shoal._errors import PlanError, ShoalError
+
+log = logging.getLogger("shoal.coordinator")
+
+M = TypeVar("M", bound=BaseModel)
+MSGPACK = "application/msgpack"
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="A node credential (node routes) or the user API token (user routes).",
+)
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+
+
+def coordinator(request: Request) -> Coordinator:
+    """The app's driver."""
+    coord: Coordinator = request.app.state.coord
+    return coord
+
+
+def _token(creds: HTTPAuthorizationCredentials | None) -> str:
+    if creds is None or not creds.credentials:
+        raise ApiError(
+            401,
+            "missing bearer token",
+            code="auth.missing",
+            hint="send 'Authorization: Bearer <token>'",
+        )
+    return creds.credentials
+
+
+def _node_of(request: Request, token: str) -> str | None:
+    node_id = token.partition(":")[0]
+    return node_id if coordinator(request).credential_ok(node_id, token) else None
+
+
+def _is_user(request: Request, token: str) -> bool:
+    expected: str = request.app.state.user_token
+    return hmac.compare_digest(token.encode(), expected.encode())
+
+
+def node_auth(request: Request, creds: Bearer) -> str:
+    """The id of the node whose credential authorises the request, or 401."""
+    node_id = _node_of(request, _token(creds))
+    if node_id is None:
+        raise ApiError(
+            401,
+            "the node credential is not valid",
+            code="auth.node",
+            hint="enrol the node again with the join token (delete <state_dir>/credential)",
+        )
+    return node_id
+
+
+def user_auth(request: Request, creds: Bearer) -> str:
+    """``"user"`` if the request carries the user API token, or 401."""
+    if not _is_user(request, _token(creds)):
+        raise ApiError(
+            401,
+            "the user API token is not valid",
+            code="auth.user",
+            hint="use the token in <state>/user-token, printed by `shoal coordinator start`",
+        )
+    return "user"
+
+
+def any_auth(request: Request, creds: Bearer) -> str:
+    """A node or the user (bundles and blobs are read by both)."""
+    token = _token(creds)
+    if _is_user(request, token):
+        return "user"
+    node_id = _node_of(request, token)
+    if node_id is None:
+        raise ApiError(401, "the token is not valid", code="auth.token")
+    return node_id
+
+
+def join_token_ok(request: Request, token: str) -> bool:
+    """Constant-time check of the join token."""
+    expected: str = request.app.state.join_token
+    return hmac.compare_digest(token.encode(), expected.encode())
+
+
+# ------------------------------------------------------------------------ bodies
+def _fields(e: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}" for err in e.errors()
+    )
+
+
+async def msgpack_body(request: Request, model: type[M]) -> M:
+    """Decode and validate a msgpack body (400 if not msgpack, 422 on a schema mismatch)."""
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith(MSGPACK):
+        raise ApiError(
+            400,
+            f"expected a {MSGPACK} body, got {ctype or 'no content type'!r}",
+            code="request.content_type",
+            hint=f"send Content-Type: {MSGPACK}",
+        )
+    body = await request.body()
+    try:
+        doc = msgpack.unpackb(body, raw=False)
+    except Exception as e:  # msgpack raises several unrelated types on bad input
+        raise ApiError(400, f"the body is not msgpack: {e}", code="request.msgpack") from None
+    return validate(model, doc)
+
+
+def validate(model: type[M], doc: Any) -> M:
+    """Validate a decoded document against ``model`` (422 naming the fields)."""
+    try:
+        return model.model_validate(doc)
+    except ValidationError as e:
+        raise ApiError(
+            422, f"{model.__name__}: {_fields(e)}", code="request.schema", hint="see /openapi.json"
+        ) from None
+
+
+def msgpack_response(value: Any) -> Response:
+    """A msgpack answer (bytes stay bytes)."""
+    return Response(msgpack.packb(value, use_bin_type=True), media_type=MSGPACK)
+
+
+def msgpack_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a msgpack request body."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {MSGPACK: {"schema": model.model_json_schema(ref_template="#/{model}")}},
+        }
+    }
+
+
+# ------------------------------------------------------------------------ errors
+def _json_error(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message, hint), status_code=status)
+
+
+async def on_api_error(request: Request, exc: Exception) -> Response:
+    """ApiError -> its status; PlanError -> 422; other ShoalErrors -> 400."""
+    if isinstance(exc, ApiError):
+        return _json_error(exc.status, exc.code, exc.message, exc.hint)
+    assert isinstance(exc, ShoalError)
+    status = 422 if isinstance(exc, PlanError) else 400
+    return _json_error(status, exc.code, exc.message, exc.hint)
+
+
+async def on_validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's request validation -> 422 in the shared shape."""
+    assert isinstance(exc, RequestValidationError)
+    fields = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+    )
+    return _json_error(422, "request.schema", fields, "see /openapi.json")
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's HTTP errors (unknown route, 413, ...) in the shared shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, TooLarge):
+        return _json_error(413, "request.too_large", exc.detail, exc.hint)
+    return _json_error(exc.status_code, f"http.{exc.status_code}", str(exc.detail))
+
+
+async def on_internal_error(request: Request, exc: Exception) -> Response:
+    """Anything else: 500 without internals (they go to the coordinator's log)."""
+    log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _json_error(500, "internal", "internal error; see the coordinator's log")
+
+
+# ------------------------------------------------------------------- size limit
+class TooLarge(StarletteHTTPException):
+    """A request body over the limit (an HTTPException so FastAPI passes it through)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds {limit} bytes")
+        self.hint = "send large values as blobs, or start the coordinator with --max-request-mb"
+
+
+class SizeLimit:
+    """Answers 413 for request bodies over ``limit`` bytes; blob uploads are exempt
+    (they stream to disk)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        exempt = scope["type"] != "http" or (
+            scope["method"] == "PUT" and scope["path"].startswith("/v1/blobs/")
+        )
+        if exempt:
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.limit:
+                    exc = TooLarge(self.limit)
+                    resp = _json_error(413, "request.too_large", exc.detail, exc.hint)
+                    await resp(scope, receive, send)
+                    return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise TooLarge(self.limit)
+            return message
+
+        await self.app(scope, limited, send)

@@ -1,0 +1,185 @@
+"""The node half of the coordinator driver: enrolment, heartbeats, liveness."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from shoal._coord.notify import NodeQueues
+from shoal._coord.state import Live, NodeState, Offer, hash_credential
+from shoal._engine.messages import Event, Instruction, NodeJoined, NodeLost
+from shoal._store.base import NodeRecord, Store
+
+log = logging.getLogger("shoal.coordinator")
+
+_STORE_LAST_SEEN_EVERY_S = 30.0  # a heartbeat is not worth a database write every time
+
+
+class NodeOps:
+    """Mixed into :class:`~shoal._coord.driver.Coordinator`; the attributes below are
+    its state (declared here for type checking)."""
+
+    store: Store
+    queues: NodeQueues
+    clock: Callable[[], float]
+    heartbeat_timeout_s: float
+    _lock: threading.RLock
+    _live: dict[str, Live]
+    _nodes: dict[str, NodeState]
+    _credentials: dict[str, str]
+
+    def _feed(self, event: Event) -> list[Instruction]:
+        raise NotImplementedError
+
+    def _safe_feed(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def _run_item(self, live: Live) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _node(self, node_id: str) -> NodeState:
+        node = self._nodes.get(node_id)
+        if node is None:
+            node = self._nodes[node_id] = NodeState(node_id)
+        return node
+
+    # ------------------------------------------------------------------ nodes
+    def credential_ok(self, node_id: str, credential: str) -> bool:
+        """Whether ``credential`` is the current credential of ``node_id``."""
+        expected = self._credentials.get(node_id)
+        if expected is None:
+            record = self.store.node_get(node_id)
+            if record is None or not record.credential_hash:
+                return False
+            expected = self._credentials[node_id] = record.credential_hash
+        return hmac.compare_digest(hash_credential(credential), expected)
+
+    def enrol(self, node_id: str, offer: Offer) -> str:
+        """Register (or re-register) a node; return its new credential.
+
+        Every live instance of the node is offered again: a node that enrols again has
+        usually lost its state.
+        """
+        credential = f"{node_id}:{secrets.token_urlsafe(32)}"
+        now = self.clock()
+        with self._lock:
+            node = self._node(node_id)
+            self._credentials[node_id] = hash_credential(credential)
+            self.store.node_upsert(
+                NodeRecord(
+                    node_id,
+                    self._credentials[node_id],
+                    tuple(sorted(offer.datasets)),
+                    offer.gpu,
+                    None if offer.images is None else tuple(sorted(offer.images)),
+                    now,
+                    True,
+                )
+            )
+            node.stored_seen = now
+            node.session = None
+            self._contact(node, offer, now)
+            self._reoffer(node_id)
+        return credential
+
+    def heartbeat(
+        self, node_id: str, offer: Offer, session: str | None, running: list[str]
+    ) -> None:
+        """A node says it is alive and what it offers and runs."""
+        now = self.clock()
+        with self._lock:
+            node = self._node(node_id)
+            restarted = node.session is not None and session is not None and session != node.session
+            if session is not None:
+                node.session = session
+            if restarted and node.joined:
+                # Its processes died with the old agent: the engine decides on retries.
+                self._feed(NodeLost(node_id, now, "the node agent restarted"))
+            self._contact(node, offer, now)
+            for iid in running:
+                live = self._live.get(iid)
+                if live is None or live.info.node_id != node_id:
+                    self.queues.push(
+                        node_id,
+                        {"kind": "cancel", "instance_id": iid, "reason": "the instance ended"},
+                    )
+
+    def touch(self, node_id: str) -> None:
+        """A node long-polled: it is alive with its last known offer."""
+        now = self.clock()
+        with self._lock:
+            node = self._node(node_id)
+            if node.offer is not None:
+                self._contact(node, node.offer, now)
+            else:
+                node.last_seen = now  # it will say what it offers in its next heartbeat
+
+    def _contact(self, node: NodeState, offer: Offer, now: float) -> None:
+        node.last_seen = now
+        if not node.joined or offer != node.offer:
+            self._feed(NodeJoined(node.node_id, now, offer.datasets, offer.gpu, offer.images))
+            self._store_node(node, now)
+        elif now - node.stored_seen > _STORE_LAST_SEEN_EVERY_S:
+            self._store_node(node, now)
+
+    def _store_node(self, node: NodeState, now: float) -> None:
+        record = self.store.node_get(node.node_id)
+        if record is None:
+            return
+        offer = node.offer or Offer(frozenset(record.datasets), record.gpu, None)
+        self.store.node_upsert(
+            replace(
+                record,
+                datasets=tuple(sorted(offer.datasets)),
+                gpu=offer.gpu,
+                images=None if offer.images is None else tuple(sorted(offer.images)),
+                last_seen=node.last_seen,
+                connected=node.joined,
+            )
+        )
+        node.stored_seen = now
+
+    def _reoffer(self, node_id: str) -> None:
+        for live in list(self._live.values()):
+            if live.info.node_id == node_id:
+                self.queues.push_run(node_id, self._run_item(live))
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node the store knows, with its connection state and running count."""
+        with self._lock:
+            running: dict[str, int] = {}
+            for live in self._live.values():
+                running[live.info.node_id] = running.get(live.info.node_id, 0) + 1
+            out = []
+            for rec in self.store.nodes():
+                node = self._nodes.get(rec.node_id)
+                offer = node.offer if node is not None else None
+                out.append(
+                    {
+                        "node_id": rec.node_id,
+                        "connected": node.joined if node is not None else False,
+                        "datasets": sorted(offer.datasets) if offer else list(rec.datasets),
+                        "gpu": offer.gpu if offer else rec.gpu,
+                        "images": (
+                            (None if offer.images is None else sorted(offer.images))
+                            if offer
+                            else (None if rec.images is None else list(rec.images))
+                        ),
+                        "last_seen": node.last_seen if node is not None else rec.last_seen,
+                        "running": running.get(rec.node_id, 0),
+                    }
+                )
+            return out
+
+    def _check_heartbeats(self, now: float) -> None:
+        for node in list(self._nodes.values()):
+            if node.joined and now - node.last_seen > self.heartbeat_timeout_s:
+                why = f"no heartbeat for {self.heartbeat_timeout_s:g}s"
+                log.warning("node %s lost: %s", node.node_id, why)
+                self._safe_feed(NodeLost(node.node_id, now, why))
+                self._store_node(node, now)

@@ -1,0 +1,193 @@
+"""Node routes: enrolment, heartbeats, instructions, reports, world calls, blobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from shoal._coord.blobs import file_of, put_streamed, size_of
+from shoal._coord.errors import ApiError
+from shoal._coord.http import (
+    any_auth,
+    coordinator,
+    join_token_ok,
+    msgpack_body,
+    msgpack_doc,
+    msgpack_response,
+    node_auth,
+    validate,
+)
+from shoal._coord.schemas import (
+    WORLD_ARGS,
+    Batch,
+    BlobAnswer,
+    BlobWire,
+    DoneBody,
+    EnrolAnswer,
+    EnrolBody,
+    HeartbeatAnswer,
+    HeartbeatBody,
+    Ok,
+    WorldRequest,
+)
+from shoal._coord.state import Offer
+from shoal._runtime.protocol import error_payload
+from shoal._store.blobs import BlobStore
+
+router = APIRouter(prefix="/v1", tags=["nodes"])
+
+MAX_WAIT_S = 60.0
+
+
+def blobs(request: Request) -> BlobStore:
+    """The app's blob store."""
+    store: BlobStore = request.app.state.blobs
+    return store
+
+
+def _offer(datasets: list[str], gpu: bool, images: list[str] | None) -> Offer:
+    return Offer(frozenset(datasets), gpu, None if images is None else frozenset(images))
+
+
+@router.post("/nodes/enrol", response_model=EnrolAnswer)
+async def enrol(request: Request, body: EnrolBody) -> EnrolAnswer:
+    """Enrol a node with the join token; answers its credential (shown once)."""
+    if not join_token_ok(request, body.join_token):
+        raise ApiError(
+            401,
+            "the join token is not valid",
+            code="auth.join",
+            hint="get it with `shoal coordinator token` on the coordinator",
+        )
+    offer = _offer(body.datasets, body.gpu, body.images)
+    credential = await run_in_threadpool(coordinator(request).enrol, body.node_id, offer)
+    return EnrolAnswer(node_id=body.node_id, credential=credential)
+
+
+@router.post("/nodes/heartbeat", response_model=HeartbeatAnswer)
+async def heartbeat(
+    request: Request, body: HeartbeatBody, node_id: str = Depends(node_auth)
+) -> HeartbeatAnswer:
+    """The node is alive and offers ``datasets``, ``gpu`` and ``images``."""
+    coord = coordinator(request)
+    offer = _offer(body.datasets, body.gpu, body.images)
+    await run_in_threadpool(coord.heartbeat, node_id, offer, body.session, body.running)
+    return HeartbeatAnswer(heartbeat_timeout_s=coord.heartbeat_timeout_s)
+
+
+@router.get("/nodes/instructions")
+async def instructions(
+    request: Request,
+    wait: float = Query(25.0, ge=0.0, le=MAX_WAIT_S),
+    after: int | None = Query(None, ge=0),
+    node_id: str = Depends(node_auth),
+) -> list[dict[str, Any]]:
+    """This node's pending instructions; long-polls up to ``wait`` seconds.
+
+    ``after`` acknowledges every instruction up to that ``seq``; the others are
+    delivered again (without it, each is delivered once).
+    """
+    coord = coordinator(request)
+    await run_in_threadpool(coord.touch, node_id)
+    items = await coord.queues.take(node_id, wait, after)
+    await run_in_threadpool(coord.touch, node_id)  # a long poll is a heartbeat too
+    swarms = {i["swarm_id"] for i in items if i["kind"] == "run"}
+    if swarms:  # versions as of delivery: the latest the instance can know about
+        versions = {s: await run_in_threadpool(coord.store.global_versions, s) for s in swarms}
+        items = [
+            {**i, "global_versions": versions[i["swarm_id"]]} if i["kind"] == "run" else i
+            for i in items
+        ]
+    return items
+
+
+@router.post("/instances/{instance_id:path}/started", response_model=Ok)
+async def started(request: Request, instance_id: str, node_id: str = Depends(node_auth)) -> Ok:
+    """The node began running the instance."""
+    await run_in_threadpool(coordinator(request).started, node_id, instance_id)
+    return Ok()
+
+
+@router.post("/instances/{instance_id:path}/done", response_model=Ok)
+async def done(
+    request: Request, instance_id: str, body: DoneBody, node_id: str = Depends(node_auth)
+) -> Ok:
+    """The instance ended; a repeat is acknowledged and ignored."""
+    await run_in_threadpool(
+        coordinator(request).done,
+        node_id,
+        instance_id,
+        body.ok,
+        body.error,
+        body.traceback,
+        body.kind,
+    )
+    return Ok()
+
+
+def _check_blobs(store: BlobStore, args: dict[str, Any]) -> None:
+    value = args.get("value")
+    if isinstance(value, BlobWire):
+        size = size_of(store, value.blob)
+        if size is None:
+            raise ApiError(
+                400,
+                f"blob {value.blob} is not stored",
+                code="world.blob",
+                hint="upload it with PUT /v1/blobs/{digest} first",
+            )
+        if size != value.length:
+            raise ApiError(
+                422, f"blob {value.blob} has {size} bytes, not {value.length}", code="world.blob"
+            )
+
+
+@router.post("/world", openapi_extra=msgpack_doc(WorldRequest), response_class=Response)
+async def world(request: Request, node_id: str = Depends(node_auth)) -> Response:
+    """One world operation of an instance (msgpack). Task-level errors are data."""
+    req = await msgpack_body(request, WorldRequest)
+    model = WORLD_ARGS.get(req.op)
+    if model is None:
+        raise ApiError(
+            422,
+            f"unknown world operation {req.op!r}",
+            code="world.op",
+            hint=f"one of {sorted(WORLD_ARGS)} (local.* is answered by the node agent)",
+        )
+    parsed = validate(model, req.args)
+    coord = coordinator(request)
+    calls: list[tuple[str, dict[str, Any]]]
+    if isinstance(parsed, Batch):
+        calls = [(c.op, validate(WORLD_ARGS[c.op], c.args).model_dump()) for c in parsed.calls]
+    else:
+        _check_blobs(blobs(request), dict(parsed))
+        calls = [(req.op, parsed.model_dump())]
+    try:
+        value = await run_in_threadpool(coord.world_calls, node_id, req.instance_id, calls)
+    except ApiError:
+        raise
+    except Exception as e:  # the task's request failed: the task sees the error
+        return msgpack_response({"error": error_payload(e)})
+    return msgpack_response({"ok": value})
+
+
+@router.get("/bundles/{digest}", response_class=FileResponse)
+async def bundle(request: Request, digest: str, who: str = Depends(any_auth)) -> FileResponse:
+    """A module bundle (zip) by digest."""
+    return FileResponse(file_of(blobs(request), digest, "bundle"), media_type="application/zip")
+
+
+@router.put("/blobs/{digest}", response_model=BlobAnswer)
+async def put_blob(request: Request, digest: str, who: str = Depends(any_auth)) -> BlobAnswer:
+    """Store a blob streamed in chunks; 400 if the content does not match the digest."""
+    length = await put_streamed(blobs(request), digest, request.stream())
+    return BlobAnswer(digest=digest, length=length)
+
+
+@router.get("/blobs/{digest}", response_class=FileResponse)
+async def get_blob(request: Request, digest: str, who: str = Depends(any_auth)) -> FileResponse:
+    """A blob's bytes, streamed."""
+    return FileResponse(file_of(blobs(request), digest), media_type="application/octet-stream")

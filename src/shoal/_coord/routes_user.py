@@ -1,0 +1,269 @@
+"""User routes: submit and stop swarms, status (also as server-sent events), logs,
+metrics, globals and results, nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from shoal._bundle import MANIFEST
+from shoal._coord.errors import ApiError, not_found
+from shoal._coord.http import coordinator, msgpack_body, msgpack_doc, msgpack_response, user_auth
+from shoal._coord.routes_node import MAX_WAIT_S, blobs
+from shoal._coord.schemas import (
+    Health,
+    LogRecord,
+    MetricRecord,
+    NodeSummary,
+    Ok,
+    SubmitBody,
+    SwarmAnswer,
+    SwarmStatus,
+    SwarmSummary,
+)
+from shoal._plan import Plan, load_plan
+from shoal._version import __version__
+
+router = APIRouter(prefix="/v1", tags=["users"], dependencies=[Depends(user_auth)])
+public = APIRouter(prefix="/v1", tags=["health"])
+
+SSE_KEEPALIVE_S = 15.0
+
+
+@public.get("/health", response_model=Health)
+async def health() -> Health:
+    """Liveness; needs no token."""
+    return Health(version=__version__)
+
+
+def _check_bundle(digest: str, data: bytes) -> None:
+    actual = "sha256:" + hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise ApiError(
+            422,
+            f"bundle {digest} has sha256 {actual}",
+            code="swarm.bundle",
+            hint="send each bundle under the digest of its bytes",
+        )
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            zf.getinfo(MANIFEST)
+    except (zipfile.BadZipFile, KeyError):
+        raise ApiError(
+            422,
+            f"bundle {digest} is not a shoal module bundle (a zip with {MANIFEST})",
+            code="swarm.bundle",
+            hint="build plans and bundles with `shoal export` or shoal.Client",
+        ) from None
+
+
+@router.post("/swarms", response_model=SwarmAnswer, openapi_extra=msgpack_doc(SubmitBody))
+async def submit(request: Request) -> SwarmAnswer:
+    """Submit a plan with its bundles (msgpack)."""
+    body = await msgpack_body(request, SubmitBody)
+    plan = load_plan(body.plan)  # PlanError -> 422
+    store = blobs(request)
+    for digest, data in body.bundles.items():
+        _check_bundle(digest, data)
+    for data in body.bundles.values():
+        await run_in_threadpool(store.put_bytes, data)
+    missing = [f"{m.name} ({d})" for d, m in plan.modules.items() if not store.exists(d)]
+    if missing:
+        raise ApiError(
+            400,
+            f"the bundles of modules {', '.join(missing)} are missing",
+            code="swarm.bundle_missing",
+            hint="send every module's bundle under its digest in 'bundles'",
+        )
+    swarm_id = await run_in_threadpool(coordinator(request).submit, plan, body.seed)
+    return SwarmAnswer(swarm_id=swarm_id)
+
+
+@router.get("/swarms", response_model=list[SwarmSummary])
+async def swarms(request: Request) -> list[SwarmSummary]:
+    """Every swarm, newest first."""
+    records = await run_in_threadpool(coordinator(request).store.swarms)
+    return [
+        SwarmSummary(
+            swarm_id=r.swarm_id,
+            name=r.name,
+            status=r.status,
+            iteration=r.iteration,
+            reason=r.reason,
+            created=r.created,
+        )
+        for r in records
+    ]
+
+
+@router.get("/swarms/{swarm_id}", response_model=SwarmStatus)
+async def status(request: Request, swarm_id: str) -> dict[str, Any]:
+    """Status, failures with tracebacks, and task counts of the current iteration."""
+    return await run_in_threadpool(coordinator(request).status, swarm_id)
+
+
+@router.get("/swarms/{swarm_id}/events", response_class=StreamingResponse)
+async def events(request: Request, swarm_id: str) -> StreamingResponse:
+    """Server-sent events: the swarm's status whenever it changes, until it ends."""
+    coord = coordinator(request)
+    first = await run_in_threadpool(coord.status, swarm_id)  # 404 before streaming
+
+    async def stream() -> AsyncIterator[str]:
+        doc, last = first, ""
+        while True:
+            seen = coord.changes.generation
+            text = json.dumps(doc, sort_keys=True)
+            if text != last:
+                yield f"data: {text}\n\n"
+                last = text
+            if doc["status"] != "running" or coord.closing or await request.is_disconnected():
+                return
+            after = await coord.changes.wait(seen, SSE_KEEPALIVE_S)
+            if after == seen:
+                yield ": keep-alive\n\n"
+            doc = await run_in_threadpool(coord.status, swarm_id)
+
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def _log(r: Any) -> dict[str, Any]:
+    return {
+        "seq": r.seq,
+        "node_id": r.node_id,
+        "alias": r.alias,
+        "iteration": r.iteration,
+        "instance_id": r.instance_id,
+        "level": r.level,
+        "message": r.message,
+        "time": r.time,
+    }
+
+
+@router.get("/swarms/{swarm_id}/logs", response_model=list[LogRecord])
+async def logs(
+    request: Request,
+    swarm_id: str,
+    node: str | None = None,
+    task: str | None = None,
+    level: str | None = None,
+    iteration: int | None = None,
+    after: int = Query(0, ge=0),
+    wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S),
+    limit: int = Query(10_000, ge=1, le=100_000),
+) -> list[dict[str, Any]]:
+    """Log records with ``seq > after``; with ``wait`` it long-polls for new ones."""
+    coord = coordinator(request)
+    if await run_in_threadpool(coord.store.swarm_get, swarm_id) is None:
+        raise not_found("swarm", swarm_id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        seen = coord.log_changes.generation
+        rows = await run_in_threadpool(
+            coord.store.logs, swarm_id, node, task, level, iteration, after, limit
+        )
+        left = deadline - loop.time()
+        if rows or left <= 0 or coord.closing:
+            return [_log(r) for r in rows]
+        await coord.log_changes.wait(seen, left)
+
+
+@router.get("/swarms/{swarm_id}/metrics", response_model=list[MetricRecord])
+async def metrics(
+    request: Request,
+    swarm_id: str,
+    name: str | None = None,
+    node: str | None = None,
+    task: str | None = None,
+) -> list[dict[str, Any]]:
+    """Metric values, filtered."""
+    store = coordinator(request).store
+    if await run_in_threadpool(store.swarm_get, swarm_id) is None:
+        raise not_found("swarm", swarm_id)
+    rows = await run_in_threadpool(store.metrics, swarm_id, name, node, task)
+    return [
+        {
+            "name": r.name,
+            "value": r.value,
+            "step": r.step,
+            "node_id": r.node_id,
+            "alias": r.alias,
+            "iteration": r.iteration,
+            "time": r.time,
+        }
+        for r in rows
+    ]
+
+
+@router.get("/swarms/{swarm_id}/globals/{key}", response_class=Response)
+async def global_value(request: Request, swarm_id: str, key: str) -> Response:
+    """msgpack ``{version, value: wire}``."""
+    store = coordinator(request).store
+    if await run_in_threadpool(store.swarm_get, swarm_id) is None:
+        raise not_found("swarm", swarm_id)
+    found = await run_in_threadpool(store.global_get, swarm_id, key)
+    if found is None:
+        raise not_found("global", key)
+    return msgpack_response({"version": found[0], "value": found[1]})
+
+
+def _plan(request: Request, swarm_id: str) -> tuple[Plan, int]:
+    coord = coordinator(request)
+    doc = coord.status(swarm_id)
+    plan = coord.plan_of(swarm_id)
+    if plan is None:
+        rec = coord.store.swarm_get(swarm_id)
+        assert rec is not None
+        plan = load_plan(rec.plan)
+    return plan, int(doc["iteration"])
+
+
+@router.get("/swarms/{swarm_id}/results/{tag}", response_class=Response)
+async def results(
+    request: Request,
+    swarm_id: str,
+    tag: str,
+    alias: str | None = None,
+    iteration: int | None = None,
+) -> Response:
+    """msgpack ``[{alias, node_id, iteration, value: wire}]`` (default: the last
+    started iteration, every task)."""
+    plan, current = await run_in_threadpool(_plan, request, swarm_id)
+    aliases = [t.alias for t in plan.tasks]
+    if alias is not None and alias not in aliases:
+        raise not_found("task", alias, hint=f"tasks of this swarm: {aliases}")
+    it = current if iteration is None else iteration
+    store = coordinator(request).store
+    rows = []
+    for a in [alias] if alias is not None else aliases:
+        rows += await run_in_threadpool(store.results_of_task, swarm_id, it, a, tag)
+    return msgpack_response(
+        [
+            {"alias": r.alias, "node_id": r.node_id, "iteration": r.iteration, "value": r.value}
+            for r in rows
+        ]
+    )
+
+
+@router.post("/swarms/{swarm_id}/stop", response_model=Ok)
+async def stop(request: Request, swarm_id: str) -> Ok:
+    """Stop a swarm now (a no-op once it finished)."""
+    await run_in_threadpool(coordinator(request).stop_swarm, swarm_id)
+    return Ok()
+
+
+@router.get("/nodes", response_model=list[NodeSummary])
+async def nodes(request: Request) -> list[dict[str, Any]]:
+    """Every node with its offer, connection state and running instances."""
+    return await run_in_threadpool(coordinator(request).nodes)

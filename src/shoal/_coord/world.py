@@ -1,0 +1,56 @@
+"""The world service as the coordinator runs it: store-backed, no ``local.*`` ops.
+
+Reuses :class:`shoal._runtime.service.WorldService` (the simulator's service), so task
+code sees one set of semantics. Only ``local.*`` differs: the node agent answers those
+itself, and the coordinator never knows a node's data paths.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from shoal._errors import ShoalError
+from shoal._runtime.service import InstanceInfo, NodeInfo, WorldService
+from shoal._store.base import Store
+
+
+def _local_refused() -> ShoalError:
+    return ShoalError(
+        "local.* operations are answered by the node agent, not the coordinator",
+        code="world.local",
+        hint="this is a bug in the node agent: it must not forward local.* requests",
+    )
+
+
+class _NoNodes(Mapping[str, NodeInfo]):
+    """The coordinator knows no node's datasets."""
+
+    def __getitem__(self, node_id: str) -> NodeInfo:
+        raise _local_refused()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+class CoordWorld(WorldService):
+    """Answers the world operations of instances running on real nodes."""
+
+    def __init__(
+        self,
+        store: Store,
+        on_stop: Callable[[InstanceInfo], None],
+        on_next_iter: Callable[[InstanceInfo, str, tuple[str, ...]], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(store, _NoNodes(), on_stop, on_next_iter, clock)
+
+    def handle(self, info: InstanceInfo, op: str, args: dict[str, Any]) -> Any:
+        """Run one request; raise ShoalError for anything the task did wrong."""
+        if op.startswith("local."):
+            raise _local_refused()
+        return super().handle(info, op, args)

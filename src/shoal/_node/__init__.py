@@ -1,0 +1,1 @@
+"""The node agent: runs task instances for a coordinator on one site."""

@@ -1,0 +1,308 @@
+"""The node agent: enrols, heartbeats, long-polls instructions and runs instances.
+
+One long-running process per site. Its identity is the credential in
+``<state_dir>/credential`` (mode 0600), issued at the first enrolment and reused on
+every restart. The coordinator being away never stops it: every call retries with a
+capped backoff, and the long-poll loop simply resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from shoal._errors import ShoalError
+from shoal._node.cache import Caches
+from shoal._node.client import Backoff, CoordinatorClient, Rejected, Stopped
+from shoal._node.config import DEFAULT_IMAGE, NodeConfig, load_config
+from shoal._node.executors import Executor, make_executor
+from shoal._node.instance import InstanceRun
+from shoal._node.proxy import WorldProxy
+
+log = logging.getLogger("shoal.node")
+
+POLL_WAIT_S = 25.0
+_REMEMBER = 100_000  # finished instance ids kept to ignore repeated run instructions
+_SOCKET_DIR_MAX = 100 - len("/0123456789abcdef0123.sock")
+_SHOAL_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class Agent:
+    """A node agent for one config.
+
+    Parameters
+    ----------
+    config
+        The validated node config.
+    executor
+        Overrides the executor named in the config (tests).
+    """
+
+    def __init__(self, config: NodeConfig, executor: Executor | None = None) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        verify: bool | ssl.SSLContext = True
+        if config.ca_cert is not None:  # trust a self-signed coordinator CA
+            verify = ssl.create_default_context(cafile=str(config.ca_cert))
+        self.client = CoordinatorClient(
+            config.coordinator, self.stop_event, config.retry_max_s, verify
+        )
+        self.client.on_unauthorized = self._reenrol
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.caches = Caches(config.state_dir / "cache", self.client)
+        self.proxy = WorldProxy(self.client, self.caches, config.gpu)
+        self.executor = executor or make_executor(config.executor)
+        self.slots = threading.Semaphore(config.limits.max_concurrent)
+        # What a previous agent process left (it was killed): its instances are gone.
+        for leftover in ("work", "run"):
+            shutil.rmtree(config.state_dir / leftover, ignore_errors=True)
+        self.socket_dir = config.state_dir / "run"
+        if len(str(self.socket_dir)) <= _SOCKET_DIR_MAX:
+            self.socket_dir.mkdir(mode=0o700)
+        else:  # Unix socket paths are limited to ~100 bytes
+            self.socket_dir = Path(tempfile.mkdtemp(prefix="shoal-node-"))
+        self.session = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._running: dict[str, InstanceRun] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._enrol_lock = threading.Lock()
+        self._images = self._check_images()
+
+    # ------------------------------------------------------------------ images
+    def _check_images(self) -> dict[str, tuple[Path, str | None]]:
+        """Images whose interpreter can run the task runner, with the PYTHONPATH each
+        needs (the agent's own shoal, when the interpreter does not have it)."""
+        names = {DEFAULT_IMAGE, *self.config.images}
+        usable: dict[str, tuple[Path, str | None]] = {}
+        for name in sorted(names):
+            interp = self.config.interpreter(name)
+            if interp is None:
+                continue
+            for pythonpath in (None, _SHOAL_ROOT):
+                if _imports_shoal(interp, pythonpath):
+                    usable[name] = (interp, pythonpath)
+                    break
+            else:
+                log.error(
+                    "image %r (%s) cannot import shoal: it is not offered; install shoal "
+                    "into that environment",
+                    name,
+                    interp,
+                )
+        return usable
+
+    def image_path(self, image: str) -> tuple[Path, str | None] | None:
+        """The interpreter of an image and the PYTHONPATH it needs, or None."""
+        return self._images.get(image)
+
+    def offer(self) -> dict[str, Any]:
+        """What this node offers: datasets, gpu, images."""
+        return {
+            "datasets": sorted(self.config.datasets),
+            "gpu": self.config.gpu,
+            "images": sorted(self._images),
+        }
+
+    # --------------------------------------------------------------- identity
+    @property
+    def _credential_path(self) -> Path:
+        return self.config.state_dir / "credential"
+
+    def _load_or_enrol(self) -> None:
+        try:
+            self.client.credential = self._credential_path.read_text().strip() or None
+        except FileNotFoundError:
+            self.client.credential = None
+        if self.client.credential is None:
+            self._enrol()
+
+    def _enrol(self) -> None:
+        token = self.config.read_join_token()
+        if token is None:
+            raise ShoalError(
+                f"node {self.config.node_id!r} has no credential and no join token",
+                code="node.enrol",
+                hint="set join_token or join_token_file in the node config "
+                "(`shoal coordinator token` prints it)",
+            )
+        self.client.credential = None
+        credential = self.client.enrol(token, self.config.node_id, self.offer())
+        tmp = self._credential_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(credential + "\n")
+        os.replace(tmp, self._credential_path)
+        self.client.credential = credential
+        log.info("enrolled node %s", self.config.node_id)
+
+    def _reenrol(self, rejected: str | None) -> None:
+        """The coordinator no longer accepts our credential (its database was reset,
+        or another agent enrolled this node id): enrol again if we can."""
+        with self._enrol_lock:
+            if self.client.credential != rejected:
+                return  # another thread enrolled again meanwhile
+            log.warning("the coordinator rejected this node's credential; enrolling again")
+            self._enrol()
+
+    # ------------------------------------------------------------------- loops
+    def _heartbeat_body(self) -> dict[str, Any]:
+        with self._lock:
+            running = sorted(self._running)
+        return {**self.offer(), "session": self.session, "running": running}
+
+    def _heartbeats(self) -> None:
+        while not self.stop_event.wait(self.config.heartbeat_interval_s):
+            try:
+                self.client.heartbeat(self._heartbeat_body())
+            except Stopped:
+                return
+            except Exception as e:  # the next beat is the retry
+                log.debug("heartbeat failed: %s", e)
+
+    def _poll(self) -> None:
+        backoff = Backoff(self.stop_event, self.config.retry_max_s)
+        after = 0  # the last instruction received: acknowledged by the next poll
+        while not self.stop_event.is_set():
+            try:
+                items = self.client.instructions(POLL_WAIT_S, after)
+            except Stopped:
+                return
+            except Rejected as e:
+                log.error("instructions refused: %s", e)
+                backoff.pause()
+                continue
+            backoff.reset()
+            for item in items:
+                self._instruction(item)
+                after = max(after, int(item.get("seq", 0)))
+
+    def _poll_safely(self) -> None:
+        try:
+            self._poll()
+        except Exception:
+            if not self.stop_event.is_set():
+                log.exception("the instruction loop failed; stopping the agent")
+            self.stop_event.set()
+
+    def _instruction(self, item: dict[str, Any]) -> None:
+        kind = item.get("kind")
+        iid = str(item.get("instance_id", ""))
+        with self._lock:
+            if kind == "cancel":
+                run = self._running.get(iid)
+                if run is not None:
+                    run.cancel(str(item.get("reason", "")))
+                return
+            if kind != "run":
+                log.warning("ignoring unknown instruction %r", kind)
+                return
+            if iid in self._running or iid in self._finished:
+                return  # offered again after a coordinator restart: already ours
+            run = InstanceRun(self, item)
+            self._running[iid] = run
+            thread = threading.Thread(target=run.run, name=f"instance {iid}", daemon=True)
+            self._threads[iid] = thread
+        log.info("running %s", iid)
+        thread.start()
+
+    def finished(self, instance_id: str) -> None:
+        """Forget a running instance, remembering that it ran."""
+        with self._lock:
+            self._running.pop(instance_id, None)
+            self._threads.pop(instance_id, None)
+            self._finished[instance_id] = None
+            while len(self._finished) > _REMEMBER:
+                self._finished.popitem(last=False)
+
+    # --------------------------------------------------------------- lifecycle
+    def serve(self) -> None:
+        """Run until :meth:`stop` is called (from a signal handler or another thread)."""
+        beat: threading.Thread | None = None
+        try:
+            self._load_or_enrol()
+            # The first heartbeat carries the new session before any instruction is
+            # taken, so the coordinator knows this agent lost its old instances.
+            self.client.call("POST", "/v1/nodes/heartbeat", json=self._heartbeat_body())
+            beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
+            beat.start()
+            # The long poll blocks for up to POLL_WAIT_S; it runs in its own thread so a
+            # stop request is served at once.
+            poll = threading.Thread(target=self._poll_safely, name="poll", daemon=True)
+            poll.start()
+            self.stop_event.wait()
+        except Stopped:
+            pass
+        finally:
+            self.stop_event.set()
+            self._shutdown(beat)
+
+    def stop(self) -> None:
+        """Ask the agent to stop; running instances are killed."""
+        self.stop_event.set()
+
+    def _shutdown(self, beat: threading.Thread | None) -> None:
+        with self._lock:
+            runs = list(self._running.values())
+            threads = list(self._threads.values())
+        for run in runs:
+            run.cancel("the node agent is stopping")
+        for t in threads:
+            t.join(timeout=15)
+        if beat is not None:
+            beat.join(timeout=5)
+        self.client.close()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+def _imports_shoal(interp: Path, pythonpath: str | None) -> bool:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    try:
+        proc = subprocess.run(
+            [str(interp), "-c", "import shoal._node.task_runner"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+def run(config_path: Path | str) -> None:
+    """Run a node agent from its TOML config until SIGINT / SIGTERM.
+
+    Parameters
+    ----------
+    config_path
+        The node's TOML file (see :mod:`shoal._node.config`).
+
+    Raises
+    ------
+    ShoalError
+        ``node.config`` for an invalid config, ``node.enrol`` if the node has neither a
+        credential nor a join token.
+    """
+    if not logging.getLogger().handlers:  # the CLI configures none; say what happens
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request
+    agent = Agent(load_config(config_path))
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: agent.stop())
+    with contextlib.suppress(KeyboardInterrupt):
+        agent.serve()

@@ -1,0 +1,269 @@
+"""The node agent's HTTP client for the coordinator's node routes (docs/api.md).
+
+Connection errors and 5xx answers are retried with a capped exponential backoff until
+the call succeeds or the agent stops: a coordinator restart costs a pause, not a lost
+report. A 401 calls ``on_unauthorized`` (the agent re-enrols) and retries once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import msgpack
+
+from shoal._errors import ShoalError
+
+log = logging.getLogger("shoal.node")
+
+CHUNK = 1 << 20
+MSGPACK = "application/msgpack"
+
+
+class Stopped(ShoalError):
+    """The agent is stopping; the call was abandoned."""
+
+    code = "node.stopped"
+
+
+class Rejected(ShoalError):
+    """The coordinator answered with a 4xx error."""
+
+    def __init__(self, status: int, code: str, message: str, hint: str | None) -> None:
+        super().__init__(f"coordinator answered {status}: {message}", code=code, hint=hint)
+        self.status = status
+
+
+class Backoff:
+    """Capped exponential backoff with jitter; waits end early when ``stop`` is set."""
+
+    def __init__(self, stop: threading.Event, cap_s: float, base_s: float = 0.2) -> None:
+        self._stop = stop
+        self._cap = cap_s
+        self._base = base_s
+        self._n = 0
+
+    @property
+    def tries(self) -> int:
+        """Pauses taken since the last success."""
+        return self._n
+
+    def reset(self) -> None:
+        """Start over after a success."""
+        self._n = 0
+
+    def pause(self) -> None:
+        """Wait before the next try; raise Stopped if the agent stops meanwhile."""
+        delay = min(self._cap, self._base * 2**self._n) * random.uniform(0.5, 1.0)
+        self._n = min(self._n + 1, 30)
+        if self._stop.wait(delay):
+            raise Stopped("the agent is stopping")
+
+
+def _raise_for(resp: httpx.Response) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        err = resp.json()["error"]
+        code, message, hint = err["code"], err["message"], err.get("hint")
+    except Exception:  # not our error shape (a proxy in between, ...)
+        code, message, hint = f"http.{resp.status_code}", resp.text[:500], None
+    raise Rejected(resp.status_code, code, message, hint)
+
+
+def file_chunks(path: Path, offset: int, length: int) -> Iterator[bytes]:
+    """The bytes of a file slice, in chunks. The last path component must not be a
+    symlink (a task controls the folders its values are read from)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as f:
+        f.seek(offset)
+        left = length
+        while left > 0:
+            data = f.read(min(CHUNK, left))
+            if not data:
+                raise OSError(f"{path} is shorter than the value it should hold")
+            left -= len(data)
+            yield data
+
+
+class CoordinatorClient:
+    """Calls the coordinator on behalf of one node.
+
+    Parameters
+    ----------
+    base_url
+        The coordinator's URL.
+    stop
+        Set when the agent stops; pending retries give up.
+    retry_max_s
+        The longest pause between retries.
+    verify
+        TLS verification: True (the system's CAs), or a context trusting a given CA.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        stop: threading.Event,
+        retry_max_s: float = 30.0,
+        verify: bool | ssl.SSLContext = True,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            verify=verify,
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+        self._stop = stop
+        self._retry_max_s = retry_max_s
+        self.credential: str | None = None
+        # Called with the rejected credential; the agent enrols again.
+        self.on_unauthorized: Callable[[str | None], None] | None = None
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.credential}"} if self.credential else {}
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        retry: bool = True,
+        reauth: bool = True,
+        timeout: float | None = None,
+        headers: dict[str, str] | None = None,
+        content_factory: Callable[[], Iterator[bytes]] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """One request; retried on connection errors and 5xx while ``retry``.
+
+        ``content_factory`` makes a fresh body stream for every try.
+        """
+        backoff = Backoff(self._stop, self._retry_max_s)
+        while True:
+            if self._stop.is_set():
+                raise Stopped("the agent is stopping")
+            used = self.credential
+            try:
+                extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+                if content_factory is not None:
+                    extra["content"] = content_factory()
+                resp = self._http.request(
+                    method, path, headers={**self._headers(), **(headers or {})}, **extra, **kwargs
+                )
+            except httpx.TransportError as e:
+                if not retry:
+                    raise
+                # Once per outage, not once per try.
+                (log.debug if backoff.tries else log.warning)(
+                    "coordinator unreachable (%s); retrying", type(e).__name__
+                )
+                backoff.pause()
+                continue
+            if resp.status_code >= 500 and retry:
+                (log.debug if backoff.tries else log.warning)(
+                    "coordinator answered %d; retrying", resp.status_code
+                )
+                backoff.pause()
+                continue
+            if resp.status_code == 401 and reauth and self.on_unauthorized is not None:
+                reauth = False
+                self.on_unauthorized(used)
+                continue
+            _raise_for(resp)
+            return resp
+
+    # ------------------------------------------------------------------- routes
+    def enrol(self, join_token: str, node_id: str, offer: dict[str, Any]) -> str:
+        """Enrol with the join token; return the new credential."""
+        body = {"join_token": join_token, "node_id": node_id, **offer}
+        resp = self.call("POST", "/v1/nodes/enrol", json=body, reauth=False)
+        credential: str = resp.json()["credential"]
+        return credential
+
+    def heartbeat(self, body: dict[str, Any]) -> None:
+        """Say the node is alive (one try: the next heartbeat is the retry)."""
+        self.call("POST", "/v1/nodes/heartbeat", json=body, retry=False)
+
+    def instructions(self, wait: float, after: int) -> list[dict[str, Any]]:
+        """Long-poll this node's instructions, acknowledging those up to ``after``."""
+        resp = self.call(
+            "GET",
+            "/v1/nodes/instructions",
+            params={"wait": wait, "after": after},
+            timeout=wait + 30.0,
+        )
+        items = resp.json()
+        if not isinstance(items, list):
+            raise ShoalError("instructions are not a list", code="node.protocol")
+        return items
+
+    def started(self, instance_id: str) -> None:
+        """Report that an instance started."""
+        self.call("POST", f"/v1/instances/{quote(instance_id)}/started")
+
+    def done(self, instance_id: str, body: dict[str, Any]) -> None:
+        """Report how an instance ended."""
+        self.call("POST", f"/v1/instances/{quote(instance_id)}/done", json=body)
+
+    def world(self, instance_id: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Forward one world operation; answers ``{ok: value}`` or ``{error: ...}``."""
+        data = msgpack.packb(
+            {"instance_id": instance_id, "op": op, "args": args}, use_bin_type=True
+        )
+        resp = self.call("POST", "/v1/world", content=data, headers={"Content-Type": MSGPACK})
+        reply = msgpack.unpackb(resp.content, raw=False)
+        if not isinstance(reply, dict):
+            raise ShoalError("world reply is not a map", code="node.protocol")
+        return reply
+
+    def download(self, path: str, dest: Path, digest: str) -> int:
+        """GET ``path`` into ``dest`` (atomically), checking the sha256; return its size."""
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        backoff = Backoff(self._stop, self._retry_max_s)
+        while True:
+            try:
+                with self._http.stream("GET", path, headers=self._headers()) as resp:
+                    if resp.status_code >= 500:
+                        raise httpx.TransportError(f"status {resp.status_code}")
+                    if resp.status_code >= 400:
+                        resp.read()
+                        _raise_for(resp)
+                    sha = hashlib.sha256()
+                    size = 0
+                    with tmp.open("wb") as f:
+                        for chunk in resp.iter_bytes(CHUNK):
+                            sha.update(chunk)
+                            f.write(chunk)
+                            size += len(chunk)
+                break
+            except httpx.TransportError:
+                tmp.unlink(missing_ok=True)
+                backoff.pause()
+        if "sha256:" + sha.hexdigest() != digest:
+            tmp.unlink(missing_ok=True)
+            raise ShoalError(f"{path} does not match its digest", code="node.digest")
+        os.replace(tmp, dest)
+        return size
+
+    def upload(self, digest: str, path: Path, offset: int, length: int) -> None:
+        """PUT a file slice as the blob ``digest`` (streamed)."""
+        self.call(
+            "PUT",
+            f"/v1/blobs/{digest}",
+            content_factory=lambda: file_chunks(path, offset, length),
+            headers={"Content-Length": str(length)},
+        )

@@ -1,0 +1,370 @@
+"""One instance on a node: fetch its bundle, start it, serve its socket, report it.
+
+Each instance runs in its own agent thread. Its task process connects to a private Unix
+socket and must present the instance's token first; a connection with a wrong token is
+closed and the socket keeps waiting for the right one. The thread enforces the
+wall-clock timeout, kills the process on cancel, and reports ``started`` and ``done``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+import selectors
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from shoal._errors import ShoalError
+from shoal._node.cache import Caches
+from shoal._node.client import CoordinatorClient, Stopped
+from shoal._node.config import NodeConfig
+from shoal._node.executors import Executor, InstanceSpec, TaskHandle
+from shoal._node.proxy import InstanceScope, WorldProxy
+from shoal._runtime import protocol
+
+log = logging.getLogger("shoal.node")
+
+TICK_S = 0.2  # how often a waiting instance thread checks cancel, timeout and exit
+HELLO_TIMEOUT_S = 10.0
+HELLO_MAX_BYTES = 4096
+MAX_PENDING_BYTES = 256 * 1024 * 1024  # an unfinished frame larger than this: kill
+EXIT_GRACE_S = 10.0  # after "done", how long the process may take to exit
+TIMEOUT_GRACE_S = 5.0  # past the task's timeout, when the agent kills it itself
+BATCHED = ("log", "metric")  # one-way records sent to the coordinator in batches
+MAX_BATCH = 1000  # the coordinator's bound on one batch
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How an instance ended on this node."""
+
+    ok: bool
+    error: str = ""
+    traceback: str = ""
+    kind: str = "error"  # error | crash | timeout
+
+
+# The coordinator cancelled the instance: it decided the outcome, nothing is reported.
+CANCELLED = Ended(False, "cancelled")
+
+
+class Host(Protocol):
+    """What an instance needs from its agent."""
+
+    config: NodeConfig
+    client: CoordinatorClient
+    caches: Caches
+    proxy: WorldProxy
+    executor: Executor
+    slots: threading.Semaphore
+    socket_dir: Path
+
+    def image_path(self, image: str) -> tuple[Path, str | None] | None:
+        """The interpreter of an image and the PYTHONPATH it needs, or None."""
+        ...
+
+    def finished(self, instance_id: str) -> None:
+        """The instance's thread is done with it."""
+        ...
+
+
+def _recv_hello(conn: socket.socket) -> dict[str, Any]:
+    """The first frame, read with a small bound: whoever connected is not trusted yet
+    and must not make the agent allocate a huge buffer."""
+    reader = protocol.FrameReader()
+    got = 0
+    while True:
+        data = conn.recv(4096)
+        if not data:
+            raise protocol.ChannelClosed("closed before saying hello")
+        got += len(data)
+        if got > HELLO_MAX_BYTES:
+            raise ShoalError("first frame too large", code="node.hello")
+        frames = reader.feed(data)
+        if frames:
+            if not isinstance(frames[0], dict):
+                raise ShoalError("first frame is not a map", code="node.hello")
+            return frames[0]
+
+
+class InstanceRun:
+    """Runs one ``run`` instruction to its end (call :meth:`run` in a thread)."""
+
+    def __init__(self, host: Host, item: dict[str, Any]) -> None:
+        self.host = host
+        self.item = item
+        self.instance_id: str = item["instance_id"]
+        self._cancelled = threading.Event()
+        self._handle: TaskHandle | None = None
+        self._notify_error: str | None = None
+
+    def cancel(self, reason: str) -> None:
+        """Stop the instance; nothing is reported (the coordinator already decided)."""
+        log.info("cancelling %s: %s", self.instance_id, reason)
+        self._cancelled.set()
+
+    def run(self) -> None:
+        """Thread body."""
+        try:
+            with self.host.slots:
+                if self._cancelled.is_set():
+                    return
+                ended = self._run()
+            if ended is not None and ended is not CANCELLED and not self._cancelled.is_set():
+                self.host.client.done(self.instance_id, ended.__dict__)
+        except Stopped:
+            pass
+        except Exception as e:
+            # Never leave the coordinator waiting: report the agent's own failure.
+            log.exception("instance %s: the agent failed to run it", self.instance_id)
+            ended = Ended(False, f"the node agent failed to run it: {e}", kind="crash")
+            with contextlib.suppress(Exception):
+                self.host.client.done(self.instance_id, ended.__dict__)
+        finally:
+            self.host.finished(self.instance_id)
+
+    # ------------------------------------------------------------------ phases
+    def _run(self) -> Ended | None:
+        item, cfg = self.item, self.host.config
+        image = self.host.image_path(str(item.get("image", "python")))
+        if image is None:
+            return Ended(False, f"node {cfg.node_id} has no image {item.get('image')!r}")
+        try:
+            folder = self.host.caches.bundle(str(item["module"]))
+        except Stopped:
+            raise
+        except Exception as e:
+            return Ended(False, f"fetching the module bundle failed: {e}", kind="crash")
+        if self._cancelled.is_set():
+            return CANCELLED
+        key = hashlib.sha256(self.instance_id.encode()).hexdigest()[:20]
+        workdir = cfg.state_dir / "work" / key
+        shutil.rmtree(workdir, ignore_errors=True)
+        (workdir / "outbox").mkdir(parents=True)
+        sock_path = self.host.socket_dir / f"{key}.sock"
+        datasets = {n: cfg.datasets[n] for n in item.get("datasets", []) if n in cfg.datasets}
+        spec = InstanceSpec(
+            self.instance_id,
+            image[0],
+            image[1],
+            workdir,
+            folder,
+            datasets,
+            self.host.caches.blobs,
+            cfg.limits.memory_mb,
+            cfg.limits.cpu_seconds,
+        )
+        outbox = (workdir / "outbox").resolve()  # fixed before any task code runs
+        scope = InstanceScope(self.instance_id, cfg.node_id, datasets, outbox)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock_path.unlink(missing_ok=True)
+            listener.bind(str(sock_path))
+            sock_path.chmod(0o600)
+            listener.listen(4)
+            token = secrets.token_urlsafe(32)
+            self._handle = self.host.executor.start(spec, sock_path, token)
+            self.host.client.started(self.instance_id)
+            return self._serve(listener, token, scope, folder, workdir)
+        finally:
+            if self._handle is not None and self._handle.poll() is None:
+                self._handle.kill()
+            listener.close()
+            sock_path.unlink(missing_ok=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _deadline(self) -> float:
+        limits = [self.host.config.limits.wall_timeout_s]
+        timeout = self.item.get("timeout_s")
+        if timeout is not None:
+            limits.append(float(timeout) + TIMEOUT_GRACE_S)
+        known = [x for x in limits if x is not None]
+        return time.monotonic() + min(known) if known else float("inf")
+
+    def _interrupt(self, deadline: float) -> Ended | None:
+        """Stop the wait for the task process if it was cancelled or ran too long."""
+        assert self._handle is not None
+        if self._cancelled.is_set():
+            self._handle.kill()
+            return CANCELLED
+        if time.monotonic() > deadline:
+            self._handle.kill()
+            return Ended(False, "the node's wall-clock limit killed the task", kind="timeout")
+        return None
+
+    def _crash(self, workdir: Path) -> Ended:
+        assert self._handle is not None
+        rc = self._handle.wait(EXIT_GRACE_S)
+        why = f"signal {-rc}" if rc is not None and rc < 0 else f"exit code {rc}"
+        try:
+            tail = (workdir / "runner.log").read_bytes()[-4000:].decode(errors="replace")
+        except OSError:
+            tail = ""
+        return Ended(False, f"the task process died ({why})", tail, kind="crash")
+
+    def _serve(
+        self,
+        listener: socket.socket,
+        token: str,
+        scope: InstanceScope,
+        folder: Path,
+        workdir: Path,
+    ) -> Ended | None:
+        assert self._handle is not None
+        deadline = self._deadline()
+        conn = None
+        while conn is None:
+            if (stop := self._interrupt(deadline)) is not None:
+                return stop
+            if self._handle.poll() is not None:
+                return self._crash(workdir)
+            listener.settimeout(TICK_S)
+            try:
+                candidate, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn = self._hello(candidate, token, scope, folder)
+        with conn:
+            return self._frames(conn, scope, deadline, workdir)
+
+    def _hello(
+        self, conn: socket.socket, token: str, scope: InstanceScope, folder: Path
+    ) -> socket.socket | None:
+        conn.settimeout(HELLO_TIMEOUT_S)
+        try:
+            msg = _recv_hello(conn)
+            args = msg.get("args") or {}
+            given = str(args.get("token", "")) if isinstance(args, dict) else ""
+            if msg.get("op") != "hello" or not hmac.compare_digest(given.encode(), token.encode()):
+                log.warning(
+                    "instance %s: rejected a connection with a wrong token", scope.instance_id
+                )
+                protocol.send(
+                    conn, {"id": msg.get("id"), "error": {"code": "auth", "message": "bad token"}}
+                )
+                conn.close()
+                return None
+            item = self.item
+            ctx = {
+                "swarm_id": item["swarm_id"],
+                "instance_id": self.instance_id,
+                "node_id": scope.node_id,
+                "alias": item["alias"],
+                "iteration": item["iteration"],
+                "attempt": item["attempt"],
+                "module": item["module"],
+                "folder": str(folder),
+                "outbox": str(scope.outbox),
+                "global_versions": item.get("global_versions") or {},
+            }
+            protocol.send(conn, {"id": msg.get("id"), "ok": ctx})
+        except (OSError, ShoalError, ValueError) as e:
+            log.warning("instance %s: bad first frame (%s)", scope.instance_id, e)
+            conn.close()
+            return None
+        conn.settimeout(None)
+        return conn
+
+    def _frames(
+        self, conn: socket.socket, scope: InstanceScope, deadline: float, workdir: Path
+    ) -> Ended | None:
+        assert self._handle is not None
+        reader = protocol.FrameReader()
+        pending = 0  # bytes received since the last complete frame
+        with selectors.DefaultSelector() as sel:
+            sel.register(conn, selectors.EVENT_READ)
+            while True:
+                if (stop := self._interrupt(deadline)) is not None:
+                    return stop
+                if not sel.select(TICK_S):
+                    if self._handle.poll() is not None:
+                        return self._crash(workdir)
+                    continue
+                try:
+                    data = conn.recv(1 << 20)
+                except OSError:
+                    data = b""
+                if not data:
+                    return self._crash(workdir)
+                frames = reader.feed(data)
+                pending = 0 if frames else pending + len(data)
+                if pending > MAX_PENDING_BYTES:  # values go by file; frames are small
+                    self._handle.kill()
+                    return Ended(False, "the task sent a frame over the size bound", kind="crash")
+                ended = self._batch(conn, scope, frames)
+                if ended is not None:
+                    if self._handle.wait(EXIT_GRACE_S) is None:
+                        self._handle.kill()
+                    return ended
+
+    def _batch(
+        self, conn: socket.socket, scope: InstanceScope, frames: list[dict[str, Any]]
+    ) -> Ended | None:
+        """Handle the frames of one read; logs and metrics that arrived together go to
+        the coordinator in one request (in order, before anything that follows them)."""
+        notes: list[dict[str, Any]] = []
+        for frame in frames:
+            if frame.get("id") is None and frame.get("op") in BATCHED:
+                notes.append({"op": frame["op"], "args": frame.get("args") or {}})
+                if len(notes) >= MAX_BATCH:
+                    self._flush(scope, notes)
+                continue
+            self._flush(scope, notes)
+            ended = self._frame(conn, scope, frame)
+            if ended is not None:
+                return ended
+        self._flush(scope, notes)
+        return None
+
+    def _flush(self, scope: InstanceScope, notes: list[dict[str, Any]]) -> None:
+        if not notes:
+            return
+        calls = list(notes)
+        notes.clear()
+        try:
+            if len(calls) == 1:
+                self.host.proxy.handle(scope, calls[0]["op"], calls[0]["args"])
+            else:
+                self.host.proxy.handle(scope, "batch", {"calls": calls})
+        except Stopped:
+            raise
+        except Exception as e:  # one-way: the instance fails when it reports done
+            if self._notify_error is None:
+                self._notify_error = f"{calls[0]['op']} failed: {e}"
+
+    def _frame(
+        self, conn: socket.socket, scope: InstanceScope, frame: dict[str, Any]
+    ) -> Ended | None:
+        op = frame.get("op")
+        if op == "done" and "id" not in frame:
+            ok = bool(frame.get("ok"))
+            if ok and self._notify_error is not None:
+                return Ended(False, self._notify_error)
+            return Ended(ok, str(frame.get("error", "")), str(frame.get("traceback", "")))
+        rid = frame.get("id")
+        args = frame.get("args") or {}
+        try:
+            if not isinstance(op, str) or not isinstance(args, dict):
+                raise protocol.ChannelClosed("malformed request frame")
+            result = self.host.proxy.handle(scope, op, args)
+        except Stopped:
+            raise
+        except Exception as e:  # the task's request failed: the task sees the error
+            if rid is not None:
+                with contextlib.suppress(OSError):
+                    protocol.send(conn, {"id": rid, "error": protocol.error_payload(e)})
+            elif self._notify_error is None:
+                self._notify_error = f"{op} failed: {e}"
+            return None
+        if rid is not None:
+            with contextlib.suppress(OSError):
+                protocol.send(conn, {"id": rid, "ok": result})
+        return None

@@ -1,0 +1,120 @@
+"""The task process: runs one instance's ``main()`` for the node agent.
+
+Started as ``python -m shoal._node.task_runner SOCKET [--memory-mb N] [--cpu-seconds N]``
+with its per-instance token on stdin. It limits itself first (before any task code),
+connects to the agent's Unix socket, authenticates with the token (first frame), gets
+its instance context in reply, and then runs ``main()`` exactly like a simulator worker:
+the world API goes over the socket, printed lines become logs, and the outcome is the
+last frame it sends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import socket
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+from shoal._runtime import protocol
+from shoal._runtime.channels import SocketChannel
+from shoal._runtime.context import InstanceContext
+from shoal._runtime.loader import ModuleCache, Outcome, run_main
+from shoal._runtime.wire import Outbox
+from shoal._sim.worker import _LogStream
+
+
+def _limit(memory_mb: int | None, cpu_seconds: int | None) -> None:
+    import resource
+
+    # Hard limits too: task code cannot raise them again.
+    if memory_mb is not None:
+        n = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (n, n))
+    if cpu_seconds is not None:
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+
+
+def _watch_agent(sock: socket.socket) -> None:
+    """Exit when the agent goes away (its end of the socket hangs up), even while task
+    code is busy and not talking to it: an orphaned task must not run on."""
+    if not hasattr(select, "POLLRDHUP"):  # not Linux: the next world call fails instead
+        return
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLRDHUP | select.POLLHUP)
+
+    def watch() -> None:
+        while True:
+            for _, mask in poller.poll():
+                if mask & (select.POLLRDHUP | select.POLLHUP):
+                    os._exit(70)  # EX_SOFTWARE: nobody is left to report to
+                if mask & (select.POLLNVAL | select.POLLERR):
+                    return  # we closed the socket ourselves: the run is over
+
+    threading.Thread(target=watch, name="agent-watch", daemon=True).start()
+
+
+def run(sock: socket.socket, token: str) -> None:
+    """Authenticate, run the instance and report its outcome over ``sock``."""
+    channel = SocketChannel(sock, None)
+    c = channel.request("hello", {"token": token})
+    _watch_agent(sock)
+    channel.outbox = Outbox(Path(c["outbox"]), f"t{os.getpid()}")
+    ctx = InstanceContext(
+        c["swarm_id"],
+        c["instance_id"],
+        c["node_id"],
+        c["alias"],
+        c["iteration"],
+        c["attempt"],
+        channel,
+        dict(c.get("global_versions") or {}),
+    )
+    out, err = _LogStream(channel, "info"), _LogStream(channel, "warning")
+    real_out, real_err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        try:
+            main = ModuleCache().main_of(c["module"], Path(c["folder"]))
+        except BaseException as e:  # an import error is the task's failure
+            outcome = Outcome(
+                False,
+                f"importing the module failed: {type(e).__name__}: {e}",
+                traceback.format_exc(),
+            )
+        else:
+            outcome = run_main(main, ctx)
+        out.flush()
+        err.flush()
+    finally:
+        sys.stdout, sys.stderr = real_out, real_err
+        channel.outbox.close()
+    protocol.send(
+        sock,
+        {"op": "done", "ok": outcome.ok, "error": outcome.error, "traceback": outcome.traceback},
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: ``python -m shoal._node.task_runner SOCKET``; the token is on stdin."""
+    p = argparse.ArgumentParser(prog="shoal._node.task_runner")
+    p.add_argument("socket")
+    p.add_argument("--memory-mb", type=int, default=None)
+    p.add_argument("--cpu-seconds", type=int, default=None)
+    a = p.parse_args(argv)
+    _limit(a.memory_mb, a.cpu_seconds)
+    token = sys.stdin.readline().strip()
+    sys.stdin.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(a.socket)
+        run(sock, token)
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""shoal.Client and the CLI against a real coordinator process (no nodes): deploy,
+status, watch, wait, stop, globals, errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import shoal
+
+pytest.importorskip("shoal._coord.app")
+
+SWARM = '''
+from shoal import Module, Swarm, Task
+
+WORKER = """
+from shoal.runtime import Task
+
+class W(Task):
+    def run(self):
+        self.world.results.add("n", 1)
+
+def main():
+    W().run()
+"""
+
+
+class Waiting(Swarm):
+    """Needs a dataset no node has: it waits to be placed until it is stopped."""
+
+    placement_timeout = 600.0
+    max_iterations = 1
+
+    def __init__(self):
+        self.set_global("greeting", "hi")
+        self.worker = Task(Module(WORKER, name="w", datasets=["nowhere"]), alias="worker")
+
+    def execute(self):
+        return self.worker()
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Coordinator:
+    def __init__(self, state: Path, url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.state, self.url, self.proc, self.log = state, url, proc, log
+
+    @property
+    def token(self) -> str:
+        return (self.state / "user-token").read_text().strip()
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+        env.update(SHOAL_COORDINATOR=self.url, SHOAL_TOKEN=self.token)
+        return env
+
+    def shoal(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shoal", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env(),
+        )
+
+    def client(self) -> shoal.Client:
+        return shoal.Client(self.url, self.token, timeout=10)
+
+
+@pytest.fixture(scope="module")
+def coord(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coordinator]:
+    root = tmp_path_factory.mktemp("coord")
+    port = free_port()
+    log = root / "coordinator.log"
+    argv = [sys.executable, "-m", "shoal", "coordinator", "start"]
+    argv += ["--state", str(root / "state"), "--port", str(port)]
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(
+            argv,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield Coordinator(root / "state", url, proc, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def swarm_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("swarm") / "swarm.py"
+    path.write_text(SWARM)
+    return path
+
+
+def test_start_prints_the_user_token_line_and_token_prints_the_join_token(
+    coord: Coordinator,
+) -> None:
+    text = coord.log.read_text()
+    assert f"export SHOAL_COORDINATOR={coord.url} SHOAL_TOKEN={coord.token}" in text
+    out = coord.shoal("coordinator", "token", "--state", str(coord.state))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (coord.state / "join-token").read_text().strip()
+
+
+def test_deploy_prints_only_the_id_then_status_watch_and_stop(
+    coord: Coordinator, swarm_file: Path
+) -> None:
+    out = coord.shoal("deploy", str(swarm_file))
+    assert out.returncode == 0, out.stderr
+    swarm_id = out.stdout.strip()
+    assert re.fullmatch(r"[0-9A-Za-z_-]+", swarm_id), out.stdout
+    assert out.stdout == swarm_id + "\n"
+    listed = coord.shoal("status")
+    assert listed.returncode == 0 and swarm_id in listed.stdout and "Waiting" in listed.stdout
+    one = coord.shoal("status", swarm_id)
+    assert one.returncode == 0 and "running" in one.stdout and "worker" in one.stdout
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "shoal", "status", swarm_id, "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=coord.env(),
+    )
+    try:
+        time.sleep(2)
+        assert watcher.poll() is None  # still following
+        stopped = coord.shoal("stop", swarm_id)
+        assert stopped.returncode == 0 and swarm_id in stopped.stdout
+        stdout, stderr = watcher.communicate(timeout=60)
+    finally:
+        watcher.kill()
+        watcher.wait()
+    assert watcher.returncode == 1, stderr
+    assert "stopped" in stdout and "Traceback" not in stderr
+    with coord.client() as client:
+        assert client.status(swarm_id)["status"] == "stopped"
+
+
+def test_client_deploy_wait_globals_and_errors(coord: Coordinator, swarm_file: Path) -> None:
+    from shoal._define.loader import load_swarm
+
+    swarm, _ = load_swarm(str(swarm_file))
+    with coord.client() as client:
+        swarm_id = client.deploy(swarm, seed=3)
+        assert any(s["swarm_id"] == swarm_id for s in client.swarms())
+        status = client.status(swarm_id)
+        assert status["status"] == "running" and "worker" in status["tasks"]
+        assert client.get_global(swarm_id, "greeting") == "hi"
+        with pytest.raises(shoal.ShoalError) as e:
+            client.wait(swarm_id, timeout=1.0)
+        assert e.value.code == "client.timeout" and swarm_id in str(e.value)
+        assert client.logs(swarm_id) == [] and client.metrics(swarm_id) == []
+        assert client.results(swarm_id, "n") == {}
+        client.stop(swarm_id)
+        assert client.wait(swarm_id, timeout=30)["status"] == "stopped"
+        seen = list(client.watch(swarm_id, timeout=30))
+        assert seen[-1]["status"] == "stopped"
+        with pytest.raises(shoal.ShoalError) as e:
+            client.status("no-such-swarm")
+        assert "no-such-swarm" in str(e.value) and e.value.code != "client.unreachable"
+        with pytest.raises(shoal.ShoalError, match="nothere"):
+            client.get_global(swarm_id, "nothere")
+    with shoal.Client(coord.url, "wrong-token") as bad, pytest.raises(shoal.ShoalError) as e:
+        bad.swarms()
+    assert "token" in str(e.value)
+
+
+def test_cli_results_without_any_and_empty_nodes(coord: Coordinator, swarm_file: Path) -> None:
+    with coord.client() as client:
+        swarm_id = client.deploy(str(swarm_file))
+        client.stop(swarm_id)
+    out = coord.shoal("results", swarm_id, "n")
+    assert out.returncode == 1 and "no results tagged 'n'" in out.stderr
+    out = coord.shoal("results", swarm_id, "n", "--alias", "nope")
+    assert out.returncode == 2 and "nope" in out.stderr and "Traceback" not in out.stderr
+    out = coord.shoal("logs", swarm_id)
+    assert out.returncode == 0 and out.stdout == ""
+    out = coord.shoal("nodes")
+    assert out.returncode == 0 and "no nodes have joined yet" in out.stderr

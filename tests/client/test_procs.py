@@ -1,0 +1,101 @@
+"""The process supervision under ``shoal up``: nothing it starts outlives it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from shoal._cli.procs import Children
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+
+# A child that ignores SIGTERM and starts a grandchild that ignores it too.
+STUBBORN = textwrap.dedent(
+    """
+    import signal, subprocess, sys, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    g = subprocess.Popen([sys.executable, "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+    print(g.pid, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def wait_for_line(path: Path, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if text.endswith("\n"):
+            return text.strip()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} stayed empty")
+
+
+def test_stop_kills_children_and_their_groups_within_the_bound(tmp_path: Path) -> None:
+    children = Children()
+    quick = children.start("quick", [sys.executable, "-c", "import time; time.sleep(600)"],
+                           tmp_path / "quick.log")  # fmt: skip
+    stubborn = children.start(
+        "stubborn", [sys.executable, "-c", STUBBORN], tmp_path / "stubborn.log"
+    )
+    grandchild = int(wait_for_line(tmp_path / "stubborn.log"))
+    assert os.getpgid(stubborn.proc.pid) == stubborn.proc.pid != os.getpgid(0)
+    t0 = time.monotonic()
+    children.stop(timeout=1.0, order=[[quick]])
+    assert time.monotonic() - t0 < 10
+    assert quick.proc.returncode == -signal.SIGTERM
+    assert stubborn.proc.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(grandchild)
+    assert oct(os.stat(tmp_path / "quick.log").st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+def test_children_get_sigterm_when_their_parent_dies_hard(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from shoal._cli.procs import Children
+        c = Children().start("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"],
+                             Path({str(tmp_path / "child.log")!r}))
+        print(c.proc.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        try:
+            assert parent.stdout is not None
+            child = int(parent.stdout.readline())
+            assert alive(child)
+        finally:
+            parent.kill()
+            parent.wait(10)
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child)

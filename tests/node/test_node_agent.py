@@ -1,0 +1,263 @@
+"""The node agent as a real process: isolation of secrets, failures, cancel, caches,
+identity across restarts, and loss of a node."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from deploy_harness import (
+    Coordinator,
+    Deployment,
+    deployment,
+    kill_group,
+    results,
+    submit,
+    wait_nodes,
+    wait_status,
+)
+
+from shoal import Module, Swarm, Task
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def one_task(
+    body: str, node: str, timeout: float | None = None, datasets: tuple[str, ...] = ()
+) -> Swarm:
+    """A one-iteration swarm of task ``t`` running ``body`` on ``node`` only."""
+    indented = "\n".join("        " + line for line in body.strip().splitlines())
+    code = (
+        "import os, sys, time\nfrom shoal.runtime import Task\n\n"
+        f"class T(Task):\n    def run(self):\n{indented}\n\n"
+        "def main():\n    T().run()\n"
+    )
+
+    class One(Swarm):
+        max_iterations = 1
+
+        def __init__(self) -> None:
+            self.t = Task(
+                Module(code, name="t", datasets=datasets),
+                alias="t",
+                specified_ids=[node],
+                timeout=timeout,
+            )
+
+        def execute(self) -> Task:
+            return self.t()
+
+    return One()
+
+
+@pytest.fixture(scope="module")
+def site(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Deployment, Coordinator, Path]]:
+    root = tmp_path_factory.mktemp("site")
+    numbers, secret = root / "numbers.npy", root / "secret.npy"
+    np.save(numbers, np.arange(5.0))
+    np.save(secret, np.zeros(3))
+    with deployment(root) as d:
+        coord = d.coordinator(db=f"sqlite:///{root / 'shoal.db'}", heartbeat_timeout=3.0)
+        _, folder = d.node(
+            coord, "solo", {"numbers": numbers, "secret": secret}, limits="memory_mb = 1024"
+        )
+        with coord.user() as user:
+            wait_nodes(user, ["solo"])
+        yield d, coord, folder
+
+
+@pytest.fixture
+def user(site: tuple[Deployment, Coordinator, Path]) -> Iterator[httpx.Client]:
+    with site[1].user() as client:
+        yield client
+
+
+def _run(user: httpx.Client, swarm: Swarm) -> tuple[str, dict[str, Any]]:
+    swarm_id = submit(user, swarm)
+    return swarm_id, wait_status(user, swarm_id, timeout=60)
+
+
+def _value(user: httpx.Client, swarm_id: str, tag: str) -> Any:
+    return results(user, swarm_id, tag, alias="t")[0]["value"]
+
+
+def test_tasks_get_a_scrubbed_environment_and_only_their_datasets(
+    site: tuple[Deployment, Coordinator, Path], user: httpx.Client
+) -> None:
+    _, coord, folder = site
+    body = """
+self.world.results.add("env", dict(os.environ))
+self.world.results.add("cwd", os.getcwd())
+self.world.results.add("argv", list(sys.argv))
+self.world.results.add("rows", int(self.local.get_dataset("numbers").shape[0]))
+self.world.results.add("cpu", self.local.get_resources().cpu)
+try:
+    self.local.get_dataset("secret")
+except Exception as e:
+    self.world.results.add("denied", str(e))
+"""
+    swarm_id, status = _run(user, one_task(body, "solo", datasets=("numbers",)))
+    assert status["status"] == "succeeded", json.dumps(status, indent=1)
+    env = _value(user, swarm_id, "env")
+    allowed = {"PATH", "HOME", "TMPDIR", "LANG", "LC_CTYPE", "PYTHONPATH"}
+    assert set(env) - allowed <= {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
+    credential = (folder / "state" / "credential").read_text().strip()
+    secrets = {coord.join_token, coord.user_token, credential, credential.split(":")[1]}
+    for value in [*env.values(), *_value(user, swarm_id, "argv")]:
+        assert not any(s in value for s in secrets)
+    cwd = _value(user, swarm_id, "cwd")
+    assert env["HOME"] == cwd and cwd.startswith(str(folder / "state" / "work"))
+    assert _value(user, swarm_id, "rows") == 5
+    assert _value(user, swarm_id, "cpu") >= 1
+    denied = _value(user, swarm_id, "denied")
+    assert "no dataset 'secret'" in denied and "numbers" in denied
+
+
+def test_failures_carry_their_kind_node_and_traceback(user: httpx.Client) -> None:
+    cases = {
+        "error": ('raise ValueError("bad shard")', None, "ValueError: bad shard"),
+        "crash": ("os._exit(3)", None, "exit code 3"),
+        "timeout": ("time.sleep(60)", 1.0, "timed out after 1s"),
+        "memory": ("bytearray(4 * 1024**3)", None, "MemoryError"),
+    }
+    for name, (body, timeout, expected) in cases.items():
+        _, status = _run(user, one_task(body, "solo", timeout=timeout))
+        assert status["status"] == "failed", name
+        (failure,) = status["failures"]
+        assert failure["node_id"] == "solo"
+        assert failure["kind"] == {"memory": "error"}.get(name, name)
+        assert expected in failure["error"] + failure["traceback"], (name, failure)
+    _, traced = _run(user, one_task('raise ValueError("bad shard")', "solo"))
+    assert 'raise ValueError("bad shard")' in traced["failures"][0]["traceback"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie still answers signal 0 until its parent reaps it.
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def test_stopping_a_swarm_kills_its_running_task(user: httpx.Client) -> None:
+    swarm_id = submit(user, one_task('print(f"pid={os.getpid()}")\ntime.sleep(60)', "solo"))
+    deadline = time.monotonic() + 30
+    pid = None
+    while pid is None and time.monotonic() < deadline:
+        for r in user.get(f"/v1/swarms/{swarm_id}/logs").json():
+            if r["message"].startswith("pid="):
+                pid = int(r["message"][4:])
+        time.sleep(0.1)
+    assert pid is not None and not _gone(pid)
+    user.post(f"/v1/swarms/{swarm_id}/stop").raise_for_status()
+    deadline = time.monotonic() + 15
+    while not _gone(pid):
+        assert time.monotonic() < deadline, "the cancelled task still runs"
+        time.sleep(0.1)
+    assert user.get(f"/v1/swarms/{swarm_id}").json()["status"] == "stopped"
+
+
+def test_a_bundle_is_fetched_once_per_node(
+    site: tuple[Deployment, Coordinator, Path], user: httpx.Client
+) -> None:
+    body = 'self.world.results.add("x", 1)  # fetched once'
+    for _ in range(2):
+        assert _run(user, one_task(body, "solo"))[1]["status"] == "succeeded"
+    log = (site[2] / "agent.log").read_text()
+    fetched = [line.split()[-1] for line in log.splitlines() if "fetched bundle" in line]
+    assert len(fetched) == len(set(fetched))
+
+
+def test_an_agent_restart_keeps_its_identity(
+    site: tuple[Deployment, Coordinator, Path], user: httpx.Client
+) -> None:
+    d, coord, _ = site
+    proc, folder = d.node(coord, "phoenix")
+    wait_nodes(user, ["phoenix"])
+    cred_file = folder / "state" / "credential"
+    deadline = time.monotonic() + 10  # written right after the enrolment answer
+    while not cred_file.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first = cred_file.read_text()
+    assert stat.S_IMODE(cred_file.stat().st_mode) == 0o600
+    kill_group(proc, signal.SIGTERM)
+    restarted = time.time()
+    d.node(coord, "phoenix")
+    deadline = time.monotonic() + 30
+    while True:  # heard from the new agent (the old one may still count as connected)
+        node = next(n for n in user.get("/v1/nodes").json() if n["node_id"] == "phoenix")
+        if node["connected"] and node["last_seen"] > restarted:
+            break
+        assert time.monotonic() < deadline, node
+        time.sleep(0.1)
+    assert cred_file.read_text() == first
+    assert [n["node_id"] for n in user.get("/v1/nodes").json()].count("phoenix") == 1
+    body = 'self.world.results.add("ok", True)'
+    status = _run(user, one_task(body, "phoenix"))[1]
+    assert status["status"] == "succeeded", json.dumps(status, indent=1)
+
+
+def test_a_node_that_dies_mid_task_fails_the_swarm_with_kind_lost(
+    site: tuple[Deployment, Coordinator, Path], user: httpx.Client
+) -> None:
+    d, coord, _ = site
+    proc, _ = d.node(coord, "doomed")
+    wait_nodes(user, ["doomed"])
+    swarm_id = submit(user, one_task('print(f"pid={os.getpid()}")\ntime.sleep(60)', "doomed"))
+    deadline = time.monotonic() + 30
+    pid = None
+    while pid is None and time.monotonic() < deadline:
+        for r in user.get(f"/v1/swarms/{swarm_id}/logs").json():
+            if r["message"].startswith("pid="):
+                pid = int(r["message"][4:])
+        time.sleep(0.1)
+    assert pid is not None
+    kill_group(proc, signal.SIGKILL)
+    status = wait_status(user, swarm_id, timeout=30)  # heartbeat timeout is 3 s
+    assert status["status"] == "failed"
+    assert status["failures"][0]["kind"] == "lost"
+    assert "node doomed lost" in status["failures"][0]["error"]
+    deadline = time.monotonic() + 15
+    while not _gone(pid):  # the orphaned task noticed its agent is gone
+        assert time.monotonic() < deadline, "the orphaned task still runs"
+        time.sleep(0.1)
+
+
+def test_a_chatty_task_logs_every_line_in_order(user: httpx.Client) -> None:
+    body = 'for i in range(3000):\n    print(f"line {i}")\nself.logger.metric("m", 1.5)'
+    swarm_id, status = _run(user, one_task(body, "solo"))
+    assert status["status"] == "succeeded"
+    logs = user.get(f"/v1/swarms/{swarm_id}/logs").json()
+    assert [r["message"] for r in logs] == [f"line {i}" for i in range(3000)]
+    assert [m["value"] for m in user.get(f"/v1/swarms/{swarm_id}/metrics").json()] == [1.5]
+
+
+def test_a_task_cannot_publish_files_outside_its_outbox(
+    site: tuple[Deployment, Coordinator, Path], user: httpx.Client
+) -> None:
+    credential = site[2] / "state" / "credential"
+    body = f"""
+from shoal._runtime.context import current
+wire = {{"file": "{credential}", "offset": 0, "length": 10}}
+try:
+    current().channel.request("globals.set", {{"key": "loot", "value": wire}})
+except Exception as e:
+    self.world.results.add("refused", str(e))
+"""
+    swarm_id, status = _run(user, one_task(body, "solo"))
+    assert status["status"] == "succeeded"
+    assert "outside the task's outbox" in _value(user, swarm_id, "refused")
+    assert user.get(f"/v1/swarms/{swarm_id}/globals/loot").status_code == 404
