@@ -41,6 +41,9 @@ def file_of(blobs: BlobStore, digest: str, what: str = "blob") -> Path:
     return blobs.path(digest)
 
 
+BATCH = 4 * 1024 * 1024
+
+
 async def put_streamed(blobs: BlobStore, digest: str, stream: AsyncIterator[bytes]) -> int:
     """Store an upload as it arrives (never whole in memory); return its length.
 
@@ -48,14 +51,23 @@ async def put_streamed(blobs: BlobStore, digest: str, stream: AsyncIterator[byte
     """
     check_digest(digest)
 
-    async def next_chunk() -> bytes | None:
-        try:
-            return await stream.__anext__()
-        except StopAsyncIteration:
-            return None
+    async def next_batch() -> bytes | None:
+        # The server hands the body over in ~64 KiB pieces; crossing from the writer
+        # thread to the event loop once per piece costs more than the bytes themselves,
+        # so each crossing collects up to BATCH bytes.
+        parts: list[bytes] = []
+        size = 0
+        while size < BATCH:
+            try:
+                chunk = await stream.__anext__()
+            except StopAsyncIteration:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        return b"".join(parts) if parts else None
 
     def chunks() -> Iterator[bytes]:
-        while (chunk := anyio.from_thread.run(next_chunk)) is not None:
+        while (chunk := anyio.from_thread.run(next_batch)) is not None:
             if chunk:
                 yield chunk
 

@@ -190,4 +190,13 @@ async def put_blob(request: Request, digest: str, who: str = Depends(any_auth)) 
 @router.get("/blobs/{digest}", response_class=FileResponse)
 async def get_blob(request: Request, digest: str, who: str = Depends(any_auth)) -> FileResponse:
     """A blob's bytes, streamed."""
-    return FileResponse(file_of(blobs(request), digest), media_type="application/octet-stream")
+    return BigChunkFileResponse(
+        file_of(blobs(request), digest), media_type="application/octet-stream"
+    )
+
+
+class BigChunkFileResponse(FileResponse):
+    """Starlette reads a file in 64 KiB pieces, one thread hop each; 4 MiB pieces keep a
+    large blob's download close to the speed of the socket (memory stays bounded)."""
+
+    chunk_size = 4 * 1024 * 1024
