@@ -16,15 +16,13 @@ import select
 import socket
 import sys
 import threading
-import traceback
 from pathlib import Path
 
 from shoal._runtime import protocol
 from shoal._runtime.channels import SocketChannel
 from shoal._runtime.context import InstanceContext
-from shoal._runtime.loader import ModuleCache, Outcome, run_main
+from shoal._runtime.loader import ModuleCache, run_instance
 from shoal._runtime.wire import Outbox
-from shoal._sim.worker import _LogStream
 
 
 def _limit(memory_mb: int | None, cpu_seconds: int | None) -> None:
@@ -73,24 +71,9 @@ def run(sock: socket.socket, token: str) -> None:
         channel,
         dict(c.get("global_versions") or {}),
     )
-    out, err = _LogStream(channel, "info"), _LogStream(channel, "warning")
-    real_out, real_err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
     try:
-        try:
-            main = ModuleCache().main_of(c["module"], Path(c["folder"]))
-        except BaseException as e:  # an import error is the task's failure
-            outcome = Outcome(
-                False,
-                f"importing the module failed: {type(e).__name__}: {e}",
-                traceback.format_exc(),
-            )
-        else:
-            outcome = run_main(main, ctx)
-        out.flush()
-        err.flush()
+        outcome = run_instance(ModuleCache(), c["module"], Path(c["folder"]), ctx, capture=True)
     finally:
-        sys.stdout, sys.stderr = real_out, real_err
         channel.outbox.close()
     protocol.send(
         sock,

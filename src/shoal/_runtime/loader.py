@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 
 from shoal._errors import ShoalError
-from shoal._runtime.context import InstanceContext, running
+from shoal._runtime.context import Channel, InstanceContext, running
 
 _SHOAL_DIR = str(Path(__file__).resolve().parent.parent)
 
@@ -133,3 +133,57 @@ def run_main(main: Callable[[], object], ctx: InstanceContext) -> Outcome:
         text = "".join(traceback.format_exception(type(e), e, _user_tb(e.__traceback__)))
         return Outcome(False, f"{type(e).__name__}: {e}", text)
     return Outcome(True)
+
+
+class LogStream(io.TextIOBase):
+    """Sends what task code prints to its logs, one line at a time."""
+
+    def __init__(self, channel: Channel, level: str) -> None:
+        self._channel = channel
+        self._level = level
+        self._buf = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self._buf += s
+        *lines, self._buf = self._buf.split("\n")
+        for line in lines:
+            self._channel.notify("log", {"level": self._level, "message": line})
+        return len(s)
+
+    def flush(self) -> None:
+        if self._buf:
+            self._channel.notify("log", {"level": self._level, "message": self._buf})
+            self._buf = ""
+
+
+def run_instance(
+    cache: ModuleCache, module: str, folder: Path, ctx: InstanceContext, capture: bool
+) -> Outcome:
+    """Import ``module`` (once per cache) and run its ``main()`` as instance ``ctx``.
+
+    An import error is the task's failure, with its traceback. With ``capture``, what the
+    task prints goes to its logs (stdout at info, stderr at warning); without it (the
+    inline executor) prints stay on the terminal, next to a debugger.
+    """
+    streams = (LogStream(ctx.channel, "info"), LogStream(ctx.channel, "warning"))
+    real = sys.stdout, sys.stderr
+    if capture:
+        sys.stdout, sys.stderr = streams
+    try:
+        try:
+            main = cache.main_of(module, folder)
+        except Exception as e:
+            return Outcome(
+                False,
+                f"importing the module failed: {type(e).__name__}: {e}",
+                traceback.format_exc(),
+            )
+        return run_main(main, ctx)
+    finally:
+        if capture:
+            for stream in streams:
+                stream.flush()
+            sys.stdout, sys.stderr = real

@@ -25,7 +25,7 @@ from shoal._errors import ShoalError
 from shoal._runtime import protocol
 from shoal._runtime.channels import DirectChannel
 from shoal._runtime.context import InstanceContext
-from shoal._runtime.loader import ModuleCache, Outcome, run_main
+from shoal._runtime.loader import ModuleCache, Outcome, run_instance
 from shoal._runtime.service import InstanceInfo, WorldService
 
 
@@ -134,18 +134,7 @@ class InlineExecutor:
                 DirectChannel(self._service, info),
             )
             self._on_started(info.instance_id)
-            try:
-                main = self._cache.main_of(job.module, job.folder)
-            except Exception as e:
-                import traceback
-
-                outcome = Outcome(
-                    False,
-                    f"importing the module failed: {type(e).__name__}: {e}",
-                    traceback.format_exc(),
-                )
-            else:
-                outcome = run_main(main, ctx)
+            outcome = run_instance(self._cache, job.module, job.folder, ctx, capture=False)
             self._on_done(info.instance_id, outcome, FailureKind.ERROR)
             return
 

@@ -7,7 +7,6 @@ is imported once per worker.
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import sys
@@ -17,32 +16,8 @@ from typing import Any
 from shoal._runtime import protocol
 from shoal._runtime.channels import SocketChannel
 from shoal._runtime.context import InstanceContext
-from shoal._runtime.loader import ModuleCache, Outcome, run_main
+from shoal._runtime.loader import ModuleCache, run_instance
 from shoal._runtime.wire import Outbox
-
-
-class _LogStream(io.TextIOBase):
-    """Sends what task code prints to the driver's logs, one line at a time."""
-
-    def __init__(self, channel: SocketChannel, level: str) -> None:
-        self._channel = channel
-        self._level = level
-        self._buf = ""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, s: str) -> int:
-        self._buf += s
-        *lines, self._buf = self._buf.split("\n")
-        for line in lines:
-            self._channel.notify("log", {"level": self._level, "message": line})
-        return len(s)
-
-    def flush(self) -> None:
-        if self._buf:
-            self._channel.notify("log", {"level": self._level, "message": self._buf})
-            self._buf = ""
 
 
 def serve(sock: socket.socket, blobs: Path) -> None:
@@ -50,7 +25,6 @@ def serve(sock: socket.socket, blobs: Path) -> None:
     cache = ModuleCache()
     outbox = Outbox(blobs, f"w{os.getpid()}")
     channel = SocketChannel(sock, outbox)
-    real_out, real_err = sys.stdout, sys.stderr
     protocol.send(sock, {"op": "ready"})  # imports done: instance timings start from here
     while True:
         try:
@@ -68,26 +42,9 @@ def serve(sock: socket.socket, blobs: Path) -> None:
             c["iteration"],
             c["attempt"],
             channel,
+            msg.get("globals"),
         )
-        out, err = _LogStream(channel, "info"), _LogStream(channel, "warning")
-        sys.stdout, sys.stderr = out, err
-        try:
-            try:
-                main = cache.main_of(msg["module"], Path(msg["folder"]))
-            except BaseException as e:  # an import error is the task's failure
-                import traceback
-
-                outcome = Outcome(
-                    False,
-                    f"importing the module failed: {type(e).__name__}: {e}",
-                    traceback.format_exc(),
-                )
-            else:
-                outcome = run_main(main, ctx)
-            out.flush()
-            err.flush()
-        finally:
-            sys.stdout, sys.stderr = real_out, real_err
+        outcome = run_instance(cache, msg["module"], Path(msg["folder"]), ctx, capture=True)
         protocol.send(
             sock,
             {
