@@ -45,12 +45,17 @@ Ray backend: ``client_resources = {num_cpus: --cpus-per-client, num_gpus: 0}``; 
 ``init_args`` are left at Flower's defaults (Flower's advice for speed) except a quieter
 log level. Flower starts ``floor(CPUs / num_cpus)`` Ray actors (worker processes) and
 runs one ClientApp at a time on each. Flower's own default is 2 CPUs per ClientApp (one
-actor here); its guide says to lower ``num_cpus`` while the CPUs are under-used. The
-default here, 0.25 (8 actors on a 2-core machine), was the fastest on this workload: at
-N=1000 rounds took about 8.5 s against 12-13 s with 0.5, 25-28 s with 1.0 and 9.5 s
-with 0.125; at N=100 rounds took 0.84-0.98 s for 0.25, 0.5 and 1.0 alike and 2.5 s
-with 2.0. Each actor adds a second or two of start-up, so 1.0 reaches round 1 sooner
-when N is small.
+actor on a 2-core machine); its guide says to lower ``num_cpus`` while the CPUs are
+under-used. The default here, ``auto``, takes what was fastest for this workload on a
+2-core machine: 1.0 (2 actors) up to 100 clients, 0.25 (8 actors) above.
+
+* N=10: rounds took 0.10 s or 0.21 s with either (the 0.1 s polling quantizes them), and
+  round 1 ended at 8 s with 1.0 against 13-14 s with 0.25 (each actor costs a second or
+  two of start-up).
+* N=100: rounds took 0.76-0.98 s with 0.25, 0.5 or 1.0 alike and 2.5 s with 2.0; with 1.0
+  round 1 ended at 7-9 s against 14-17 s.
+* N=1000: rounds took about 9 s with 0.25, 12-13 s with 0.5, 25-28 s with 1.0 and 9.5 s
+  with 0.125 (16 actors, whose start-up pushed round 1 to 60 s).
 
 Exit status: 0 when the final model matches the closed form, 1 otherwise.
 """
@@ -285,6 +290,11 @@ def expected_value(clients: int, rounds: int) -> float:
     return m + (0.0 - m) * (1 - LEARNING_RATE) ** rounds
 
 
+def auto_cpus_per_client(clients: int) -> float:
+    """The fastest ``num_cpus`` per ClientApp found for this workload on 2 cores."""
+    return 1.0 if clients <= 100 else 0.25
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, required=True, help="N simulated SuperNodes")
@@ -294,8 +304,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--cpus-per-client",
         type=float,
-        default=0.25,
-        help="Ray num_cpus per ClientApp; Flower runs floor(CPUs / this) actors",
+        default=None,
+        help="Ray num_cpus per ClientApp; Flower runs floor(CPUs / this) actors "
+        "(default: 1.0 up to 100 clients, 0.25 above)",
     )
     p.add_argument(
         "--mem-interval",
@@ -309,6 +320,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.cpus_per_client is None:
+        args.cpus_per_client = auto_cpus_per_client(args.clients)
     if not args.verbose:
         # Per-round INFO lines go; Flower's and Ray's warnings and errors stay.
         logging.getLogger("flwr").setLevel(logging.WARNING)
