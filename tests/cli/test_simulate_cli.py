@@ -112,3 +112,16 @@ def test_bad_dataset_option_is_one_clear_line(tmp_path: Path) -> None:
     swarm = _write(tmp_path)
     out = shoal("simulate", str(swarm), "--dataset", "nonsense", cwd=tmp_path)
     assert out.returncode == 2 and "NAME=PATH" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_an_invalid_swarm_is_one_paragraph_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "swarm.py").write_text(
+        "from shoal import Module, Swarm, Task\n"
+        "class Bad(Swarm):\n"
+        "    def execute(self):\n"
+        "        return Task(Module('missing.py'), maximum=0)()\n"
+    )
+    out = shoal("simulate", str(tmp_path / "swarm.py"), "--nodes", "2", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "2 problems" in out.stderr and "missing.py" in out.stderr
+    assert "Traceback" not in out.stdout + out.stderr

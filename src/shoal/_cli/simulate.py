@@ -65,12 +65,6 @@ def simulate(
         swarm, _ = load_swarm(target)
     except ShoalError as e:
         fail(e)
-    images = sorted({m.image for m in shoal.Swarm.prepare_graph(swarm).modules.values()})
-    if images != ["python"]:
-        out.print(
-            f"[dim]note: module images {images} are recorded but not enforced by the "
-            f"{executor} executor; every task runs with this Python.[/]"
-        )
     bar = Progress(
         TextColumn("iteration {task.fields[iteration]}"),
         BarColumn(),
@@ -103,6 +97,13 @@ def simulate(
             )
     except ShoalError as e:
         fail(e)
+    # From the run's plan: compiling the swarm a second time just for this note was waste.
+    images = sorted({m.image for m in run.plan.modules.values()})
+    if images != ["python"]:
+        out.print(
+            f"[dim]note: module images {images} are recorded but not enforced by the "
+            f"{executor} executor; every task ran with this Python.[/]"
+        )
     _save_logs(run, run_dir)
     _summary(run)
     if json_out is not None:

@@ -105,8 +105,3 @@ def wire_buffer(wire: Wire) -> Buffer:
 def from_wire(wire: Wire) -> Any:
     """Decode a wire value; arrays are zero-copy views of the buffer read."""
     return decode(wire_buffer(wire))
-
-
-def wire_size(wire: Wire) -> int:
-    """Bytes of the encoded value."""
-    return len(wire["inline"]) if "inline" in wire else int(wire["length"])
