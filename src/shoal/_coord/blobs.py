@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -42,41 +44,71 @@ def file_of(blobs: BlobStore, digest: str, what: str = "blob") -> Path:
 
 
 BATCH = 4 * 1024 * 1024
+# Body bytes read ahead of the writer thread. The server stops reading the socket once
+# ~64 KiB wait unread, so without a reader running beside the writer the network would
+# idle while each batch is hashed and written; 16 MiB keeps both busy and bounds memory.
+AHEAD = 16 * 1024 * 1024
 
 
 async def put_streamed(blobs: BlobStore, digest: str, stream: AsyncIterator[bytes]) -> int:
     """Store an upload as it arrives (never whole in memory); return its length.
 
-    The store writes in a worker thread and pulls each chunk from the event loop.
+    A task on the event loop reads the body into a bounded buffer while the store
+    hashes and writes in a worker thread, so receiving and writing overlap.
     """
     check_digest(digest)
+    ready: deque[bytes] = deque()
+    buffered = 0
+    done = False
+    changed = asyncio.Event()  # set whenever the reader or the writer made progress
+
+    async def read() -> None:
+        nonlocal buffered, done
+        try:
+            async for chunk in stream:
+                while buffered >= AHEAD:
+                    changed.clear()
+                    await changed.wait()
+                if chunk:
+                    ready.append(chunk)
+                    buffered += len(chunk)
+                    changed.set()
+        finally:
+            done = True
+            changed.set()
 
     async def next_batch() -> bytes | None:
-        # The server hands the body over in ~64 KiB pieces; crossing from the writer
-        # thread to the event loop once per piece costs more than the bytes themselves,
-        # so each crossing collects up to BATCH bytes.
+        # One crossing from the writer thread per batch, not per ~64 KiB piece: the
+        # crossing costs more than the bytes themselves.
+        nonlocal buffered
+        while not ready and not done:
+            changed.clear()
+            await changed.wait()
+        if not ready:
+            return None
         parts: list[bytes] = []
         size = 0
-        while size < BATCH:
-            try:
-                chunk = await stream.__anext__()
-            except StopAsyncIteration:
-                break
-            parts.append(chunk)
-            size += len(chunk)
-        return b"".join(parts) if parts else None
+        while ready and size < BATCH:
+            parts.append(ready.popleft())
+            size += len(parts[-1])
+        buffered -= size
+        changed.set()
+        return b"".join(parts)
 
     def chunks() -> Iterator[bytes]:
         while (chunk := anyio.from_thread.run(next_batch)) is not None:
-            if chunk:
-                yield chunk
+            yield chunk
 
+    reader = asyncio.ensure_future(read())
     try:
         _, length = await run_in_threadpool(blobs.put_stream, chunks(), digest)
+        await reader  # re-raises a failed read (e.g. the client went away)
     except ShoalError as e:
         if e.code == "blob.digest":
             raise ApiError(
                 400, e.message, code="blob.mismatch", hint="upload the exact bytes of the digest"
             ) from None
         raise
+    finally:
+        reader.cancel()
     return length

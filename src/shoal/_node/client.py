@@ -7,7 +7,8 @@ report. A 401 calls ``on_unauthorized`` (the agent re-enrols) and retries once.
 
 from __future__ import annotations
 
-import hashlib
+import http.client
+import json
 import logging
 import os
 import random
@@ -16,12 +17,13 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import msgpack
 
 from shoal._errors import ShoalError
+from shoal._store.blobs import write_hashed
 
 log = logging.getLogger("shoal.node")
 
@@ -70,14 +72,25 @@ class Backoff:
 
 
 def _raise_for(resp: httpx.Response) -> None:
-    if resp.status_code < 400:
-        return
+    if resp.status_code >= 400:
+        _raise_for_status(resp.status_code, resp.content)
+
+
+def _raise_for_status(status: int, body: bytes) -> None:
     try:
-        err = resp.json()["error"]
+        err = json.loads(body)["error"]
         code, message, hint = err["code"], err["message"], err.get("hint")
     except Exception:  # not our error shape (a proxy in between, ...)
-        code, message, hint = f"http.{resp.status_code}", resp.text[:500], None
-    raise Rejected(resp.status_code, code, message, hint)
+        code, message, hint = f"http.{status}", body[:500].decode(errors="replace"), None
+    raise Rejected(status, code, message, hint)
+
+
+def _read_into(resp: http.client.HTTPResponse) -> Iterator[memoryview]:
+    # One reused buffer: write_hashed is done with a chunk before it asks for the next.
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while n := resp.readinto(buf):
+        yield view[:n]
 
 
 def file_chunks(path: Path, offset: int, length: int) -> Iterator[bytes]:
@@ -117,12 +130,18 @@ class CoordinatorClient:
         retry_max_s: float = 30.0,
         verify: bool | ssl.SSLContext = True,
     ) -> None:
+        self._read_timeout_s = 30.0
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             verify=verify,
-            timeout=httpx.Timeout(30.0, connect=10.0),
+            timeout=httpx.Timeout(self._read_timeout_s, connect=10.0),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
+        self._raw_base = urlsplit(base_url.rstrip("/"))
+        self._ssl = verify if isinstance(verify, ssl.SSLContext) else ssl.create_default_context()
+        if verify is False:
+            self._ssl.check_hostname = False
+            self._ssl.verify_mode = ssl.CERT_NONE
         self._stop = stop
         self._retry_max_s = retry_max_s
         self.credential: str | None = None
@@ -231,34 +250,51 @@ class CoordinatorClient:
         return reply
 
     def download(self, path: str, dest: Path, digest: str) -> int:
-        """GET ``path`` into ``dest`` (atomically), checking the sha256; return its size."""
+        """GET ``path`` into ``dest`` (atomically), checking the sha256; return its size.
+
+        Bulk bytes bypass httpx: reading the body with ``http.client`` into one reused
+        1 MiB buffer is several times faster on loopback than httpx's 64 KiB pieces.
+        """
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         backoff = Backoff(self._stop, self._retry_max_s)
         while True:
+            if self._stop.is_set():
+                raise Stopped("the agent is stopping")
+            conn = self._raw_connection()
             try:
-                with self._http.stream("GET", path, headers=self._headers()) as resp:
-                    if resp.status_code >= 500:
-                        raise httpx.TransportError(f"status {resp.status_code}")
-                    if resp.status_code >= 400:
-                        resp.read()
-                        _raise_for(resp)
-                    sha = hashlib.sha256()
-                    size = 0
-                    with tmp.open("wb") as f:
-                        # As received: re-chunking halves the throughput.
-                        for chunk in resp.iter_bytes():
-                            sha.update(chunk)
-                            f.write(chunk)
-                            size += len(chunk)
+                conn.request("GET", self._raw_base.path + path, headers=self._headers())
+                resp = conn.getresponse()
+                if resp.status >= 500:
+                    raise OSError(f"coordinator answered {resp.status}")
+                if resp.status >= 400:
+                    _raise_for_status(resp.status, resp.read())
+                with tmp.open("wb", buffering=0) as f:
+                    got, size = write_hashed(_read_into(resp), f)
                 break
-            except httpx.TransportError:
+            except (OSError, http.client.HTTPException) as e:
                 tmp.unlink(missing_ok=True)
+                (log.debug if backoff.tries else log.warning)(
+                    "download of %s failed (%s); retrying", path, e
+                )
                 backoff.pause()
-        if "sha256:" + sha.hexdigest() != digest:
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            finally:
+                conn.close()
+        if got != digest:
             tmp.unlink(missing_ok=True)
             raise ShoalError(f"{path} does not match its digest", code="node.digest")
         os.replace(tmp, dest)
         return size
+
+    def _raw_connection(self) -> http.client.HTTPConnection:
+        host, port = self._raw_base.hostname or "127.0.0.1", self._raw_base.port
+        if self._raw_base.scheme == "https":
+            return http.client.HTTPSConnection(
+                host, port, timeout=self._read_timeout_s, context=self._ssl
+            )
+        return http.client.HTTPConnection(host, port, timeout=self._read_timeout_s)
 
     def upload(self, digest: str, path: Path, offset: int, length: int) -> None:
         """PUT a file slice as the blob ``digest`` (streamed)."""

@@ -15,12 +15,13 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
 from shoal._errors import ShoalError
 
-__all__ = ["CHUNK", "BlobStore", "digest_of"]
+__all__ = ["CHUNK", "BlobStore", "digest_of", "write_hashed"]
 
 CHUNK = 1 << 20  # 1 MiB
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
@@ -87,18 +88,12 @@ class BlobStore:
         """
         if expected is not None:
             _hex(expected)
-        hasher = hashlib.sha256()
-        length = 0
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    hasher.update(chunk)
-                    length += out.write(chunk)  # bytes, also for a memoryview
-                out.flush()
+            with os.fdopen(fd, "wb", buffering=0) as out:
+                digest, length = write_hashed(chunks, out)
                 os.fsync(out.fileno())
-            digest = "sha256:" + hasher.hexdigest()
             if expected is not None and digest != expected:
                 raise ShoalError(
                     f"the uploaded bytes have digest {digest}, not {expected}",
@@ -172,6 +167,36 @@ def _chunks(path: Path, chunk: int) -> Iterator[bytes]:
     with path.open("rb") as f:
         while piece := f.read(chunk):
             yield piece
+
+
+def write_hashed(
+    chunks: Iterable[bytes | bytearray | memoryview], out: BinaryIO
+) -> tuple[str, int]:
+    """Write ``chunks`` to ``out`` (opened unbuffered) and return their digest and length.
+
+    Hashing and writing both release the GIL: each chunk is hashed in a second thread
+    while this one writes it, so the cost is the slower of the two, not their sum. A
+    chunk is done with before the next is asked for, so a producer may reuse its buffer.
+    """
+    hasher = hashlib.sha256()
+    length = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="shoal-hash") as pool:
+        for chunk in chunks:
+            hashed = pool.submit(hasher.update, chunk)
+            try:
+                length += _write_all(out, chunk)
+            finally:
+                hashed.result()
+    return "sha256:" + hasher.hexdigest(), length
+
+
+def _write_all(out: BinaryIO, chunk: bytes | bytearray | memoryview) -> int:
+    # An unbuffered file may write less than asked.
+    view = memoryview(chunk).cast("B")
+    done = 0
+    while done < len(view):
+        done += out.write(view[done:]) or 0
+    return done
 
 
 def _fsync_dir(folder: Path) -> None:
