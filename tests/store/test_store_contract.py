@@ -397,6 +397,7 @@ def test_memory_drop_results_deletes_segments(tmp_path: Any) -> None:
         (tmp_path / name).write_bytes(b"x")
     mem = MemoryStore(tmp_path)
     mem.drop_results("s", 3)
+    mem.settle()  # deleted by a background thread
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w1-r13.seg", "w1-r4.seg"]
     MemoryStore().drop_results("s", 3)  # no segment folder: nothing to delete
 

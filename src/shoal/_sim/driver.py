@@ -247,6 +247,7 @@ class Simulation:
                 self._drain(executor)
         finally:
             executor.close()
+            self.store.settle()
         return self._result()
 
     def _result(self) -> SimulationRun:
