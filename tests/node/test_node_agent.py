@@ -30,6 +30,10 @@ from shoal import Module, Swarm, Task
 
 pytestmark = pytest.mark.timeout(120)
 
+# These tests pin the plain executor (they read task pids and rlimit errors on the host);
+# the bwrap executor has its own in test_sandbox_*.py.
+PROCESS = 'executor = "process"'
+
 
 def one_task(
     body: str, node: str, timeout: float | None = None, datasets: tuple[str, ...] = ()
@@ -70,7 +74,11 @@ def site(
     with deployment(root) as d:
         coord = d.coordinator(db=f"sqlite:///{root / 'shoal.db'}", heartbeat_timeout=3.0)
         _, folder = d.node(
-            coord, "solo", {"numbers": numbers, "secret": secret}, limits="memory_mb = 1024"
+            coord,
+            "solo",
+            {"numbers": numbers, "secret": secret},
+            extra=PROCESS,
+            limits="memory_mb = 1024",
         )
         with coord.user() as user:
             wait_nodes(user, ["solo"])
@@ -214,7 +222,7 @@ def test_a_node_that_dies_mid_task_fails_the_swarm_with_kind_lost(
     site: tuple[Deployment, Coordinator, Path], user: httpx.Client
 ) -> None:
     d, coord, _ = site
-    proc, _ = d.node(coord, "doomed")
+    proc, _ = d.node(coord, "doomed", extra=PROCESS)
     wait_nodes(user, ["doomed"])
     swarm_id = submit(user, one_task('print(f"pid={os.getpid()}")\ntime.sleep(60)', "doomed"))
     deadline = time.monotonic() + 30

@@ -34,7 +34,7 @@ def test_a_valid_config_resolves_relative_paths(tmp_path: Path) -> None:
     assert cfg.limits.max_concurrent == 2 and cfg.limits.memory_mb == 512
     assert cfg.interpreter("python") == Path(sys.executable)  # the default image
     assert cfg.interpreter("other") is None
-    assert cfg.executor == "subprocess"
+    assert cfg.executor == "auto"  # bwrap where it works, else process
 
 
 def test_every_problem_is_reported_with_its_key_and_fix(tmp_path: Path) -> None:

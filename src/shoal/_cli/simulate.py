@@ -46,7 +46,13 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Seed for placement and partitioning.")] = 0,
     max_iterations: Annotated[int | None, typer.Option(help="Override max_iterations.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: cores).")] = None,
-    executor: Annotated[str, typer.Option(help="processes | inline")] = "processes",
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="process (a worker pool; alias: processes) | bwrap (the pool, each "
+            "worker sandboxed by bubblewrap: read-only data, no network) | inline."
+        ),
+    ] = "process",
     run_dir: Annotated[
         Path | None, typer.Option(help="Where to keep logs and data (default .shoal/runs/...).")
     ] = None,

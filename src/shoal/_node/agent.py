@@ -83,10 +83,28 @@ class Agent:
     # ------------------------------------------------------------------ images
     def _check_images(self) -> dict[str, tuple[Path, str | None]]:
         """Images whose interpreter can run the task runner, with the PYTHONPATH each
-        needs (the agent's own shoal, when the interpreter does not have it)."""
+        needs (the agent's own shoal, when the interpreter does not have it). An
+        executor with ``check_image(name, value) -> (interpreter, pythonpath) | reason``
+        (podman, docker) checks each image itself; an unusable one is logged, not
+        offered."""
         names = {DEFAULT_IMAGE, *self.config.images}
         usable: dict[str, tuple[Path, str | None]] = {}
+        # An executor that resolves images itself (OCI: image references) checks them.
+        check = getattr(self.executor, "check_image", None)
         for name in sorted(names):
+            if check is not None:
+                value = self.config.images.get(name)
+                try:
+                    got = check(name, None if value is None else str(value))
+                except Exception as e:  # an unusable image is never the agent's end
+                    got = f"checking it failed: {e}"
+                if isinstance(got, str):
+                    (log.info if value is None else log.error)(
+                        "image %r is not offered: %s", name, got
+                    )
+                else:
+                    usable[name] = got
+                continue
             interp = self.config.interpreter(name)
             if interp is None:
                 continue

@@ -6,7 +6,7 @@ Example::
     coordinator = "https://coordinator.example:8750"
     join_token_file = "/etc/shoal/join-token"   # or join_token = "..."
     state_dir = "/var/lib/shoal/node"
-    executor = "subprocess"
+    executor = "auto"                           # bwrap if it works here, else process
     heartbeat_interval_s = 5
     # ca_cert = "/etc/shoal/ca.pem"             # trust a self-signed coordinator CA
     # gpu = false
@@ -22,6 +22,8 @@ Example::
     memory_mb = 4096
     cpu_seconds = 3600
     wall_timeout_s = 86400
+    max_processes = 512                         # processes and threads (bwrap, cgroups)
+    # cpus = 2.0                                # a CPU quota in cores (bwrap, cgroups)
 
 Relative paths are relative to the config file. Every validation error names the key
 and how to fix it.
@@ -44,21 +46,32 @@ else:  # pragma: no cover - Python 3.10 needs the tomli backport
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 DEFAULT_IMAGE = "python"
+# Executors whose [images] are OCI image references (checked by the executor when the
+# agent starts), not interpreter paths.
+OCI_EXECUTORS = ("podman", "docker")
 _NODE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 _FIXES = {
     "node_id": "letters, digits, '.', '_' or '-' (at most 128), e.g. node_id = \"site-a\"",
     "coordinator": 'the coordinator URL, e.g. coordinator = "https://coord:8750"',
     "state_dir": "a folder the agent may write (credential, caches)",
-    "executor": 'an executor name, e.g. executor = "subprocess"',
+    "executor": 'an executor name: "auto", "bwrap" or "process"',
     "heartbeat_interval_s": "a number of seconds > 0, e.g. 5",
     "datasets": 'a table [datasets] of name = "path"',
-    "images": 'a table [images] of name = "interpreter or venv path"',
+    "images": 'a table [images] of name = "interpreter or venv path" (podman, docker: '
+    '"OCI image reference")',
 }
 
 
 class Limits(BaseModel):
-    """What one instance may use; None: no limit."""
+    """What one instance may use; None: no limit.
+
+    ``memory_mb`` is the RAM of all of an instance's processes together under ``bwrap``
+    with cgroups (an address-space rlimit otherwise); ``max_processes`` (processes and
+    threads at once) and ``cpus`` (a CPU quota in cores) need the ``bwrap`` executor and
+    writable cgroups; ``cpu_seconds`` is an rlimit; ``wall_timeout_s`` is enforced by
+    the agent.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -66,6 +79,8 @@ class Limits(BaseModel):
     memory_mb: Annotated[int, Field(ge=16)] | None = None
     cpu_seconds: Annotated[int, Field(ge=1)] | None = None
     wall_timeout_s: Annotated[float, Field(gt=0)] | None = None
+    max_processes: Annotated[int, Field(ge=8)] | None = 512
+    cpus: Annotated[float, Field(gt=0)] | None = None
 
 
 class NodeConfig(BaseModel):
@@ -85,9 +100,12 @@ class NodeConfig(BaseModel):
         Dataset name -> file or folder.
     images
         Image name -> Python interpreter or virtual environment folder; ``python``
-        defaults to the agent's own interpreter.
+        defaults to the agent's own interpreter. With executor ``podman`` or ``docker``:
+        image name -> OCI image reference (kept as written; no default).
     executor
-        The name of a registered executor (``subprocess``).
+        The name of a registered executor: ``auto`` (the default: ``bwrap`` when it
+        works on this machine, else ``process`` with a warning), ``bwrap`` or
+        ``process`` (alias ``subprocess``).
     limits
         Per-instance limits and how many instances run at once.
     heartbeat_interval_s
@@ -109,7 +127,7 @@ class NodeConfig(BaseModel):
     state_dir: Path
     datasets: dict[str, Path] = {}
     images: dict[str, Path] = {}
-    executor: str = "subprocess"
+    executor: str = "auto"
     limits: Limits = Limits()
     heartbeat_interval_s: Annotated[float, Field(gt=0)] = 5.0
     retry_max_s: Annotated[float, Field(gt=0)] = 30.0
@@ -150,7 +168,8 @@ def _resolve(doc: dict[str, Any], base: Path) -> dict[str, Any]:
     for key in ("state_dir", "join_token_file", "ca_cert"):
         if key in out:
             out[key] = rel(out[key])
-    for table in ("datasets", "images"):
+    oci = out.get("executor") in OCI_EXECUTORS  # images are references, not paths
+    for table in ("datasets",) if oci else ("datasets", "images"):
         if isinstance(out.get(table), dict):
             out[table] = {k: rel(v) for k, v in out[table].items()}
     return out
@@ -176,7 +195,7 @@ def _check_paths(cfg: NodeConfig) -> list[str]:
             problems.append(
                 f"datasets.{name}: {path} does not exist (fix the path or remove the entry)"
             )
-    for name, path in cfg.images.items():
+    for name, path in ({} if cfg.executor in OCI_EXECUTORS else cfg.images).items():
         interp = cfg.interpreter(name)
         if interp is None or not interp.exists():
             problems.append(

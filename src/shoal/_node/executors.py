@@ -3,9 +3,15 @@
 An executor starts ``<image python> -m shoal._node.task_runner SOCKET`` in some form of
 isolation and hands it its per-instance token on stdin (never in argv or the
 environment, which other processes can read). The agent serves the socket, enforces the
-wall-clock timeout and kills the instance on cancel. Sandboxing executors (bubblewrap,
-OCI) register themselves under their names with :func:`register_executor`; the agent
-only knows the interface.
+wall-clock timeout and kills the instance on cancel. Executors are registered by name
+(:func:`register_executor`); the agent only knows the interface:
+
+- ``process`` (alias ``subprocess``): a plain child process with rlimits; no isolation;
+- ``bwrap``: bubblewrap with cgroup limits (:mod:`shoal._node.sandbox.bwrap`);
+- ``podman``, ``docker``: a container of the module's OCI image
+  (:mod:`shoal._node.sandbox.oci`);
+- ``auto`` (the default): ``bwrap`` on Linux when it works here, otherwise ``process``
+  with a warning that says why.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +54,14 @@ class InstanceSpec:
         Large values the agent fetched for the task (read-only for the task).
     memory_mb, cpu_seconds
         Limits (None: none).
+    max_processes
+        Processes and threads at once (None: none); only a sandboxing executor with a
+        pids cgroup can enforce it.
+    cpus
+        CPU quota in cores (None: none); needs a cpu cgroup.
+    image
+        The image name the module asked for (OCI executors run the image they
+        checked under that name; the others use ``interpreter``).
     """
 
     instance_id: str
@@ -58,6 +73,9 @@ class InstanceSpec:
     blob_cache: Path
     memory_mb: int | None = None
     cpu_seconds: int | None = None
+    max_processes: int | None = None
+    cpus: float | None = None
+    image: str = "python"
 
 
 class TaskHandle(Protocol):
@@ -74,6 +92,32 @@ class TaskHandle(Protocol):
     def kill(self) -> None:
         """Kill it and everything it started."""
         ...
+
+
+def failure_reason(handle: TaskHandle) -> str | None:
+    """Which limit stopped the instance, if its handle can tell (after it exited).
+
+    A handle may define ``failure_reason() -> str | None`` (e.g. "memory limit of
+    256 MB exceeded (killed by the cgroup OOM killer)"); handles without it tell
+    nothing. Never raises.
+    """
+    explain = getattr(handle, "failure_reason", None)
+    if explain is None:
+        return None
+    try:
+        reason = explain()
+    except Exception:  # an explanation must never cost the report
+        log.exception("failure_reason() of %r failed", handle)
+        return None
+    return str(reason) if reason else None
+
+
+def signal_reason(rc: int | None, cpu_seconds: int | None) -> str | None:
+    """The limit a task process's exit status shows (SIGXCPU: the CPU time limit),
+    whether the signal came directly (``-24``) or through a shell or bwrap (``152``)."""
+    if cpu_seconds is not None and rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+        return f"CPU time limit of {cpu_seconds} s exceeded (SIGXCPU)"
+    return None
 
 
 class Executor(Protocol):
@@ -115,8 +159,9 @@ def runner_argv(spec: InstanceSpec, socket_path: Path) -> list[str]:
 class ProcessHandle:
     """A task process in its own session (so a kill reaches its children too)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], cpu_seconds: int | None = None) -> None:
         self.proc = proc
+        self.cpu_seconds = cpu_seconds
 
     def poll(self) -> int | None:
         """Its exit status, or None while it runs."""
@@ -136,6 +181,10 @@ class ProcessHandle:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(30)
 
+    def failure_reason(self) -> str | None:
+        """The limit that stopped it (only the CPU time limit can be told apart)."""
+        return signal_reason(self.proc.poll(), self.cpu_seconds)
+
 
 class SubprocessExecutor:
     """Runs each instance as a plain child process.
@@ -143,15 +192,16 @@ class SubprocessExecutor:
     Limits: an address-space limit (``memory_mb``) and CPU seconds (``cpu_seconds``),
     set by the task runner on itself before any task code runs; a scrubbed environment;
     a private work dir. It does NOT isolate: task code can read what the agent's user
-    can read and reach the network. Use it only for trusted code.
+    can read, reach the network and fork without bound. Use it only for trusted code.
     """
 
-    name = "subprocess"
+    name = "process"
 
     def __init__(self) -> None:
         log.warning(
-            "executor 'subprocess' does not isolate task code: it can read this user's "
-            "files and reach the network; use a sandboxing executor for untrusted code"
+            "executor 'process' does not isolate task code: it can read this user's "
+            "files, reach the network and start processes without bound; use the "
+            "'bwrap' executor for untrusted code"
         )
 
     def start(self, spec: InstanceSpec, socket_path: Path, token: str) -> TaskHandle:
@@ -177,12 +227,54 @@ class SubprocessExecutor:
             proc.stdin.close()
         except OSError:  # it died at once; the agent reports the crash
             pass
-        return ProcessHandle(proc)
+        return ProcessHandle(proc, spec.cpu_seconds)
 
 
 ExecutorFactory = Callable[[], Executor]
 
-_EXECUTORS: dict[str, ExecutorFactory] = {"subprocess": SubprocessExecutor}
+
+def _bwrap() -> Executor:
+    from shoal._node.sandbox.bwrap import BwrapExecutor
+
+    return BwrapExecutor()
+
+
+def _auto() -> Executor:
+    """``bwrap`` when it works on this machine, else ``process`` with a warning."""
+    if not sys.platform.startswith("linux"):
+        why = f"bubblewrap needs Linux (this is {sys.platform})"
+    else:
+        from shoal._node.sandbox.probe import probe_bwrap
+
+        why = probe_bwrap()
+        if why is None:
+            return _bwrap()
+    log.warning(
+        "executor 'auto': falling back to 'process', which does NOT isolate task code, because %s",
+        why,
+    )
+    return SubprocessExecutor()
+
+
+def _oci(engine: str) -> ExecutorFactory:
+    """A container engine's executor (:mod:`shoal._node.sandbox.oci`), imported on use."""
+
+    def make() -> Executor:
+        from shoal._node.sandbox.oci import OciExecutor
+
+        return OciExecutor(engine)
+
+    return make
+
+
+_EXECUTORS: dict[str, ExecutorFactory] = {
+    "auto": _auto,
+    "bwrap": _bwrap,
+    "process": SubprocessExecutor,
+    "subprocess": SubprocessExecutor,  # the name before 'process'; old configs use it
+    "podman": _oci("podman"),
+    "docker": _oci("docker"),
+}
 
 
 def register_executor(name: str, factory: ExecutorFactory) -> None:

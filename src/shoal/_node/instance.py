@@ -26,7 +26,7 @@ from shoal._errors import ShoalError
 from shoal._node.cache import Caches
 from shoal._node.client import CoordinatorClient, Stopped
 from shoal._node.config import NodeConfig
-from shoal._node.executors import Executor, InstanceSpec, TaskHandle
+from shoal._node.executors import Executor, InstanceSpec, TaskHandle, failure_reason
 from shoal._node.proxy import InstanceScope, WorldProxy
 from shoal._runtime import protocol
 
@@ -161,6 +161,9 @@ class InstanceRun:
             self.host.caches.blobs,
             cfg.limits.memory_mb,
             cfg.limits.cpu_seconds,
+            cfg.limits.max_processes,
+            cfg.limits.cpus,
+            image=str(item.get("image", "python")),
         )
         outbox = (workdir / "outbox").resolve()  # fixed before any task code runs
         scope = InstanceScope(self.instance_id, cfg.node_id, datasets, outbox)
@@ -171,15 +174,29 @@ class InstanceRun:
             sock_path.chmod(0o600)
             listener.listen(4)
             token = secrets.token_urlsafe(32)
-            self._handle = self.host.executor.start(spec, sock_path, token)
+            try:
+                self._handle = self.host.executor.start(spec, sock_path, token)
+            except Exception as e:  # a sandbox that cannot start fails this instance only
+                log.warning("instance %s: the executor could not start it: %s", spec.instance_id, e)
+                return Ended(False, f"the executor could not start the task: {e}", kind="crash")
             self.host.client.started(self.instance_id)
-            return self._serve(listener, token, scope, folder, workdir)
+            return self._explained(self._serve(listener, token, scope, folder, workdir))
         finally:
             if self._handle is not None and self._handle.poll() is None:
                 self._handle.kill()
             listener.close()
             sock_path.unlink(missing_ok=True)
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _explained(self, ended: Ended | None) -> Ended | None:
+        """Name the limit that stopped a failed instance, when its executor can tell."""
+        if ended is None or ended.ok or ended is CANCELLED or self._handle is None:
+            return ended
+        self._handle.wait(EXIT_GRACE_S)
+        reason = failure_reason(self._handle)
+        if reason is None:
+            return ended
+        return Ended(False, f"{reason}; {ended.error}", ended.traceback, ended.kind)
 
     def _deadline(self) -> float:
         limits = [self.host.config.limits.wall_timeout_s]

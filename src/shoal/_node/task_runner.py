@@ -33,12 +33,15 @@ def _limit(memory_mb: int | None, cpu_seconds: int | None) -> None:
         n = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (n, n))
     if cpu_seconds is not None:
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+        # SIGXCPU at the limit (the agent names it), SIGKILL a second later if ignored.
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # SIGXCPU would dump core
 
 
-def _watch_agent(sock: socket.socket) -> None:
+def _watch_agent(sock: socket.socket, reported: threading.Event) -> None:
     """Exit when the agent goes away (its end of the socket hangs up), even while task
-    code is busy and not talking to it: an orphaned task must not run on."""
+    code is busy and not talking to it: an orphaned task must not run on. Once the
+    outcome is ``reported``, the agent may hang up first: that is the normal end."""
     if not hasattr(select, "POLLRDHUP"):  # not Linux: the next world call fails instead
         return
     poller = select.poll()
@@ -48,6 +51,8 @@ def _watch_agent(sock: socket.socket) -> None:
         while True:
             for _, mask in poller.poll():
                 if mask & (select.POLLRDHUP | select.POLLHUP):
+                    if reported.is_set():
+                        return
                     os._exit(70)  # EX_SOFTWARE: nobody is left to report to
                 if mask & (select.POLLNVAL | select.POLLERR):
                     return  # we closed the socket ourselves: the run is over
@@ -59,7 +64,8 @@ def run(sock: socket.socket, token: str) -> None:
     """Authenticate, run the instance and report its outcome over ``sock``."""
     channel = SocketChannel(sock, None)
     c = channel.request("hello", {"token": token})
-    _watch_agent(sock)
+    reported = threading.Event()
+    _watch_agent(sock, reported)
     channel.outbox = Outbox(Path(c["outbox"]), f"t{os.getpid()}")
     ctx = InstanceContext(
         c["swarm_id"],
@@ -75,6 +81,7 @@ def run(sock: socket.socket, token: str) -> None:
         outcome = run_instance(ModuleCache(), c["module"], Path(c["folder"]), ctx, capture=True)
     finally:
         channel.outbox.close()
+    reported.set()  # set before sending: the agent may hang up as soon as it reads it
     protocol.send(
         sock,
         {"op": "done", "ok": outcome.ok, "error": outcome.error, "traceback": outcome.traceback},

@@ -11,7 +11,7 @@ from shoal._define.compile import compile_swarm
 from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
 from shoal._sim.driver import Progress, Simulation
-from shoal._sim.executors import default_workers
+from shoal._sim.executors import check_bwrap, default_workers, normalize_executor
 from shoal._sim.nodes import build_nodes
 from shoal._sim.run import SimulationRun
 
@@ -22,7 +22,7 @@ def simulate(
     datasets: Mapping[str, str | os.PathLike[str]] | None = None,
     partition: str | None = None,
     seed: int = 0,
-    executor: str = "processes",
+    executor: str = "process",
     workers: int | None = None,
     max_iterations: int | None = None,
     nodes_dir: str | os.PathLike[str] | None = None,
@@ -47,8 +47,12 @@ def simulate(
         Seeds placement (``method="random"``) and partitioning: a seeded run is
         reproducible.
     executor
-        ``"processes"`` (a pool of worker processes) or ``"inline"`` (this process;
-        breakpoints work, timeouts are not enforced).
+        ``"process"`` (a pool of worker processes; ``"processes"`` is the same),
+        ``"bwrap"`` (the same pool, each worker sandboxed by bubblewrap as a node's
+        ``bwrap`` executor would: it sees only the Python environment, the modules and
+        the datasets, read-only, and has no network; Linux, ``apt-get install
+        bubblewrap``) or ``"inline"`` (this process; breakpoints work, timeouts are not
+        enforced).
     workers
         Size of the process pool (default: one per core).
     max_iterations
@@ -70,6 +74,12 @@ def simulate(
         Status, iterations, failures (node id and traceback), final globals, results,
         logs and metrics. A failed swarm does not raise: check ``run.ok`` or call
         ``run.raise_for_status()``.
+
+    Raises
+    ------
+    ShoalError
+        For an invalid swarm or argument, e.g. ``sim.executor`` (an unknown executor)
+        or ``sim.bwrap`` (bubblewrap is missing or does not work here).
     """
     if max_iterations is not None and (not isinstance(max_iterations, int) or max_iterations < 1):
         raise ShoalError(
@@ -77,6 +87,8 @@ def simulate(
             code="sim.max_iterations",
             hint="pass a positive int",
         )
+    if normalize_executor(executor) == "bwrap":
+        check_bwrap()  # before any partitioning work: say at once what is missing
     compiled = compile_swarm(swarm)
     plan = compiled.plan
     if max_iterations is not None:
@@ -86,6 +98,7 @@ def simulate(
     cleanup = run_dir is None
     root = Path(tempfile.mkdtemp(prefix="shoal-sim-")) if run_dir is None else Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve()  # workers may run elsewhere (a sandbox): paths must be absolute
     node_list = build_nodes(
         nodes,
         datasets,

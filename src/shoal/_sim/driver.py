@@ -39,7 +39,14 @@ from shoal._errors import ShoalError
 from shoal._plan import Plan
 from shoal._runtime.loader import Outcome, extract_bundle
 from shoal._runtime.service import InstanceInfo, NodeInfo, WorldService
-from shoal._sim.executors import InlineExecutor, Job, ProcessPoolExecutor, SimExecutor
+from shoal._sim.executors import (
+    BwrapSandbox,
+    InlineExecutor,
+    Job,
+    ProcessPoolExecutor,
+    SimExecutor,
+    normalize_executor,
+)
 from shoal._sim.run import SimulationRun, TaskTiming
 from shoal._store.memory import MemoryStore
 
@@ -205,20 +212,19 @@ class Simulation:
     def _make_executor(self) -> SimExecutor:
         if self._executor_factory is not None:
             return self._executor_factory(self)
-        if self._executor_kind == "inline":
+        kind = normalize_executor(self._executor_kind)
+        if kind == "inline":
             return InlineExecutor(self.service, self._on_started, self._on_done)
-        if self._executor_kind == "processes":
-            return ProcessPoolExecutor(
-                self.service,
-                self._on_started,
-                self._on_done,
-                self._workers,
-                self.run_dir / "blobs",
-            )
-        raise ShoalError(
-            f"unknown executor {self._executor_kind!r}",
-            code="sim.executor",
-            hint="use 'inline' or 'processes'",
+        sandbox = None
+        if kind == "bwrap":  # the same pool, each worker under bubblewrap
+            sandbox = BwrapSandbox.for_run(self.run_dir, self.nodes.values())
+        return ProcessPoolExecutor(
+            self.service,
+            self._on_started,
+            self._on_done,
+            self._workers,
+            self.run_dir / "blobs",
+            sandbox=sandbox,
         )
 
     def run(self) -> SimulationRun:

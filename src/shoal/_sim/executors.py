@@ -1,6 +1,7 @@
-"""How the simulator runs instances: inline (one process, debuggable) or a process pool.
+"""How the simulator runs instances: inline (one process, debuggable) or a process pool,
+whose workers may each run under bubblewrap (``executor="bwrap"``).
 
-Both take jobs, serve each running instance's world requests through the WorldService,
+All take jobs, serve each running instance's world requests through the WorldService,
 and report how each instance ended through callbacks. Cancelling a job that runs in a
 pool worker kills that worker and starts a fresh one.
 """
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,7 +30,11 @@ from shoal._runtime import protocol
 from shoal._runtime.channels import DirectChannel
 from shoal._runtime.context import InstanceContext
 from shoal._runtime.loader import ModuleCache, Outcome, run_instance
-from shoal._runtime.service import InstanceInfo, WorldService
+from shoal._runtime.service import InstanceInfo, NodeInfo, WorldService
+
+# The names ``executor=`` takes. "processes" is the pool's first name, kept as an alias.
+EXECUTORS = ("process", "bwrap", "inline")
+_ALIASES = {"processes": "process"}
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,9 @@ class ProcessPoolExecutor:
     Each worker is sent up to ``depth`` jobs ahead. Cancelling a job that is running (or
     may be) kills its worker and starts a fresh one; the worker's other jobs go back to
     the front of the queue (re-running one is safe: a rerun replaces its results).
+
+    With ``sandbox`` every worker runs under bubblewrap (see :class:`BwrapSandbox`);
+    without it (the default) workers are plain child processes.
     """
 
     def __init__(
@@ -169,6 +180,7 @@ class ProcessPoolExecutor:
         workers: int,
         blobs: Path,
         depth: int = 2,
+        sandbox: BwrapSandbox | None = None,
     ) -> None:
         if workers < 1:
             raise ShoalError(
@@ -181,6 +193,7 @@ class ProcessPoolExecutor:
         self._on_done = on_done
         self._blobs = blobs
         self._depth = depth
+        self._sandbox = sandbox
         # Errors of one-way requests (results.add) fail the instance when it reports done.
         self._notify_errors: dict[str, str] = {}
         self._queue: deque[Job] = deque()
@@ -197,11 +210,15 @@ class ProcessPoolExecutor:
     # ----------------------------------------------------------------- workers
     def _spawn(self) -> _Worker:
         ours, theirs = socket.socketpair()
+        argv = [sys.executable, "-m", "shoal._sim.worker", str(theirs.fileno()), str(self._blobs)]
+        env = _worker_env()
+        if self._sandbox is not None:  # the socket is an inherited fd: it crosses bwrap
+            argv, env = self._sandbox.wrap(argv, env)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal._sim.worker", str(theirs.fileno()), str(self._blobs)],
+            argv,
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
-            env=_worker_env(),
+            env=env,
         )
         theirs.close()
         w = _Worker(proc, ours, protocol.FrameReader())
@@ -322,6 +339,8 @@ class ProcessPoolExecutor:
             late = self._notify_errors.pop(iid, None)
             if outcome.ok and late is not None:
                 outcome = Outcome(False, late)
+            if self._sandbox is not None and not outcome.ok:
+                outcome = self._sandbox.explain(outcome)
             self._on_done(iid, outcome, FailureKind.ERROR)
             if w in self._workers:
                 self._assign(w)
@@ -348,6 +367,8 @@ class ProcessPoolExecutor:
                 w.proc.wait(timeout=5)
             self._retire(w)
         self._sel.close()
+        if self._sandbox is not None:
+            self._sandbox.close()
 
 
 def _worker_env() -> dict[str, str]:
@@ -368,3 +389,188 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
+
+
+# ------------------------------------------------------------------ bubblewrap
+MAX_DATASET_BINDS = 256  # past this many dataset paths, their folders are bound instead
+# Variables a sandboxed worker keeps from the driver's environment (names or prefixes):
+# thread counts and allocator tuning change speed, PYTHONPATH can be where shoal is.
+_KEEP_ENV = re.compile(r"^(MALLOC_|OMP_|OPENBLAS_|MKL_|NUMEXPR_|PYTHONPATH$|PYTHONHASHSEED$)")
+# Failures that are what the sandbox does to code that reaches outside it.
+_SANDBOXED_ERRORS = re.compile(
+    r"^(FileNotFoundError|PermissionError|ConnectionRefusedError|ConnectionError|OSError|"
+    r"gaierror|socket\.gaierror)\b"
+)
+SANDBOX_NOTE = (
+    " [executor 'bwrap': the task sees only the Python environment, its module, its "
+    "datasets (read-only), a private /tmp and work dir, and has no network]"
+)
+
+
+def bwrap_problem() -> str | None:
+    """None if bubblewrap can sandbox this Python here; otherwise why not, in words."""
+    from shoal._node.sandbox.bwrap import bwrap_binary
+    from shoal._node.sandbox.probe import probe_bwrap
+
+    if bwrap_binary() is None:
+        return "bubblewrap is not installed"
+    return probe_bwrap()
+
+
+def check_bwrap() -> None:
+    """Raise unless ``executor="bwrap"`` can work on this machine.
+
+    Raises
+    ------
+    ShoalError
+        ``sim.bwrap`` naming what is missing and the fix.
+    """
+    problem = bwrap_problem()
+    if problem is not None:
+        raise ShoalError(
+            f"executor 'bwrap' cannot run here: {problem}",
+            code="sim.bwrap",
+            hint="install bubblewrap (apt-get install bubblewrap; it needs Linux), or use "
+            "--executor process",
+        )
+
+
+def normalize_executor(name: str) -> str:
+    """The canonical name of a simulator executor (``processes`` -> ``process``).
+
+    Raises
+    ------
+    ShoalError
+        ``sim.executor`` for an unknown name.
+    """
+    canonical = _ALIASES.get(name, name)
+    if canonical not in EXECUTORS:
+        raise ShoalError(
+            f"unknown executor {name!r}",
+            code="sim.executor",
+            hint="use 'process' (a pool of workers), 'bwrap' (the pool under bubblewrap) "
+            "or 'inline'",
+        )
+    return canonical
+
+
+def _dataset_binds(paths: Iterable[Path], data_dir: Path) -> list[Path]:
+    """The folders and files to bind for the nodes' datasets, as few as makes sense:
+    the simulator's own partition folder once, every other path itself (their folders
+    when there are very many)."""
+    data_dir = data_dir.resolve()
+    found: set[Path] = set()
+    for p in paths:
+        p = p.resolve()
+        found.add(data_dir if p == data_dir or data_dir in p.parents else p)
+    if len(found) > MAX_DATASET_BINDS:
+        found = {p if p == data_dir else p.parent for p in found}
+    return sorted(found, key=lambda p: (len(p.parts), str(p)))
+
+
+@dataclass
+class BwrapSandbox:
+    """How each simulator worker runs under bubblewrap.
+
+    A worker sees the system directories and this Python's environment read-only, the
+    swarm's extracted modules and every node's datasets read-only, the run's blob
+    folder read-write (where values are exchanged), a private work dir (its HOME and
+    working directory) and a private ``/tmp``. It has its own PID and network
+    namespaces (loopback only: nothing outside is reachable), no capabilities, a
+    scrubbed environment, and dies with the driver. Its channel to the driver is an
+    inherited socket file descriptor, which crosses the sandbox.
+
+    Attributes
+    ----------
+    bwrap
+        The bwrap executable.
+    ro_binds
+        Read-only paths (interpreter, modules, datasets).
+    rw_binds
+        Read-write paths (the blob folder).
+    work_root
+        Holds one private work dir per worker; removed by :meth:`close`.
+    """
+
+    bwrap: str
+    ro_binds: tuple[Path, ...]
+    rw_binds: tuple[Path, ...]
+    work_root: Path
+    _spawned: int = 0
+
+    @classmethod
+    def for_run(cls, run_dir: Path, nodes: Iterable[NodeInfo]) -> BwrapSandbox:
+        """The sandbox of a simulation in ``run_dir`` over ``nodes``.
+
+        Raises
+        ------
+        ShoalError
+            ``sim.bwrap`` if bubblewrap is missing or does not work here.
+        """
+        from shoal._node.sandbox.bwrap import bwrap_binary, interpreter_binds
+
+        if not run_dir.is_absolute():  # job folders and blob paths must mean the same inside
+            raise ShoalError(
+                f"run_dir {run_dir} is relative",
+                code="sim.bwrap",
+                hint="pass an absolute run_dir with executor 'bwrap'",
+            )
+        check_bwrap()
+        binary = bwrap_binary()
+        assert binary is not None  # check_bwrap() passed
+        pythonpath = os.environ.get("PYTHONPATH") or None
+        ro = [*interpreter_binds(Path(sys.executable), pythonpath), run_dir / "modules"]
+        datasets = (p for n in nodes for p in n.datasets.values())
+        ro += _dataset_binds(datasets, run_dir / "data")
+        return cls(
+            bwrap=binary,
+            ro_binds=tuple(ro),
+            rw_binds=(run_dir / "blobs",),
+            work_root=Path(tempfile.mkdtemp(prefix="shoal-sim-bwrap-")),
+        )
+
+    def wrap(self, argv: list[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+        """The bwrap command line and bwrap's own environment for one worker.
+
+        Parameters
+        ----------
+        argv
+            The worker's command line.
+        env
+            The environment the worker would have unsandboxed; it keeps only thread
+            counts, allocator tuning, PYTHONPATH and PYTHONHASHSEED.
+
+        Returns
+        -------
+        tuple of (list of str, dict)
+            The command line and a minimal environment for bwrap itself.
+        """
+        from shoal._node.sandbox.bwrap import DEFAULT_PATH, bwrap_argv
+
+        self._spawned += 1
+        workdir = self.work_root / f"w{self._spawned}"
+        workdir.mkdir(parents=True)
+        inner = {
+            "PATH": DEFAULT_PATH,
+            "HOME": str(workdir),
+            "TMPDIR": "/tmp",
+            "LANG": env.get("LANG", "C.UTF-8"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        inner.update({k: v for k, v in env.items() if _KEEP_ENV.match(k)})
+        wrapped = bwrap_argv(
+            argv, ro_binds=self.ro_binds, rw_binds=self.rw_binds, workdir=workdir, env=inner
+        )
+        wrapped[0] = self.bwrap
+        outer = {"PATH": env.get("PATH", DEFAULT_PATH), "LANG": inner["LANG"]}
+        return wrapped, outer
+
+    def explain(self, outcome: Outcome) -> Outcome:
+        """Say that the sandbox is why, when a task failed reaching outside it."""
+        if _SANDBOXED_ERRORS.match(outcome.error) and SANDBOX_NOTE not in outcome.error:
+            return Outcome(False, outcome.error + SANDBOX_NOTE, outcome.traceback)
+        return outcome
+
+    def close(self) -> None:
+        """Remove the workers' work dirs."""
+        shutil.rmtree(self.work_root, ignore_errors=True)
