@@ -269,3 +269,17 @@ except Exception as e:
     assert status["status"] == "succeeded"
     assert "outside the task's outbox" in _value(user, swarm_id, "refused")
     assert user.get(f"/v1/swarms/{swarm_id}/globals/loot").status_code == 404
+
+
+def test_a_module_whose_image_the_node_lacks_is_not_placed_and_the_agent_serves_on(
+    user: httpx.Client,
+) -> None:
+    swarm = one_task('self.world.results.add("x", 1)', "solo")
+    swarm.t.module.image = "gpu-env"  # the node offers only its default image "python"
+    swarm.placement_timeout = 1.0  # how long to wait for an eligible node to join
+    swarm_id, status = _run(user, swarm)
+    assert status["status"] == "failed", json.dumps(status, indent=1)
+    assert "solo" in status["reason"] and "lacks image 'gpu-env'" in status["reason"]
+    swarm_id, status = _run(user, one_task('self.world.results.add("x", 1)', "solo"))
+    assert status["status"] == "succeeded", json.dumps(status, indent=1)
+    assert _value(user, swarm_id, "x") == 1
