@@ -148,13 +148,15 @@ class Deployment:
         datasets: dict[str, Path] | None = None,
         extra: str = "",
         limits: str = "",
+        url: str | None = None,
     ) -> tuple[subprocess.Popen[bytes], Path]:
+        """Start a node agent; ``url`` reaches the coordinator another way (a proxy)."""
         folder = self.root / "nodes" / node_id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "join-token").write_text(coord.join_token)
         lines = [
             f'node_id = "{node_id}"',
-            f'coordinator = "{coord.url}"',
+            f'coordinator = "{url or coord.url}"',
             'join_token_file = "join-token"',
             'state_dir = "state"',
             "heartbeat_interval_s = 0.5",
@@ -168,9 +170,12 @@ class Deployment:
         ]
         config = folder / "node.toml"
         config.write_text("\n".join(lines) + "\n")
-        argv = [sys.executable, "-m", "shoal._node", "--config", str(config)]
-        proc = self._spawn(argv, folder / "agent.log")
-        return proc, folder
+        return self.restart_node(folder), folder
+
+    def restart_node(self, folder: Path) -> subprocess.Popen[bytes]:
+        """Start a node agent on the config (and state) ``node()`` left in ``folder``."""
+        argv = [sys.executable, "-m", "shoal._node", "--config", str(folder / "node.toml")]
+        return self._spawn(argv, folder / "agent.log")
 
     def close(self) -> None:
         for c in self.clients:

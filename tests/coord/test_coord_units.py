@@ -20,6 +20,7 @@ from shoal._engine.messages import (
     NextIterScheduled,
     NodeJoined,
     NodeLost,
+    NodeRestarted,
     StopRequested,
     StopSwarmCalled,
     SwarmSubmitted,
@@ -44,6 +45,7 @@ def test_every_event_round_trips_through_the_log_codec() -> None:
         NodeJoined("n1", 1.5, frozenset({"a", "b"}), True, frozenset({"python"})),
         NodeJoined("n2", 2.0),
         NodeLost("n1", 3.0, "gone"),
+        NodeRestarted("n2", 3.5, "the node agent restarted"),
         SwarmSubmitted("s", plan, 4.0, seed=7),
         InstanceStarted("s/0/t/0/0", 5.0),
         InstanceSucceeded("s/0/t/0/0", 6.0),
@@ -87,6 +89,20 @@ def test_unacknowledged_instructions_are_delivered_again() -> None:
         q.cancel("n", "i3", "swarm ended")
         (cancel,) = await q.take("n", 0.1, after=run["seq"])
         assert cancel["kind"] == "cancel" and cancel["seq"] > run["seq"]
+
+    asyncio.run(scenario())
+
+
+def test_an_ack_from_before_a_restart_never_drops_new_instructions() -> None:
+    async def scenario() -> None:
+        q = NodeQueues()
+        q.push_run("n", {"kind": "run", "instance_id": "i1"})
+        # The agent acknowledges a seq from the previous coordinator, higher than any
+        # seq this one issued (its clock went back): i1 was never handed out.
+        stale = 10**18
+        (run,) = await q.take("n", 0, after=stale)
+        assert run["instance_id"] == "i1" and run["seq"] < stale
+        assert await q.take("n", 0, after=stale) == []  # now it was handed out: acked
 
     asyncio.run(scenario())
 

@@ -12,6 +12,7 @@ from shoal._engine.messages import (
     InstanceSucceeded,
     NextIterScheduled,
     NodeLost,
+    NodeRestarted,
     StopRequested,
     StopSwarmCalled,
     SwarmSubmitted,
@@ -120,6 +121,69 @@ def test_node_lost_mid_run_retries_elsewhere_for_any() -> None:
     )
     assert h.lose(first.node_id) == []  # losing it twice changes nothing
     assert h.reject(NodeLost("ghost", h.now)).code == "engine.unknown_node"
+
+
+@pytest.mark.parametrize("method", [Method.ANY, Method.RANDOM])
+def test_a_retry_avoids_nodes_that_hold_another_slot_of_the_task(method: Method) -> None:
+    # Two results of one task from one node would collide in results.select().
+    h = Harness()
+    h.join("n1", "n2", "n3")
+    out = h.submit(fedavg(worker=task("worker", method=method, count=2, retries=2)), seed=5)
+    first, second = runs(out)
+    spare = ({"n1", "n2", "n3"} - {first.node_id, second.node_id}).pop()
+    h.run_ok(first.instance_id)  # succeeded: its node has a result
+    h.start(second.instance_id)
+    (again,) = runs(h.lose(second.node_id))
+    assert again.node_id == spare  # not first.node_id, although it is idle now
+    # Nowhere else to go: the failed node itself if it is still eligible...
+    (third,) = runs(h.fail(again.instance_id))
+    assert third.node_id == spare
+    (agg,) = runs(h.run_ok(third.instance_id))
+    assert agg.inputs == {"worker": tuple(sorted([first.instance_id, third.instance_id]))}
+
+
+def test_a_retry_shares_a_node_with_another_slot_only_as_a_last_resort() -> None:
+    h = Harness()
+    h.join("n1", "n2")
+    out = h.submit(fedavg(worker=task("worker", method=Method.ANY, count=2, retries=1)))
+    first, second = runs(out)
+    h.run_ok(first.instance_id)
+    (again,) = runs(h.lose(second.node_id))
+    assert (again.node_id, again.attempt) == (first.node_id, 1)
+
+
+def test_a_restarted_node_loses_its_instances_but_all_retries_in_place() -> None:
+    h = Harness()
+    h.join("n1", "n2")
+    out = h.submit(fedavg(worker=task("worker", retries=1)))
+    ids = [r.instance_id for r in runs(out)]
+    h.start(ids[1])
+    out = h.step(NodeRestarted("n2", h.now))
+    (again,) = runs(out)
+    assert (again.node_id, again.instance_id) == ("n2", "s/0/worker/1/1")
+    assert not cancels(out)  # the old agent's processes died with it
+    view = h.engine.instance(ids[1])
+    assert view.state is InstanceState.FAILED and view.kind is FailureKind.LOST
+    assert view.error == "node n2 lost: the node agent restarted"
+    assert h.engine.instance(ids[0]).state is InstanceState.SCHEDULED  # other nodes: untouched
+    h.run_ok(ids[0])
+    (agg,) = runs(h.run_ok(again.instance_id))
+    assert agg.inputs == {"worker": (ids[0], again.instance_id)}
+    (done,) = finished(h.run_ok(agg.instance_id))
+    assert done.status == "succeeded" and [f.kind for f in done.failures] == ["lost"]
+
+
+def test_a_restarted_node_without_retries_fails_the_swarm_and_other_cases() -> None:
+    h = Harness()
+    h.join("n1", "n2")
+    out = h.submit(fedavg(worker=task("worker")))
+    (done,) = finished(h.step(NodeRestarted("n2", h.now, "agent restarted")))
+    assert done.status == "failed" and done.reason.endswith("node n2 lost: agent restarted")
+    assert h.step(NodeRestarted("n2", h.now)) == []  # nothing left on it
+    h.lose("n1")
+    assert h.step(NodeRestarted("n1", h.now)) == []  # disconnected: a no-op
+    assert h.reject(NodeRestarted("ghost", h.now)).code == "engine.unknown_node"
+    assert len(runs(out)) == 2
 
 
 def test_node_lost_without_retries_fails_the_swarm() -> None:

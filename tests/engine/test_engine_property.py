@@ -10,12 +10,25 @@ from shoal._engine import EngineError, InstanceState
 from shoal._engine.messages import (
     InstanceSucceeded,
     NextIterScheduled,
+    NodeRestarted,
     StopRequested,
     StopSwarmCalled,
 )
 from shoal._plan import ConditionKind, Method, Plan
 
-ACTIONS = ("start", "succeed", "fail", "lose", "join", "timer", "stop", "next", "user", "dup")
+ACTIONS = (
+    "start",
+    "succeed",
+    "fail",
+    "lose",
+    "restart",
+    "join",
+    "timer",
+    "stop",
+    "next",
+    "user",
+    "dup",
+)
 
 
 @st.composite
@@ -73,6 +86,8 @@ def test_random_interleavings_keep_invariants_and_finish(
                 h.step(NextIterScheduled(iid, h.now, "worker", nodes))
         elif action == "lose":
             h.lose(data.draw(pick(names), label="lost"))
+        elif action == "restart":
+            h.step(NodeRestarted(data.draw(pick(names), label="restarted"), h.now))
         elif action == "join":
             h.join(data.draw(pick(names), label="joined"))
         elif action == "timer":

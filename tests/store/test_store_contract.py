@@ -501,6 +501,29 @@ def test_log_round_trip_property(
     assert last == dataclasses.replace(row, seq=last.seq)
 
 
+def test_numbered_logs_and_metrics_sent_twice_are_stored_once(store: Store) -> None:
+    # A node agent numbers each instance's records; an upload sent again after its
+    # answer was lost carries the same numbers.
+    for _ in range(2):
+        for k in range(3):
+            store.log_add(dataclasses.replace(log(f"m{k}"), ordinal=2 * k))
+            store.metric_add(dataclasses.replace(metric("m", float(k)), ordinal=2 * k + 1))
+    store.log_add(dataclasses.replace(log("other instance", node_id="n2"), ordinal=0))
+    store.log_add(log("unnumbered"))
+    store.log_add(log("unnumbered"))
+    got = store.logs("s")
+    assert [(r.message, r.ordinal) for r in got] == [
+        ("m0", 0),
+        ("m1", 2),
+        ("m2", 4),
+        ("other instance", 0),
+        ("unnumbered", None),
+        ("unnumbered", None),
+    ]
+    assert [r.seq for r in got] == sorted({r.seq for r in got})
+    assert [(m.value, m.ordinal) for m in store.metrics("s")] == [(0.0, 1), (1.0, 3), (2.0, 5)]
+
+
 # -------------------------------------------------------------------------- metrics
 def test_metrics_order_and_filters(store: Store) -> None:
     rows = [

@@ -40,6 +40,7 @@ from shoal._engine.messages import (
     NextIterScheduled,
     NodeJoined,
     NodeLost,
+    NodeRestarted,
     RunInstance,
     StopRequested,
     StopSwarmCalled,
@@ -212,8 +213,10 @@ class Coordinator(NodeOps):
                 node = self._node(event.node_id)
                 node.offer = Offer(event.datasets, event.gpu, event.images)
                 node.joined = True
-            case NodeLost():
-                self._node(event.node_id).joined = False
+            case NodeLost() | NodeRestarted():
+                if isinstance(event, NodeLost):
+                    self._node(event.node_id).joined = False
+                # Before the RunInstance of any retry below is recorded on this node.
                 lost = [i for i, lv in self._live.items() if lv.info.node_id == event.node_id]
                 ended += lost
                 if not self._replaying:

@@ -21,6 +21,7 @@ from shoal._engine.messages import (
     NextIterScheduled,
     NodeJoined,
     NodeLost,
+    NodeRestarted,
     StopRequested,
     StopSwarmCalled,
     SwarmSubmitted,
@@ -43,7 +44,7 @@ def encode_event(event: Event) -> bytes:
                 gpu=event.gpu,
                 images=None if event.images is None else sorted(event.images),
             )
-        case NodeLost():
+        case NodeLost() | NodeRestarted():
             doc.update(node_id=event.node_id, reason=event.reason)
         case SwarmSubmitted():
             doc.update(swarm_id=event.swarm_id, plan=event.plan.to_json(), seed=event.seed)
@@ -127,6 +128,8 @@ def decode_event(data: bytes) -> Event:
             )
         case "NodeLost":
             return NodeLost(_field(doc, "node_id", str), now, _field(doc, "reason", str))
+        case "NodeRestarted":
+            return NodeRestarted(_field(doc, "node_id", str), now, _field(doc, "reason", str))
         case "SwarmSubmitted":
             plan = load_plan(_field(doc, "plan", str))
             return SwarmSubmitted(_field(doc, "swarm_id", str), plan, now, _field(doc, "seed", int))

@@ -12,7 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal._coord.driver import Coordinator
@@ -48,9 +50,20 @@ def _token(creds: HTTPAuthorizationCredentials | None) -> str:
     return creds.credentials
 
 
-def _node_of(request: Request, token: str) -> str | None:
+async def _node_of(request: Request, token: str) -> str | None:
+    # On the event loop, not in a worker thread: under load the thread pool queues for
+    # seconds, and a node whose request arrives is alive now (Coordinator.seen), not
+    # when a thread gets to it. Only a credential missing from the cache costs a store
+    # read, in a worker thread.
+    coord = coordinator(request)
     node_id = token.partition(":")[0]
-    return node_id if coordinator(request).credential_ok(node_id, token) else None
+    ok = coord.credential_cached(node_id, token)
+    if ok is None:
+        ok = await run_in_threadpool(coord.credential_ok, node_id, token)
+    if not ok:
+        return None
+    coord.seen(node_id)
+    return node_id
 
 
 def _is_user(request: Request, token: str) -> bool:
@@ -58,9 +71,9 @@ def _is_user(request: Request, token: str) -> bool:
     return hmac.compare_digest(token.encode(), expected.encode())
 
 
-def node_auth(request: Request, creds: Bearer) -> str:
+async def node_auth(request: Request, creds: Bearer) -> str:
     """The id of the node whose credential authorises the request, or 401."""
-    node_id = _node_of(request, _token(creds))
+    node_id = await _node_of(request, _token(creds))
     if node_id is None:
         raise ApiError(
             401,
@@ -83,12 +96,12 @@ def user_auth(request: Request, creds: Bearer) -> str:
     return "user"
 
 
-def any_auth(request: Request, creds: Bearer) -> str:
+async def any_auth(request: Request, creds: Bearer) -> str:
     """A node or the user (bundles and blobs are read by both)."""
     token = _token(creds)
     if _is_user(request, token):
         return "user"
-    node_id = _node_of(request, token)
+    node_id = await _node_of(request, token)
     if node_id is None:
         raise ApiError(401, "the token is not valid", code="auth.token")
     return node_id
@@ -117,7 +130,10 @@ async def msgpack_body(request: Request, model: type[M]) -> M:
             code="request.content_type",
             hint=f"send Content-Type: {MSGPACK}",
         )
-    body = await request.body()
+    try:
+        body = await request.body()
+    except ClientDisconnect:  # an agent stopped mid-request: nobody reads the answer
+        raise ApiError(400, "the client disconnected", code="request.disconnected") from None
     try:
         doc = msgpack.unpackb(body, raw=False)
     except Exception as e:  # msgpack raises several unrelated types on bad input

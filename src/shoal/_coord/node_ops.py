@@ -12,7 +12,7 @@ from typing import Any
 
 from shoal._coord.notify import NodeQueues
 from shoal._coord.state import Live, NodeState, Offer, hash_credential
-from shoal._engine.messages import Event, Instruction, NodeJoined, NodeLost
+from shoal._engine.messages import Event, Instruction, NodeJoined, NodeLost, NodeRestarted
 from shoal._store.base import NodeRecord, Store
 
 log = logging.getLogger("shoal.coordinator")
@@ -59,6 +59,22 @@ class NodeOps:
             expected = self._credentials[node_id] = record.credential_hash
         return hmac.compare_digest(hash_credential(credential), expected)
 
+    def credential_cached(self, node_id: str, credential: str) -> bool | None:
+        """Like :meth:`credential_ok` without touching the store: None if the node's
+        credential is not cached (safe on the event loop)."""
+        expected = self._credentials.get(node_id)
+        if expected is None:
+            return None
+        return hmac.compare_digest(hash_credential(credential), expected)
+
+    def seen(self, node_id: str) -> None:
+        """A request of the node arrived: it is alive, however long the request then
+        waits for a thread or the lock. Runs on the event loop, without the lock (one
+        float store); a node already lost joins again by its next heartbeat or poll."""
+        node = self._nodes.get(node_id)
+        if node is not None and node.joined:
+            node.last_seen = max(node.last_seen, self.clock())
+
     def enrol(self, node_id: str, offer: Offer) -> str:
         """Register (or re-register) a node; return its new credential.
 
@@ -98,8 +114,9 @@ class NodeOps:
             if session is not None:
                 node.session = session
             if restarted and node.joined:
-                # Its processes died with the old agent: the engine decides on retries.
-                self._feed(NodeLost(node_id, now, "the node agent restarted"))
+                # Its processes died with the old agent, but the node is back: the
+                # engine decides on retries, which may run on it again.
+                self._feed(NodeRestarted(node_id, now, "the node agent restarted"))
             self._contact(node, offer, now)
             for iid in running:
                 live = self._live.get(iid)

@@ -78,7 +78,7 @@ class NodeQueues:
 
     Every instruction carries a ``seq``, increasing per coordinator (it starts from
     the wall clock in microseconds, so it also increases across restarts). A poll that
-    passes ``after`` acknowledges every instruction up to it; the ones it has not
+    passes ``after`` acknowledges every instruction handed out up to it; the ones it has not
     acknowledged are handed out again, so an answer lost with its connection loses
     nothing. A poll without ``after`` takes each instruction once. A run that was never
     handed out is dropped when its instance is cancelled.
@@ -135,7 +135,9 @@ class NodeQueues:
         if after is None:  # at most once
             self._pending.pop(node_id, None)
             return [e.item for e in queue]
-        keep = [e for e in queue if e.seq > after]
+        # An ack covers only what was handed out: an ``after`` from before a coordinator
+        # restart may exceed new seqs (the wall clock went back) and must not drop them.
+        keep = [e for e in queue if not (e.sent and e.seq <= after)]
         self._pending[node_id] = keep
         for e in keep:
             e.sent = True

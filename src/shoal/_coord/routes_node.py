@@ -91,9 +91,10 @@ async def instructions(
     delivered again (without it, each is delivered once).
     """
     coord = coordinator(request)
+    # A poll that arrives is a heartbeat too. Its end is not: the node may have been cut
+    # off meanwhile, and touching it then would bring a lost node back while it is away.
     await run_in_threadpool(coord.touch, node_id)
     items = await coord.queues.take(node_id, wait, after)
-    await run_in_threadpool(coord.touch, node_id)  # a long poll is a heartbeat too
     swarms = {i["swarm_id"] for i in items if i["kind"] == "run"}
     if swarms:  # versions as of delivery: the latest the instance can know about
         versions = {s: await run_in_threadpool(coord.store.global_versions, s) for s in swarms}

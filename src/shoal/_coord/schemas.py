@@ -145,15 +145,22 @@ class StateSet(_KeyArgs):
     value: Wire
 
 
+# ``n``: a number the node agent gives each log and metric record of an instance (unique
+# per instance); a record sent again with the same number is stored once.
+Ordinal = Annotated[int, Field(ge=0, strict=True)] | None
+
+
 class Log(_Body):
     level: StrictStr
     message: StrictStr
+    n: Ordinal = None
 
 
 class Metric(_Body):
     name: StrictStr
     value: float
     step: StrictInt
+    n: Ordinal = None
 
 
 MAX_BATCH = 1000

@@ -159,14 +159,30 @@ class EngineCore:
             return None, f"node {inst.node_id} is disconnected (method all retries in place)"
         req = self._requirements(run)
         untried = [n for n in req.eligible(self._nodes) if n.node_id not in inst.slot.tried]
-        if untried:
-            swarm = run.swarm
-            slot, attempt = inst.slot.index, inst.attempt + 1
+        # A node that holds another slot of this task (live or succeeded) comes last:
+        # two results of one task from one node collide in results.select().
+        taken = self._nodes_of_other_slots(run, inst.slot)
+        free = [n for n in untried if n.node_id not in taken]
+        swarm = run.swarm
+        slot, attempt = inst.slot.index, inst.attempt + 1
+        if free:
             rng = seeded_rng(swarm.seed, swarm.swarm_id, run.iteration, run.alias, slot, attempt)
-            return choose_retry(spec.placement.method, untried, rng), ""
+            return choose_retry(spec.placement.method, free, rng), ""
         if req.admits(same):
             return same, ""
+        if untried:
+            rng = seeded_rng(swarm.seed, swarm.swarm_id, run.iteration, run.alias, slot, attempt)
+            return choose_retry(spec.placement.method, untried, rng), ""
         return None, "no eligible node is left to retry on"
+
+    @staticmethod
+    def _nodes_of_other_slots(run: TaskRun, but: Slot) -> dict[str, None]:
+        """Nodes where another slot of ``run`` is live or has succeeded."""
+        return {
+            s.current.node_id: None
+            for s in run.slots
+            if s is not but and s.current is not None and s.outcome in (None, SlotOutcome.SUCCEEDED)
+        }
 
     # --------------------------------------------------------------------- task flow
 

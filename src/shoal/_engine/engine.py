@@ -23,6 +23,7 @@ from shoal._engine.messages import (
     NextIterScheduled,
     NodeJoined,
     NodeLost,
+    NodeRestarted,
     StopRequested,
     StopSwarmCalled,
     SwarmSubmitted,
@@ -50,6 +51,7 @@ _RUNNING = SwarmStatus.RUNNING
 _EVENT_TYPES = (
     NodeJoined,
     NodeLost,
+    NodeRestarted,
     SwarmSubmitted,
     InstanceStarted,
     InstanceSucceeded,
@@ -158,6 +160,8 @@ class Engine(EngineCore):
                 self._on_node_joined(event)
             case NodeLost():
                 self._on_node_lost(event)
+            case NodeRestarted():
+                self._on_node_restarted(event)
             case SwarmSubmitted():
                 self._on_submitted(event)
             case StopSwarmCalled():
@@ -235,19 +239,33 @@ class Engine(EngineCore):
             if live and self._requirements(run).admits(node):
                 self._place(run, None)
 
-    def _on_node_lost(self, e: NodeLost) -> None:
-        node = self._nodes.get(e.node_id)
+    def _known_node(self, event: NodeLost | NodeRestarted) -> Node:
+        node = self._nodes.get(event.node_id)
         if node is None:
             raise EngineError(
-                f"NodeLost names unknown node {e.node_id!r}", code="engine.unknown_node"
+                f"{type(event).__name__} names unknown node {event.node_id!r}",
+                code="engine.unknown_node",
             )
+        return node
+
+    def _on_node_lost(self, e: NodeLost) -> None:
+        node = self._known_node(e)
         if not node.connected:
             return  # lost twice (left, then its heartbeat timed out): nothing new
         node.connected = False
+        self._lose_instances(node, e.reason)
+
+    def _on_node_restarted(self, e: NodeRestarted) -> None:
+        node = self._known_node(e)
+        if node.connected:  # a disconnected node has lost its instances already
+            self._lose_instances(node, e.reason)
+
+    def _lose_instances(self, node: Node, reason: str) -> None:
+        """Fail every live instance on ``node`` (kind LOST), then the retry rules."""
         for inst in list(node.active.values()):
             # A failure above may have ended the swarm and cancelled the rest.
             if inst.state not in TERMINAL:
-                error = f"node {e.node_id} lost: {e.reason}"
+                error = f"node {node.node_id} lost: {reason}"
                 self._fail(inst, Move.LOST, FailureKind.LOST, error, "", by_engine=True)
 
     def _on_submitted(self, e: SwarmSubmitted) -> None:

@@ -47,6 +47,16 @@ class NodeLost:
 
 
 @dataclass(frozen=True)
+class NodeRestarted:
+    """A node's agent restarted: the instances it ran are lost, but the node is
+    connected, so a retry may run on it again (``method="all"`` retries in place)."""
+
+    node_id: str
+    now: float
+    reason: str = "the node agent restarted"
+
+
+@dataclass(frozen=True)
 class SwarmSubmitted:
     """A user submitted a plan."""
 
@@ -120,6 +130,7 @@ class TimerFired:
 Event = (
     NodeJoined
     | NodeLost
+    | NodeRestarted
     | SwarmSubmitted
     | InstanceStarted
     | InstanceSucceeded

@@ -2,11 +2,14 @@
 
 Connection errors and 5xx answers are retried with a capped exponential backoff until
 the call succeeds or the agent stops: a coordinator restart costs a pause, not a lost
-report. A 401 calls ``on_unauthorized`` (the agent re-enrols) and retries once.
+report. An instance's calls also give up when it is cancelled or past its deadline
+(:func:`abandon_when`). A 401 calls ``on_unauthorized`` (the agent re-enrols) and
+retries once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -14,6 +17,7 @@ import os
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,37 @@ class Stopped(ShoalError):
     """The agent is stopping; the call was abandoned."""
 
     code = "node.stopped"
+
+
+class Abandoned(ShoalError):
+    """The instance that made the call no longer needs its answer (it was cancelled or
+    ran past its deadline): the call stopped retrying."""
+
+    code = "node.abandoned"
+
+
+_abandon = threading.local()
+_ABANDON_TICK_S = 0.2  # how often a pause between tries asks whether to give up
+
+
+@contextlib.contextmanager
+def abandon_when(reason: Callable[[], str | None]) -> Iterator[None]:
+    """Within the block, this thread's calls stop retrying once ``reason()`` returns a
+    reason (they raise :class:`Abandoned`): an instance's calls must not keep its thread
+    past its cancel or its deadline while the coordinator is unreachable."""
+    previous = getattr(_abandon, "reason", None)
+    _abandon.reason = reason
+    try:
+        yield
+    finally:
+        _abandon.reason = previous
+
+
+def _check_abandoned() -> None:
+    reason: Callable[[], str | None] | None = getattr(_abandon, "reason", None)
+    why = None if reason is None else reason()
+    if why is not None:
+        raise Abandoned(f"gave up calling the coordinator: {why}")
 
 
 class Rejected(ShoalError):
@@ -64,11 +99,18 @@ class Backoff:
         self._n = 0
 
     def pause(self) -> None:
-        """Wait before the next try; raise Stopped if the agent stops meanwhile."""
+        """Wait before the next try; raise Stopped if the agent stops meanwhile, or
+        Abandoned if this thread's calls are abandoned (:func:`abandon_when`)."""
         delay = min(self._cap, self._base * 2**self._n) * random.uniform(0.5, 1.0)
         self._n = min(self._n + 1, 30)
-        if self._stop.wait(delay):
-            raise Stopped("the agent is stopping")
+        end = time.monotonic() + delay
+        while True:
+            _check_abandoned()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            if self._stop.wait(min(left, _ABANDON_TICK_S)):
+                raise Stopped("the agent is stopping")
 
 
 def _raise_for(resp: httpx.Response) -> None:
@@ -175,6 +217,7 @@ class CoordinatorClient:
         while True:
             if self._stop.is_set():
                 raise Stopped("the agent is stopping")
+            _check_abandoned()
             used = self.credential
             try:
                 extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from shoal._errors import ShoalError
 from shoal._node.cache import Caches
-from shoal._node.client import CoordinatorClient, Stopped
+from shoal._node.client import Abandoned, CoordinatorClient, Stopped, abandon_when
 from shoal._node.config import NodeConfig
 from shoal._node.executors import Executor, InstanceSpec, TaskHandle, failure_reason
 from shoal._node.proxy import InstanceScope, WorldProxy
@@ -179,8 +179,14 @@ class InstanceRun:
             except Exception as e:  # a sandbox that cannot start fails this instance only
                 log.warning("instance %s: the executor could not start it: %s", spec.instance_id, e)
                 return Ended(False, f"the executor could not start the task: {e}", kind="crash")
-            self.host.client.started(self.instance_id)
-            return self._explained(self._serve(listener, token, scope, folder, workdir))
+            deadline = self._deadline()
+            # While the coordinator is unreachable, a call of this instance's thread
+            # stops retrying at its cancel or deadline, so the task is still stopped then.
+            with abandon_when(lambda: self._abandon_reason(deadline)):
+                with contextlib.suppress(Abandoned):  # _serve stops it at once
+                    self.host.client.started(self.instance_id)
+                ended = self._serve(listener, token, scope, folder, workdir, deadline)
+            return self._explained(ended)
         finally:
             if self._handle is not None and self._handle.poll() is None:
                 self._handle.kill()
@@ -205,6 +211,13 @@ class InstanceRun:
             limits.append(float(timeout) + TIMEOUT_GRACE_S)
         known = [x for x in limits if x is not None]
         return time.monotonic() + min(known) if known else float("inf")
+
+    def _abandon_reason(self, deadline: float) -> str | None:
+        if self._cancelled.is_set():
+            return "the instance was cancelled"
+        if time.monotonic() > deadline:
+            return "the instance ran past its deadline"
+        return None
 
     def _interrupt(self, deadline: float) -> Ended | None:
         """Stop the wait for the task process if it was cancelled or ran too long."""
@@ -234,9 +247,9 @@ class InstanceRun:
         scope: InstanceScope,
         folder: Path,
         workdir: Path,
+        deadline: float,
     ) -> Ended | None:
         assert self._handle is not None
-        deadline = self._deadline()
         conn = None
         while conn is None:
             if (stop := self._interrupt(deadline)) is not None:

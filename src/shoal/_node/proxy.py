@@ -10,6 +10,7 @@ the blob cache and handed to the task as a ``file`` wire.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from shoal._node.client import CoordinatorClient
 from shoal._runtime.protocol import raise_payload
 
 Wire = dict[str, Any]
+_NUMBERED = ("log", "metric")
 
 
 def _memory() -> int:
@@ -48,6 +50,16 @@ class InstanceScope:
     datasets: dict[str, Path]
     outbox: Path
     resources: dict[str, int] = field(default_factory=dict)
+    notes: int = 0  # log and metric records numbered so far
+    # Numbers start at a random multiple of 2**32: an instance that runs again (its
+    # agent restarted and was offered it again) is not taken for a repeat of the first.
+    first_number: int = field(default_factory=lambda: secrets.randbits(30) << 32)
+
+    def number(self, args: dict[str, Any]) -> dict[str, Any]:
+        """``args`` of a log or metric record with its number ``n`` in this run of the
+        instance (a request sent again carries the same numbers)."""
+        self.notes += 1
+        return {**args, "n": self.first_number + self.notes - 1}
 
 
 class WorldProxy:
@@ -66,6 +78,12 @@ class WorldProxy:
             return dict(self._resources)
         if "value" in args:
             args = {**args, "value": self._outgoing(scope, args["value"])}
+        # Numbered, so a record sent again after its answer was lost is stored once.
+        if op in _NUMBERED:
+            args = scope.number(args)
+        elif op == "batch":
+            calls = [{**c, "args": scope.number(c.get("args") or {})} for c in args["calls"]]
+            args = {**args, "calls": calls}
         reply = self._client.world(scope.instance_id, op, args)
         if "error" in reply:
             raise_payload(reply["error"])

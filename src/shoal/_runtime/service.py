@@ -179,6 +179,7 @@ class WorldService:
                 str(args["level"]),
                 str(args["message"]),
                 self._clock(),
+                ordinal=args.get("n"),
             )
         )
 
@@ -194,5 +195,6 @@ class WorldService:
                 float(args["value"]),
                 int(args["step"]),
                 self._clock(),
+                ordinal=args.get("n"),
             )
         )

@@ -8,8 +8,11 @@ a value.
 
 Durability: a method that returns has made its write durable (SQL: committed).
 Idempotence: ``result_add`` replaces the result with the same (instance, tag);
-``node_upsert`` and ``swarm_update`` overwrite; ``event_append`` is not idempotent (the
-coordinator appends each engine event once, in order).
+``node_upsert`` and ``swarm_update`` overwrite; ``log_add`` and ``metric_add`` ignore a
+record whose (instance, ``ordinal``) is stored already (a node agent gives each record
+of an instance its own number, so an upload sent again after its answer was lost counts
+once); ``event_append`` is not idempotent (the coordinator appends each engine event
+once, in order).
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ class ResultRow:
 
 @dataclass(frozen=True)
 class LogRow:
-    """One log record. ``seq`` is assigned by the store (increasing per store)."""
+    """One log record. ``seq`` is assigned by the store (increasing per store).
+
+    ``ordinal``: a number the sender gives each log and metric record of an instance,
+    unique per instance (None: not numbered, never taken for a duplicate).
+    """
 
     swarm_id: str
     node_id: str
@@ -49,11 +56,12 @@ class LogRow:
     message: str
     time: float
     seq: int = 0
+    ordinal: int | None = None
 
 
 @dataclass(frozen=True)
 class MetricRow:
-    """One metric value."""
+    """One metric value; ``ordinal`` as for :class:`LogRow`."""
 
     swarm_id: str
     node_id: str
@@ -64,6 +72,7 @@ class MetricRow:
     value: float
     step: int
     time: float
+    ordinal: int | None = None
 
 
 @dataclass(frozen=True)
@@ -202,7 +211,8 @@ class Store(Protocol):
 
     # ----------------------------------------------------------- logs, metrics
     def log_add(self, row: LogRow) -> None:
-        """Append a log record (its ``seq`` is assigned by the store)."""
+        """Append a log record (its ``seq`` is assigned by the store); ignored if a
+        record of the same instance with the same ``ordinal`` is stored."""
         ...
 
     def logs(
@@ -219,7 +229,8 @@ class Store(Protocol):
         ...
 
     def metric_add(self, row: MetricRow) -> None:
-        """Append a metric value."""
+        """Append a metric value; ignored if a value of the same instance with the same
+        ``ordinal`` is stored."""
         ...
 
     def metrics(

@@ -50,6 +50,8 @@ class MemoryStore:
         self._state: dict[tuple[str, str, str, str], Wire] = {}
         self._logs: list[LogRow] = []
         self._metrics: list[MetricRow] = []
+        self._log_ordinals: set[tuple[str, int]] = set()
+        self._metric_ordinals: set[tuple[str, int]] = set()
         self._by_instance: dict[str, list[ResultRow]] = defaultdict(list)
         self._by_task: dict[tuple[str, int, str], list[ResultRow]] = defaultdict(list)
         self._dropped: set[tuple[str, int]] = set()
@@ -257,9 +259,23 @@ class MemoryStore:
 
     # ------------------------------------------------------------ logs, metrics
     def log_add(self, row: LogRow) -> None:
-        """Append a log record (its ``seq`` is assigned here: 1, 2, ...)."""
+        """Append a log record (its ``seq`` is assigned here: 1, 2, ...); ignored if the
+        instance's ``ordinal`` is stored."""
         with self._lock:
+            if self._seen(self._log_ordinals, row.instance_id, row.ordinal):
+                return
             self._logs.append(dataclasses.replace(row, seq=len(self._logs) + 1))
+
+    @staticmethod
+    def _seen(ordinals: set[tuple[str, int]], instance_id: str, ordinal: int | None) -> bool:
+        """Whether (instance, ordinal) was stored; remember it if not."""
+        if ordinal is None:
+            return False
+        key = (instance_id, ordinal)
+        if key in ordinals:
+            return True
+        ordinals.add(key)
+        return False
 
     def logs(
         self,
@@ -286,9 +302,10 @@ class MemoryStore:
         return out if limit is None else out[: max(limit, 0)]
 
     def metric_add(self, row: MetricRow) -> None:
-        """Append a metric value."""
+        """Append a metric value; ignored if the instance's ``ordinal`` is stored."""
         with self._lock:
-            self._metrics.append(row)
+            if not self._seen(self._metric_ordinals, row.instance_id, row.ordinal):
+                self._metrics.append(row)
 
     def metrics(
         self,

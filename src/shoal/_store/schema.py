@@ -117,7 +117,9 @@ logs = sa.Table(
     sa.Column("level", sa.String(), nullable=False),
     sa.Column("message", sa.Text(), nullable=False),
     sa.Column("time", sa.Double(), nullable=False),
+    sa.Column("ordinal", sa.BigInteger(), nullable=True),
     sa.Index("ix_shoal_logs_swarm_seq", "swarm_id", "seq"),
+    sa.Index("uq_shoal_logs_instance_ordinal", "instance_id", "ordinal", unique=True),
 )
 
 # value is nullable because SQLite stores a NaN as NULL; the store reads NULL as NaN.
@@ -134,5 +136,7 @@ metrics = sa.Table(
     sa.Column("value", sa.Double(), nullable=True),
     sa.Column("step", sa.BigInteger(), nullable=False),
     sa.Column("time", sa.Double(), nullable=False),
+    sa.Column("ordinal", sa.BigInteger(), nullable=True),
     sa.Index("ix_shoal_metrics_swarm_name", "swarm_id", "name"),
+    sa.Index("uq_shoal_metrics_instance_ordinal", "instance_id", "ordinal", unique=True),
 )

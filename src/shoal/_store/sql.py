@@ -81,6 +81,16 @@ class SQLStore:
         self._serial: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if is_sqlite_memory(self.url) else contextlib.nullcontext()
         )
+        # SQLite has one writer at a time, and a writer that finds the lock taken polls
+        # it with sleeps of up to 100 ms (its busy handler): with many threads writing,
+        # a write then waited seconds (coordinator load test, bench/README.md). This
+        # process's threads take turns on a lock instead; the busy timeout still covers
+        # other processes. PostgreSQL and a private in-memory database need none.
+        self._writer: contextlib.AbstractContextManager[Any] = (
+            threading.Lock()
+            if not self._pg and not is_sqlite_memory(self.url)
+            else contextlib.nullcontext()
+        )
         self._engine = make_engine(self.url)
         try:
             with self._serial, self._engine.connect() as conn:
@@ -120,7 +130,7 @@ class SQLStore:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sa.Connection]:
-        with self._serial, self._engine.connect() as conn:
+        with self._writer, self._serial, self._engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})  # SQLite: BEGIN IMMEDIATE
             with conn.begin():
                 yield conn
@@ -441,7 +451,8 @@ class SQLStore:
 
     # ----------------------------------------------------------- logs, metrics
     def log_add(self, row: LogRow) -> None:
-        """Append a log record (its ``seq`` is assigned here: 1, 2, ... per database).
+        """Append a log record (its ``seq`` is assigned here: 1, 2, ... per database);
+        ignored if the instance's ``ordinal`` is stored.
 
         PostgreSQL cannot store NUL characters in text: there a message's NULs are
         replaced by U+FFFD.
@@ -450,19 +461,20 @@ class SQLStore:
         with self._write() as conn:
             self._lock(conn, _LOCK_LOGS)
             seq = _next_seq(conn, t.logs.c.seq)
-            conn.execute(
-                sa.insert(t.logs).values(
-                    seq=seq,
-                    swarm_id=row.swarm_id,
-                    node_id=row.node_id,
-                    alias=row.alias,
-                    iteration=row.iteration,
-                    instance_id=row.instance_id,
-                    level=row.level,
-                    message=message,
-                    time=row.time,
-                )
+            stmt = self._insert(t.logs).values(
+                seq=seq,
+                swarm_id=row.swarm_id,
+                node_id=row.node_id,
+                alias=row.alias,
+                iteration=row.iteration,
+                instance_id=row.instance_id,
+                level=row.level,
+                message=message,
+                time=row.time,
+                ordinal=row.ordinal,
             )
+            # A record sent again (its answer was lost) is stored once.
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["instance_id", "ordinal"]))
 
     def logs(
         self,
@@ -492,21 +504,21 @@ class SQLStore:
             return [_log(r) for r in conn.execute(query)]
 
     def metric_add(self, row: MetricRow) -> None:
-        """Append a metric value."""
+        """Append a metric value; ignored if the instance's ``ordinal`` is stored."""
+        stmt = self._insert(t.metrics).values(
+            swarm_id=row.swarm_id,
+            node_id=row.node_id,
+            alias=row.alias,
+            iteration=row.iteration,
+            instance_id=row.instance_id,
+            name=row.name,
+            value=row.value,
+            step=row.step,
+            time=row.time,
+            ordinal=row.ordinal,
+        )
         with self._write() as conn:
-            conn.execute(
-                sa.insert(t.metrics).values(
-                    swarm_id=row.swarm_id,
-                    node_id=row.node_id,
-                    alias=row.alias,
-                    iteration=row.iteration,
-                    instance_id=row.instance_id,
-                    name=row.name,
-                    value=row.value,
-                    step=row.step,
-                    time=row.time,
-                )
-            )
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["instance_id", "ordinal"]))
 
     def metrics(
         self,
@@ -582,6 +594,7 @@ def _log(r: sa.Row[Any]) -> LogRow:
         message=r.message,
         time=float(r.time),
         seq=int(r.seq),
+        ordinal=None if r.ordinal is None else int(r.ordinal),
     )
 
 
@@ -596,4 +609,5 @@ def _metric(r: sa.Row[Any]) -> MetricRow:
         value=math.nan if r.value is None else float(r.value),
         step=int(r.step),
         time=float(r.time),
+        ordinal=None if r.ordinal is None else int(r.ordinal),
     )
