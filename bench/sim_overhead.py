@@ -225,7 +225,11 @@ def peer_python(name: str, cache: Path) -> Path:
     marker = venv / ".shoal-bench-installed"
     python = venv / "bin" / "python"
     if marker.is_file() and marker.read_text() == "\n".join(reqs):
-        return python
+        # A cached environment can lose a package (seen: flwr without pathspec): check.
+        check = subprocess.run([str(python), "-m", "pip", "check"], capture_output=True)
+        if check.returncode == 0:
+            return python
+        print(f"{venv} is broken ({check.stdout.decode().strip()}); repairing", flush=True)
     print(f"installing {name} ({' '.join(reqs)}) into {venv} ...", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", *reqs], check=True)
