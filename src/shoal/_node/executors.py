@@ -146,6 +146,32 @@ def task_env(spec: InstanceSpec) -> dict[str, str]:
     return env
 
 
+def spawn_with_token(
+    argv: list[str], token: str, workdir: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own session in ``workdir`` (output to ``runner.log``) and
+    hand it the per-instance ``token`` on stdin, never in argv or the environment, which
+    other processes can read. ``OSError`` if it cannot be started."""
+    with (workdir / "runner.log").open("wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(token.encode() + b"\n")
+        proc.stdin.close()
+    except OSError:  # it died at once; the agent reports the crash
+        pass
+    return proc
+
+
 def runner_argv(spec: InstanceSpec, socket_path: Path) -> list[str]:
     """The task runner's command line."""
     argv = [str(spec.interpreter), "-m", "shoal._node.task_runner", str(socket_path)]
@@ -207,26 +233,8 @@ class SubprocessExecutor:
     def start(self, spec: InstanceSpec, socket_path: Path, token: str) -> TaskHandle:
         """Start the task runner and hand it its token on stdin."""
         (spec.workdir / "tmp").mkdir(parents=True, exist_ok=True)
-        out = (spec.workdir / "runner.log").open("wb")
-        try:
-            proc = subprocess.Popen(
-                runner_argv(spec, socket_path),
-                stdin=subprocess.PIPE,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=spec.workdir,
-                env=task_env(spec),
-                start_new_session=True,
-                close_fds=True,
-            )
-        finally:
-            out.close()
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(token.encode() + b"\n")
-            proc.stdin.close()
-        except OSError:  # it died at once; the agent reports the crash
-            pass
+        argv = runner_argv(spec, socket_path)
+        proc = spawn_with_token(argv, token, spec.workdir, task_env(spec))
         return ProcessHandle(proc, spec.cpu_seconds)
 
 

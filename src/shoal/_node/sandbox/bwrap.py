@@ -30,6 +30,7 @@ from shoal._node.executors import (
     TaskHandle,
     runner_argv,
     signal_reason,
+    spawn_with_token,
     task_env,
 )
 from shoal._node.sandbox.cgroups import Cgroup, CgroupLimits, Cgroups, Counters
@@ -424,17 +425,9 @@ class BwrapExecutor:
             argv = ["/bin/sh", "-c", _JOIN, "sh", *joins, "--", *argv]
         log_path = spec.workdir / "runner.log"
         try:
-            with log_path.open("wb") as out:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.PIPE,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=spec.workdir,
-                    env={"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"},
-                    start_new_session=True,
-                    close_fds=True,
-                )
+            proc = spawn_with_token(
+                argv, token, spec.workdir, {"PATH": DEFAULT_PATH, "LANG": "C.UTF-8"}
+            )
         except OSError as e:
             if cgroup is not None:
                 cgroup.remove()
@@ -443,10 +436,4 @@ class BwrapExecutor:
                 code="node.sandbox",
                 hint="check that bubblewrap is installed",
             ) from None
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(token.encode() + b"\n")
-            proc.stdin.close()
-        except OSError:  # it died at once; the agent reports the crash
-            pass
         return BwrapHandle(proc, cgroup, spec, log_path)

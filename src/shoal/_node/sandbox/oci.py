@@ -64,7 +64,7 @@ from pathlib import Path
 
 import shoal
 from shoal._errors import ShoalError
-from shoal._node.executors import InstanceSpec, TaskHandle, task_env
+from shoal._node.executors import InstanceSpec, TaskHandle, spawn_with_token, task_env
 
 log = logging.getLogger("shoal.node")
 
@@ -565,26 +565,7 @@ class OciExecutor:
         (spec.workdir / "tmp").mkdir(parents=True, exist_ok=True)
         if plan.user is not None and plan.user.startswith(f"{NOBODY}:"):
             _give(spec.workdir, socket_path)
-        out = (spec.workdir / "runner.log").open("wb")
-        try:
-            proc = subprocess.Popen(
-                container_argv(plan),
-                stdin=subprocess.PIPE,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=spec.workdir,
-                env=_engine_env(),
-                start_new_session=True,
-                close_fds=True,
-            )
-        finally:
-            out.close()
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(token.encode() + b"\n")
-            proc.stdin.close()
-        except OSError:  # it died at once; the agent reports the crash
-            pass
+        proc = spawn_with_token(container_argv(plan), token, spec.workdir, _engine_env())
         return ContainerHandle(self.engine, plan.name, proc, spec.memory_mb)
 
 
