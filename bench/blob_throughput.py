@@ -33,6 +33,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from _proc import pss
+
 CHUNK = 1 << 20
 
 
@@ -45,8 +47,11 @@ def chunks(size: int, block: bytes) -> Iterator[bytes]:
         sent += n
 
 
-def raw_loopback(size: int, block: bytes) -> float:
-    """Seconds to push ``size`` bytes through a loopback TCP socket to another process."""
+def raw_copy(size: int, block: bytes, target: Path | None = None, fsync: bool = False) -> float:
+    """Seconds to push ``size`` bytes through a loopback TCP socket to another process,
+    which discards them, or writes them to ``target`` (and with ``fsync`` makes them
+    durable, as an upload to the coordinator must). These are the ceilings for ``PUT``
+    (fsynced) and for a node's download into its cache (not) on this machine."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
@@ -55,13 +60,19 @@ def raw_loopback(size: int, block: bytes) -> float:
         [
             sys.executable,
             "-c",
-            "import socket,sys\n"
+            "import os,socket,sys\n"
             f"s=socket.create_connection(('127.0.0.1',{port}))\n"
-            "b=bytearray(1<<20); n=0\n"
+            f"f=open({str(target)!r},'wb') if {target is not None} else None\n"
+            "b=bytearray(1<<20); v=memoryview(b); n=0\n"
             "while True:\n"
             "    k=s.recv_into(b)\n"
             "    if not k: break\n"
+            "    if f: f.write(v[:k])\n"
             "    n+=k\n"
+            "if f:\n"
+            "    f.flush()\n"
+            f"    if {fsync}: os.fsync(f.fileno())\n"
+            "    f.close()\n"
             "print(n)",
         ],
         stdout=subprocess.PIPE,
@@ -76,62 +87,11 @@ def raw_loopback(size: int, block: bytes) -> float:
     dt = time.perf_counter() - t0
     conn.close()
     srv.close()
+    if target is not None:
+        target.unlink(missing_ok=True)
     if int(out.strip()) != size:
         raise RuntimeError(f"raw copy lost bytes: {out.strip()} != {size}")
     return dt
-
-
-def raw_loopback_to_disk(size: int, block: bytes, folder: Path, fsync: bool) -> float:
-    """Like :func:`raw_loopback`, but the receiver writes the bytes to a file, and with
-    ``fsync`` makes them durable, as an upload to the coordinator must: the ceiling for
-    ``PUT`` (fsynced) and for a node's download into its cache (not) on this disk."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    port = srv.getsockname()[1]
-    target = folder / "raw.bin"
-    sink = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import os,socket\n"
-            f"s=socket.create_connection(('127.0.0.1',{port}))\n"
-            f"f=open({str(target)!r},'wb'); b=bytearray(1<<20); v=memoryview(b); n=0\n"
-            "while True:\n"
-            "    k=s.recv_into(b)\n"
-            "    if not k: break\n"
-            "    f.write(v[:k]); n+=k\n"
-            "f.flush()\n"
-            f"if {fsync}: os.fsync(f.fileno())\n"
-            "f.close(); print(n)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    conn, _ = srv.accept()
-    t0 = time.perf_counter()
-    for c in chunks(size, block):
-        conn.sendall(c)
-    conn.shutdown(socket.SHUT_WR)
-    out, _ = sink.communicate(timeout=600)
-    dt = time.perf_counter() - t0
-    conn.close()
-    srv.close()
-    target.unlink(missing_ok=True)
-    if int(out.strip()) != size:
-        raise RuntimeError(f"raw copy to disk lost bytes: {out.strip()} != {size}")
-    return dt
-
-
-def pss(pid: int) -> int:
-    """PSS of one process in bytes (0 if it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
             node.credential = enrol.json()["credential"]
             with httpx.Client(timeout=600, headers=auth) as client:
                 for _ in range(args.repeat):
-                    raw.append(raw_loopback(size, block))
-                    raw_file.append(raw_loopback_to_disk(size, block, state, fsync=False))
-                    raw_disk.append(raw_loopback_to_disk(size, block, state, fsync=True))
+                    raw.append(raw_copy(size, block))
+                    raw_file.append(raw_copy(size, block, state / "raw.bin"))
+                    raw_disk.append(raw_copy(size, block, state / "raw.bin", fsync=True))
                     t0 = time.perf_counter()
                     r = client.put(f"{base}/v1/blobs/{digest}", content=chunks(size, block))
                     up.append(time.perf_counter() - t0)

@@ -61,6 +61,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import msgpack
+from _proc import cpu_seconds, memory
 
 from shoal._codec import encode
 
@@ -72,7 +73,6 @@ KEEPALIVE_S = 5.0  # httpx's keep-alive expiry, which the agent's client keeps
 ENROL = "/v1/nodes/enrol"
 HEARTBEAT = "/v1/nodes/heartbeat"
 MSGPACK = "application/msgpack"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.5
 ENDPOINTS = (
     "enrol",
@@ -105,30 +105,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def proc_memory(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of a process in bytes; (0, 0) if it is gone."""
-    rss = pss = 0
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Rss:"):
-                rss = int(line.split()[1]) * 1024
-            elif line.startswith("Pss:"):
-                pss = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return rss, pss
-
-
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a live process (all its threads)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def loadavg() -> str:
@@ -528,11 +504,11 @@ class Sampler:
             self.sample()
 
     def sample(self) -> None:
-        rss, pss = proc_memory(self.pid)
+        rss, pss = memory(self.pid)
         if rss:
             self.rss.append(rss)
             self.pss.append(pss)
-            self.cpu_s = proc_cpu(self.pid)
+            self.cpu_s = cpu_seconds(self.pid)
 
     def stop(self) -> None:
         self._stop.set()

@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+from _proc import pss
+
 PRODUCER = """
 import numpy as np
 from pathlib import Path
@@ -80,17 +82,6 @@ class Big(Swarm):
     def execute(self):
         return self.consume(self.produce())
 """
-
-
-def pss(pid: int) -> int:
-    """PSS of a process in bytes (0 if gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,16 +67,7 @@ def run(sock: socket.socket, token: str) -> None:
     reported = threading.Event()
     _watch_agent(sock, reported)
     channel.outbox = Outbox(Path(c["outbox"]), f"t{os.getpid()}")
-    ctx = InstanceContext(
-        c["swarm_id"],
-        c["instance_id"],
-        c["node_id"],
-        c["alias"],
-        c["iteration"],
-        c["attempt"],
-        channel,
-        dict(c.get("global_versions") or {}),
-    )
+    ctx = InstanceContext.from_message(c, channel, dict(c.get("global_versions") or {}))
     try:
         outcome = run_instance(ModuleCache(), c["module"], Path(c["folder"]), ctx, capture=True)
     finally:

@@ -41,6 +41,23 @@ class InstanceContext:
     # version matches needs no request (None: always ask).
     global_versions: dict[str, str] | None = None
 
+    @classmethod
+    def from_message(
+        cls, c: dict[str, Any], channel: Channel, global_versions: dict[str, str] | None
+    ) -> InstanceContext:
+        """The context whose identity a node sent in ``c`` (``swarm_id``,
+        ``instance_id``, ``node_id``, ``alias``, ``iteration``, ``attempt``)."""
+        return cls(
+            c["swarm_id"],
+            c["instance_id"],
+            c["node_id"],
+            c["alias"],
+            c["iteration"],
+            c["attempt"],
+            channel,
+            global_versions,
+        )
+
 
 _CURRENT: contextvars.ContextVar[InstanceContext | None] = contextvars.ContextVar(
     "shoal_instance", default=None

@@ -33,17 +33,7 @@ def serve(sock: socket.socket, blobs: Path) -> None:
             return
         if msg.get("op") == "exit":
             return
-        c = msg["ctx"]
-        ctx = InstanceContext(
-            c["swarm_id"],
-            c["instance_id"],
-            c["node_id"],
-            c["alias"],
-            c["iteration"],
-            c["attempt"],
-            channel,
-            msg.get("globals"),
-        )
+        ctx = InstanceContext.from_message(msg["ctx"], channel, msg.get("globals"))
         outcome = run_instance(cache, msg["module"], Path(msg["folder"]), ctx, capture=True)
         protocol.send(
             sock,
