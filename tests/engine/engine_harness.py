@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterable, Sequence
 
 from shoal._engine import Engine, EngineError, InstanceState
+from shoal._engine.core import TimeoutFrom
 from shoal._engine.messages import (
     CancelInstance,
     Event,
@@ -129,8 +130,8 @@ def wakes(out: Iterable[Instruction]) -> list[float]:
 class Harness:
     """Feeds events to an engine, validating after every one, and keeps the log."""
 
-    def __init__(self) -> None:
-        self.engine = Engine()
+    def __init__(self, timeout_from: TimeoutFrom = "scheduled") -> None:
+        self.engine = Engine(timeout_from=timeout_from)
         self.now = 0.0
         self.events: list[Event] = []
         self.log: list[Instruction] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from engine_harness import Harness, cancels, fedavg, finished, module, plan, runs, task, wakes
 
-from shoal._engine import EngineError, InstanceState
+from shoal._engine import Engine, EngineError, InstanceState
 from shoal._engine.messages import (
     FailureKind,
     InstanceStarted,
@@ -234,6 +234,26 @@ def test_timeout_cancels_and_retries() -> None:
     (done,) = finished(out)
     assert done.status == "failed"
     assert [f.kind for f in done.failures] == [FailureKind.TIMEOUT, FailureKind.TIMEOUT]
+
+
+def test_timeout_from_started_counts_from_the_start_report_and_not_before() -> None:
+    h = Harness(timeout_from="started")  # as the simulator runs it
+    h.join("n1", "n2")
+    out = h.submit(fedavg(worker=task("worker", method=Method.ANY, timeout=10.0, retries=1)))
+    (first,) = runs(out)
+    assert wakes(out) == []  # queued, not started: no deadline yet
+    assert h.timer(50.0) == []
+    out = h.start(first.instance_id)  # at 50
+    assert wakes(out) == [60.0]
+    assert h.timer(59.0) == []
+    cancel, rerun = cancels(h.timer(60.0))[0], runs(h.log)[-1]
+    assert "timed out after 10s" in cancel.reason and rerun.attempt == 1
+
+
+def test_an_unknown_timeout_origin_is_refused() -> None:
+    with pytest.raises(EngineError, match="timeout_from='queued'") as e:
+        Engine(timeout_from="queued")  # type: ignore[arg-type]
+    assert e.value.code == "engine.timeout_from"
 
 
 def test_finished_instance_has_no_timeout() -> None:

@@ -215,6 +215,15 @@ def test_timeout_kills_a_hanging_instance_within_bounds() -> None:
     assert {f.kind.value for f in run.failures} == {"timeout"}
 
 
+def test_an_instance_queued_behind_another_in_a_worker_is_timed_from_its_own_start() -> None:
+    # One worker gets two instances at once (the second waits in its socket): the
+    # second's 0.8 s timeout must not tick while the first runs for 0.5 s.
+    sleeper = src("import time\ntime.sleep(0.5)\nself.world.results.add('ok', 1)")
+    run = shoal.simulate(Graph([("w", sleeper, {"timeout": 0.8}, [])]), nodes=3, workers=1)
+    assert run.ok, run.reason
+    assert len(run.results.select("ok")) == 3
+
+
 def test_large_values_cross_processes_intact() -> None:
     big = src('self.world.results.add("a", np.arange(1_000_000, dtype=np.float32))')
     total = src(

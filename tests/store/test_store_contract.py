@@ -390,18 +390,6 @@ def test_drop_results(store: Store) -> None:
     assert store.dropped("s", 1)
 
 
-def test_memory_drop_results_deletes_segments(tmp_path: Any) -> None:
-    from shoal._store.memory import MemoryStore
-
-    for name in ["w1-r3.seg", "w2-r3.seg", "w1-r13.seg", "w1-r4.seg"]:
-        (tmp_path / name).write_bytes(b"x")
-    mem = MemoryStore(tmp_path)
-    mem.drop_results("s", 3)
-    mem.settle()  # deleted by a background thread
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["w1-r13.seg", "w1-r4.seg"]
-    MemoryStore().drop_results("s", 3)  # no segment folder: nothing to delete
-
-
 @HYPO
 @given(value=wires, iteration=int64, alias=ids, node_id=ids, instance=ids, tag=ids)
 def test_result_round_trip_property(

@@ -6,6 +6,8 @@ on top; this class never sees an event, only the time and cause id of the curren
 
 from __future__ import annotations
 
+from typing import Literal
+
 from shoal._engine.errors import EngineError
 from shoal._engine.messages import (
     CancelInstance,
@@ -47,10 +49,23 @@ from shoal._plan import Method
 _RUNNING = SwarmStatus.RUNNING
 
 
+# When a task's timeout starts to count: when its instance is scheduled (a real node's
+# download and start-up included), or when the instance reports it started (the
+# simulator: a virtual node's instance does not exist while it waits for a worker).
+TimeoutFrom = Literal["scheduled", "started"]
+
+
 class EngineCore:
     """State of every swarm, node and instance, and the rules that change it."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout_from: TimeoutFrom = "scheduled") -> None:
+        if timeout_from not in ("scheduled", "started"):
+            raise EngineError(
+                f"timeout_from={timeout_from!r} is neither 'scheduled' nor 'started'",
+                code="engine.timeout_from",
+                hint="pass timeout_from='scheduled' (real nodes) or 'started' (simulator)",
+            )
+        self._timeout_at_start = timeout_from == "started"
         self._event_id = 0
         self._now = 0.0
         self._event_name = ""
@@ -285,7 +300,9 @@ class EngineCore:
     ) -> Instance:
         swarm, spec = run.swarm, run.spec
         iid = f"{swarm.swarm_id}/{run.iteration}/{run.alias}/{slot.index}/{attempt}"
-        deadline = None if spec.timeout_s is None else self._now + spec.timeout_s
+        deadline = None
+        if spec.timeout_s is not None and not self._timeout_at_start:
+            deadline = self._now + spec.timeout_s
         inst = Instance(iid, run, slot, attempt, node.node_id, inputs, deadline)
         self._instances[iid] = swarm.active[iid] = node.active[iid] = inst
         slot.current = inst

@@ -175,8 +175,13 @@ class Engine(EngineCore):
 
     def _on_started(self, e: InstanceStarted) -> None:
         inst = self._report(e.instance_id, Move.STARTED)
-        if inst is not None:
-            self._move(inst, Move.STARTED, "started")
+        if inst is None:
+            return
+        self._move(inst, Move.STARTED, "started")
+        timeout = inst.run.spec.timeout_s
+        if self._timeout_at_start and timeout is not None:
+            inst.deadline = self._now + timeout
+            self._timers.push(inst.deadline, inst)
 
     def _on_succeeded(self, e: InstanceSucceeded) -> None:
         inst = self._report(e.instance_id, Move.SUCCEEDED)

@@ -10,7 +10,7 @@ from typing import Any
 from shoal._codec import decode
 from shoal._errors import ShoalError
 from shoal._runtime.context import InstanceContext
-from shoal._runtime.wire import Buffer, from_wire, to_wire, wire_buffer
+from shoal._runtime.wire import Buffer, SegmentReader, from_wire, to_wire, wire_buffer
 
 _MISSING: Any = object()
 
@@ -132,7 +132,6 @@ class Results:
             ``alias=`` or use :meth:`select_all`.
         """
         records = self._list(tag, alias, iteration)
-        out: dict[str, Any] = {}
         owner: dict[str, str] = {}
         for r in records:
             node = r["node_id"]
@@ -145,24 +144,26 @@ class Results:
                     "world.results.select_all(tag) which returns every record",
                 )
             owner[node] = r["alias"]
-            out[node] = from_wire(r["value"])
-        return out
+        with SegmentReader() as reader:
+            return {r["node_id"]: reader.value(r["value"]) for r in records}
 
     def stream(
         self, tag: str, alias: str | None = None, iteration: int | None = None
     ) -> Iterator[tuple[str, Any]]:
         """Yield ``(node_id, value)`` one at a time, without holding all in memory."""
-        for r in self._list(tag, alias, iteration):
-            yield r["node_id"], from_wire(r["value"])
+        with SegmentReader() as reader:
+            for r in self._list(tag, alias, iteration):
+                yield r["node_id"], reader.value(r["value"])
 
     def select_all(
         self, tag: str, alias: str | None = None, iteration: int | None = None
     ) -> list[ResultRecord]:
         """Every record for ``tag`` with its alias, node and iteration."""
-        return [
-            ResultRecord(r["alias"], r["node_id"], r["iteration"], from_wire(r["value"]))
-            for r in self._list(tag, alias, iteration)
-        ]
+        with SegmentReader() as reader:
+            return [
+                ResultRecord(r["alias"], r["node_id"], r["iteration"], reader.value(r["value"]))
+                for r in self._list(tag, alias, iteration)
+            ]
 
 
 class World:

@@ -32,12 +32,23 @@ class DirectChannel:
 
 
 class SocketChannel:
-    """Frames over a connected socket; large values are spilled into ``outbox``."""
+    """Frames over a connected socket; large values are spilled into ``outbox``.
 
-    def __init__(self, sock: socket.socket, outbox: Outbox | None) -> None:
+    One-way notes whose op is in ``defer`` wait and go out with the next frame sent
+    (a request, another note, or :meth:`send`): the simulator defers ``results.add``
+    so an instance costs its worker one send and its driver one wake-up. A note is
+    deferred only where losing it with a crashed process loses nothing: a crashed
+    instance's results do not count. Logs and metrics are never deferred.
+    """
+
+    def __init__(
+        self, sock: socket.socket, outbox: Outbox | None, defer: frozenset[str] = frozenset()
+    ) -> None:
         self._sock = sock
         self.outbox = outbox
         self._ids = itertools.count(1)
+        self._defer = defer
+        self._deferred: list[bytes] = []
         # Messages that arrived while waiting for a reply (the driver sends work ahead).
         self._pending: deque[dict[str, Any]] = deque()
 
@@ -45,10 +56,16 @@ class SocketChannel:
         """The next message that is not a reply (blocking)."""
         return self._pending.popleft() if self._pending else protocol.recv(self._sock)
 
+    def send(self, msg: dict[str, Any]) -> None:
+        """Send ``msg`` after every deferred note."""
+        self._deferred.append(protocol.frame(msg))
+        protocol.send_frames(self._sock, self._deferred)
+        self._deferred.clear()
+
     def request(self, op: str, args: dict[str, Any]) -> Any:
         """Send a request and wait for its reply."""
         rid = next(self._ids)
-        protocol.send(self._sock, {"id": rid, "op": op, "args": args})
+        self.send({"id": rid, "op": op, "args": args})
         while True:
             reply = protocol.recv(self._sock)
             if "op" not in reply:
@@ -61,5 +78,9 @@ class SocketChannel:
         return reply.get("ok")
 
     def notify(self, op: str, args: dict[str, Any]) -> None:
-        """Send a one-way message."""
-        protocol.send(self._sock, {"id": None, "op": op, "args": args})
+        """Send a one-way message (or defer it, see the class)."""
+        msg = {"id": None, "op": op, "args": args}
+        if op in self._defer:
+            self._deferred.append(protocol.frame(msg))
+        else:
+            self.send(msg)

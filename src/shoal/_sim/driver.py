@@ -130,7 +130,9 @@ class Simulation:
         self.service = WorldService(
             self.store, self.nodes, on_stop=self._on_stop, on_next_iter=self._on_next_iter
         )
-        self.engine = Engine()
+        # A virtual node's instance exists once a worker runs it, not while it waits
+        # for one: with 10,000 nodes on 2 workers that wait can be longer than a timeout.
+        self.engine = Engine(timeout_from="started")
         self._events: deque[Event] = deque()
         self._infos: dict[str, InstanceInfo] = {}
         self._wake: float | None = None

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -159,14 +160,22 @@ class _Worker:
     # rest wait in its socket so it never idles while the driver handles a result.
     jobs: deque[Job] = field(default_factory=deque)
     ready: bool = False
+    head_since: float = 0.0  # when the first of ``jobs`` started
 
 
 class ProcessPoolExecutor:
     """A fixed pool of worker processes that run instances of any virtual node.
 
-    Each worker is sent up to ``depth`` jobs ahead. Cancelling a job that is running (or
-    may be) kills its worker and starts a fresh one; the worker's other jobs go back to
-    the front of the queue (re-running one is safe: a rerun replaces its results).
+    Each worker is sent jobs ahead, so it never waits for the driver between two: about
+    ``ahead_s`` seconds of work (from a running mean of instance times), at least 2
+    and at most ``max_depth`` jobs. Short instances (under a millisecond) thus queue
+    8 deep, long ones 2, so a worker never sits on queued long jobs that another idle
+    worker could run. An instance counts as started when its worker starts it, not
+    when it is queued there: its timeout does not tick while it waits.
+
+    Cancelling a job that is running (or may be) kills its worker and starts a fresh
+    one; the worker's other jobs go back to the front of the queue (re-running one is
+    safe: a rerun replaces its results).
 
     With ``sandbox`` every worker runs under bubblewrap (see :class:`BwrapSandbox`);
     without it (the default) workers are plain child processes.
@@ -179,7 +188,8 @@ class ProcessPoolExecutor:
         on_done: OnDone,
         workers: int,
         blobs: Path,
-        depth: int = 2,
+        ahead_s: float = 0.005,
+        max_depth: int = 8,
         sandbox: BwrapSandbox | None = None,
     ) -> None:
         if workers < 1:
@@ -192,7 +202,10 @@ class ProcessPoolExecutor:
         self._on_started = on_started
         self._on_done = on_done
         self._blobs = blobs
-        self._depth = depth
+        self._ahead_s = ahead_s
+        self._max_depth = max_depth
+        self._depth = 2
+        self._mean_s = 0.0  # running mean of instance times; 0: none seen yet
         self._sandbox = sandbox
         # Errors of one-way requests (results.add) fail the instance when it reports done.
         self._notify_errors: dict[str, str] = {}
@@ -269,7 +282,8 @@ class ProcessPoolExecutor:
                 continue
             w.jobs.append(job)
             self._owner[i.instance_id] = w
-            self._on_started(i.instance_id)
+            if len(w.jobs) == 1:
+                self._start_head(w)
             protocol.send(
                 w.sock,
                 {
@@ -310,6 +324,15 @@ class ProcessPoolExecutor:
                 if w not in self._workers:
                     break
 
+    def _start_head(self, w: _Worker) -> None:
+        w.head_since = time.monotonic()
+        self._on_started(w.jobs[0].info.instance_id)
+
+    def _timed(self, seconds: float) -> None:
+        """Fold one instance's time into the running mean and set the depth from it."""
+        self._mean_s = seconds if not self._mean_s else 0.9 * self._mean_s + 0.1 * seconds
+        self._depth = max(2, min(self._max_depth, int(self._ahead_s / max(self._mean_s, 1e-6))))
+
     def _crashed(self, w: _Worker) -> None:
         jobs = list(w.jobs)
         self._replace(w, jobs[1:])
@@ -335,6 +358,7 @@ class ProcessPoolExecutor:
         if op == "done":
             w.jobs.popleft()
             self._owner.pop(iid, None)
+            self._timed(time.monotonic() - w.head_since)
             outcome = Outcome(bool(frame["ok"]), frame.get("error", ""), frame.get("traceback", ""))
             late = self._notify_errors.pop(iid, None)
             if outcome.ok and late is not None:
@@ -343,6 +367,8 @@ class ProcessPoolExecutor:
                 outcome = self._sandbox.explain(outcome)
             self._on_done(iid, outcome, FailureKind.ERROR)
             if w in self._workers:
+                if w.jobs:
+                    self._start_head(w)
                 self._assign(w)
             return
         rid = frame.get("id")

@@ -24,7 +24,7 @@ def serve(sock: socket.socket, blobs: Path) -> None:
     """Run instances until the driver says ``exit`` or goes away."""
     cache = ModuleCache()
     outbox = Outbox(blobs, f"w{os.getpid()}")
-    channel = SocketChannel(sock, outbox)
+    channel = SocketChannel(sock, outbox, defer=frozenset({"results.add"}))
     protocol.send(sock, {"op": "ready"})  # imports done: instance timings start from here
     while True:
         try:
@@ -35,8 +35,7 @@ def serve(sock: socket.socket, blobs: Path) -> None:
             return
         ctx = InstanceContext.from_message(msg["ctx"], channel, msg.get("globals"))
         outcome = run_instance(cache, msg["module"], Path(msg["folder"]), ctx, capture=True)
-        protocol.send(
-            sock,
+        channel.send(
             {
                 "op": "done",
                 "instance_id": ctx.instance_id,

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+from shoal._runtime.wire import free_segments, retire_bucket
 from shoal._store.base import (
     LogRow,
     MetricRow,
@@ -36,7 +37,8 @@ class MemoryStore:
     blob_dir
         The simulator's folder of segment files (``{prefix}-r{iteration}.seg``, see
         ``shoal._runtime.wire``) holding large result values. When given,
-        :meth:`drop_results` also deletes the segments of the dropped iteration.
+        :meth:`drop_results` also retires the segments of the dropped iteration (for
+        reuse by the next writers, see ``shoal._runtime.wire.retire_bucket``).
     """
 
     def __init__(self, blob_dir: Path | None = None) -> None:
@@ -203,20 +205,26 @@ class MemoryStore:
                         if not rows:
                             del self._by_instance[row.instance_id]
         if self.blob_dir is not None:
-            # Unlinking a segment frees its page-cache pages and may wait for their
-            # writeback: ~0.4 s for a 2 GB segment here, which would stall the
-            # simulator's driver at each iteration start. A short-lived thread does it.
-            doomed = list(self.blob_dir.glob(f"*-r{iteration}.seg"))
-            if doomed:
-                deleter = threading.Thread(
-                    target=_unlink_all, args=(doomed,), name="shoal-drop-segments", daemon=True
-                )
-                deleter.start()
-                with self._lock:
-                    self._deleters = [t for t in self._deleters if t.is_alive()] + [deleter]
+            self._delete(retire_bucket(self.blob_dir, f"r{iteration}"))
+
+    def _delete(self, doomed: list[Path]) -> None:
+        # Unlinking a segment frees its page-cache pages and may wait for their
+        # writeback: ~0.4 s for a 2 GB segment here, which would stall the simulator's
+        # driver at each iteration start. A short-lived thread does it.
+        if not doomed:
+            return
+        deleter = threading.Thread(
+            target=_unlink_all, args=(doomed,), name="shoal-drop-segments", daemon=True
+        )
+        deleter.start()
+        with self._lock:
+            self._deleters = [t for t in self._deleters if t.is_alive()] + [deleter]
 
     def settle(self) -> None:
-        """Wait until the segments of every dropped iteration are deleted."""
+        """Delete the retired segments nobody reused, and wait until the segments of
+        every dropped iteration are deleted."""
+        if self.blob_dir is not None:
+            self._delete(free_segments(self.blob_dir))
         with self._lock:
             deleters, self._deleters = self._deleters, []
         for t in deleters:
