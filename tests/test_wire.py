@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,21 @@ def test_memory_store_recycles_dropped_segments_and_settle_deletes_the_unused(
     store.drop_results("s", 3)  # dropping twice renames nothing twice
     store.settle()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w1-r13.seg", "w1-r4.seg"]
+
+
+def test_a_stream_reads_ahead_in_order_and_can_be_left_early(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wire, "READ_AHEAD_BATCH", 400_000)  # two values a batch
+    out = Outbox(tmp_path, "w1")
+    wires = [to_wire(vec(k), out, "r0") for k in range(20)] + [to_wire({"k": 20}, out, "r0")]
+    out.close()
+    with SegmentReader() as reader:
+        got = list(reader.values(wires))
+    assert [float(v[0]) for v in got[:-1]] == [float(k) for k in range(20)]
+    assert got[-1] == {"k": 20}
+    with SegmentReader() as reader:
+        values = reader.values(wires)
+        assert float(next(values)[0]) == 0.0
+        values.close()  # the helper thread is joined, not left running
+    assert [t.name for t in threading.enumerate() if t.name.startswith("shoal-read")] == []

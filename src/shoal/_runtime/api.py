@@ -151,9 +151,11 @@ class Results:
         self, tag: str, alias: str | None = None, iteration: int | None = None
     ) -> Iterator[tuple[str, Any]]:
         """Yield ``(node_id, value)`` one at a time, without holding all in memory."""
+        records = self._list(tag, alias, iteration)
         with SegmentReader() as reader:
-            for r in self._list(tag, alias, iteration):
-                yield r["node_id"], reader.value(r["value"])
+            values = reader.values([r["value"] for r in records])
+            for r, value in zip(records, values, strict=True):
+                yield r["node_id"], value
 
     def select_all(
         self, tag: str, alias: str | None = None, iteration: int | None = None
