@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
@@ -222,6 +223,13 @@ def test_an_instance_queued_behind_another_in_a_worker_is_timed_from_its_own_sta
     run = shoal.simulate(Graph([("w", sleeper, {"timeout": 0.8}, [])]), nodes=3, workers=1)
     assert run.ok, run.reason
     assert len(run.results.select("ok")) == 3
+
+
+def test_the_callers_gc_thresholds_are_restored() -> None:
+    before = gc.get_threshold()
+    run = shoal.simulate(Graph([("w", src("self.world.results.add('ok', 1)"), {}, [])]), nodes=1)
+    assert run.ok, run.reason
+    assert gc.get_threshold() == before
 
 
 def test_large_values_cross_processes_intact() -> None:

@@ -8,9 +8,11 @@ engine's.
 from __future__ import annotations
 
 import base64
+import gc
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -84,6 +86,24 @@ class _Counters:
     done: int = 0
     started_at: dict[str, float] = field(default_factory=dict)
     durations: dict[str, list[float]] = field(default_factory=dict)
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Collect cyclic garbage less often while a simulation runs.
+
+    The engine keeps every instance it scheduled, so each full collection walks a heap
+    that grows with the run, and the driver allocates a few objects per event. With
+    Python's defaults, 10 rounds of 10,000 trivial instances spent 1.15 s of 10 s in
+    the collector (1838 young, 12 full collections); with these thresholds, 0.2 s.
+    The caller's thresholds come back afterwards.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(50_000, 100, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 class Simulation:
@@ -231,6 +251,10 @@ class Simulation:
 
     def run(self) -> SimulationRun:
         """Run until the swarm finishes; never waits without a bound."""
+        with _fewer_collections():
+            return self._run()
+
+    def _run(self) -> SimulationRun:
         executor = self._make_executor()
         try:
             for n in self.nodes.values():
