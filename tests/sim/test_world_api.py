@@ -225,6 +225,41 @@ def test_an_instance_queued_behind_another_in_a_worker_is_timed_from_its_own_sta
     assert len(run.results.select("ok")) == 3
 
 
+def test_a_global_written_mid_iteration_is_seen_by_every_instance_that_starts_later() -> None:
+    # Workers are sent jobs ahead, each with the global versions of when it was sent,
+    # and they cache globals: a job queued before the write but started after it must
+    # still read the new value.
+    rw = src(
+        """
+import time
+if self.world.node_id == "node-00010":
+    time.sleep(0.05)
+    self.world.globals["g"] = 1
+    self.world.results.add("set_at", time.monotonic())
+else:
+    start = time.monotonic()
+    self.world.results.add("seen", [start, self.world.globals["g"]])
+    time.sleep(0.1)
+"""
+    )
+
+    class Rw(Graph):
+        def __init__(self) -> None:
+            super().__init__([("rw", rw, {}, [])])
+            self.set_global("g", 0)
+
+    run = shoal.simulate(Rw(), nodes=30, workers=2)
+    assert run.ok, run.reason
+    set_at = run.results.select("set_at")["node-00010"]
+    seen = run.results.select("seen").values()
+    # A job commits to its versions just before its code starts: 10 ms of slack for a
+    # worker descheduled in between. Jobs take 0.1 s, so the one queued at the write
+    # almost always starts later than that.
+    later = [g for start, g in seen if start > set_at + 0.01]
+    assert later, "no instance started after the write: the test proves nothing"
+    assert later == [1] * len(later)
+
+
 def test_the_callers_gc_thresholds_are_restored() -> None:
     before = gc.get_threshold()
     run = shoal.simulate(Graph([("w", src("self.world.results.add('ok', 1)"), {}, [])]), nodes=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import select
 import socket
 from collections import deque
 from typing import Any
@@ -55,6 +56,19 @@ class SocketChannel:
     def next_message(self) -> dict[str, Any]:
         """The next message that is not a reply (blocking)."""
         return self._pending.popleft() if self._pending else protocol.recv(self._sock)
+
+    def take_arrived(self, op: str) -> list[dict[str, Any]]:
+        """Read what was already sent to us, without waiting for more, and return the
+        messages whose op is ``op`` in order; the others stay queued."""
+        while select.select([self._sock], [], [], 0)[0]:
+            try:
+                self._pending.append(protocol.recv(self._sock))
+            except protocol.ChannelClosed:
+                break  # the next next_message() says so
+        taken = [m for m in self._pending if m.get("op") == op]
+        if taken:
+            self._pending = deque(m for m in self._pending if m.get("op") != op)
+        return taken
 
     def send(self, msg: dict[str, Any]) -> None:
         """Send ``msg`` after every deferred note."""

@@ -206,6 +206,7 @@ class ProcessPoolExecutor:
         self._max_depth = max_depth
         self._depth = 2
         self._mean_s = 0.0  # running mean of instance times; 0: none seen yet
+        self._epoch = 0  # globals written so far; orders the versions a worker hears of
         self._sandbox = sandbox
         # Errors of one-way requests (results.add) fail the instance when it reports done.
         self._notify_errors: dict[str, str] = {}
@@ -291,6 +292,7 @@ class ProcessPoolExecutor:
                     "module": job.module,
                     "folder": str(job.folder),
                     "globals": self._service.store.global_versions(i.swarm_id),
+                    "epoch": self._epoch,
                     "ctx": {
                         "swarm_id": i.swarm_id,
                         "instance_id": i.instance_id,
@@ -380,8 +382,23 @@ class ProcessPoolExecutor:
             else:
                 self._notify_errors.setdefault(iid, f"{frame['op']} failed: {e}")
             return
+        if frame["op"] == "globals.set":  # before the reply: the write then precedes it
+            self._globals_changed(job.info.swarm_id)
         if rid is not None:
             protocol.send(w.sock, {"id": rid, "ok": result})
+
+    def _globals_changed(self, swarm_id: str) -> None:
+        """Tell every worker the new versions: jobs already sent to it carry older ones,
+        and one that starts after this write must read the new value."""
+        self._epoch += 1
+        update = {
+            "op": "versions",
+            "epoch": self._epoch,
+            "globals": self._service.store.global_versions(swarm_id),
+        }
+        for w in self._workers:
+            with contextlib.suppress(OSError):  # a dead worker is noticed by the next poll
+                protocol.send(w.sock, update)
 
     def close(self) -> None:
         for w in list(self._workers):

@@ -20,11 +20,34 @@ from shoal._runtime.loader import ModuleCache, run_instance
 from shoal._runtime.wire import Outbox
 
 
+class _Versions:
+    """The newest versions of the swarm's globals this worker has heard of.
+
+    Each job carries the versions of when the driver sent it, and the driver sends a
+    ``versions`` update after every write; ``epoch`` (the driver's count of writes)
+    says which is newer.
+    """
+
+    def __init__(self) -> None:
+        self.epoch = -1
+        self.versions: dict[str, str] = {}
+
+    def see(self, update: dict[str, Any]) -> None:
+        if update["epoch"] > self.epoch:
+            self.epoch, self.versions = update["epoch"], update["globals"]
+
+    def of(self, job: dict[str, Any]) -> dict[str, str]:
+        """The versions ``job`` must see (a copy: the instance may change its own)."""
+        self.see(job)
+        return dict(self.versions)
+
+
 def serve(sock: socket.socket, blobs: Path) -> None:
     """Run instances until the driver says ``exit`` or goes away."""
     cache = ModuleCache()
     outbox = Outbox(blobs, f"w{os.getpid()}")
     channel = SocketChannel(sock, outbox, defer=frozenset({"results.add"}))
+    versions = _Versions()
     protocol.send(sock, {"op": "ready"})  # imports done: instance timings start from here
     while True:
         try:
@@ -33,7 +56,14 @@ def serve(sock: socket.socket, blobs: Path) -> None:
             return
         if msg.get("op") == "exit":
             return
-        ctx = InstanceContext.from_message(msg["ctx"], channel, msg.get("globals"))
+        if msg.get("op") == "versions":
+            versions.see(msg)
+            continue
+        # Jobs are sent ahead, so a global may have been written since this one was:
+        # an update already here means the write came first, and this job must see it.
+        for update in channel.take_arrived("versions"):
+            versions.see(update)
+        ctx = InstanceContext.from_message(msg["ctx"], channel, versions.of(msg))
         outcome = run_instance(cache, msg["module"], Path(msg["folder"]), ctx, capture=True)
         channel.send(
             {
