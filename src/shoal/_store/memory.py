@@ -194,7 +194,7 @@ class MemoryStore:
                 task_rows.append(row)
 
     def drop_results(self, swarm_id: str, iteration: int) -> None:
-        """Forget every result of an iteration (and delete the segments holding them)."""
+        """Forget every result of an iteration (and retire the segments holding them)."""
         with self._lock:
             self._dropped.add((swarm_id, iteration))
             for key in [k for k in self._by_task if k[0] == swarm_id and k[1] == iteration]:
