@@ -260,6 +260,39 @@ else:
     assert later == [1] * len(later)
 
 
+def test_values_kept_across_iterations_stay_intact_when_their_segments_are_reused() -> None:
+    # Dropped iterations' segments are overwritten by later ones; a huge value (read as
+    # a memory map, not a copy) must never be in one of those, or a view kept by task
+    # code would change under it. One worker, so the keeper runs in one process.
+    writer = src(
+        """
+it = self.world.iteration
+self.world.results.add("big", np.full(4_200_000, it, dtype=np.float32))  # > 16 MiB
+self.world.results.add("small", np.full(20_000, it, dtype=np.float32))
+"""
+    )
+    keeper = src(
+        """
+import sys
+kept = sys.modules.setdefault("kept_views", type(sys)("kept_views"))
+it = self.world.iteration
+if it == 1:
+    kept.big = list(self.world.results.select("big").values())
+    kept.small = list(self.world.results.select("small").values())
+if it == 3:
+    ok = all(float(v.min()) == float(v.max()) == 1.0 for v in kept.big + kept.small)
+    self.world.globals["intact"] = ok
+"""
+    )
+    swarm = Graph(
+        [("w", writer, {}, []), ("k", keeper, {"method": "any", "maximum": 1}, ["w"])],
+        max_iterations=4,
+    )
+    run = shoal.simulate(swarm, nodes=2, workers=1, keep_results=0)
+    assert run.ok, run.reason
+    assert run.globals["intact"] is True
+
+
 def test_the_callers_gc_thresholds_are_restored() -> None:
     before = gc.get_threshold()
     run = shoal.simulate(Graph([("w", src("self.world.results.add('ok', 1)"), {}, [])]), nodes=1)
