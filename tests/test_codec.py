@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from shoal._codec import _format, decode, decode_b64, digest, encode, encode_b64
+from shoal._codec._encode import Encoder
 from shoal._errors import CodecError
 
 
@@ -226,6 +227,33 @@ def test_encode_copies_array_bytes_once_and_in_bulk() -> None:
     assert len(data) < arr.nbytes + 256
 
 
+@pytest.mark.parametrize(
+    "arr",
+    [
+        np.arange(7, dtype=">i2"),
+        np.zeros((3, 4), np.float32),
+        np.array(2.5),
+        np.array(["ab", "c"]),
+        np.array(["2020-01-02"], dtype="datetime64[D]"),
+    ],
+)
+def test_plain_arrays_take_a_fast_path_with_the_general_bytes(arr: np.ndarray[Any, Any]) -> None:
+    # A plain array skips the msgpack hooks; its bytes and its decoding must be exactly
+    # those of the general path, which an array inside a container still takes.
+    encoder = Encoder()
+    body = msgpack.packb(arr, default=encoder.default, use_bin_type=True)
+    general = _format.frame(body, encoder.buffers)
+    for _ in range(2):  # the second time from the cached head
+        assert encode(arr) == general
+        out = decode(general)
+        assert same_array(out, arr)
+        assert not out.flags.writeable
+        assert np.shares_memory(out, np.frombuffer(general, np.uint8))
+    copy = decode(general, writable=True)
+    assert copy.flags.writeable and same_array(copy, arr)
+    assert same_array(decode(encode([arr]))[0], arr)
+
+
 # --- pandas / arrow / torch -------------------------------------------------------------
 
 
@@ -389,8 +417,16 @@ def test_bad_array_headers(dtype: str, shape: object, length: int) -> None:
     assert info.value.code == "codec.malformed"
 
 
-def test_every_truncation_is_refused() -> None:
-    data = encode({"a": np.arange(5, dtype=np.int64), "b": (1, 2.5, "x"), "c": np.zeros(0)})
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": np.arange(5, dtype=np.int64), "b": (1, 2.5, "x"), "c": np.zeros(0)},
+        np.arange(5, dtype=np.int64),  # a plain array: the fast path must refuse it too
+    ],
+)
+def test_every_truncation_is_refused(value: Any) -> None:
+    data = encode(value)
+    decode(data)  # the array's head is now known to the fast path
     for end in range(len(data)):
         with pytest.raises(CodecError):
             decode(data[:end])

@@ -23,6 +23,7 @@ import hashlib
 from typing import Any
 
 import msgpack
+import numpy as np
 
 from shoal._codec import _format
 from shoal._codec._decode import Decoder
@@ -60,6 +61,10 @@ def encode_parts(value: object) -> list[bytes | memoryview]:
         If some part of ``value`` can't be encoded; the message names the type and its
         place in the value (``value['model'][3]``).
     """
+    if type(value) is np.ndarray and value.flags.c_contiguous and value.nbytes:
+        prefix = _array_prefix(value)
+        if prefix is not None:
+            return [prefix, value.reshape(-1).view(np.uint8).data]
     encoder = Encoder()
     try:
         body: bytes = msgpack.packb(
@@ -106,6 +111,11 @@ def decode(data: bytes | bytearray | memoryview, *, writable: bool = False) -> A
         raise _format.malformed(f"expected contiguous bytes, got {type(data).__name__}") from exc
     if view.nbytes and view[0] == _format.MAGIC:
         body, section = _format.split_frame(view)
+        known = _ARRAY_BODIES.get(body.tobytes())
+        if known is not None and known[2] <= section.nbytes:
+            dtype, shape, nbytes = known
+            arr: np.ndarray[Any, Any] = np.ndarray(shape, dtype, buffer=section[:nbytes])
+            return arr.copy() if writable else arr
         decoder = Decoder(section, writable)
     else:
         body, decoder = view, Decoder(None, writable)
@@ -122,7 +132,41 @@ def decode(data: bytes | bytearray | memoryview, *, writable: bool = False) -> A
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         # Truncation, bad UTF-8, an unhashable key, trailing bytes...
         raise _format.malformed(str(exc) or type(exc).__name__) from exc
-    return decoder.finish(value)
+    value = decoder.finish(value)
+    if type(value) is np.ndarray and value.nbytes:
+        _array_prefix(value)  # the next array of this dtype and shape takes the fast path
+    return value
+
+
+# One plain array is the common large value (a model's weights, a client's update), and
+# its frame's head depends only on its dtype and shape: the head is built once per pair,
+# and decoding recognises its msgpack body by its bytes, skipping the Python hooks. These
+# are what the general path would produce and check, so both paths give equal results.
+_ARRAY_HEADS: dict[tuple[str, tuple[int, ...]], bytes | None] = {}
+_ARRAY_BODIES: dict[bytes, tuple[np.dtype[Any], tuple[int, ...], int]] = {}
+_ARRAY_CACHE_MAX = 256  # distinct (dtype, shape) pairs; past it the tables start over
+
+
+def _array_prefix(arr: np.ndarray[Any, Any]) -> bytes | None:
+    """The frame's bytes before the data of a plain array like ``arr`` (None if its
+    dtype is not one the codec encodes: the general path then raises the error)."""
+    key = (arr.dtype.str, arr.shape)
+    if key in _ARRAY_HEADS:
+        return _ARRAY_HEADS[key]
+    if len(_ARRAY_HEADS) >= _ARRAY_CACHE_MAX:
+        _ARRAY_HEADS.clear()
+        _ARRAY_BODIES.clear()
+    encoder = Encoder()
+    try:
+        body: bytes = msgpack.packb(arr, default=encoder.default, use_bin_type=True)
+    except Unencodable:
+        _ARRAY_HEADS[key] = None
+        return None
+    parts = _format.frame_parts(body, encoder.buffers)
+    prefix = b"".join(parts[:-1])  # head, body, padding; the last part is the data
+    _ARRAY_HEADS[key] = prefix
+    _ARRAY_BODIES[body] = (arr.dtype, arr.shape, arr.nbytes)
+    return prefix
 
 
 def digest(data: bytes | bytearray | memoryview) -> str:
