@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import select
 import socket
 from collections import deque
 from typing import Any
@@ -43,28 +42,55 @@ class SocketChannel:
     """
 
     def __init__(
-        self, sock: socket.socket, outbox: Outbox | None, defer: frozenset[str] = frozenset()
+        self,
+        sock: socket.socket,
+        outbox: Outbox | None,
+        defer: frozenset[str] = frozenset(),
+        read_size: int = 256 * 1024,
     ) -> None:
         self._sock = sock
         self.outbox = outbox
         self._ids = itertools.count(1)
         self._defer = defer
         self._deferred: list[bytes] = []
-        # Messages that arrived while waiting for a reply (the driver sends work ahead).
+        # Frames received and not yet taken, in order: one read takes every frame that
+        # has arrived (the driver sends jobs ahead), not one system call per frame.
         self._pending: deque[dict[str, Any]] = deque()
+        self._reader = protocol.FrameReader()
+        self._buf = bytearray(read_size)
+        self._view = memoryview(self._buf)
+        self._closed = False
+
+    def _fill(self, wait: bool) -> int:
+        """Read what has arrived into the pending frames (waiting for some if ``wait``);
+        return how many bytes were read."""
+        if self._closed:
+            raise protocol.ChannelClosed("channel closed by the other end")
+        try:
+            n = self._sock.recv_into(self._buf, 0, 0 if wait else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
+        except ConnectionError:
+            n = 0
+        if n == 0:
+            self._closed = True
+            if wait:
+                raise protocol.ChannelClosed("channel closed by the other end")
+            return 0  # the next wait says so, after the frames already here are taken
+        self._pending.extend(self._reader.feed(self._view[:n]))
+        return n
 
     def next_message(self) -> dict[str, Any]:
         """The next message that is not a reply (blocking)."""
-        return self._pending.popleft() if self._pending else protocol.recv(self._sock)
+        while not self._pending:
+            self._fill(wait=True)
+        return self._pending.popleft()
 
     def take_arrived(self, op: str) -> list[dict[str, Any]]:
         """Read what was already sent to us, without waiting for more, and return the
         messages whose op is ``op`` in order; the others stay queued."""
-        while select.select([self._sock], [], [], 0)[0]:
-            try:
-                self._pending.append(protocol.recv(self._sock))
-            except protocol.ChannelClosed:
-                break  # the next next_message() says so
+        while self._fill(wait=False) == len(self._buf):
+            pass  # the buffer was filled: more may be waiting
         taken = [m for m in self._pending if m.get("op") == op]
         if taken:
             self._pending = deque(m for m in self._pending if m.get("op") != op)
@@ -80,16 +106,24 @@ class SocketChannel:
         """Send a request and wait for its reply."""
         rid = next(self._ids)
         self.send({"id": rid, "op": op, "args": args})
-        while True:
-            reply = protocol.recv(self._sock)
-            if "op" not in reply:
-                break
-            self._pending.append(reply)
+        reply = self._reply()
         if reply.get("id") != rid:
             raise protocol.ChannelClosed(f"channel out of step: expected reply {rid}")
         if "error" in reply:
             protocol.raise_payload(reply["error"])
         return reply.get("ok")
+
+    def _reply(self) -> dict[str, Any]:
+        """Take the first reply (a frame without an op), waiting for it."""
+        seen = 0  # frames already searched: each is looked at once
+        while True:
+            for i in range(seen, len(self._pending)):
+                if "op" not in self._pending[i]:
+                    reply = self._pending[i]
+                    del self._pending[i]
+                    return reply
+            seen = len(self._pending)
+            self._fill(wait=True)
 
     def notify(self, op: str, args: dict[str, Any]) -> None:
         """Send a one-way message (or defer it, see the class)."""
