@@ -48,6 +48,7 @@ def serve(sock: socket.socket, blobs: Path) -> None:
     outbox = Outbox(blobs, f"w{os.getpid()}")
     channel = SocketChannel(sock, outbox, defer=frozenset({"results.add"}))
     versions = _Versions()
+    folders: dict[str, Path] = {}  # a few modules, thousands of instances: parse once
     protocol.send(sock, {"op": "ready"})  # imports done: instance timings start from here
     while True:
         try:
@@ -64,7 +65,10 @@ def serve(sock: socket.socket, blobs: Path) -> None:
         for update in channel.take_arrived("versions"):
             versions.see(update)
         ctx = InstanceContext.from_message(msg["ctx"], channel, versions.of(msg))
-        outcome = run_instance(cache, msg["module"], Path(msg["folder"]), ctx, capture=True)
+        folder = folders.get(msg["folder"])
+        if folder is None:
+            folder = folders[msg["folder"]] = Path(msg["folder"])
+        outcome = run_instance(cache, msg["module"], folder, ctx, capture=True)
         channel.send(
             {
                 "op": "done",
