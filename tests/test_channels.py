@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from shoal._errors import ShoalError
 from shoal._runtime import protocol
 from shoal._runtime.channels import SocketChannel
 
@@ -76,3 +77,16 @@ def test_frames_that_arrived_before_the_other_end_closed_are_still_read(
     assert channel.next_message() == {"op": "run", "n": 1}
     with pytest.raises(protocol.ChannelClosed):
         channel.next_message()
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (protocol._LEN.pack(3) + b"\x92\x01\x02", "not a map"),  # [1, 2], not a map
+        (protocol._LEN.pack(protocol.MAX_FRAME + 1), "exceeds the bound"),
+    ],
+)
+def test_a_bad_frame_is_refused_with_a_clear_error(data: bytes, match: str) -> None:
+    with pytest.raises(ShoalError, match=match) as info:
+        protocol.FrameReader().feed(data)
+    assert info.value.code == "channel.frame"

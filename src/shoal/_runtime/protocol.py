@@ -58,15 +58,23 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def recv(sock: socket.socket) -> dict[str, Any]:
-    """Receive one frame (blocking)."""
-    (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
+def _check_length(n: int) -> None:
     if n > MAX_FRAME:
         raise ShoalError(f"frame of {n} bytes exceeds the bound", code="channel.frame")
-    msg = msgpack.unpackb(_recv_exact(sock, n), raw=False, strict_map_key=False)
+
+
+def _message(body: bytes | memoryview) -> dict[str, Any]:
+    msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
     if not isinstance(msg, dict):
         raise ShoalError("malformed frame: not a map", code="channel.frame")
     return msg
+
+
+def recv(sock: socket.socket) -> dict[str, Any]:
+    """Receive one frame (blocking)."""
+    (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
+    _check_length(n)
+    return _message(_recv_exact(sock, n))
 
 
 class FrameReader:
@@ -80,17 +88,15 @@ class FrameReader:
         self._buf += data
         out: list[dict[str, Any]] = []
         start = 0
-        view = memoryview(self._buf)
-        while len(self._buf) - start >= _LEN.size:
-            (n,) = _LEN.unpack_from(self._buf, start)
-            end = start + _LEN.size + n
-            if len(self._buf) < end:
-                break
-            out.append(
-                msgpack.unpackb(view[start + _LEN.size : end], raw=False, strict_map_key=False)
-            )
-            start = end
-        view.release()
+        with memoryview(self._buf) as view:
+            while len(self._buf) - start >= _LEN.size:
+                (n,) = _LEN.unpack_from(self._buf, start)
+                _check_length(n)
+                end = start + _LEN.size + n
+                if len(self._buf) < end:
+                    break
+                out.append(_message(view[start + _LEN.size : end]))
+                start = end
         if start:
             del self._buf[:start]  # once per read, not once per frame
         return out
