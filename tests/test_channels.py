@@ -83,10 +83,23 @@ def test_frames_that_arrived_before_the_other_end_closed_are_still_read(
     ("data", "match"),
     [
         (protocol._LEN.pack(3) + b"\x92\x01\x02", "not a map"),  # [1, 2], not a map
+        (protocol._LEN.pack(3) + b"\x93\x01\x02", "malformed frame"),  # not msgpack
         (protocol._LEN.pack(protocol.MAX_FRAME + 1), "exceeds the bound"),
     ],
 )
-def test_a_bad_frame_is_refused_with_a_clear_error(data: bytes, match: str) -> None:
-    with pytest.raises(ShoalError, match=match) as info:
-        protocol.FrameReader().feed(data)
-    assert info.value.code == "channel.frame"
+def test_a_bad_frame_breaks_the_stream_after_the_good_ones(data: bytes, match: str) -> None:
+    reader = protocol.FrameReader()
+    good = protocol.frame({"op": "done", "n": 1})
+    assert reader.feed(good + data + good) == [{"op": "done", "n": 1}]
+    assert reader.broken is not None and reader.broken.code == "channel.frame"
+    assert match in reader.broken.message
+    assert reader.feed(good) == []  # nothing after a bad frame can be trusted
+
+
+def test_a_channel_whose_stream_broke_raises_the_reason() -> None:
+    ours, driver = socket.socketpair()
+    with ours, driver:
+        channel = SocketChannel(ours, None)
+        driver.sendall(protocol._LEN.pack(3) + b"\x92\x01\x02")
+        with pytest.raises(ShoalError, match="not a map"):
+            channel.next_message()

@@ -150,6 +150,25 @@ def test_failures_carry_their_kind_node_and_traceback(user: httpx.Client) -> Non
     assert 'raise ValueError("bad shard")' in traced["failures"][0]["traceback"]
 
 
+def test_a_task_that_corrupts_its_channel_fails_as_a_crash_and_is_killed(
+    user: httpx.Client,
+) -> None:
+    # Task code can reach the socket to its node; garbage there must end the instance
+    # at once with a clear error, not leave the node reading past it until a timeout.
+    body = (
+        "from shoal._runtime.context import current\n"
+        'current().channel._sock.sendall(b"\\0" * 7 + b"\\3" + b"\\x93\\1\\2")\n'
+        "time.sleep(60)"
+    )
+    t0 = time.monotonic()
+    _, status = _run(user, one_task(body, "solo"))
+    assert time.monotonic() - t0 < 30
+    assert status["status"] == "failed"
+    (failure,) = status["failures"]
+    assert failure["kind"] == "crash"
+    assert "broke its channel to the node (malformed frame" in failure["error"], failure
+
+
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)

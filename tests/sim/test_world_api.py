@@ -207,6 +207,30 @@ self.world.results.add("ok", True)
     assert len(run.results.select("ok")) == 3
 
 
+def test_a_worker_whose_channel_is_corrupted_is_replaced_and_the_instance_fails_clearly() -> None:
+    # Task code runs inside the worker process and can reach its channel to the driver
+    # (the fd is in argv): garbage there must fail that instance, not the simulation.
+    corrupt = src(
+        """
+import os, sys
+if self.world.node_id == "node-00000" and self.local.get_state("tried") is None:
+    self.local.set_state("tried", True)
+    os.write(int(sys.argv[1]), b"\\x00" * 7 + b"\\x03" + b"\\x93\\x01\\x02")
+    import time
+    time.sleep(600)
+self.world.results.add("ok", True)
+"""
+    )
+    run = shoal.simulate(Graph([("w", corrupt, {"retries": 1}, [])]), nodes=3, workers=2)
+    assert run.ok, run.reason
+    assert len(run.results.select("ok")) == 3
+    once = shoal.simulate(Graph([("w", corrupt, {}, [])]), nodes=3, workers=2)
+    assert not once.ok
+    (failure,) = once.failures
+    assert failure.kind.value == "crash"
+    assert "malformed frame" in failure.error, failure.error
+
+
 def test_timeout_kills_a_hanging_instance_within_bounds() -> None:
     sleeper = src("import time\ntime.sleep(600)")
     t0 = time.monotonic()

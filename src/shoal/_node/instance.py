@@ -89,9 +89,9 @@ def _recv_hello(conn: socket.socket) -> dict[str, Any]:
         if got > HELLO_MAX_BYTES:
             raise ShoalError("first frame too large", code="node.hello")
         frames = reader.feed(data)
+        if reader.broken is not None:
+            raise reader.broken
         if frames:
-            if not isinstance(frames[0], dict):
-                raise ShoalError("first frame is not a map", code="node.hello")
             return frames[0]
 
 
@@ -325,6 +325,12 @@ class InstanceRun:
                 if not data:
                     return self._crash(workdir)
                 frames = reader.feed(data)
+                if reader.broken is not None:
+                    self._handle.kill()
+                    why = reader.broken.message
+                    return Ended(
+                        False, f"the task broke its channel to the node ({why})", kind="crash"
+                    )
                 pending = 0 if frames else pending + len(data)
                 if pending > MAX_PENDING_BYTES:  # values go by file; frames are small
                     self._handle.kill()

@@ -78,6 +78,8 @@ class SocketChannel:
                 raise protocol.ChannelClosed("channel closed by the other end")
             return 0  # the next wait says so, after the frames already here are taken
         self._pending.extend(self._reader.feed(self._view[:n]))
+        if self._reader.broken is not None:
+            raise self._reader.broken
         return n
 
     def next_message(self) -> dict[str, Any]:

@@ -64,7 +64,10 @@ def _check_length(n: int) -> None:
 
 
 def _message(body: bytes | memoryview) -> dict[str, Any]:
-    msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    try:
+        msg = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as e:
+        raise ShoalError(f"malformed frame: {e}", code="channel.frame") from e
     if not isinstance(msg, dict):
         raise ShoalError("malformed frame: not a map", code="channel.frame")
     return msg
@@ -78,25 +81,38 @@ def recv(sock: socket.socket) -> dict[str, Any]:
 
 
 class FrameReader:
-    """Incremental frame decoder for non-blocking reads in an event loop."""
+    """Incremental frame decoder for non-blocking reads in an event loop.
+
+    A bad frame (too long, not msgpack, not a map) breaks the stream: :attr:`broken`
+    says why, the frames before it are still returned, and nothing after it is read.
+    """
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self.broken: ShoalError | None = None
 
     def feed(self, data: bytes | memoryview) -> list[dict[str, Any]]:
         """Add received bytes; return every complete frame."""
+        if self.broken is not None:
+            return []
         self._buf += data
         out: list[dict[str, Any]] = []
         start = 0
         with memoryview(self._buf) as view:
-            while len(self._buf) - start >= _LEN.size:
-                (n,) = _LEN.unpack_from(self._buf, start)
-                _check_length(n)
-                end = start + _LEN.size + n
-                if len(self._buf) < end:
-                    break
-                out.append(_message(view[start + _LEN.size : end]))
-                start = end
+            try:
+                while len(self._buf) - start >= _LEN.size:
+                    (n,) = _LEN.unpack_from(self._buf, start)
+                    _check_length(n)
+                    end = start + _LEN.size + n
+                    if len(self._buf) < end:
+                        break
+                    out.append(_message(view[start + _LEN.size : end]))
+                    start = end
+            except ShoalError as e:
+                self.broken = e
+        if self.broken is not None:
+            self._buf = bytearray()
+            return out
         if start:
             del self._buf[:start]  # once per read, not once per frame
         return out

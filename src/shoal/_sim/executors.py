@@ -331,6 +331,14 @@ class ProcessPoolExecutor:
                 self._frame(w, frame)
                 if w not in self._workers:
                     break
+            else:
+                if w.reader.broken is not None:  # task code can reach the channel's fd
+                    self._crashed(
+                        w,
+                        f"the worker running it broke its channel to the driver "
+                        f"({w.reader.broken.message}); task code must not write to the "
+                        "worker's file descriptors",
+                    )
 
     def _coalesce(self) -> None:
         """Let several instances end before the next wake-up, while every worker has
@@ -352,17 +360,17 @@ class ProcessPoolExecutor:
         self._mean_s = seconds if not self._mean_s else 0.9 * self._mean_s + 0.1 * seconds
         self._depth = max(2, min(self._max_depth, int(self._ahead_s / max(self._mean_s, 1e-6))))
 
-    def _crashed(self, w: _Worker) -> None:
+    def _crashed(self, w: _Worker, error: str | None = None) -> None:
+        """Replace a worker that died (or whose channel broke: ``error`` says how); the
+        instance it was running fails as a crash, and its other jobs run elsewhere."""
         jobs = list(w.jobs)
         self._replace(w, jobs[1:])
         if jobs:
-            rc = w.proc.returncode
-            why = f"signal {-rc}" if rc is not None and rc < 0 else f"exit code {rc}"
-            self._on_done(
-                jobs[0].info.instance_id,
-                Outcome(False, f"the worker process died ({why}) while running it"),
-                FailureKind.CRASH,
-            )
+            if error is None:
+                rc = w.proc.returncode
+                why = f"signal {-rc}" if rc is not None and rc < 0 else f"exit code {rc}"
+                error = f"the worker process died ({why}) while running it"
+            self._on_done(jobs[0].info.instance_id, Outcome(False, error), FailureKind.CRASH)
 
     def _frame(self, w: _Worker, frame: dict[str, Any]) -> None:
         op = frame.get("op")
