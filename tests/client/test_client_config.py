@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import shoal
-from shoal._client import _parse_flat_toml, _sse, resolve
+from shoal._client.config import _parse_flat_toml, resolve
+from shoal._client.http import sse
 
 
 @pytest.fixture(autouse=True)
@@ -176,7 +177,7 @@ def test_server_sent_events_are_parsed() -> None:
         'data: {"status": "succeeded"}',
         "",
     ]
-    assert list(_sse(iter(lines))) == [
+    assert list(sse(iter(lines))) == [
         {"status": "running", "iteration": 1},
         {"status": "succeeded"},
     ]

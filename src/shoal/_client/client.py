@@ -8,173 +8,36 @@ naming the URL when the coordinator cannot be reached.
 from __future__ import annotations
 
 import hashlib
-import json
 import mmap
 import os
 import ssl
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import msgpack
 
+from shoal._client.config import ca_from_config, resolve
+from shoal._client.http import clean, path_part, raise_for_status, sse, wait_timeout
 from shoal._codec import decode
 from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
 from shoal._version import __version__
 
-__all__ = ["TERMINAL", "Client", "config_path", "resolve"]
+__all__ = ["TERMINAL", "Client"]
 
 #: Final swarm statuses: a swarm in one of these never changes again.
 TERMINAL = frozenset({"succeeded", "failed", "stopped"})
 
-_ENV_URL = "SHOAL_COORDINATOR"
-_ENV_TOKEN = "SHOAL_TOKEN"
-_ENV_CA = "SHOAL_CA_CERT"
 _CHUNK = 1 << 20
 _BLOB_IN_MEMORY = 16 << 20  # blobs below this are read into memory, larger ones mapped
 _HOW_TO_START = (
     "start one with `shoal coordinator start`, or `shoal up --nodes N` for a local "
     "federation; or point SHOAL_COORDINATOR or --coordinator at a running one"
 )
-
-
-def config_path() -> Path:
-    """Where the client's config file lives.
-
-    Returns
-    -------
-    pathlib.Path
-        ``$XDG_CONFIG_HOME/shoal/config.toml``, by default
-        ``~/.config/shoal/config.toml``.
-    """
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "shoal" / "config.toml"
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except OSError as e:
-        raise ShoalError(
-            f"cannot read the shoal config file {path}: {e}",
-            code="client.config",
-            hint="fix its permissions, or set SHOAL_COORDINATOR and SHOAL_TOKEN instead",
-        ) from None
-    try:
-        return _parse_toml(text)
-    except ValueError as e:
-        raise ShoalError(
-            f"the shoal config file {path} is not valid TOML: {e}",
-            code="client.config",
-            hint='write lines such as coordinator = "https://host:8750" and token = "..."',
-        ) from None
-
-
-def _parse_toml(text: str) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-
-        try:
-            return tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(str(e)) from None
-    return _parse_flat_toml(text)
-
-
-def _parse_flat_toml(text: str) -> dict[str, Any]:
-    """``key = "string"`` lines only: enough for the client config on Python 3.10."""
-    out: dict[str, Any] = {}
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key:
-            raise ValueError(f'line {n}: expected key = "value"')
-        if value.startswith("'") and value.endswith("'") and len(value) >= 2:
-            out[key] = value[1:-1]
-        elif value.startswith('"'):
-            try:
-                out[key] = json.loads(value)
-            except json.JSONDecodeError:
-                raise ValueError(f"line {n}: bad string {value}") from None
-        else:
-            raise ValueError(f"line {n}: only string values are supported here")
-    return out
-
-
-def resolve(url: str | None = None, token: str | None = None) -> tuple[str, str]:
-    """Find the coordinator URL and the user token.
-
-    Each comes from the argument if given, else the environment (``SHOAL_COORDINATOR``,
-    ``SHOAL_TOKEN``), else the config file (``coordinator = "..."``,
-    ``token = "..."`` in :func:`config_path`).
-
-    Returns
-    -------
-    tuple of str
-        The URL (without a trailing slash) and the token.
-
-    Raises
-    ------
-    ShoalError
-        ``client.config`` when either cannot be found or the URL is malformed.
-    """
-    config: dict[str, Any] | None = None
-
-    def from_config(key: str) -> str | None:
-        nonlocal config
-        if config is None:
-            config = _read_config(config_path())
-        value = config.get(key)
-        if value is not None and not isinstance(value, str):
-            raise ShoalError(
-                f"{key} in {config_path()} is a {type(value).__name__}, not a string",
-                code="client.config",
-                hint=f'write {key} = "..." with quotes',
-            )
-        return value or None
-
-    url = url or os.environ.get(_ENV_URL) or from_config("coordinator")
-    if not url:
-        raise ShoalError(
-            "no coordinator URL given",
-            code="client.config",
-            hint=f"pass --coordinator URL or Client(url=...), export {_ENV_URL}=URL, or write "
-            f'coordinator = "URL" in {config_path()}; `shoal up` and `shoal coordinator '
-            "start` print the URL",
-        )
-    url = url.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise ShoalError(
-            f"coordinator URL {url!r} has no http:// or https:// scheme",
-            code="client.config",
-            hint=f"write it as https://{url}, or http://{url} for a coordinator without TLS",
-        )
-    token = token or os.environ.get(_ENV_TOKEN) or from_config("token")
-    if not token:
-        raise ShoalError(
-            f"no user token given for the coordinator at {url}",
-            code="client.config",
-            hint=f"pass --token T or Client(token=...), export {_ENV_TOKEN}=T, or write "
-            f'token = "T" in {config_path()}; the token is printed by `shoal coordinator '
-            "start` and kept in <state>/user-token",
-        )
-    return url, token.strip()
-
-
-def _ca_from_config() -> str | None:
-    return os.environ.get(_ENV_CA) or _read_config(config_path()).get("ca_cert") or None
 
 
 class Client:
@@ -223,7 +86,7 @@ class Client:
         self.url, token = resolve(url, token)
         self.timeout = float(timeout)
         if verify is True and self.url.startswith("https://"):
-            verify = _ca_from_config() or True
+            verify = ca_from_config() or True
         if isinstance(verify, (str, os.PathLike)):
             ca = os.fspath(verify)
             try:
@@ -277,14 +140,14 @@ class Client:
             r = self._http.request(
                 method,
                 path,
-                params=_clean(params),
+                params=clean(params),
                 content=content,
                 headers=headers,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as e:
             raise self._transport_error(e, what) from None
-        _raise_for_status(r, what)
+        raise_for_status(r, what)
         return r
 
     def _json(self, method: str, path: str, what: str, **kw: Any) -> Any:
@@ -416,7 +279,7 @@ class Client:
             succeeded, failed}``.
         """
         result: dict[str, Any] = self._json(
-            "GET", f"/v1/swarms/{_q(swarm_id)}", f"status of swarm {swarm_id}"
+            "GET", f"/v1/swarms/{path_part(swarm_id)}", f"status of swarm {swarm_id}"
         )
         return result
 
@@ -445,27 +308,27 @@ class Client:
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise _wait_timeout(swarm_id, timeout, last)
+                raise wait_timeout(swarm_id, timeout, last)
             read = None if remaining is None else max(remaining, 0.01)
             try:
                 with self._http.stream(
                     "GET",
-                    f"/v1/swarms/{_q(swarm_id)}/events",
+                    f"/v1/swarms/{path_part(swarm_id)}/events",
                     headers={"Accept": "text/event-stream"},
                     timeout=httpx.Timeout(self.timeout, read=read),
                 ) as r:
                     if not r.is_success:
                         r.read()
-                        _raise_for_status(r, what)
-                    for status in _sse(r.iter_lines()):
+                        raise_for_status(r, what)
+                    for status in sse(r.iter_lines()):
                         last = status
                         yield status
                         if status.get("status") in TERMINAL:
                             return
                         if deadline is not None and time.monotonic() >= deadline:
-                            raise _wait_timeout(swarm_id, timeout, last)
+                            raise wait_timeout(swarm_id, timeout, last)
             except httpx.ReadTimeout:
-                raise _wait_timeout(swarm_id, timeout, last) from None
+                raise wait_timeout(swarm_id, timeout, last) from None
             except (httpx.RemoteProtocolError, httpx.ReadError):
                 pass  # the stream dropped: look at the status, then reopen it
             except httpx.HTTPError as e:
@@ -503,7 +366,7 @@ class Client:
     def stop(self, swarm_id: str) -> None:
         """Ask the coordinator to stop a swarm: running instances are cancelled and its
         status becomes ``"stopped"``."""
-        self._json("POST", f"/v1/swarms/{_q(swarm_id)}/stop", f"stopping swarm {swarm_id}")
+        self._json("POST", f"/v1/swarms/{path_part(swarm_id)}/stop", f"stopping swarm {swarm_id}")
 
     # ------------------------------------------------------------------ logs, metrics
 
@@ -545,7 +408,7 @@ class Client:
         }
         result: list[dict[str, Any]] = self._json(
             "GET",
-            f"/v1/swarms/{_q(swarm_id)}/logs",
+            f"/v1/swarms/{path_part(swarm_id)}/logs",
             f"logs of swarm {swarm_id}",
             params=params,
             wait=float(wait),
@@ -599,7 +462,7 @@ class Client:
         time}]``, filtered by metric name, node id and task alias."""
         result: list[dict[str, Any]] = self._json(
             "GET",
-            f"/v1/swarms/{_q(swarm_id)}/metrics",
+            f"/v1/swarms/{path_part(swarm_id)}/metrics",
             f"metrics of swarm {swarm_id}",
             params={"name": name, "node": node, "task": task},
         )
@@ -634,7 +497,7 @@ class Client:
             read-only views (call ``.copy()`` to change them).
         """
         rows = self._msgpack(
-            f"/v1/swarms/{_q(swarm_id)}/results/{_q(tag)}",
+            f"/v1/swarms/{path_part(swarm_id)}/results/{path_part(tag)}",
             f"results {tag!r} of swarm {swarm_id}",
             params={"alias": alias, "iteration": iteration},
         )
@@ -681,7 +544,8 @@ class Client:
             The coordinator's 404 if the swarm has no such global.
         """
         answer = self._msgpack(
-            f"/v1/swarms/{_q(swarm_id)}/globals/{_q(key)}", f"global {key!r} of swarm {swarm_id}"
+            f"/v1/swarms/{path_part(swarm_id)}/globals/{path_part(key)}",
+            f"global {key!r} of swarm {swarm_id}",
         )
         return self._from_wire(answer["value"])
 
@@ -709,10 +573,10 @@ class Client:
         hasher = hashlib.sha256()
         with tempfile.TemporaryFile() as f:
             try:
-                with self._http.stream("GET", f"/v1/blobs/{_q(digest)}") as r:
+                with self._http.stream("GET", f"/v1/blobs/{path_part(digest)}") as r:
                     if not r.is_success:
                         r.read()
-                        _raise_for_status(r, what)
+                        raise_for_status(r, what)
                     for chunk in r.iter_bytes(_CHUNK):
                         hasher.update(chunk)
                         f.write(chunk)
@@ -735,67 +599,3 @@ class Client:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _q(part: str) -> str:
-    return quote(str(part), safe=":")
-
-
-def _clean(params: dict[str, Any] | None) -> dict[str, Any] | None:
-    if params is None:
-        return None
-    return {k: v for k, v in params.items() if v is not None}
-
-
-def _raise_for_status(r: httpx.Response, what: str) -> None:
-    if r.is_success:
-        return
-    code, message, hint = f"http.{r.status_code}", "", None
-    try:
-        err = r.json()["error"]
-        code = str(err.get("code") or code)
-        message = str(err.get("message") or "")
-        hint = err.get("hint") or None
-    except (ValueError, KeyError, TypeError, AttributeError):
-        text = r.text.strip().replace("\n", " ")
-        message = f"HTTP {r.status_code} {r.reason_phrase}" + (f": {text[:200]}" if text else "")
-    if hint is None:
-        hint = {
-            401: "check the user token (--token, SHOAL_TOKEN or the config file); "
-            "`shoal coordinator start` prints it and keeps it in <state>/user-token",
-            403: "use the token of the user who deployed the swarm",
-            404: "list swarms with `shoal status` and check the id",
-            413: "the request is larger than the coordinator's --max-request-mb accepts",
-        }.get(r.status_code)
-    raise ShoalError(f"{what}: {message or f'HTTP {r.status_code}'}", code=code, hint=hint)
-
-
-def _sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    """The JSON ``data`` of each server-sent event."""
-    data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                text = "\n".join(data)
-                data = []
-                try:
-                    value = json.loads(text)
-                except ValueError:
-                    continue
-                if isinstance(value, dict):
-                    yield value
-            continue
-        if line.startswith(":"):
-            continue  # a comment (keep-alive)
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
-
-
-def _wait_timeout(swarm_id: str, timeout: float | None, last: dict[str, Any] | None) -> ShoalError:
-    where = f"; it is {last.get('status')} at iteration {last.get('iteration')}" if last else ""
-    return ShoalError(
-        f"swarm {swarm_id} did not finish within {timeout or 0:g}s{where}",
-        code="client.timeout",
-        hint=f"wait longer, or look at `shoal status {swarm_id}` and `shoal logs {swarm_id}`",
-    )
