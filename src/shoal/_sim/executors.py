@@ -171,7 +171,9 @@ class ProcessPoolExecutor:
     and at most ``max_depth`` jobs. Short instances (under a millisecond) thus queue
     8 deep, long ones 2, so a worker never sits on queued long jobs that another idle
     worker could run. An instance counts as started when its worker starts it, not
-    when it is queued there: its timeout does not tick while it waits.
+    when it is queued there: its timeout does not tick while it waits. While every
+    worker has plenty queued, the driver lets several instances end before it wakes
+    (see ``_coalesce``).
 
     Cancelling a job that is running (or may be) kills its worker and starts a fresh
     one; the worker's other jobs go back to the front of the queue (re-running one is
