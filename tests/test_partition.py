@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shoal._data.partition import Scheme, parse_scheme, partition, split_indices
 from shoal._errors import ShoalError
-from shoal._sim.partition import Scheme, parse_scheme, partition, split_indices
 
 SCHEMES = ["iid", "dirichlet:0.5", "shards:2"]
 N_NODES = 7

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from shoal._runtime import wire
-from shoal._runtime.wire import Outbox, SegmentReader, from_wire, retire_bucket, to_wire
 from shoal._store.memory import MemoryStore
+from shoal._wire import Outbox, SegmentReader, from_wire, retire_bucket, to_wire
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -191,8 +191,8 @@ def up(
     ] = None,
 ) -> None:
     """Start a coordinator and N node agents on this machine; Ctrl-C stops them all."""
-    from shoal._sim.nodes import node_id
-    from shoal._sim.partition import partition as split
+    from shoal._data.nodes import node_id
+    from shoal._data.partition import partition as split
 
     if nodes < 1:
         fail(f"--nodes {nodes}: start at least one node")

@@ -51,8 +51,8 @@ from shoal._engine.messages import (
 )
 from shoal._errors import ShoalError
 from shoal._plan import Plan
-from shoal._runtime.service import InstanceInfo
 from shoal._store.base import Store, SwarmRecord
+from shoal._world.service import InstanceInfo
 
 log = logging.getLogger("shoal.coordinator")
 

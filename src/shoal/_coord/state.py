@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from shoal._runtime.service import InstanceInfo
+from shoal._world.service import InstanceInfo
 
 
 def hash_credential(credential: str) -> str:

@@ -1,6 +1,6 @@
 """The world service as the coordinator runs it: store-backed, no ``local.*`` ops.
 
-Reuses :class:`shoal._runtime.service.WorldService` (the simulator's service), so task
+Reuses :class:`shoal._world.service.WorldService` (the simulator's service), so task
 code sees one set of semantics. Only ``local.*`` differs: the node agent answers those
 itself, and the coordinator never knows a node's data paths.
 """
@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from shoal._errors import ShoalError
-from shoal._runtime.service import InstanceInfo, NodeInfo, WorldService
 from shoal._store.base import Store
+from shoal._world.service import InstanceInfo, NodeInfo, WorldService
 
 
 def _local_refused() -> ShoalError:

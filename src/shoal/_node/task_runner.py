@@ -22,7 +22,7 @@ from shoal._runtime import protocol
 from shoal._runtime.channels import SocketChannel
 from shoal._runtime.context import InstanceContext
 from shoal._runtime.loader import ModuleCache, run_instance
-from shoal._runtime.wire import Outbox
+from shoal._wire import Outbox
 
 
 def _limit(memory_mb: int | None, cpu_seconds: int | None) -> None:

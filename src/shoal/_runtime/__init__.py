@@ -1,1 +1,1 @@
-"""Task-side runtime internals: channel, wire values, world API, driver-side service."""
+"""Task-side runtime internals: the channel, its protocol, the world API, module loading."""

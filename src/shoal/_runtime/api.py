@@ -10,7 +10,7 @@ from typing import Any
 from shoal._codec import decode
 from shoal._errors import ShoalError
 from shoal._runtime.context import InstanceContext
-from shoal._runtime.wire import Buffer, SegmentReader, from_wire, to_wire, wire_buffer
+from shoal._wire import Buffer, SegmentReader, from_wire, to_wire, wire_buffer
 
 _MISSING: Any = object()
 

@@ -1,4 +1,9 @@
-"""Channel implementations: in-process (debugging) and over a socket (worker processes)."""
+"""The task side's channel over a socket (worker processes, node tasks).
+
+The in-process channel, which calls the driver-side world service directly, is
+:class:`shoal._world.direct.DirectChannel`: task-side code never imports the driver
+side.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +13,7 @@ from collections import deque
 from typing import Any
 
 from shoal._runtime import protocol
-from shoal._runtime.service import InstanceInfo, WorldService
-from shoal._runtime.wire import Outbox
-
-
-class DirectChannel:
-    """Calls the service in this process. Values still go through the codec, so task
-    code sees exactly what it would see across a process boundary."""
-
-    outbox: Outbox | None = None
-
-    def __init__(self, service: WorldService, info: InstanceInfo) -> None:
-        self._service = service
-        self._info = info
-
-    def request(self, op: str, args: dict[str, Any]) -> Any:
-        """Call the service directly."""
-        return self._service.handle(self._info, op, args)
-
-    def notify(self, op: str, args: dict[str, Any]) -> None:
-        """Call the service directly, ignoring the result."""
-        self._service.handle(self._info, op, args)
+from shoal._wire import Outbox
 
 
 class SocketChannel:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shoal._errors import ShoalError
-from shoal._runtime.wire import Outbox
+from shoal._wire import Outbox
 
 
 class Channel(Protocol):

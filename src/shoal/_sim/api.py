@@ -7,12 +7,12 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from shoal._data.nodes import build_nodes
 from shoal._define.compile import compile_swarm
 from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
 from shoal._sim.driver import Progress, Simulation
 from shoal._sim.executors import check_bwrap, default_workers, normalize_executor
-from shoal._sim.nodes import build_nodes
 from shoal._sim.run import SimulationRun
 
 

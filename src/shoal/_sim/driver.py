@@ -40,7 +40,6 @@ from shoal._engine.messages import (
 from shoal._errors import ShoalError
 from shoal._plan import Plan
 from shoal._runtime.loader import Outcome, extract_bundle
-from shoal._runtime.service import InstanceInfo, NodeInfo, WorldService
 from shoal._sim.executors import (
     BwrapSandbox,
     InlineExecutor,
@@ -51,6 +50,7 @@ from shoal._sim.executors import (
 )
 from shoal._sim.run import SimulationRun, TaskTiming
 from shoal._store.memory import MemoryStore
+from shoal._world.service import InstanceInfo, NodeInfo, WorldService
 
 Progress = Callable[[str, int, int, int], None]  # (what, iteration, done, scheduled)
 

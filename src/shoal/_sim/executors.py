@@ -28,10 +28,10 @@ from typing import Any, Protocol
 from shoal._engine.messages import FailureKind
 from shoal._errors import ShoalError
 from shoal._runtime import protocol
-from shoal._runtime.channels import DirectChannel
 from shoal._runtime.context import InstanceContext
 from shoal._runtime.loader import ModuleCache, Outcome, run_instance
-from shoal._runtime.service import InstanceInfo, NodeInfo, WorldService
+from shoal._world.direct import DirectChannel
+from shoal._world.service import InstanceInfo, NodeInfo, WorldService
 
 # The names ``executor=`` takes. "processes" is the pool's first name, kept as an alias.
 EXECUTORS = ("process", "bwrap", "inline")

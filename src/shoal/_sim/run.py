@@ -13,8 +13,8 @@ from typing import Any
 from shoal._engine.messages import InstanceFailure
 from shoal._errors import ShoalError
 from shoal._plan import Plan
-from shoal._runtime.wire import from_wire
 from shoal._store.base import LogRow, MetricRow, Store
+from shoal._wire import from_wire
 
 
 @dataclass(frozen=True)

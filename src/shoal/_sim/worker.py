@@ -17,7 +17,7 @@ from shoal._runtime import protocol
 from shoal._runtime.channels import SocketChannel
 from shoal._runtime.context import InstanceContext
 from shoal._runtime.loader import ModuleCache, run_instance
-from shoal._runtime.wire import Outbox
+from shoal._wire import Outbox
 
 
 class _Versions:

@@ -1,7 +1,7 @@
 """The store contract: what every backend (memory, SQLite, PostgreSQL) provides.
 
 One written contract, one shared test suite (tests/store/) run against every backend.
-Values are *wire values* (``shoal._runtime.wire``): ``{"inline": bytes}`` or a reference
+Values are *wire values* (``shoal._wire``): ``{"inline": bytes}`` or a reference
 the backend does not interpret (``{"blob": digest, "length": n}`` in the coordinator,
 ``{"file": ..., "offset": ..., "length": ...}`` in the simulator). A store never decodes
 a value.

@@ -14,7 +14,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from shoal._runtime.wire import free_segments, retire_bucket
 from shoal._store.base import (
     LogRow,
     MetricRow,
@@ -25,6 +24,7 @@ from shoal._store.base import (
     swarm_exists,
     swarm_missing,
 )
+from shoal._wire import free_segments, retire_bucket
 
 __all__ = ["LogRow", "MemoryStore", "MetricRow", "ResultRow"]
 
@@ -36,9 +36,9 @@ class MemoryStore:
     ----------
     blob_dir
         The simulator's folder of segment files (``{prefix}-r{iteration}.seg``, see
-        ``shoal._runtime.wire``) holding large result values. When given,
+        ``shoal._wire``) holding large result values. When given,
         :meth:`drop_results` also retires the segments of the dropped iteration (for
-        reuse by the next writers, see ``shoal._runtime.wire.retire_bucket``).
+        reuse by the next writers, see ``shoal._wire.retire_bucket``).
     """
 
     def __init__(self, blob_dir: Path | None = None) -> None:

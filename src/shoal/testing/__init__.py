@@ -19,14 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from shoal._data.nodes import build_nodes, node_id
 from shoal._define.compile import compile_swarm
 from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
-from shoal._runtime.service import InstanceInfo, NodeInfo
 from shoal._sim.driver import Simulation
 from shoal._sim.executors import InlineExecutor, SimExecutor
-from shoal._sim.nodes import build_nodes, node_id
 from shoal._sim.run import SimulationRun
+from shoal._world.service import InstanceInfo, NodeInfo
 
 __all__ = ["Fault", "Federation", "VirtualClock"]
 

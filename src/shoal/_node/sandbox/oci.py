@@ -62,7 +62,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import shoal
 from shoal._errors import ShoalError
 from shoal._node.executors import InstanceSpec, TaskHandle, spawn_with_token, task_env
 
@@ -77,7 +76,8 @@ LABEL = "io.shoal.state"  # value: the agent's state folder (for leftover cleanu
 CLI_TIMEOUT_S = 60.0  # one engine CLI call (inspect, kill, rm)
 CHECK_TIMEOUT_S = 120.0  # an image's import check (a cold engine can be slow)
 _SIGKILLED = 128 + signal.SIGKILL  # how engine clients report a container's SIGKILL
-_SHOAL_PACKAGE = Path(shoal.__file__).resolve().parent
+# The agent's own shoal package (this file is shoal/_node/sandbox/oci.py).
+_SHOAL_PACKAGE = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

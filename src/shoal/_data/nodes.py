@@ -6,9 +6,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from shoal._data.partition import partition as split
 from shoal._errors import ShoalError
-from shoal._runtime.service import NodeInfo
-from shoal._sim.partition import partition as split
+from shoal._world.service import NodeInfo
 
 
 def node_id(i: int) -> str:
