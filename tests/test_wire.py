@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shoal._runtime import wire
+from shoal import _wire as wire
 from shoal._store.memory import MemoryStore
 from shoal._wire import Outbox, SegmentReader, from_wire, retire_bucket, to_wire
 
