@@ -50,10 +50,9 @@ def imports_of(src: Path, path: Path) -> list[tuple[str, int]]:
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
-            found.append((mod, node.lineno))
-            # `from shoal import _sim` names a package, not an attribute.
-            for a in node.names:
-                found.append((f"{mod}.{a.name}", node.lineno))
+            # `from shoal import _sim` imports the package `_sim`; `from shoal import
+            # Swarm` imports `shoal` itself (see package_edges).
+            found += [(f"{mod}.{a.name}", node.lineno) for a in node.names]
     return [(m, ln) for m, ln in found if m.split(".")[0] == "shoal"]
 
 

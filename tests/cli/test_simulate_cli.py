@@ -63,6 +63,13 @@ def test_a_raising_node_fails_the_run_fast_with_its_traceback(tmp_path: Path) ->
     assert "failed" in text and "node-00003" in text
     assert "RuntimeError: corrupt shard on this node" in text
     assert 'raise RuntimeError("corrupt shard on this node")' in text
+    # The failure points to its story, which `shoal story` then tells from the run folder.
+    hint = next(line for line in text.splitlines() if "its story: shoal story" in line)
+    story = shoal(*hint.split("shoal ", 1)[1].split(), cwd=tmp_path)
+    assert story.returncode == 0, story.stderr
+    lines = story.stdout.splitlines()
+    assert "scheduled on node node-00003" in lines[0]
+    assert any("failed (error): RuntimeError: corrupt shard" in line for line in lines)
 
 
 def test_success_json_logs_and_image_note(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import pytest
 from deploy_harness import Coordinator, Deployment, deployment
 from swarms import MeanSwarm
 
+import shoal
 from shoal._define.compile import compile_swarm
 
 pytestmark = pytest.mark.timeout(120)
@@ -206,6 +207,19 @@ def test_nodes_only_act_on_their_own_instances(coord: Coordinator, user: httpx.C
         assert status["status"] == "stopped"
         cancels = a.get("/v1/nodes/instructions", params={"wait": 5}).json()
         assert any(c["kind"] == "cancel" and c["instance_id"] == iid for c in cancels)
+        # The engine's story of the instance, through the API and shoal.Client.
+        story = user.get(f"/v1/instances/{iid}/story").json()
+        assert story["instance_id"] == iid
+        lines = story["story"]
+        assert "scheduled on node api-a" in lines[0] and "InstanceStarted: started" in lines[1]
+        assert "cancelled" in lines[-1], lines
+        with shoal.Client(coord.url, token=coord.user_token) as client:
+            assert client.story(iid) == lines
+            with pytest.raises(shoal.ShoalError, match="unknown instance"):
+                client.story(f"{swarm_id}/9/worker/0/0")
+        unknown_story = user.get(f"/v1/instances/{swarm_id}/9/worker/0/0/story")
+        assert _error(unknown_story, 404)["code"] == "instance.unknown"
+        _error(a.get(f"/v1/instances/{iid}/story"), 401)  # a user route, not a node's
         # A report after the swarm ended is acknowledged and ignored; so is a repeat.
         assert a.post(f"/v1/instances/{iid}/done", json=done).json() == {"ok": True}
         assert a.post(f"/v1/instances/{iid}/done", json=done).json() == {"ok": True}

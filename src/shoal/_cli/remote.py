@@ -274,6 +274,36 @@ def logs(
             raise typer.Exit(130) from None
 
 
+@app.command()
+def story(
+    instance: Annotated[str, typer.Argument(help="An instance id (from a failure or a log).")],
+    run: Annotated[
+        Path | None,
+        typer.Option(help="A simulation's run folder (it keeps failed instances' stories)."),
+    ] = None,
+    coordinator: Coordinator = None,
+    token: Token = None,
+) -> None:
+    """Tell what happened to one instance: each transition and engine decision, with the
+    time and the id of the event that caused it."""
+    if run is not None:
+        path = run / "stories.json"
+        if not path.is_file():
+            fail(f"{run} holds no stories.json; give the run folder `shoal simulate` printed")
+        stories = json.loads(path.read_text())
+        if instance not in stories:
+            fail(
+                f"{run} keeps the stories of its failed instances only, and {instance!r} is "
+                "not one; from Python, SimulationRun.story(instance_id) tells any instance's"
+            )
+        lines = stories[instance]
+    else:
+        with connected(coordinator, token) as client:
+            lines = client.story(instance)
+    for line in lines:
+        out.print(line, highlight=False, markup=False)
+
+
 def _local_logs(
     run_dir: Path, node: str | None, task: str | None, level: str | None, iteration: int | None
 ) -> None:

@@ -124,6 +124,9 @@ def _save_logs(run: shoal.SimulationRun, run_dir: Path) -> None:
         for r in run.logs():
             f.write(json.dumps(r.__dict__) + "\n")
     (run_dir / "summary.json").write_text(json.dumps(run.summary(), indent=2, default=str))
+    # What happened to each failed instance (`shoal story ID --run RUN_DIR`).
+    stories = {f.instance_id: run.story(f.instance_id) for f in run.failures}
+    (run_dir / "stories.json").write_text(json.dumps(stories, indent=1))
 
 
 def _summary(run: shoal.SimulationRun) -> None:
@@ -149,6 +152,8 @@ def _summary(run: shoal.SimulationRun) -> None:
         )
         if f.traceback:
             out.print(f.traceback.rstrip(), highlight=False, markup=False)
+        story = f"  its story: shoal story {f.instance_id} --run {run.run_dir}"
+        out.print(story, highlight=False, soft_wrap=True)  # one line, to copy whole
     if run.ok:
         sinks = set(run.plan.sinks)
         g = Table(title="globals", show_edge=False)

@@ -283,6 +283,25 @@ class Client:
         )
         return result
 
+    def story(self, instance_id: str) -> list[str]:
+        """What happened to one instance, as the coordinator's engine saw it.
+
+        Returns
+        -------
+        list of str
+            One line per transition or engine decision, ``t=<time> #<event id>
+            <event>: <detail>`` (e.g. scheduled, started, failed, retried as ...).
+
+        Raises
+        ------
+        ShoalError
+            ``http.404`` if the coordinator never scheduled ``instance_id``.
+        """
+        doc = self._json(
+            "GET", f"/v1/instances/{path_part(instance_id)}/story", f"story of {instance_id}"
+        )
+        return list(doc["story"])
+
     def watch(self, swarm_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Follow a swarm: yield its status (as :meth:`status`) each time it changes.
 

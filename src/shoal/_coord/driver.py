@@ -8,7 +8,9 @@ sees it, so a restarted coordinator rebuilds the same engine by replaying the lo
 afterwards is offered again to its node).
 
 The engine is not thread-safe: every engine call holds ``self._lock``. Store calls that
-do not touch the engine (world operations, logs) run outside it.
+do not touch the engine (world operations, logs) run outside it. The driver keeps no
+copy of engine state: which instances are live, on which node, and the task counts all
+come from the engine's views.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from shoal._coord.errors import forbidden, not_found
 from shoal._coord.events import decode_event, encode_event
 from shoal._coord.node_ops import NodeOps
 from shoal._coord.notify import Broadcast, NodeQueues
-from shoal._coord.state import Counts, Live, NodeState, Offer
+from shoal._coord.state import NodeState, SwarmReport
 from shoal._coord.world import CoordWorld
-from shoal._engine import Engine, EngineError, InstanceState
+from shoal._driver import DriverBase
+from shoal._driver.base import instance_info
+from shoal._engine import Engine, EngineError, InstanceState, InstanceView
 from shoal._engine.messages import (
     CancelInstance,
     Event,
@@ -38,28 +42,23 @@ from shoal._engine.messages import (
     Instruction,
     IterationStarted,
     NextIterScheduled,
-    NodeJoined,
     NodeLost,
     NodeRestarted,
     RunInstance,
     StopRequested,
     StopSwarmCalled,
     SwarmFinished,
-    SwarmSubmitted,
     TimerFired,
     WakeAt,
 )
 from shoal._errors import ShoalError
 from shoal._plan import Plan
 from shoal._store.base import Store, SwarmRecord
-from shoal._world.service import InstanceInfo
 
 log = logging.getLogger("shoal.coordinator")
 
-_TERMINAL = (InstanceState.SUCCEEDED, InstanceState.FAILED, InstanceState.CANCELLED)
 
-
-class Coordinator(NodeOps):
+class Coordinator(NodeOps, DriverBase):
     """Drives one engine for every swarm the coordinator hosts.
 
     Parameters
@@ -70,6 +69,8 @@ class Coordinator(NodeOps):
         A node that has not been heard from for this long is lost.
     clock
         Wall-clock seconds; event times are wall time so they survive restarts.
+    validate
+        Check every engine invariant after each event (tests).
     """
 
     def __init__(
@@ -77,27 +78,28 @@ class Coordinator(NodeOps):
         store: Store,
         heartbeat_timeout_s: float = 15.0,
         clock: Callable[[], float] = time.time,
+        validate: bool = False,
     ) -> None:
-        self.store = store
+        DriverBase.__init__(self, Engine(), store, validate=validate)
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.clock = clock
         self.queues = NodeQueues()
         self.changes = Broadcast()  # swarm status, iteration or task counts changed
         self.log_changes = Broadcast()  # a log record was added
-        self.world = CoordWorld(store, self._on_stop, self._on_next_iter, clock)
+        self.world = CoordWorld(store, self.world_stop, self.world_next_iter, clock)
         self._lock = threading.RLock()
-        self._engine = Engine()
         self._replaying = False
-        self._live: dict[str, Live] = {}
         self._nodes: dict[str, NodeState] = {}
-        self._counts: dict[tuple[str, int, str], Counts] = {}
-        self._swarms: dict[str, Plan] = {}
         self._wake: float | None = None
         self._credentials: dict[str, str] = {}  # node id -> credential hash (cache)
         self._ticker: threading.Thread | None = None
         self._tick = threading.Condition(self._lock)
         self._stopping = False
         self._closing = False
+
+    def now(self) -> float:
+        """Wall-clock seconds (events carry wall time, so they survive restarts)."""
+        return self.clock()
 
     # ------------------------------------------------------------- life cycle
     def recover(self) -> int:
@@ -115,19 +117,21 @@ class Coordinator(NodeOps):
                     count += 1
                     # A rejected event was rejected when first handled too.
                     with contextlib.suppress(EngineError):
-                        self._handle(decode_event(payload))
+                        self.replay(decode_event(payload))
             finally:
                 self._replaying = False
             now = self.clock()
-            for node in self._nodes.values():
-                node.last_seen = now
-            for live in self._live.values():
-                self.queues.push_run(live.info.node_id, self._run_item(live))
-            for sid in self._swarms:  # the log is the truth; the records may lag it
-                view = self._engine.swarm(sid)
+            for node in self.engine.nodes():
+                self._node(node.node_id).last_seen = now
+            live = self.engine.active()
+            for inst in live:
+                self.queues.push_run(inst.node_id, self._run_item(inst))
+            hosted = set(self.engine.swarm_ids())
+            for sid in hosted:  # the log is the truth; the records may lag it
+                view = self.engine.swarm(sid)
                 self._record(sid, view.status, view.reason, view.iteration)
         for rec in self.store.swarms():
-            if rec.swarm_id not in self._swarms and rec.status == "running":
+            if rec.swarm_id not in hosted and rec.status == "running":
                 self.store.swarm_update(
                     rec.swarm_id,
                     "failed",
@@ -136,7 +140,7 @@ class Coordinator(NodeOps):
                     rec.iteration,
                 )
         if count:
-            log.info("replayed %d events: %d live instances", count, len(self._live))
+            log.info("replayed %d events: %d live instances", count, len(live))
         return count
 
     def start(self) -> None:
@@ -167,108 +171,81 @@ class Coordinator(NodeOps):
             self._ticker.join(timeout=10)
         self.close_waits()
 
+    def tick(self) -> float | None:
+        """Fire a due engine timer and lose nodes whose heartbeats stopped; return when
+        the next engine timer is due (None: none is). The ticker thread calls this;
+        tests on a virtual clock call it directly."""
+        with self._lock:
+            now = self.clock()
+            if self._wake is not None and now >= self._wake:
+                self._wake = None
+                self._safe_feed(TimerFired(now))
+            self._check_heartbeats(now)
+            return self._wake
+
     def _run_ticker(self) -> None:
         check_every = max(0.05, min(1.0, self.heartbeat_timeout_s / 4))
         with self._lock:
             while not self._stopping:
-                now = self.clock()
-                if self._wake is not None and now >= self._wake:
-                    self._wake = None
-                    self._safe_feed(TimerFired(now))
-                self._check_heartbeats(now)
+                wake = self.tick()
                 delay = check_every
-                if self._wake is not None:
-                    delay = min(delay, max(0.0, self._wake - self.clock()))
+                if wake is not None:
+                    delay = min(delay, max(0.0, wake - self.clock()))
                 self._tick.wait(delay)
 
     def _safe_feed(self, event: Event) -> None:
         try:
-            self._feed(event)
+            self.feed(event)
         except Exception:  # the ticker must survive anything one event does
             log.exception("handling %s failed", type(event).__name__)
 
     # ------------------------------------------------------------- the engine
-    def _feed(self, event: Event) -> list[Instruction]:
+    def feed(self, event: Event) -> list[Instruction]:
         """Persist an event, hand it to the engine and carry out its instructions."""
         with self._lock:
-            self.store.event_append(encode_event(event))
-            return self._handle(event)
-
-    def _handle(self, event: Event) -> list[Instruction]:
-        try:
-            out = self._engine.handle(event)
-        except EngineError as e:
-            # Rejected events stay in the log: replay rejects them the same way, and
-            # event ids keep matching log positions.
-            if not self._replaying:
+            try:
+                return super().feed(event)
+            except EngineError as e:
                 log.warning("engine rejected %s: %s", type(event).__name__, e.message)
-            raise
-        self._apply(event, out)
-        return out
+                raise
 
-    def _apply(self, event: Event, instructions: list[Instruction]) -> None:
-        ended: list[str] = []
-        match event:
-            case NodeJoined():
-                node = self._node(event.node_id)
-                node.offer = Offer(event.datasets, event.gpu, event.images)
-                node.joined = True
-            case NodeLost() | NodeRestarted():
-                if isinstance(event, NodeLost):
-                    self._node(event.node_id).joined = False
-                # Before the RunInstance of any retry below is recorded on this node.
-                lost = [i for i, lv in self._live.items() if lv.info.node_id == event.node_id]
-                ended += lost
-                if not self._replaying:
-                    # The engine sends no cancel to a lost node; a run still queued for
-                    # it must not reach the node when (if) it comes back.
-                    for iid in lost:
-                        self.queues.cancel(event.node_id, iid, f"node lost: {event.reason}")
-            case SwarmSubmitted():
-                self._swarms[event.swarm_id] = event.plan
-            case InstanceStarted():
-                live = self._live.get(event.instance_id)
-                if live is not None and not live.started:
-                    live.started = True
-                    self._count(live).running += 1
-            case InstanceSucceeded() | InstanceFailed():
-                ended.append(event.instance_id)
-        for ins in instructions:
-            if isinstance(ins, RunInstance):
-                live = Live(
-                    InstanceInfo(
-                        ins.swarm_id,
-                        ins.instance_id,
-                        ins.node_id,
-                        ins.alias,
-                        ins.iteration,
-                        dict(ins.inputs),
-                    ),
-                    ins.attempt,
-                    ins.module,
-                    ins.timeout_s,
-                )
-                self._live[ins.instance_id] = live
-                self._count(live).scheduled += 1
-                if not self._replaying:
-                    self.queues.push_run(ins.node_id, self._run_item(live))
-            elif isinstance(ins, CancelInstance):
-                ended.append(ins.instance_id)
-                if not self._replaying:
-                    self.queues.cancel(ins.node_id, ins.instance_id, ins.reason)
-            elif isinstance(ins, WakeAt):
-                self._wake = ins.at
-                if not self._replaying:
-                    self._tick.notify_all()
-            elif isinstance(ins, IterationStarted) and not self._replaying:
-                self._record(ins.swarm_id, "running", "", ins.iteration)
-            elif isinstance(ins, SwarmFinished) and not self._replaying:
-                self._record(ins.swarm_id, ins.status, ins.reason, max(ins.iterations - 1, -1))
-                log.info("swarm %s %s: %s", ins.swarm_id, ins.status, ins.reason)
-        for iid in ended:
-            self._end(iid)
+    def _persist(self, event: Event) -> None:
+        self.store.event_append(encode_event(event))
+
+    def _before(self, event: Event) -> None:
+        if isinstance(event, NodeLost | NodeRestarted) and not self._replaying:
+            # The engine fails every live instance of the node (and sends no cancel to
+            # a lost node); a run still queued for it must not reach the node when (if)
+            # it comes back. Done first, so a retry on the same node stays queued.
+            why = f"node lost: {event.reason}"
+            for inst in self.engine.active(event.node_id):
+                self.queues.cancel(event.node_id, inst.instance_id, why)
+
+    def _after(self, event: Event, instructions: list[Instruction]) -> None:
         if not self._replaying:
             self.changes.notify()
+
+    def _on_run(self, ins: RunInstance) -> None:
+        if not self._replaying:
+            self.queues.push_run(ins.node_id, self._run_item(ins))
+
+    def _on_cancel(self, ins: CancelInstance) -> None:
+        if not self._replaying:
+            self.queues.cancel(ins.node_id, ins.instance_id, ins.reason)
+
+    def _on_wake(self, ins: WakeAt) -> None:
+        self._wake = ins.at
+        if not self._replaying:
+            self._tick.notify_all()
+
+    def _on_iteration(self, ins: IterationStarted) -> None:
+        if not self._replaying:
+            self._record(ins.swarm_id, "running", "", ins.iteration)
+
+    def _on_finished(self, ins: SwarmFinished) -> None:
+        if not self._replaying:
+            self._record(ins.swarm_id, ins.status, ins.reason, max(ins.iterations - 1, -1))
+            log.info("swarm %s %s: %s", ins.swarm_id, ins.status, ins.reason)
 
     def _record(self, swarm_id: str, status: str, reason: str, iteration: int) -> None:
         # The engine has moved on and the rest of its instructions must still be carried
@@ -279,69 +256,39 @@ class Coordinator(NodeOps):
         except Exception:
             log.exception("recording the status of swarm %s failed", swarm_id)
 
-    def _end(self, instance_id: str) -> None:
-        live = self._live.get(instance_id)
-        if live is None:
-            return
-        state = self._engine.instance(instance_id).state
-        if state not in _TERMINAL:
-            return
-        del self._live[instance_id]
-        counts = self._count(live)
-        if live.started:
-            counts.running -= 1
-        if state is InstanceState.SUCCEEDED:
-            counts.succeeded += 1
-        elif state is InstanceState.FAILED:
-            counts.failed += 1
-
-    def _count(self, live: Live) -> Counts:
-        key = (live.info.swarm_id, live.info.iteration, live.info.alias)
-        counts = self._counts.get(key)
-        if counts is None:
-            counts = self._counts[key] = Counts()
-        return counts
-
-    def _run_item(self, live: Live) -> dict[str, Any]:
+    def _run_item(self, inst: RunInstance | InstanceView) -> dict[str, Any]:
         """A run instruction; ``global_versions`` is filled in when it is delivered."""
-        i = live.info
-        plan = self._swarms[i.swarm_id]
-        module = plan.modules[live.module]
+        module = self.engine.plan(inst.swarm_id).modules[inst.module]
         return {
             "kind": "run",
-            "swarm_id": i.swarm_id,
-            "instance_id": i.instance_id,
-            "alias": i.alias,
-            "iteration": i.iteration,
-            "attempt": live.attempt,
-            "module": live.module,
+            "swarm_id": inst.swarm_id,
+            "instance_id": inst.instance_id,
+            "alias": inst.alias,
+            "iteration": inst.iteration,
+            "attempt": inst.attempt,
+            "module": inst.module,
             "datasets": list(module.datasets),
             "image": module.image,
-            "timeout_s": live.timeout_s,
+            "timeout_s": inst.timeout_s,
             "global_versions": {},
         }
 
     # -------------------------------------------------------------- instances
-    def _owned(self, node_id: str, instance_id: str) -> Live | None:
+    def _owned(self, node_id: str, instance_id: str) -> InstanceView | None:
         """The live instance if ``node_id`` owns it; None if it ended; else 404/403."""
-        live = self._live.get(instance_id)
-        if live is not None:
-            owner = live.info.node_id
-        else:
-            try:
-                owner = self._engine.instance(instance_id).node_id
-            except EngineError:
-                raise not_found("instance", instance_id) from None
-        if owner != node_id:
+        inst = self.engine.find_instance(instance_id)
+        if inst is None:
+            raise not_found("instance", instance_id)
+        if inst.node_id != node_id:
             raise forbidden(f"instance {instance_id!r} does not run on node {node_id!r}")
-        return live
+        return None if inst.ended else inst
 
     def started(self, node_id: str, instance_id: str) -> None:
         """The node began running the instance (a repeat is ignored)."""
         with self._lock:
-            live = self._owned(node_id, instance_id)
-            if live is not None and not live.started:
-                self._feed(InstanceStarted(instance_id, self.clock()))
+            inst = self._owned(node_id, instance_id)
+            if inst is not None and inst.state is InstanceState.SCHEDULED:
+                self.feed(InstanceStarted(instance_id, self.clock()))
 
     def done(
         self, node_id: str, instance_id: str, ok: bool, error: str, tb: str, kind: str
@@ -353,9 +300,9 @@ class Coordinator(NodeOps):
                 return
             now = self.clock()
             if ok:
-                self._feed(InstanceSucceeded(instance_id, now))
+                self.feed(InstanceSucceeded(instance_id, now))
             else:
-                self._feed(InstanceFailed(instance_id, now, error, tb, FailureKind(kind)))
+                self.feed(InstanceFailed(instance_id, now, error, tb, FailureKind(kind)))
 
     def world_calls(
         self, node_id: str, instance_id: str, calls: list[tuple[str, dict[str, Any]]]
@@ -363,18 +310,19 @@ class Coordinator(NodeOps):
         """Answer world operations of an instance, in order (outside the engine lock);
         return the last one's value. Every call runs; the first error is raised."""
         with self._lock:
-            live = self._owned(node_id, instance_id)
-        if live is None:
+            inst = self._owned(node_id, instance_id)
+        if inst is None:
             raise ShoalError(
                 f"instance {instance_id} has already ended",
                 code="world.ended",
                 hint="the swarm or the engine ended this instance; its work is discarded",
             )
+        info = instance_info(inst)
         result: Any = None
         error: Exception | None = None
         for op, args in calls:
             try:
-                result = self.world.handle(live.info, op, args)
+                result = self.world.handle(info, op, args)
             except Exception as e:
                 error = error or e
         if any(op == "log" for op, _ in calls):
@@ -383,35 +331,20 @@ class Coordinator(NodeOps):
             raise error
         return result
 
-    def _on_stop(self, info: InstanceInfo) -> None:
+    def _world_event(self, event: StopSwarmCalled | NextIterScheduled) -> None:
         with self._lock:
-            if info.instance_id in self._live:
-                self._feed(StopSwarmCalled(info.instance_id, self.clock()))
-
-    def _on_next_iter(self, info: InstanceInfo, alias: str, node_ids: tuple[str, ...]) -> None:
-        plan = self._swarms[info.swarm_id]
-        aliases = [t.alias for t in plan.tasks]
-        if alias not in aliases:
-            raise ShoalError(
-                f"schedule_next_iter names task {alias!r}, which is not in the swarm",
-                code="world.alias",
-                hint=f"use one of {sorted(aliases)}",
-            )
-        with self._lock:
-            if info.instance_id in self._live:
-                self._feed(NextIterScheduled(info.instance_id, self.clock(), alias, node_ids))
+            inst = self.engine.find_instance(event.instance_id)
+            if inst is not None and not inst.ended:
+                self.feed(event)
 
     # ----------------------------------------------------------------- swarms
     def submit(self, plan: Plan, seed: int, owner: str = "user") -> str:
         """Record a swarm, write its initial globals and hand it to the engine."""
-        import base64
-
         swarm_id = uuid.uuid4().hex[:16]
-        now = self.clock()
-        self.store.swarm_create(SwarmRecord(swarm_id, plan.name, plan.to_json(), owner, now))
-        for key, b64 in plan.globals.items():
-            self.store.global_set(swarm_id, key, {"inline": base64.b64decode(b64)}, iteration=-1)
-        self._feed(SwarmSubmitted(swarm_id, plan, now, seed))
+        self.store.swarm_create(
+            SwarmRecord(swarm_id, plan.name, plan.to_json(), owner, self.clock())
+        )
+        self.submit_swarm(swarm_id, plan, seed)
         return swarm_id
 
     def stop_swarm(self, swarm_id: str) -> None:
@@ -419,48 +352,36 @@ class Coordinator(NodeOps):
         if self.store.swarm_get(swarm_id) is None:
             raise not_found("swarm", swarm_id)
         with self._lock:
-            if swarm_id in self._swarms:
-                self._feed(StopRequested(swarm_id, self.clock()))
+            if self.plan_of(swarm_id) is not None:
+                self.feed(StopRequested(swarm_id, self.clock()))
 
     def plan_of(self, swarm_id: str) -> Plan | None:
         """The plan of a swarm the engine hosts."""
-        return self._swarms.get(swarm_id)
+        with self._lock:
+            try:
+                return self.engine.plan(swarm_id)
+            except EngineError:
+                return None
 
-    def status(self, swarm_id: str) -> dict[str, Any]:
-        """``GET /v1/swarms/{id}``: status, failures and task counts."""
+    def status(self, swarm_id: str) -> SwarmReport:
+        """A swarm's record and, if the engine hosts it, its view and task counts.
+
+        Raises
+        ------
+        ApiError
+            404 if no swarm has this id.
+        """
         rec = self.store.swarm_get(swarm_id)
         if rec is None:
             raise not_found("swarm", swarm_id)
-        doc: dict[str, Any] = {
-            "swarm_id": rec.swarm_id,
-            "name": rec.name,
-            "status": rec.status,
-            "iteration": rec.iteration,
-            "reason": rec.reason,
-            "created": rec.created,
-            "failures": [],
-            "tasks": {},
-        }
         with self._lock:
-            plan = self._swarms.get(swarm_id)
-            if plan is None:
-                return doc
-            view = self._engine.swarm(swarm_id)
-            doc.update(status=view.status, iteration=view.iteration, reason=view.reason)
-            doc["failures"] = [
-                {
-                    "instance_id": f.instance_id,
-                    "alias": f.alias,
-                    "node_id": f.node_id,
-                    "iteration": f.iteration,
-                    "attempt": f.attempt,
-                    "kind": f.kind.value,
-                    "error": f.error,
-                    "traceback": f.traceback,
-                }
-                for f in view.failures
-            ]
-            for task in plan.tasks:
-                c = self._counts.get((swarm_id, view.iteration, task.alias), Counts())
-                doc["tasks"][task.alias] = dict(c.__dict__)
-        return doc
+            if self.plan_of(swarm_id) is None:
+                return SwarmReport(rec, None, {})
+            return SwarmReport(rec, self.engine.swarm(swarm_id), self.engine.counts(swarm_id))
+
+    def story(self, instance_id: str) -> list[str]:
+        """What happened to an instance (see :meth:`DriverBase.story`); 404 if unknown."""
+        with self._lock:
+            if self.engine.find_instance(instance_id) is None:
+                raise not_found("instance", instance_id)
+            return self.engine.story(instance_id)

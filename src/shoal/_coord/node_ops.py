@@ -8,11 +8,19 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shoal._coord.notify import NodeQueues
-from shoal._coord.state import Live, NodeState, Offer, hash_credential
-from shoal._engine.messages import Event, Instruction, NodeJoined, NodeLost, NodeRestarted
+from shoal._coord.state import NodeReport, NodeState, Offer, hash_credential
+from shoal._engine import Engine, InstanceView, NodeView
+from shoal._engine.messages import (
+    Event,
+    Instruction,
+    NodeJoined,
+    NodeLost,
+    NodeRestarted,
+    RunInstance,
+)
 from shoal._store.base import NodeRecord, Store
 
 log = logging.getLogger("shoal.coordinator")
@@ -25,22 +33,25 @@ class NodeOps:
     its state (declared here for type checking)."""
 
     store: Store
+    engine: Engine
     queues: NodeQueues
     clock: Callable[[], float]
     heartbeat_timeout_s: float
     _lock: threading.RLock
-    _live: dict[str, Live]
     _nodes: dict[str, NodeState]
     _credentials: dict[str, str]
 
-    def _feed(self, event: Event) -> list[Instruction]:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the Coordinator's (a stub here would shadow DriverBase.feed)
 
-    def _safe_feed(self, event: Event) -> None:
-        raise NotImplementedError
+        def feed(self, event: Event) -> list[Instruction]: ...
 
-    def _run_item(self, live: Live) -> dict[str, Any]:
-        raise NotImplementedError
+        def _safe_feed(self, event: Event) -> None: ...
+
+        def _run_item(self, inst: RunInstance | InstanceView) -> dict[str, Any]: ...
+
+    def _connected(self, node_id: str) -> bool:
+        view = self.engine.node(node_id)
+        return view is not None and view.connected
 
     def _node(self, node_id: str) -> NodeState:
         node = self._nodes.get(node_id)
@@ -72,7 +83,7 @@ class NodeOps:
         waits for a thread or the lock. Runs on the event loop, without the lock (one
         float store); a node already lost joins again by its next heartbeat or poll."""
         node = self._nodes.get(node_id)
-        if node is not None and node.joined:
+        if node is not None and self._connected(node_id):
             node.last_seen = max(node.last_seen, self.clock())
 
     def enrol(self, node_id: str, offer: Offer) -> str:
@@ -113,14 +124,14 @@ class NodeOps:
             restarted = node.session is not None and session is not None and session != node.session
             if session is not None:
                 node.session = session
-            if restarted and node.joined:
+            if restarted and self._connected(node_id):
                 # Its processes died with the old agent, but the node is back: the
                 # engine decides on retries, which may run on it again.
-                self._feed(NodeRestarted(node_id, now, "the node agent restarted"))
+                self.feed(NodeRestarted(node_id, now, "the node agent restarted"))
             self._contact(node, offer, now)
             for iid in running:
-                live = self._live.get(iid)
-                if live is None or live.info.node_id != node_id:
+                inst = self.engine.find_instance(iid)
+                if inst is None or inst.ended or inst.node_id != node_id:
                     self.queues.push(
                         node_id,
                         {"kind": "cancel", "instance_id": iid, "reason": "the instance ended"},
@@ -131,15 +142,17 @@ class NodeOps:
         now = self.clock()
         with self._lock:
             node = self._node(node_id)
-            if node.offer is not None:
-                self._contact(node, node.offer, now)
+            view = self.engine.node(node_id)
+            if view is not None:
+                self._contact(node, Offer(view.datasets, view.gpu, view.images), now)
             else:
                 node.last_seen = now  # it will say what it offers in its next heartbeat
 
     def _contact(self, node: NodeState, offer: Offer, now: float) -> None:
         node.last_seen = now
-        if not node.joined or offer != node.offer:
-            self._feed(NodeJoined(node.node_id, now, offer.datasets, offer.gpu, offer.images))
+        view = self.engine.node(node.node_id)
+        if view is None or not view.connected or offer != _offer_of(view):
+            self.feed(NodeJoined(node.node_id, now, offer.datasets, offer.gpu, offer.images))
             self._store_node(node, now)
         elif now - node.stored_seen > _STORE_LAST_SEEN_EVERY_S:
             self._store_node(node, now)
@@ -148,7 +161,10 @@ class NodeOps:
         record = self.store.node_get(node.node_id)
         if record is None:
             return
-        offer = node.offer or Offer(frozenset(record.datasets), record.gpu, None)
+        view = self.engine.node(node.node_id)
+        offer = (
+            Offer(frozenset(record.datasets), record.gpu, None) if view is None else _offer_of(view)
+        )
         self.store.node_upsert(
             replace(
                 record,
@@ -156,47 +172,34 @@ class NodeOps:
                 gpu=offer.gpu,
                 images=None if offer.images is None else tuple(sorted(offer.images)),
                 last_seen=node.last_seen,
-                connected=node.joined,
+                connected=view is not None and view.connected,
             )
         )
         node.stored_seen = now
 
     def _reoffer(self, node_id: str) -> None:
-        for live in list(self._live.values()):
-            if live.info.node_id == node_id:
-                self.queues.push_run(node_id, self._run_item(live))
+        for inst in self.engine.active(node_id):
+            self.queues.push_run(node_id, self._run_item(inst))
 
-    def nodes(self) -> list[dict[str, Any]]:
-        """Every node the store knows, with its connection state and running count."""
+    def nodes(self) -> list[NodeReport]:
+        """Every node the store knows, with what the engine and this driver know of it."""
         with self._lock:
-            running: dict[str, int] = {}
-            for live in self._live.values():
-                running[live.info.node_id] = running.get(live.info.node_id, 0) + 1
             out = []
             for rec in self.store.nodes():
                 node = self._nodes.get(rec.node_id)
-                offer = node.offer if node is not None else None
-                out.append(
-                    {
-                        "node_id": rec.node_id,
-                        "connected": node.joined if node is not None else False,
-                        "datasets": sorted(offer.datasets) if offer else list(rec.datasets),
-                        "gpu": offer.gpu if offer else rec.gpu,
-                        "images": (
-                            (None if offer.images is None else sorted(offer.images))
-                            if offer
-                            else (None if rec.images is None else list(rec.images))
-                        ),
-                        "last_seen": node.last_seen if node is not None else rec.last_seen,
-                        "running": running.get(rec.node_id, 0),
-                    }
-                )
+                seen = node.last_seen if node is not None else rec.last_seen
+                out.append(NodeReport(rec, seen, self.engine.node(rec.node_id)))
             return out
 
     def _check_heartbeats(self, now: float) -> None:
         for node in list(self._nodes.values()):
-            if node.joined and now - node.last_seen > self.heartbeat_timeout_s:
+            late = now - node.last_seen > self.heartbeat_timeout_s
+            if late and self._connected(node.node_id):
                 why = f"no heartbeat for {self.heartbeat_timeout_s:g}s"
                 log.warning("node %s lost: %s", node.node_id, why)
                 self._safe_feed(NodeLost(node.node_id, now, why))
                 self._store_node(node, now)
+
+
+def _offer_of(view: NodeView) -> Offer:
+    return Offer(view.datasets, view.gpu, view.images)

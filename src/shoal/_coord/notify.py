@@ -143,6 +143,12 @@ class NodeQueues:
             e.sent = True
         return [e.item for e in keep]
 
+    def take_now(self, node_id: str, after: int | None = None) -> list[dict[str, Any]]:
+        """A node's pending instructions, without waiting (in-process drivers of nodes,
+        such as the tests' virtual-clock federation). ``after`` as for :meth:`take`."""
+        with self._lock:
+            return self._hand_out(node_id, after)
+
     async def take(
         self, node_id: str, wait: float, after: int | None = None
     ) -> list[dict[str, Any]]:

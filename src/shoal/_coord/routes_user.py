@@ -9,6 +9,7 @@ import io
 import json
 import zipfile
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -16,20 +17,25 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from shoal._bundle import MANIFEST
+from shoal._coord.driver import Coordinator
 from shoal._coord.errors import ApiError, not_found
 from shoal._coord.http import coordinator, msgpack_body, msgpack_doc, msgpack_response, user_auth
 from shoal._coord.routes_node import MAX_WAIT_S, blobs
 from shoal._coord.schemas import (
+    Failure,
     Health,
     LogRecord,
     MetricRecord,
     NodeSummary,
     Ok,
+    Story,
     SubmitBody,
     SwarmAnswer,
     SwarmStatus,
     SwarmSummary,
+    TaskCounts,
 )
+from shoal._coord.state import NodeReport, SwarmReport
 from shoal._plan import Plan, load_plan
 from shoal._version import __version__
 
@@ -105,32 +111,80 @@ async def swarms(request: Request) -> list[SwarmSummary]:
     ]
 
 
+def status_doc(report: SwarmReport) -> SwarmStatus:
+    """The status document of a swarm, from the coordinator's record and engine view."""
+    rec, view = report.record, report.view
+    if view is None:
+        return SwarmStatus(
+            swarm_id=rec.swarm_id,
+            name=rec.name,
+            status=rec.status,
+            iteration=rec.iteration,
+            reason=rec.reason,
+            created=rec.created,
+        )
+    return SwarmStatus(
+        swarm_id=rec.swarm_id,
+        name=rec.name,
+        status=view.status,
+        iteration=view.iteration,
+        reason=view.reason,
+        created=rec.created,
+        failures=[
+            Failure(
+                instance_id=f.instance_id,
+                alias=f.alias,
+                node_id=f.node_id,
+                iteration=f.iteration,
+                attempt=f.attempt,
+                kind=f.kind.value,
+                error=f.error,
+                traceback=f.traceback,
+            )
+            for f in view.failures
+        ],
+        tasks={a: TaskCounts(**asdict(c)) for a, c in report.counts.items()},
+    )
+
+
+def _status(coord: Coordinator, swarm_id: str) -> SwarmStatus:
+    return status_doc(coord.status(swarm_id))
+
+
 @router.get("/swarms/{swarm_id}", response_model=SwarmStatus)
-async def status(request: Request, swarm_id: str) -> dict[str, Any]:
+async def status(request: Request, swarm_id: str) -> SwarmStatus:
     """Status, failures with tracebacks, and task counts of the current iteration."""
-    return await run_in_threadpool(coordinator(request).status, swarm_id)
+    return await run_in_threadpool(_status, coordinator(request), swarm_id)
+
+
+@router.get("/instances/{instance_id:path}/story", response_model=Story)
+async def story(request: Request, instance_id: str) -> Story:
+    """What happened to one instance: each transition and engine decision, with the
+    time and the id of the event that caused it."""
+    lines = await run_in_threadpool(coordinator(request).story, instance_id)
+    return Story(instance_id=instance_id, story=lines)
 
 
 @router.get("/swarms/{swarm_id}/events", response_class=StreamingResponse)
 async def events(request: Request, swarm_id: str) -> StreamingResponse:
     """Server-sent events: the swarm's status whenever it changes, until it ends."""
     coord = coordinator(request)
-    first = await run_in_threadpool(coord.status, swarm_id)  # 404 before streaming
+    first = await run_in_threadpool(_status, coord, swarm_id)  # 404 before streaming
 
     async def stream() -> AsyncIterator[str]:
         doc, last = first, ""
         while True:
             seen = coord.changes.generation
-            text = json.dumps(doc, sort_keys=True)
+            text = json.dumps(doc.model_dump(), sort_keys=True)
             if text != last:
                 yield f"data: {text}\n\n"
                 last = text
-            if doc["status"] != "running" or coord.closing or await request.is_disconnected():
+            if doc.status != "running" or coord.closing or await request.is_disconnected():
                 return
             after = await coord.changes.wait(seen, SSE_KEEPALIVE_S)
             if after == seen:
                 yield ": keep-alive\n\n"
-            doc = await run_in_threadpool(coord.status, swarm_id)
+            doc = await run_in_threadpool(_status, coord, swarm_id)
 
     return StreamingResponse(
         stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
@@ -220,13 +274,10 @@ async def global_value(request: Request, swarm_id: str, key: str) -> Response:
 
 def _plan(request: Request, swarm_id: str) -> tuple[Plan, int]:
     coord = coordinator(request)
-    doc = coord.status(swarm_id)
-    plan = coord.plan_of(swarm_id)
-    if plan is None:
-        rec = coord.store.swarm_get(swarm_id)
-        assert rec is not None
-        plan = load_plan(rec.plan)
-    return plan, int(doc["iteration"])
+    report = coord.status(swarm_id)
+    if report.view is None:
+        return load_plan(report.record.plan), report.record.iteration
+    return report.view.plan, report.view.iteration
 
 
 @router.get("/swarms/{swarm_id}/results/{tag}", response_class=Response)
@@ -263,7 +314,35 @@ async def stop(request: Request, swarm_id: str) -> Ok:
     return Ok()
 
 
+def node_doc(report: NodeReport) -> NodeSummary:
+    """One row of ``GET /v1/nodes``: the engine's view where it has one, else the record."""
+    rec, view = report.record, report.view
+    if view is None:
+        return NodeSummary(
+            node_id=rec.node_id,
+            connected=False,
+            datasets=list(rec.datasets),
+            gpu=rec.gpu,
+            images=None if rec.images is None else list(rec.images),
+            last_seen=report.last_seen,
+            running=0,
+        )
+    return NodeSummary(
+        node_id=rec.node_id,
+        connected=view.connected,
+        datasets=sorted(view.datasets),
+        gpu=view.gpu,
+        images=None if view.images is None else sorted(view.images),
+        last_seen=report.last_seen,
+        running=view.running,
+    )
+
+
+def _nodes(coord: Coordinator) -> list[NodeSummary]:
+    return [node_doc(r) for r in coord.nodes()]
+
+
 @router.get("/nodes", response_model=list[NodeSummary])
-async def nodes(request: Request) -> list[dict[str, Any]]:
+async def nodes(request: Request) -> list[NodeSummary]:
     """Every node with its offer, connection state and running instances."""
-    return await run_in_threadpool(coordinator(request).nodes)
+    return await run_in_threadpool(_nodes, coordinator(request))

@@ -250,6 +250,14 @@ class SwarmStatus(SwarmSummary):
     tasks: dict[str, TaskCounts] = {}
 
 
+class Story(BaseModel):
+    """``GET /v1/instances/{id}/story``: one line per transition or engine decision,
+    ``t=<time> #<event id> <event>: <detail>``."""
+
+    instance_id: str
+    story: list[str]
+
+
 class LogRecord(BaseModel):
     """One log record."""
 

@@ -1,11 +1,12 @@
-"""The coordinator driver's bookkeeping records."""
+"""The coordinator driver's own records (engine state is only ever read from the engine)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 
-from shoal._world.service import InstanceInfo
+from shoal._engine import NodeView, SwarmView, TaskCounts
+from shoal._store.base import NodeRecord, SwarmRecord
 
 
 def hash_credential(credential: str) -> str:
@@ -13,18 +14,7 @@ def hash_credential(credential: str) -> str:
     return "sha256:" + hashlib.sha256(credential.encode()).hexdigest()
 
 
-@dataclass
-class Live:
-    """A non-terminal instance: what its node and the world service need."""
-
-    info: InstanceInfo
-    attempt: int
-    module: str
-    timeout_s: float | None
-    started: bool = False
-
-
-@dataclass
+@dataclass(frozen=True)
 class Offer:
     """What a node offers the engine."""
 
@@ -35,21 +25,48 @@ class Offer:
 
 @dataclass
 class NodeState:
-    """The driver's view of a node."""
+    """What only the driver knows of a node: when it was heard from, its agent session."""
 
     node_id: str
-    offer: Offer | None = None  # None: not heard yet in this process or the log
-    joined: bool = False  # connected, as far as the engine knows
     last_seen: float = 0.0
     stored_seen: float = 0.0
     session: str | None = None
 
 
-@dataclass
-class Counts:
-    """Instances of one task in one iteration."""
+@dataclass(frozen=True)
+class SwarmReport:
+    """What ``GET /v1/swarms/{id}`` is built from.
 
-    scheduled: int = 0
-    running: int = 0
-    succeeded: int = 0
-    failed: int = 0
+    Attributes
+    ----------
+    record
+        The store's record (name, owner, creation time, last recorded status).
+    view
+        The engine's view; None when the engine does not host the swarm (it was
+        recorded, but the coordinator stopped before the engine saw it).
+    counts
+        Instance counts per task in the current iteration.
+    """
+
+    record: SwarmRecord
+    view: SwarmView | None
+    counts: dict[str, TaskCounts]
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """What ``GET /v1/nodes`` is built from, for one node.
+
+    Attributes
+    ----------
+    record
+        The store's record (what the node offered when last stored).
+    last_seen
+        When this coordinator last heard from it (the record's time if never).
+    view
+        The engine's view; None if the node never joined since the log began.
+    """
+
+    record: NodeRecord
+    last_seen: float
+    view: NodeView | None

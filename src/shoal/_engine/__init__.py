@@ -7,6 +7,14 @@ and carry out the instructions it returns. See docs/engine.md for the rules.
 from shoal._engine.engine import Engine
 from shoal._engine.errors import EngineError
 from shoal._engine.state import InstanceState
-from shoal._engine.views import InstanceView, SwarmView
+from shoal._engine.views import InstanceView, NodeView, SwarmView, TaskCounts
 
-__all__ = ["Engine", "EngineError", "InstanceState", "InstanceView", "SwarmView"]
+__all__ = [
+    "Engine",
+    "EngineError",
+    "InstanceState",
+    "InstanceView",
+    "NodeView",
+    "SwarmView",
+    "TaskCounts",
+]

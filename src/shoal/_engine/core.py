@@ -58,7 +58,7 @@ TimeoutFrom = Literal["scheduled", "started"]
 class EngineCore:
     """State of every swarm, node and instance, and the rules that change it."""
 
-    def __init__(self, timeout_from: TimeoutFrom = "scheduled") -> None:
+    def __init__(self, timeout_from: TimeoutFrom = "scheduled", fixed_nodes: bool = False) -> None:
         if timeout_from not in ("scheduled", "started"):
             raise EngineError(
                 f"timeout_from={timeout_from!r} is neither 'scheduled' nor 'started'",
@@ -66,6 +66,9 @@ class EngineCore:
                 hint="pass timeout_from='scheduled' (real nodes) or 'started' (simulator)",
             )
         self._timeout_at_start = timeout_from == "started"
+        # A driver whose node set never changes (the simulator): waiting for a node to
+        # join is pointless, so a task with no eligible node fails the swarm at once.
+        self._fixed_nodes = fixed_nodes
         self._event_id = 0
         self._now = 0.0
         self._event_name = ""
@@ -238,7 +241,7 @@ class EngineCore:
             self._place(run, eligible)
             return
         timeout = swarm.plan.limits.placement_timeout_s
-        if timeout == 0:
+        if timeout == 0 or self._fixed_nodes:
             self._finish(swarm, SwarmStatus.FAILED, self._placement_failure(run))
             return
         run.phase = RunPhase.WAITING
@@ -407,10 +410,14 @@ class EngineCore:
 
     def _placement_failure(self, run: TaskRun) -> str:
         limits = run.swarm.plan.limits
+        within = (
+            "(no node can join: the node set is fixed)"
+            if self._fixed_nodes
+            else f"within the placement timeout of {limits.placement_timeout_s:g}s"
+        )
         return (
             f"task '{run.alias}' (method {run.spec.placement.method.value}) found no "
-            f"eligible node in iteration {run.iteration} within the placement timeout of "
-            f"{limits.placement_timeout_s:g}s: "
+            f"eligible node in iteration {run.iteration} {within}: "
             f"{explain(self._requirements(run), self._nodes)}"
         )
 

@@ -41,11 +41,16 @@ from shoal._engine.state import (
 )
 from shoal._engine.views import (
     InstanceView,
+    NodeView,
     SwarmView,
+    TaskCounts,
     format_story,
     instance_view,
+    node_view,
     swarm_view,
+    task_counts,
 )
+from shoal._plan import Plan
 
 _RUNNING = SwarmStatus.RUNNING
 _EVENT_TYPES = (
@@ -122,9 +127,56 @@ class Engine(EngineCore):
             raise EngineError(f"unknown swarm {swarm_id!r}", code="engine.unknown_swarm")
         return swarm_view(swarm)
 
+    def swarm_ids(self) -> list[str]:
+        """Every swarm submitted to this engine, in submission order."""
+        return list(self._swarms)
+
+    def plan(self, swarm_id: str) -> Plan:
+        """The plan a swarm was submitted with."""
+        swarm = self._swarms.get(swarm_id)
+        if swarm is None:
+            raise EngineError(f"unknown swarm {swarm_id!r}", code="engine.unknown_swarm")
+        return swarm.plan
+
     def instance(self, instance_id: str) -> InstanceView:
         """A read-only snapshot of an instance."""
         return instance_view(self._instance(instance_id))
+
+    def find_instance(self, instance_id: str) -> InstanceView | None:
+        """Like :meth:`instance`, but None for an id this engine never scheduled."""
+        inst = self._instances.get(instance_id)
+        return None if inst is None else instance_view(inst)
+
+    def active(self, node_id: str | None = None) -> list[InstanceView]:
+        """The live (scheduled or running) instances, of one node or of all."""
+        if node_id is not None:
+            node = self._nodes.get(node_id)
+            return [] if node is None else [instance_view(i) for i in node.active.values()]
+        return [instance_view(i) for n in self._nodes.values() for i in n.active.values()]
+
+    def counts(self, swarm_id: str, iteration: int | None = None) -> dict[str, TaskCounts]:
+        """Instance counts per task alias in one iteration (default: the current one).
+
+        Every task of the plan has an entry; a task not yet placed counts zeros.
+        """
+        swarm = self._swarms.get(swarm_id)
+        if swarm is None:
+            raise EngineError(f"unknown swarm {swarm_id!r}", code="engine.unknown_swarm")
+        it = swarm.iteration if iteration is None else iteration
+        out = {}
+        for alias in swarm.tasks:
+            run = swarm.runs.get((it, alias))
+            out[alias] = TaskCounts() if run is None else task_counts(run)
+        return out
+
+    def node(self, node_id: str) -> NodeView | None:
+        """A node as the engine knows it; None if it never joined."""
+        node = self._nodes.get(node_id)
+        return None if node is None else node_view(node)
+
+    def nodes(self) -> list[NodeView]:
+        """Every node that ever joined, in joining order."""
+        return [node_view(n) for n in self._nodes.values()]
 
     def validate(self) -> None:
         """Check every invariant of the engine's state.

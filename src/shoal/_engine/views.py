@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shoal._engine.messages import FailureKind, InstanceFailure
-from shoal._engine.state import Instance, InstanceState, Swarm
+from shoal._engine.state import TERMINAL, Instance, InstanceState, Node, Swarm, TaskRun
 from shoal._plan import Plan
 
 
@@ -49,6 +49,10 @@ class InstanceView:
         Where and what it is.
     state
         Its :class:`InstanceState`.
+    module
+        The plan's key of the module it runs.
+    timeout_s
+        Its task's timeout, or None.
     inputs
         Upstream alias -> instance ids whose results it may see.
     kind, error
@@ -63,9 +67,61 @@ class InstanceView:
     slot: int
     attempt: int
     state: InstanceState
+    module: str = ""
+    timeout_s: float | None = None
     inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     kind: FailureKind | None = None
     error: str = ""
+
+    @property
+    def ended(self) -> bool:
+        """Whether it succeeded, failed or was cancelled (no report changes it now)."""
+        return self.state in TERMINAL
+
+
+@dataclass(frozen=True)
+class TaskCounts:
+    """Instances of one task in one iteration, retries included.
+
+    Attributes
+    ----------
+    scheduled
+        Every instance placed (each retry is one more).
+    running
+        Started and not ended.
+    succeeded, failed
+        Ended so; a retried failure counts in ``failed`` too. Cancelled instances are
+        only counted in ``scheduled``.
+    """
+
+    scheduled: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A node as the engine knows it.
+
+    Attributes
+    ----------
+    node_id
+        Its id.
+    connected
+        Whether it is connected (joined and not lost since).
+    datasets, gpu, images
+        What it offered when it last joined (``images`` None: any image).
+    running
+        Its live (scheduled or running) instances, across swarms.
+    """
+
+    node_id: str
+    connected: bool
+    datasets: frozenset[str]
+    gpu: bool
+    images: frozenset[str] | None
+    running: int
 
 
 def failure_of(inst: Instance) -> InstanceFailure:
@@ -106,6 +162,8 @@ def instance_view(inst: Instance) -> InstanceView:
         slot=inst.slot.index,
         attempt=inst.attempt,
         state=inst.state,
+        module=inst.run.spec.module,
+        timeout_s=inst.run.spec.timeout_s,
         inputs=dict(inst.inputs),
         kind=inst.kind,
         error=inst.error,
@@ -115,3 +173,24 @@ def instance_view(inst: Instance) -> InstanceView:
 def format_story(inst: Instance) -> list[str]:
     """The story of ``inst``, one line per transition."""
     return [f"t={now:g} #{cause} {event}: {detail}" for now, cause, event, detail in inst.story]
+
+
+def task_counts(run: TaskRun) -> TaskCounts:
+    """Counts of ``run``'s instances. A slot's earlier attempts all failed (a slot is
+    retried only after a failure), so its current instance tells its whole history."""
+    scheduled = running = failed = 0
+    for slot in run.slots:
+        inst = slot.current
+        if inst is None:
+            continue
+        scheduled += inst.attempt + 1
+        failed += inst.attempt + (inst.state is InstanceState.FAILED)
+        running += inst.state is InstanceState.RUNNING
+    return TaskCounts(scheduled, running, run.successes, failed)
+
+
+def node_view(node: Node) -> NodeView:
+    """Snapshot of ``node``."""
+    return NodeView(
+        node.node_id, node.connected, node.datasets, node.gpu, node.images, len(node.active)
+    )

@@ -7,7 +7,6 @@ engine's.
 
 from __future__ import annotations
 
-import base64
 import gc
 import time
 from collections import deque
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shoal._bundle import Bundle
+from shoal._driver import DriverBase
 from shoal._engine import Engine
 from shoal._engine.messages import (
     CancelInstance,
@@ -26,14 +26,12 @@ from shoal._engine.messages import (
     InstanceFailed,
     InstanceStarted,
     InstanceSucceeded,
-    Instruction,
     IterationStarted,
     NextIterScheduled,
     NodeJoined,
     RunInstance,
     StopSwarmCalled,
     SwarmFinished,
-    SwarmSubmitted,
     TimerFired,
     WakeAt,
 )
@@ -106,8 +104,14 @@ def _fewer_collections() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-class Simulation:
-    """Runs one compiled swarm on virtual nodes."""
+class Simulation(DriverBase):
+    """Runs one compiled swarm on virtual nodes.
+
+    Executors report through :meth:`started` and :meth:`done` (``shoal.testing``
+    plugs its own executor in with ``executor_factory``).
+    """
+
+    store: MemoryStore
 
     def __init__(
         self,
@@ -124,12 +128,9 @@ class Simulation:
         keep_results: int | None = 2,
         clock: Clock | None = None,
         executor_factory: Callable[[Simulation], SimExecutor] | None = None,
+        validate: bool = False,
     ) -> None:
-        # The simulator's node set never changes, so waiting for a node to join is
-        # pointless: placement failures are reported at once.
-        self.plan = plan.model_copy(
-            update={"limits": plan.limits.model_copy(update={"placement_timeout_s": 0.0})}
-        )
+        self.plan = plan
         self.nodes = {n.node_id: n for n in nodes}
         self.run_dir = run_dir
         self.seed = seed
@@ -142,17 +143,16 @@ class Simulation:
         self._folders = {
             d: extract_bundle(b.data, d, run_dir / "modules") for d, b in bundles.items()
         }
-        self.store = MemoryStore(run_dir / "blobs")
-        for key, b64 in plan.globals.items():
-            self.store.global_set(swarm_id, key, {"inline": base64.b64decode(b64)}, iteration=-1)
+        # A virtual node's instance exists once a worker runs it, not while it waits
+        # for one: with 10,000 nodes on 2 workers that wait can be longer than a timeout.
+        # The node set never changes, so placement failures are reported at once.
+        engine = Engine(timeout_from="started", fixed_nodes=True)
+        super().__init__(engine, MemoryStore(run_dir / "blobs"), validate=validate)
         self.clock = clock or RealClock()
         self._t0 = self.clock.now()
         self.service = WorldService(
-            self.store, self.nodes, on_stop=self._on_stop, on_next_iter=self._on_next_iter
+            self.store, self.nodes, on_stop=self.world_stop, on_next_iter=self.world_next_iter
         )
-        # A virtual node's instance exists once a worker runs it, not while it waits
-        # for one: with 10,000 nodes on 2 workers that wait can be longer than a timeout.
-        self.engine = Engine(timeout_from="started")
         self._events: deque[Event] = deque()
         self._infos: dict[str, InstanceInfo] = {}
         self._wake: float | None = None
@@ -161,19 +161,22 @@ class Simulation:
         self._executor_kind = executor
         self._workers = workers
         self._executor_factory = executor_factory
+        self._executor: SimExecutor | None = None
 
     def now(self) -> float:
         """Seconds since the simulation started."""
         return self.clock.now() - self._t0
 
     # ------------------------------------------------------- executor callbacks
-    def _on_started(self, instance_id: str) -> None:
+    def started(self, instance_id: str) -> None:
+        """An executor began running an instance (a repeat is ignored)."""
         if instance_id in self._c.started_at:
             return  # sent again after its worker died: the engine hears "started" once
         self._c.started_at[instance_id] = self.clock.now()
         self._events.append(InstanceStarted(instance_id, self.now()))
 
-    def _on_done(self, instance_id: str, outcome: Outcome, kind: FailureKind) -> None:
+    def done(self, instance_id: str, outcome: Outcome, kind: FailureKind) -> None:
+        """An instance ended; ``kind`` says how, if it failed."""
         info = self._infos.pop(instance_id)
         started = self._c.started_at.pop(instance_id, None)
         if started is not None:
@@ -186,48 +189,44 @@ class Simulation:
                 InstanceFailed(instance_id, self.now(), outcome.error, outcome.traceback, kind)
             )
 
-    def _on_stop(self, info: InstanceInfo) -> None:
-        self._events.append(StopSwarmCalled(info.instance_id, self.now()))
-
-    def _on_next_iter(self, info: InstanceInfo, alias: str, node_ids: tuple[str, ...]) -> None:
-        if alias not in {t.alias for t in self.plan.tasks}:
-            raise ShoalError(
-                f"schedule_next_iter names task {alias!r}, which is not in the swarm",
-                code="world.alias",
-                hint=f"use one of {sorted(t.alias for t in self.plan.tasks)}",
-            )
-        self._events.append(NextIterScheduled(info.instance_id, self.now(), alias, node_ids))
+    def _world_event(self, event: StopSwarmCalled | NextIterScheduled) -> None:
+        # World calls arrive inside executor.poll(): queue, the loop feeds them next.
+        self._events.append(event)
 
     # ------------------------------------------------------------ instructions
-    def _apply(self, instructions: list[Instruction], executor: SimExecutor) -> None:
-        for ins in instructions:
-            if isinstance(ins, RunInstance):
-                info = InstanceInfo(
-                    ins.swarm_id, ins.instance_id, ins.node_id, ins.alias, ins.iteration, ins.inputs
-                )
-                self._infos[ins.instance_id] = info
-                self._c.scheduled += 1
-                executor.submit(Job(info, ins.attempt, ins.module, self._folders[ins.module]))
-            elif isinstance(ins, CancelInstance):
-                executor.cancel(ins.instance_id)
-                if self._infos.pop(ins.instance_id, None) is not None:
-                    self._c.done += 1
-            elif isinstance(ins, IterationStarted):
-                self._c.iteration = ins.iteration
-                if self._keep_results is not None:
-                    old = ins.iteration - 1 - self._keep_results
-                    if old >= 0:
-                        self.store.drop_results(self.swarm_id, old)
-                if self._progress:
-                    self._progress("iteration", ins.iteration, self._c.done, self._c.scheduled)
-            elif isinstance(ins, WakeAt):
-                self._wake = ins.at
-            elif isinstance(ins, SwarmFinished):
-                self._finished = ins
+    def _on_run(self, ins: RunInstance) -> None:
+        info = InstanceInfo(
+            ins.swarm_id, ins.instance_id, ins.node_id, ins.alias, ins.iteration, ins.inputs
+        )
+        self._infos[ins.instance_id] = info
+        self._c.scheduled += 1
+        assert self._executor is not None
+        self._executor.submit(Job(info, ins.attempt, ins.module, self._folders[ins.module]))
 
-    def _drain(self, executor: SimExecutor) -> None:
+    def _on_cancel(self, ins: CancelInstance) -> None:
+        assert self._executor is not None
+        self._executor.cancel(ins.instance_id)
+        if self._infos.pop(ins.instance_id, None) is not None:
+            self._c.done += 1
+
+    def _on_iteration(self, ins: IterationStarted) -> None:
+        self._c.iteration = ins.iteration
+        if self._keep_results is not None:
+            old = ins.iteration - 1 - self._keep_results
+            if old >= 0:
+                self.store.drop_results(self.swarm_id, old)
+        if self._progress:
+            self._progress("iteration", ins.iteration, self._c.done, self._c.scheduled)
+
+    def _on_wake(self, ins: WakeAt) -> None:
+        self._wake = ins.at
+
+    def _on_finished(self, ins: SwarmFinished) -> None:
+        self._finished = ins
+
+    def _drain(self) -> None:
         while self._events and self._finished is None:
-            self._apply(self.engine.handle(self._events.popleft()), executor)
+            self.feed(self._events.popleft())
         if self._progress:
             self._progress("progress", self._c.iteration, self._c.done, self._c.scheduled)
 
@@ -236,14 +235,14 @@ class Simulation:
             return self._executor_factory(self)
         kind = normalize_executor(self._executor_kind)
         if kind == "inline":
-            return InlineExecutor(self.service, self._on_started, self._on_done)
+            return InlineExecutor(self.service, self.started, self.done)
         sandbox = None
         if kind == "bwrap":  # the same pool, each worker under bubblewrap
             sandbox = BwrapSandbox.for_run(self.run_dir, self.nodes.values())
         return ProcessPoolExecutor(
             self.service,
-            self._on_started,
-            self._on_done,
+            self.started,
+            self.done,
             self._workers,
             self.run_dir / "blobs",
             sandbox=sandbox,
@@ -255,12 +254,12 @@ class Simulation:
             return self._run()
 
     def _run(self) -> SimulationRun:
-        executor = self._make_executor()
+        self._executor = executor = self._make_executor()
         try:
             for n in self.nodes.values():
-                self._events.append(NodeJoined(n.node_id, self.now(), frozenset(n.datasets)))
-            self._events.append(SwarmSubmitted(self.swarm_id, self.plan, self.now(), self.seed))
-            self._drain(executor)
+                self.feed(NodeJoined(n.node_id, self.now(), frozenset(n.datasets)))
+            self.submit_swarm(self.swarm_id, self.plan, self.seed)
+            self._drain()
             while self._finished is None:
                 timeout = None if self._wake is None else max(0.0, self._wake - self.now())
                 if not executor.busy() and not self._events:
@@ -276,7 +275,7 @@ class Simulation:
                 if self._wake is not None and self.now() >= self._wake:
                     self._wake = None
                     self._events.append(TimerFired(self.now()))
-                self._drain(executor)
+                self._drain()
         finally:
             executor.close()
             self.store.settle()
@@ -300,5 +299,6 @@ class Simulation:
             wall_s=self.now(),
             run_dir=self.run_dir,
             _store=self.store,
+            _engine=self.engine,
             _cleanup=self._cleanup,
         )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shoal._engine import Engine
 from shoal._engine.messages import InstanceFailure
 from shoal._errors import ShoalError
 from shoal._plan import Plan
@@ -145,6 +146,7 @@ class SimulationRun:
     wall_s: float
     run_dir: Path
     _store: Store = field(repr=False)
+    _engine: Engine | None = field(default=None, repr=False)
     _cleanup: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -166,6 +168,25 @@ class SimulationRun:
                 code=f"swarm.{self.status}",
                 hint="see run.failures for tracebacks",
             )
+
+    def story(self, instance_id: str) -> list[str]:
+        """What happened to one instance: one line per transition or engine decision.
+
+        Each line reads ``t=<seconds> #<event id> <event>: <detail>``; the instance ids
+        of failed instances are in :attr:`failures`.
+
+        Raises
+        ------
+        ShoalError
+            ``engine.unknown_instance`` if this run never scheduled ``instance_id``.
+        """
+        if self._engine is None:
+            raise ShoalError(
+                "this run keeps no engine state to tell stories from",
+                code="sim.story",
+                hint="stories are kept by runs that shoal.simulate() returns",
+            )
+        return self._engine.story(instance_id)
 
     def logs(
         self,

@@ -150,7 +150,7 @@ class Federation:
             ]
 
         def executor(sim: Simulation) -> SimExecutor:
-            return InlineExecutor(sim.service, sim._on_started, sim._on_done, fault=self._fault)
+            return InlineExecutor(sim.service, sim.started, sim.done, fault=self._fault)
 
         sim = Simulation(
             plan,
@@ -161,5 +161,6 @@ class Federation:
             cleanup=True,
             clock=self.clock,
             executor_factory=executor,
+            validate=True,  # every engine invariant, after every event
         )
         return sim.run()

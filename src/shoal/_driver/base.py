@@ -1,0 +1,174 @@
+"""The driver base: event -> (persist) -> engine -> (validate) -> instruction hooks."""
+
+from __future__ import annotations
+
+import base64
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from shoal._engine import Engine, InstanceView, TaskCounts
+from shoal._engine.messages import (
+    CancelInstance,
+    Event,
+    Instruction,
+    IterationStarted,
+    NextIterScheduled,
+    RunInstance,
+    StopSwarmCalled,
+    SwarmFinished,
+    SwarmSubmitted,
+    WakeAt,
+)
+from shoal._errors import ShoalError
+from shoal._plan import Plan
+from shoal._store.base import Store
+from shoal._world.service import InstanceInfo
+
+
+def instance_info(view: InstanceView) -> InstanceInfo:
+    """What the world service needs to know of an instance the engine placed."""
+    return InstanceInfo(
+        view.swarm_id, view.instance_id, view.node_id, view.alias, view.iteration, view.inputs
+    )
+
+
+class DriverBase(ABC):
+    """Feeds events to one engine and carries out its instructions.
+
+    Parameters
+    ----------
+    engine
+        The engine this driver drives (each driver makes it with the options its world
+        needs, e.g. ``Engine(fixed_nodes=True)`` for the simulator).
+    store
+        Where globals, results, logs and metrics are kept.
+    validate
+        Check every engine invariant after each event (tests and ``shoal.testing``;
+        it costs a pass over the engine's state per event).
+
+    Notes
+    -----
+    Subclasses implement :meth:`now`, :meth:`_world_event` and the instruction hooks
+    ``_on_run``, ``_on_cancel`` and ``_on_wake``; ``_on_iteration``,
+    ``_on_finished``, ``_persist``, ``_before`` and ``_after`` are optional. A hook
+    never decides anything: every scheduling decision is the engine's.
+    """
+
+    def __init__(self, engine: Engine, store: Store, validate: bool = False) -> None:
+        self.engine = engine
+        self.store = store
+        self.validate = validate
+        self._hooks: dict[type[Any], Callable[[Any], None]] = {
+            RunInstance: self._on_run,
+            CancelInstance: self._on_cancel,
+            IterationStarted: self._on_iteration,
+            SwarmFinished: self._on_finished,
+            WakeAt: self._on_wake,
+        }
+
+    # ----------------------------------------------------------------- the loop
+    @abstractmethod
+    def now(self) -> float:
+        """The time events carry (each driver has its own clock)."""
+
+    def feed(self, event: Event) -> list[Instruction]:
+        """Persist ``event``, hand it to the engine and carry out its instructions.
+
+        Raises
+        ------
+        EngineError
+            If the engine rejects the event (it stays persisted: a replay rejects it
+            the same way, so event ids keep matching log positions).
+        """
+        self._persist(event)
+        return self.replay(event)
+
+    def replay(self, event: Event) -> list[Instruction]:
+        """Like :meth:`feed` without persisting (the coordinator's restart)."""
+        self._before(event)
+        out = self.engine.handle(event)
+        if self.validate:
+            self.engine.validate()
+        hooks = self._hooks
+        for ins in out:
+            hooks[type(ins)](ins)
+        self._after(event, out)
+        return out
+
+    def _persist(self, event: Event) -> None:  # noqa: B027 (an optional hook)
+        """Record ``event`` before the engine sees it (default: not at all)."""
+
+    def _before(self, event: Event) -> None:  # noqa: B027 (an optional hook)
+        """Look at the engine before it handles ``event`` (default: nothing)."""
+
+    def _after(self, event: Event, instructions: list[Instruction]) -> None:  # noqa: B027 (an optional hook)
+        """After ``event``'s instructions were carried out (default: nothing)."""
+
+    # ------------------------------------------------------------- instructions
+    @abstractmethod
+    def _on_run(self, ins: RunInstance) -> None:
+        """Start an instance on its node (or queue it for a worker)."""
+
+    @abstractmethod
+    def _on_cancel(self, ins: CancelInstance) -> None:
+        """Stop an instance; no outcome is expected from it afterwards."""
+
+    @abstractmethod
+    def _on_wake(self, ins: WakeAt) -> None:
+        """Feed a ``TimerFired`` once the clock reaches ``ins.at``."""
+
+    def _on_iteration(self, ins: IterationStarted) -> None:  # noqa: B027 (an optional hook)
+        """An iteration started (default: nothing)."""
+
+    def _on_finished(self, ins: SwarmFinished) -> None:  # noqa: B027 (an optional hook)
+        """A swarm ended (default: nothing)."""
+
+    # ----------------------------------------------------------------- swarms
+    def submit_swarm(self, swarm_id: str, plan: Plan, seed: int) -> None:
+        """Write the plan's initial globals (iteration -1), then hand the swarm to the
+        engine."""
+        for key, b64 in plan.globals.items():
+            self.store.global_set(swarm_id, key, {"inline": base64.b64decode(b64)}, iteration=-1)
+        self.feed(SwarmSubmitted(swarm_id, plan, self.now(), seed))
+
+    def story(self, instance_id: str) -> list[str]:
+        """What happened to an instance, one line per transition or decision.
+
+        Raises
+        ------
+        EngineError
+            ``engine.unknown_instance`` for an id this driver's engine never scheduled.
+        """
+        return self.engine.story(instance_id)
+
+    def counts(self, swarm_id: str, iteration: int | None = None) -> dict[str, TaskCounts]:
+        """Instance counts per task of one iteration (default: the current one)."""
+        return self.engine.counts(swarm_id, iteration)
+
+    # ------------------------------------------------------- world operations
+    @abstractmethod
+    def _world_event(self, event: StopSwarmCalled | NextIterScheduled) -> None:
+        """Deliver an event a task caused through the world API."""
+
+    def world_stop(self, info: InstanceInfo) -> None:
+        """``world.stop_swarm()`` was called by an instance."""
+        self._world_event(StopSwarmCalled(info.instance_id, self.now()))
+
+    def world_next_iter(self, info: InstanceInfo, alias: str, node_ids: tuple[str, ...]) -> None:
+        """``world.schedule_next_iter(node_ids, alias)`` was called by an instance.
+
+        Raises
+        ------
+        ShoalError
+            ``world.alias`` if the swarm has no task ``alias`` (the task sees it at
+            once, instead of the engine ignoring the call later).
+        """
+        aliases = [t.alias for t in self.engine.plan(info.swarm_id).tasks]
+        if alias not in aliases:
+            raise ShoalError(
+                f"schedule_next_iter names task {alias!r}, which is not in the swarm",
+                code="world.alias",
+                hint=f"use one of {sorted(aliases)}",
+            )
+        self._world_event(NextIterScheduled(info.instance_id, self.now(), alias, node_ids))
