@@ -15,8 +15,8 @@ from alembic.runtime.migration import MigrationContext
 from shoal._errors import ShoalError
 from shoal._store import migrate, schema
 from shoal._store.base import LogRow, NodeRecord, ResultRow, SwarmRecord
-from shoal._store.engine import normalize_url
 from shoal._store.sql import SQLStore
+from shoal._store.sqlengine import normalize_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shoal._engine.messages import FailureKind, InstanceFailure
-from shoal._engine.state import Instance, InstanceState, Swarm
+from shoal._engine.state import Instance, InstanceState, SwarmState
 from shoal._plan import Plan
 
 
@@ -83,7 +83,7 @@ def failure_of(inst: Instance) -> InstanceFailure:
     )
 
 
-def swarm_view(swarm: Swarm) -> SwarmView:
+def swarm_view(swarm: SwarmState) -> SwarmView:
     """Snapshot of ``swarm``."""
     return SwarmView(
         swarm_id=swarm.swarm_id,

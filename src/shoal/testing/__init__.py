@@ -23,6 +23,7 @@ from shoal._data.nodes import build_nodes, node_id
 from shoal._define.compile import compile_swarm
 from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
+from shoal._public import publish as _publish
 from shoal._sim.driver import Simulation
 from shoal._sim.executors import InlineExecutor, SimExecutor
 from shoal._sim.run import SimulationRun
@@ -163,3 +164,6 @@ class Federation:
             executor_factory=executor,
         )
         return sim.run()
+
+
+_publish(__name__, globals(), __all__)
