@@ -153,7 +153,7 @@ def test_reprs_of_public_objects_do_not_name_private_modules() -> None:
     _, task_side = _one_run()  # shoal.runtime's objects, as task code sees them
     reprs = {f"shoal.runtime.{name}": text for name, text in task_side.items()}
     for module in PUBLIC:
-        for name, obj in exported(module):
+        for _, obj in exported(module):
             key = f"{module.__name__}.{obj.__qualname__}"
             if not inspect.isclass(obj) or key in reprs:
                 continue
