@@ -97,7 +97,10 @@ def coord(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coordinator]:
             return httpx.get(f"{url}/v1/health", timeout=2).status_code == 200
 
         poll_for(
-            healthy, 60, "the coordinator to be healthy", ignore=(httpx.HTTPError,),
+            healthy,
+            60,
+            "the coordinator to be healthy",
+            ignore=(httpx.HTTPError,),
             explain=log.read_text,
         )
         yield Coordinator(root / "state", url, proc, log)

@@ -137,7 +137,10 @@ class Up:
 
     def assert_nothing_left(self, timeout: float = 10) -> None:
         poll_for(
-            lambda: not self.processes(), timeout, "every process to end", interval=0.2,
+            lambda: not self.processes(),
+            timeout,
+            "every process to end",
+            interval=0.2,
             explain=lambda: f"processes left behind: {self.processes()}\n{self.diagnostics()}",
         )
 
