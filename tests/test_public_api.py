@@ -184,3 +184,16 @@ def test_import_shoal_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize(
+    "first", ["import shoal.testing", "import shoal; shoal.simulate"], ids=["testing", "simulate"]
+)
+def test_a_lazy_export_shows_its_public_module_once_something_loaded_it(first: str) -> None:
+    # SimulationRun is what Federation.run and simulate() return, before any use of
+    # shoal.SimulationRun itself.
+    code = f"{first}\nimport sys\nprint(sys.modules['shoal._sim.run'].SimulationRun.__module__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "shoal"

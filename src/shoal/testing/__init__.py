@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import shoal as _shoal
 from shoal._data.nodes import build_nodes, node_id
 from shoal._define.compile import compile_swarm
 from shoal._define.swarm import Swarm
@@ -167,3 +168,5 @@ class Federation:
 
 
 _publish(__name__, globals(), __all__)
+# Federation.run returns shoal.SimulationRun, a lazy export of shoal loaded by now.
+_shoal._publish_loaded()
