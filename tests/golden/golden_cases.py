@@ -63,7 +63,7 @@ def export_plan() -> str:
             cwd=ROOT,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=60,
         )
         if done.returncode != 0:
             raise RuntimeError(f"shoal export failed:\n{done.stdout}\n{done.stderr}")
