@@ -1,25 +1,14 @@
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+from helpers import ROOT, TESTS, load_file
 
-TESTS = Path(__file__).parent
-ROOT = TESTS.parent
+# The PostgreSQL fixtures (postgres_url, pg_admin), for every test folder.
+pytest_plugins = ["helpers.postgres"]
 
-
-def load_file(path: Path) -> ModuleType:
-    """Import a test fixture file by path under a unique module name."""
-    name = f"_shoal_fixture_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+__all__ = ["ROOT", "TESTS", "load_file"]
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,9 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,19 +18,13 @@ from typing import Any
 
 import httpx
 import msgpack
+from helpers import free_port, poll_for
 
 from shoal._codec import decode
 from shoal._define.compile import compile_swarm
 from shoal._define.swarm import Swarm
 
 QUIET = {"PYTHONUNBUFFERED": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait: float = 10) -> None:
@@ -185,16 +177,19 @@ class Deployment:
 
 
 def wait_healthy(coord: Coordinator, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         if coord.proc.poll() is not None:
             raise RuntimeError(f"coordinator exited:\n{coord.output()}")
-        verify = coord.verify()
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{coord.url}/v1/health", timeout=1, verify=verify).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"coordinator not healthy after {timeout}s:\n{coord.output()}")
+        resp = httpx.get(f"{coord.url}/v1/health", timeout=1, verify=coord.verify())
+        return resp.status_code == 200
+
+    poll_for(
+        healthy,
+        timeout,
+        "the coordinator to be healthy",
+        ignore=(httpx.HTTPError,),
+        explain=coord.output,
+    )
 
 
 def submit(client: httpx.Client, swarm: Swarm, seed: int = 0) -> str:
@@ -219,26 +214,30 @@ def wait_status(
 ) -> dict[str, Any]:
     """Poll the swarm's status until ``until(status)`` (default: it finished)."""
     until = until or (lambda s: s["status"] != "running")
-    deadline = time.monotonic() + timeout
-    while True:
-        status: dict[str, Any] = client.get(f"/v1/swarms/{swarm_id}").json()
-        if until(status):
-            return status
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"swarm {swarm_id} did not get there: {json.dumps(status)}")
-        time.sleep(0.1)
+
+    last: list[dict[str, Any]] = []
+
+    def arrived() -> dict[str, Any] | None:
+        last[:] = [client.get(f"/v1/swarms/{swarm_id}").json()]
+        return last[0] if until(last[0]) else None
+
+    return poll_for(
+        arrived,
+        timeout,
+        f"swarm {swarm_id} to get there",
+        explain=lambda: f"its last status: {json.dumps(last[0]) if last else None}",
+    )
 
 
 def wait_nodes(client: httpx.Client, node_ids: list[str], timeout: float = 30.0) -> None:
     """Wait until every node in ``node_ids`` is connected."""
-    deadline = time.monotonic() + timeout
-    while True:
-        nodes = {n["node_id"]: n for n in client.get("/v1/nodes").json()}
-        if all(n in nodes and nodes[n]["connected"] for n in node_ids):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nodes {node_ids} not all connected: {nodes}")
-        time.sleep(0.1)
+    nodes: dict[str, Any] = {}
+
+    def connected() -> bool:
+        nodes.update({n["node_id"]: n for n in client.get("/v1/nodes").json()})
+        return all(n in nodes and nodes[n]["connected"] for n in node_ids)
+
+    poll_for(connected, timeout, f"nodes {node_ids} to connect", explain=lambda: f"nodes: {nodes}")
 
 
 def fetch_value(client: httpx.Client, wire: dict[str, Any]) -> Any:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
+import subprocess
+import sys
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 import shoal
 import shoal.runtime
 import shoal.testing
+from shoal._public import is_private
 
 PINNED = {
     shoal: {
@@ -17,6 +23,7 @@ PINNED = {
         "Condition",
         "Driver",
         "Module",
+        "NetworkDriver",
         "Plan",
         "PlanError",
         "Problem",
@@ -42,9 +49,10 @@ PINNED = {
     },
     shoal.testing: {"Fault", "Federation", "VirtualClock"},
 }
+PUBLIC = list(PINNED)
 
 
-@pytest.mark.parametrize("module", list(PINNED), ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", PUBLIC, ids=lambda m: m.__name__)
 def test_exports_exactly_the_pinned_names(module: ModuleType) -> None:
     assert set(module.__all__) == PINNED[module]
     for name in module.__all__:
@@ -58,3 +66,134 @@ def test_nothing_else_public_leaks_from_shoal() -> None:
         if not n.startswith("_") and not isinstance(v, ModuleType) and n != "annotations"
     }
     assert public <= PINNED[shoal]
+
+
+def test_seed_002s_driver_is_the_network_driver() -> None:
+    assert shoal.Driver is shoal.NetworkDriver
+    assert shoal.Driver.BRIDGE.value == "bridge"
+
+
+def exported(module: ModuleType) -> list[tuple[str, Any]]:
+    """The exported classes and functions of a public module."""
+    return [
+        (name, obj)
+        for name in module.__all__
+        if inspect.isclass(obj := getattr(module, name)) or inspect.isfunction(obj)
+    ]
+
+
+@pytest.mark.parametrize("module", PUBLIC, ids=lambda m: m.__name__)
+def test_public_objects_name_their_public_module(module: ModuleType) -> None:
+    for name, obj in exported(module):
+        assert obj.__module__ == module.__name__, (name, obj.__module__)
+        assert getattr(module, obj.__qualname__) is obj, name  # pickle finds it again
+
+
+def _one_run() -> tuple[shoal.SimulationRun, dict[str, str]]:
+    """A run of real task code that records the reprs of the task-side objects."""
+    source = "from shoal.runtime import Task\n\nclass T(Task):\n    def run(self):\n{}\n"
+    source += "\ndef main():\n    T().run()\n"
+    reader = """
+        seen = {
+            "Task": self,
+            "World": self.world,
+            "Globals": self.world.globals,
+            "Results": self.world.results,
+            "ResultRecord": self.world.results.select_all("v")[0],
+            "Local": self.local,
+            "Resources": self.local.get_resources(),
+            "Logger": self.logger,
+        }
+        self.world.results.add("reprs", {k: repr(v) for k, v in seen.items()})"""
+
+    class One(shoal.Swarm):
+        max_iterations = 1
+
+        def __init__(self) -> None:
+            writer = source.format('        self.world.results.add("v", 1)')
+            self.t = shoal.Task(shoal.Module(writer, name="t"), method="any", alias="t")
+            self.u = shoal.Task(shoal.Module(source.format(reader), name="u"), alias="u")
+
+        def execute(self) -> shoal.Task:
+            return self.u(self.t())
+
+    run = shoal.testing.Federation(nodes=1).run(One())
+    assert run.ok, run.reason
+    (reprs,) = run.results.select("reprs", alias="u").values()
+    return run, reprs
+
+
+def _instances() -> dict[str, Callable[[], object]]:
+    """How to make an instance of each public class, by its public name."""
+    module = shoal.Module("def main():\n    pass\n", name="m")
+    problem = shoal.Problem("task.alias", "task 't'", "is used twice", "rename one")
+    return {
+        "shoal.Client": lambda: shoal.Client("http://127.0.0.1:9", "secret-token"),
+        "shoal.CodecError": lambda: shoal.CodecError("cannot encode", code="codec.unsupported"),
+        "shoal.Condition": lambda: shoal.Condition.RESULT,
+        "shoal.NetworkDriver": lambda: shoal.NetworkDriver.OVERLAY,
+        "shoal.Module": lambda: module,
+        "shoal.Plan": lambda: _one_run()[0].plan,
+        "shoal.PlanError": lambda: shoal.PlanError("bad plan", code="plan.json"),
+        "shoal.Problem": lambda: problem,
+        "shoal.ShoalError": lambda: shoal.ShoalError("oops", code="shoal", hint="retry"),
+        "shoal.ShoalWarning": lambda: shoal.ShoalWarning("careful"),
+        "shoal.SimulationRun": lambda: _one_run()[0],
+        "shoal.Swarm": shoal.Swarm,
+        "shoal.SwarmValidationError": lambda: shoal.SwarmValidationError("s", [problem]),
+        "shoal.Task": lambda: shoal.Task(module, alias="t"),
+        "shoal.testing.Fault": lambda: shoal.testing.Fault("crash", node="node-00000"),
+        "shoal.testing.Federation": shoal.testing.Federation,
+        "shoal.testing.VirtualClock": shoal.testing.VirtualClock,
+    }
+
+
+def test_reprs_of_public_objects_do_not_name_private_modules() -> None:
+    make = _instances()
+    _, task_side = _one_run()  # shoal.runtime's objects, as task code sees them
+    reprs = {f"shoal.runtime.{name}": text for name, text in task_side.items()}
+    for module in PUBLIC:
+        for _, obj in exported(module):
+            key = f"{module.__name__}.{obj.__qualname__}"
+            if not inspect.isclass(obj) or key in reprs:
+                continue
+            assert key in make, f"add a way to make a {key} to _instances() in {__file__}"
+            reprs[key] = repr(make[key]())
+    assert {k.rsplit(".", 1)[0] for k in reprs} == {m.__name__ for m in PUBLIC}
+    for key, text in reprs.items():
+        assert "shoal._" not in text, (key, text)
+        assert "secret-token" not in text, key
+    assert reprs["shoal.runtime.World"].startswith("<shoal.runtime.World object")
+    assert reprs["shoal.Swarm"].startswith("<shoal.Swarm object")
+
+
+def test_private_module_names() -> None:
+    assert is_private("shoal._define.task") and is_private("shoal.runtime._x")
+    assert not is_private("shoal") and not is_private("shoal.runtime")
+    assert not is_private("_other.module")
+
+
+def test_import_shoal_stays_light() -> None:
+    # Every simulator worker imports shoal: the lazy exports must stay lazy.
+    code = (
+        "import sys, shoal\n"
+        "heavy = {'pydantic', 'numpy', 'httpx', 'shoal._sim', 'shoal._plan', 'shoal._client'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize(
+    "first", ["import shoal.testing", "import shoal; shoal.simulate"], ids=["testing", "simulate"]
+)
+def test_a_lazy_export_shows_its_public_module_once_something_loaded_it(first: str) -> None:
+    # SimulationRun is what Federation.run and simulate() return, before any use of
+    # shoal.SimulationRun itself.
+    code = f"{first}\nimport sys\nprint(sys.modules['shoal._sim.run'].SimulationRun.__module__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "shoal"

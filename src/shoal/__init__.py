@@ -5,11 +5,12 @@ The public API of the definition side. Task code imports :mod:`shoal.runtime`.
 
 from __future__ import annotations
 
+import sys as _sys
 import typing as _typing
 
 from shoal._define.module import Module
 from shoal._define.swarm import Swarm
-from shoal._define.task import Condition, Driver, Task
+from shoal._define.task import Condition, NetworkDriver, Task
 from shoal._errors import (
     CodecError,
     PlanError,
@@ -18,7 +19,12 @@ from shoal._errors import (
     ShoalWarning,
     SwarmValidationError,
 )
+from shoal._public import publish as _publish
 from shoal._version import __version__
+
+#: Seed 002's name of :class:`NetworkDriver` (``self.add_network("b", Driver.BRIDGE)``).
+#: In shoal, "driver" means the simulator or the coordinator.
+Driver = NetworkDriver
 
 if _typing.TYPE_CHECKING:
     from shoal._client import Client
@@ -43,8 +49,19 @@ def __getattr__(name: str) -> object:
 
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
+        _publish_loaded()
         return value
     raise AttributeError(f"module 'shoal' has no attribute {name!r}")
+
+
+def _publish_loaded() -> None:
+    # Lazy exports whose modules some import has loaded meanwhile (``simulate`` loads
+    # ``SimulationRun``'s) are bound and published too, without importing anything.
+    for name, module_name in _LAZY.items():
+        module = _sys.modules.get(module_name)
+        if name not in globals() and module is not None and hasattr(module, name):
+            globals()[name] = getattr(module, name)
+    _publish(__name__, globals(), __all__)
 
 
 def __dir__() -> list[str]:
@@ -57,6 +74,7 @@ __all__ = [
     "Condition",
     "Driver",
     "Module",
+    "NetworkDriver",
     "Plan",
     "PlanError",
     "Problem",
@@ -70,3 +88,5 @@ __all__ = [
     "load_plan",
     "simulate",
 ]
+
+_publish(__name__, globals(), __all__)

@@ -4,12 +4,12 @@ says when the coordinator is not there."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 
 import shoal
 from shoal._client.config import _parse_flat_toml, resolve
@@ -31,13 +31,6 @@ def _write_config(tmp_path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_arguments_win_over_env_and_env_over_file(
@@ -101,7 +94,7 @@ def test_repr_never_shows_the_token() -> None:
 
 
 def test_unreachable_coordinator_is_one_clear_error() -> None:
-    port = closed_port()
+    port = free_port()  # nothing listens on it
     with (
         shoal.Client(f"http://127.0.0.1:{port}", "t", timeout=5) as client,
         pytest.raises(shoal.ShoalError) as e,
@@ -116,7 +109,7 @@ def test_unreachable_coordinator_is_one_clear_error() -> None:
 def test_cli_unreachable_and_unconfigured_print_one_paragraph(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     out = subprocess.run(
         [sys.executable, "-m", "shoal", "nodes", "--token", "t", "--coordinator", url],
         capture_output=True,
@@ -140,7 +133,7 @@ def test_cli_unreachable_and_unconfigured_print_one_paragraph(tmp_path: Path) ->
 def test_logs_of_a_missing_folder_ask_the_coordinator(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
-    env["SHOAL_COORDINATOR"] = f"http://127.0.0.1:{closed_port()}"
+    env["SHOAL_COORDINATOR"] = f"http://127.0.0.1:{free_port()}"
     env["SHOAL_TOKEN"] = "t"
     out = subprocess.run(
         [sys.executable, "-m", "shoal", "logs", "abc123"],

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import free_port, poll_for
 
 import shoal
 
@@ -47,12 +47,6 @@ class Waiting(Swarm):
     def execute(self):
         return self.worker()
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Coordinator:
@@ -97,16 +91,18 @@ def coord(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coordinator]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def healthy() -> bool:
             assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+            return httpx.get(f"{url}/v1/health", timeout=2).status_code == 200
+
+        poll_for(
+            healthy,
+            60,
+            "the coordinator to be healthy",
+            ignore=(httpx.HTTPError,),
+            explain=log.read_text,
+        )
         yield Coordinator(root / "state", url, proc, log)
     finally:
         proc.terminate()

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import poll_for
 
 from shoal._cli.procs import Children
 
@@ -42,13 +43,11 @@ def alive(pid: int) -> bool:
 
 
 def wait_for_line(path: Path, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def line() -> str | None:
         text = path.read_text() if path.exists() else ""
-        if text.endswith("\n"):
-            return text.strip()
-        time.sleep(0.05)
-    raise AssertionError(f"{path} stayed empty")
+        return text.strip() if text.endswith("\n") else None
+
+    return poll_for(line, timeout, f"a line in {path}", interval=0.05)
 
 
 def test_stop_kills_children_and_their_groups_within_the_bound(tmp_path: Path) -> None:
@@ -65,10 +64,7 @@ def test_stop_kills_children_and_their_groups_within_the_bound(tmp_path: Path) -
     assert time.monotonic() - t0 < 10
     assert quick.proc.returncode == -signal.SIGTERM
     assert stubborn.proc.returncode == -signal.SIGKILL
-    deadline = time.monotonic() + 5
-    while alive(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(grandchild)
+    poll_for(lambda: not alive(grandchild), 5, "the grandchild to die", interval=0.05)
     assert oct(os.stat(tmp_path / "quick.log").st_mode & 0o777) == "0o600"
 
 
@@ -95,7 +91,4 @@ def test_children_get_sigterm_when_their_parent_dies_hard(tmp_path: Path) -> Non
         finally:
             parent.kill()
             parent.wait(10)
-    deadline = time.monotonic() + 10
-    while alive(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(child)
+    poll_for(lambda: not alive(child), 10, "the orphaned child to die", interval=0.05)

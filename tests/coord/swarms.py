@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
+from helpers import task_module
+
 from shoal import Module, Swarm, Task
 
 
-def src(body: str, cls: str = "T", imports: str = "", datasets: tuple[str, ...] = ()) -> Module:
+def src(body: str, cls: str = "T", datasets: tuple[str, ...] = ()) -> Module:
     """A source-text module whose Task.run() is ``body``."""
-    indented = "\n".join("        " + line for line in body.strip().splitlines())
-    code = (
-        f"import os, time\nimport numpy as np\nfrom shoal.runtime import Task\n{imports}\n"
-        f"class {cls}(Task):\n    def run(self):\n{indented}\n\n"
-        f"def main():\n    {cls}().run()\n"
-    )
-    return Module(code, name=cls.lower(), datasets=datasets)
+    return task_module(body, cls, imports="import os, time\nimport numpy as np", datasets=datasets)
 
 
 WORKER = """

@@ -122,11 +122,10 @@ def test_a_long_poll_wakes_when_an_instruction_arrives_from_another_thread() -> 
 
 def test_the_app_runs_in_a_thread_over_a_memory_store(tmp_path: Path) -> None:
     import threading
-    import time
 
     import httpx
     import uvicorn
-    from deploy_harness import free_port
+    from helpers import free_port, poll_for
 
     from shoal._coord import create_app
     from shoal._store.memory import MemoryStore
@@ -142,10 +141,12 @@ def test_the_app_runs_in_a_thread_over_a_memory_store(tmp_path: Path) -> None:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.05)
+
+        def started() -> bool:
+            assert thread.is_alive(), "the server thread ended"
+            return bool(server.started)
+
+        poll_for(started, 30, "the server to start", interval=0.05)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
             enrolled = http.post("/v1/nodes/enrol", json={"join_token": "join", "node_id": "n1"})
             node = {"Authorization": f"Bearer {enrolled.json()['credential']}"}

@@ -6,24 +6,17 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers import free_port, poll_for
 
 MARKER = "SHOAL_E2E_MARKER"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _read(path: Path) -> str:
@@ -143,10 +136,13 @@ class Up:
         return found
 
     def assert_nothing_left(self, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while (left := self.processes()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not left, f"processes left behind: {left}\n{self.diagnostics()}"
+        poll_for(
+            lambda: not self.processes(),
+            timeout,
+            "every process to end",
+            interval=0.2,
+            explain=lambda: f"processes left behind: {self.processes()}\n{self.diagnostics()}",
+        )
 
     def close(self) -> None:
         """Stop ``shoal up`` if it still runs, then kill anything it left (ours only)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import poll_for
 
 import shoal
 
@@ -109,10 +110,7 @@ class Picky(Swarm):
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float, up: Any) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what}\n{up.diagnostics()}"
-        time.sleep(0.2)
+    poll_for(check, timeout, what, interval=0.2, explain=up.diagnostics)
 
 
 def test_ctrl_c_stops_everything_even_a_running_task(

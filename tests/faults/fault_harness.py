@@ -8,7 +8,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import httpx
 from deploy_harness import Coordinator, Deployment, kill_group
+from helpers import poll_for
 from proxy import Proxy
 
 #: Small, so that a lost node is noticed in a test's time (the default is 15 s).
@@ -37,10 +37,12 @@ class Node:
 
     def credential(self, timeout: float = 10.0) -> str:
         """The node's credential (written just after its enrolment was answered)."""
-        deadline = time.monotonic() + timeout
-        while not self.credential_file.exists():
-            assert time.monotonic() < deadline, f"{self.node_id} wrote no credential"
-            time.sleep(0.05)
+        poll_for(
+            self.credential_file.exists,
+            timeout,
+            f"{self.node_id} to write its credential",
+            interval=0.05,
+        )
         return self.credential_file.read_text()
 
     def log(self) -> str:
@@ -133,15 +135,9 @@ class Fed:
 
     def wait(self, what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
         """Poll ``check()`` every 0.1 s until it returns a true value; return it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                value = check()
-                if value:
-                    return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what}: not within {timeout}s\n{self.diagnostics()}")
-            time.sleep(0.1)
+        return poll_for(
+            check, timeout, what, ignore=(httpx.TransportError,), explain=self.diagnostics
+        )
 
     def status(self, swarm_id: str) -> dict[str, Any]:
         resp = self.user.get(f"/v1/swarms/{swarm_id}")
@@ -213,9 +209,9 @@ def processes_under(root: Path) -> list[tuple[int, str]]:
 
 def reap(root: Path, timeout: float = 10.0) -> list[tuple[int, str]]:
     """Wait for processes under ``root`` to end; kill and return those that did not."""
-    deadline = time.monotonic() + timeout
-    while (left := processes_under(root)) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    with contextlib.suppress(TimeoutError):
+        poll_for(lambda: not processes_under(root), timeout, f"the processes under {root} to end")
+    left = processes_under(root)
     for pid, _ in left:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)

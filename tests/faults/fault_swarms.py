@@ -9,18 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from helpers import task_module
+
 from shoal import Condition, Module, Swarm, Task, simulate
 
 
 def src(body: str, cls: str) -> Module:
     """A source-text module whose Task.run() is ``body``."""
-    indented = "\n".join("        " + line for line in body.strip().splitlines())
-    code = (
-        f"import os, time\nfrom shoal.runtime import Task\n\n"
-        f"class {cls}(Task):\n    def run(self):\n{indented}\n\n"
-        f"def main():\n    {cls}().run()\n"
-    )
-    return Module(code, name=cls.lower())
+    return task_module(body, cls, imports="import os, time")
 
 
 # Prints a line the tests wait for (the fault lands while the task pauses after it; only

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from deploy_harness import free_port
+from helpers import free_port
 
 from shoal._node.client import Abandoned, CoordinatorClient, Stopped, abandon_when
 

@@ -25,42 +25,15 @@ from deploy_harness import (
     wait_nodes,
     wait_status,
 )
+from helpers import one_task, poll_for
 
-from shoal import Module, Swarm, Task
+from shoal import Swarm
 
 pytestmark = pytest.mark.timeout(120)
 
 # These tests pin the plain executor (they read task pids and rlimit errors on the host);
 # the bwrap executor has its own in test_sandbox_*.py.
 PROCESS = 'executor = "process"'
-
-
-def one_task(
-    body: str, node: str, timeout: float | None = None, datasets: tuple[str, ...] = ()
-) -> Swarm:
-    """A one-iteration swarm of task ``t`` running ``body`` on ``node`` only."""
-    indented = "\n".join("        " + line for line in body.strip().splitlines())
-    code = (
-        "import os, sys, time\nfrom shoal.runtime import Task\n\n"
-        f"class T(Task):\n    def run(self):\n{indented}\n\n"
-        "def main():\n    T().run()\n"
-    )
-
-    class One(Swarm):
-        max_iterations = 1
-
-        def __init__(self) -> None:
-            self.t = Task(
-                Module(code, name="t", datasets=datasets),
-                alias="t",
-                specified_ids=[node],
-                timeout=timeout,
-            )
-
-        def execute(self) -> Task:
-            return self.t()
-
-    return One()
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +142,18 @@ def test_a_task_that_corrupts_its_channel_fails_as_a_crash_and_is_killed(
     assert "broke its channel to the node (malformed frame" in failure["error"], failure
 
 
+def _task_pid(user: httpx.Client, swarm_id: str) -> int:
+    """The pid the swarm's task printed as ``pid=N``."""
+
+    def printed() -> int | None:
+        for r in user.get(f"/v1/swarms/{swarm_id}/logs").json():
+            if r["message"].startswith("pid="):
+                return int(r["message"][4:])
+        return None
+
+    return poll_for(printed, 30, f"swarm {swarm_id}'s task to print its pid")
+
+
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -180,19 +165,10 @@ def _gone(pid: int) -> bool:
 
 def test_stopping_a_swarm_kills_its_running_task(user: httpx.Client) -> None:
     swarm_id = submit(user, one_task('print(f"pid={os.getpid()}")\ntime.sleep(60)', "solo"))
-    deadline = time.monotonic() + 30
-    pid = None
-    while pid is None and time.monotonic() < deadline:
-        for r in user.get(f"/v1/swarms/{swarm_id}/logs").json():
-            if r["message"].startswith("pid="):
-                pid = int(r["message"][4:])
-        time.sleep(0.1)
-    assert pid is not None and not _gone(pid)
+    pid = _task_pid(user, swarm_id)
+    assert not _gone(pid)
     user.post(f"/v1/swarms/{swarm_id}/stop").raise_for_status()
-    deadline = time.monotonic() + 15
-    while not _gone(pid):
-        assert time.monotonic() < deadline, "the cancelled task still runs"
-        time.sleep(0.1)
+    poll_for(lambda: _gone(pid), 15, "the cancelled task to end")
     assert user.get(f"/v1/swarms/{swarm_id}").json()["status"] == "stopped"
 
 
@@ -214,22 +190,20 @@ def test_an_agent_restart_keeps_its_identity(
     proc, folder = d.node(coord, "phoenix")
     wait_nodes(user, ["phoenix"])
     cred_file = folder / "state" / "credential"
-    deadline = time.monotonic() + 10  # written right after the enrolment answer
-    while not cred_file.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    # Written right after the enrolment answer.
+    poll_for(cred_file.exists, 10, "the credential file", interval=0.05)
     first = cred_file.read_text()
     assert stat.S_IMODE(cred_file.stat().st_mode) == 0o600
     kill_group(proc, signal.SIGTERM)
     restarted = time.time()
     d.node(coord, "phoenix")
-    deadline = time.monotonic() + 30
-    while True:  # heard from the new agent (the old one may still count as connected)
+
+    def heard_anew() -> dict[str, Any] | None:
+        # Heard from the new agent (the old one may still count as connected).
         node = next(n for n in user.get("/v1/nodes").json() if n["node_id"] == "phoenix")
-        if node["connected"] and node["last_seen"] > restarted:
-            break
-        assert time.monotonic() < deadline, node
-        time.sleep(0.1)
+        return node if node["connected"] and node["last_seen"] > restarted else None
+
+    poll_for(heard_anew, 30, "phoenix to be heard from after its restart")
     assert cred_file.read_text() == first
     assert [n["node_id"] for n in user.get("/v1/nodes").json()].count("phoenix") == 1
     body = 'self.world.results.add("ok", True)'
@@ -244,23 +218,14 @@ def test_a_node_that_dies_mid_task_fails_the_swarm_with_kind_lost(
     proc, _ = d.node(coord, "doomed", extra=PROCESS)
     wait_nodes(user, ["doomed"])
     swarm_id = submit(user, one_task('print(f"pid={os.getpid()}")\ntime.sleep(60)', "doomed"))
-    deadline = time.monotonic() + 30
-    pid = None
-    while pid is None and time.monotonic() < deadline:
-        for r in user.get(f"/v1/swarms/{swarm_id}/logs").json():
-            if r["message"].startswith("pid="):
-                pid = int(r["message"][4:])
-        time.sleep(0.1)
-    assert pid is not None
+    pid = _task_pid(user, swarm_id)
     kill_group(proc, signal.SIGKILL)
     status = wait_status(user, swarm_id, timeout=30)  # heartbeat timeout is 3 s
     assert status["status"] == "failed"
     assert status["failures"][0]["kind"] == "lost"
     assert "node doomed lost" in status["failures"][0]["error"]
-    deadline = time.monotonic() + 15
-    while not _gone(pid):  # the orphaned task noticed its agent is gone
-        assert time.monotonic() < deadline, "the orphaned task still runs"
-        time.sleep(0.1)
+    # The orphaned task notices its agent is gone.
+    poll_for(lambda: _gone(pid), 15, "the orphaned task to end")
 
 
 def test_a_chatty_task_logs_every_line_in_order(user: httpx.Client) -> None:

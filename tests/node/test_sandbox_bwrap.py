@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import write_bundle
 
 from shoal._errors import ShoalError
 from shoal._node import executors
@@ -162,10 +163,7 @@ print(json.dumps({
 # -------------------------------------------------- the executor, with a stand-in agent
 @pytest.fixture
 def instance(tmp_path: Path) -> Iterator[tuple[InstanceSpec, Path, socket.socket]]:
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    (bundle / "shoal-module.json").write_text(json.dumps({"entry": "task"}))
-    (bundle / "task.py").write_text("def main():\n    print('hello from the sandbox')\n")
+    bundle = write_bundle(tmp_path / "bundle", "def main():\n    print('hello from the sandbox')\n")
     (tmp_path / "blobs").mkdir()
     workdir = tmp_path / "work" / "k1"
     (workdir / "outbox").mkdir(parents=True)

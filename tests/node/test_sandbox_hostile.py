@@ -27,9 +27,11 @@ from deploy_harness import (
     wait_nodes,
     wait_status,
 )
+from helpers import one_task as _one_task
+from helpers import poll_for
 
 import shoal
-from shoal import Module, Swarm, Task
+from shoal import Swarm
 from shoal._node.sandbox.cgroups import Cgroups
 from shoal._node.sandbox.probe import probe_bwrap
 
@@ -41,25 +43,7 @@ MEMORY_MB, MAX_PROCESSES, CPU_SECONDS = 256, 64, 4
 
 def one_task(body: str, node: str, datasets: tuple[str, ...] = ()) -> Swarm:
     """A one-iteration swarm whose task ``t`` runs ``body`` on ``node``."""
-    indented = "\n".join("        " + line for line in body.strip().splitlines())
-    code = (
-        "import os, socket, sys, time\nfrom shoal.runtime import Task\n\n"
-        f"class T(Task):\n    def run(self):\n{indented}\n\n"
-        "def main():\n    T().run()\n"
-    )
-
-    class One(Swarm):
-        max_iterations = 1
-
-        def __init__(self) -> None:
-            self.t = Task(
-                Module(code, name="t", datasets=datasets), alias="t", specified_ids=[node]
-            )
-
-        def execute(self) -> Task:
-            return self.t()
-
-    return One()
+    return _one_task(body, node, imports="import os, socket, sys, time", datasets=datasets)
 
 
 class Listener:
@@ -329,15 +313,9 @@ def test_stopping_a_swarm_kills_its_sandbox(
 ) -> None:
     _, _, folder, _, agent = jail
     swarm_id = submit(user, one_task('print("up")\ntime.sleep(120)', "jail"))
-    deadline = time.monotonic() + 30
-    while not _task_processes(folder):
-        assert time.monotonic() < deadline, "the task never started"
-        time.sleep(0.1)
+    poll_for(lambda: _task_processes(folder), 30, "the task to start")
     user.post(f"/v1/swarms/{swarm_id}/stop").raise_for_status()
-    deadline = time.monotonic() + 15
-    while _task_processes(folder):
-        assert time.monotonic() < deadline, "the cancelled task still runs"
-        time.sleep(0.1)
+    poll_for(lambda: not _task_processes(folder), 15, "the cancelled task to end")
     assert wait_status(user, swarm_id, timeout=15)["status"] == "stopped"
     _assert_no_cgroups_left(agent.pid)
 
@@ -349,15 +327,9 @@ def test_a_sandbox_dies_with_its_agent(
     agent, folder = d.node(coord, "doomed-jail", extra='executor = "bwrap"')
     wait_nodes(user, ["doomed-jail"])
     submit(user, one_task("time.sleep(120)", "doomed-jail"))
-    deadline = time.monotonic() + 30
-    while not _task_processes(folder):
-        assert time.monotonic() < deadline, "the task never started"
-        time.sleep(0.1)
+    poll_for(lambda: _task_processes(folder), 30, "the task to start")
     kill_group(agent, signal.SIGKILL)  # the sandbox is in a session of its own
-    deadline = time.monotonic() + 15
-    while _task_processes(folder):
-        assert time.monotonic() < deadline, "the sandbox outlived its agent"
-        time.sleep(0.1)
+    poll_for(lambda: not _task_processes(folder), 15, "the sandbox to end with its agent")
 
 
 def _task_processes(folder: Path) -> list[int]:
@@ -382,10 +354,8 @@ def _assert_no_cgroups_left(agent_pid: int) -> None:
     thread a moment: the coordinator may learn the outcome first)."""
     found = Cgroups.detect()
     bases = set(found.bases.values()) if isinstance(found, Cgroups) else set()
-    deadline = time.monotonic() + 10
-    while True:
-        left = [p for base in bases for p in base.glob(f"shoal-{agent_pid}-*")]
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert not left, left
+
+    def left() -> list[Path]:
+        return [p for base in bases for p in base.glob(f"shoal-{agent_pid}-*")]
+
+    poll_for(lambda: not left(), 10, "the instance cgroups to go", explain=lambda: f"{left()}")

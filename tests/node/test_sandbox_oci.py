@@ -38,7 +38,6 @@ import sysconfig
 import tarfile
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
+from helpers import poll_for, write_bundle
 
 from shoal._errors import ShoalError
 from shoal._node.executors import Executor, InstanceSpec, SubprocessExecutor, TaskHandle
@@ -258,10 +258,10 @@ def test_kill_removes_the_container_and_its_client(
 ) -> None:
     handle = started(fake, tmp_path, monkeypatch, "sleep")
     token_file = tmp_path / "stdin"
-    end = time.monotonic() + 30
-    while not (token_file.exists() and token_file.read_text().endswith("\n")):
-        assert time.monotonic() < end, "the fake engine never read its stdin"
-        time.sleep(0.01)
+    poll_for(
+        lambda: token_file.exists() and token_file.read_text().endswith("\n"),
+        30, "the fake engine to read its stdin", interval=0.01,
+    )  # fmt: skip
     assert token_file.read_text() == TOKEN + "\n"  # on stdin, never in argv
     assert handle.poll() is None
     handle.kill()
@@ -358,12 +358,6 @@ def main():
 """
 
 
-def write_bundle(folder: Path, code: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "shoal-module.json").write_text(json.dumps({"entry": "probe_task"}))
-    (folder / "probe_task.py").write_text(code)
-
-
 class MiniAgent:
     """The agent's side of one instance: its socket, the hello, and the frames."""
 
@@ -387,15 +381,19 @@ class MiniAgent:
     def run(self, deadline_s: float = 90.0) -> tuple[dict[str, Any] | None, int | None]:
         """The ``done`` frame (None if the task died first) and the exit status."""
         self.handle = self.executor.start(self.spec, self.sock_path, TOKEN)
-        end = time.monotonic() + deadline_s
-        self.listener.settimeout(0.2)
-        conn = None
-        while conn is None:
-            assert time.monotonic() < end, "the task never connected"
+        self.listener.settimeout(0.2)  # the pause between polls
+
+        def connected_or_dead() -> tuple[socket.socket | None] | None:
+            assert self.handle is not None
             if self.handle.poll() is not None:
-                return None, self.handle.poll()
+                return (None,)
             with contextlib.suppress(TimeoutError):
-                conn, _ = self.listener.accept()
+                return (self.listener.accept()[0],)
+            return None
+
+        (conn,) = poll_for(connected_or_dead, deadline_s, "the task to connect", interval=0)
+        if conn is None:
+            return None, self.handle.poll()
         with conn:
             conn.settimeout(deadline_s)
             hello = protocol.recv(conn)
@@ -605,7 +603,7 @@ def probe_spec(root: Path, secret: Path, port: int, **kw: Any) -> InstanceSpec:
     data.chmod(0o644)
     code = PROBE_MODULE.replace("DATA", repr(str(data)))
     code = code.replace("SECRET_FILE", repr(str(secret))).replace("PORT", str(port))
-    write_bundle(spec.bundle_dir, code)
+    write_bundle(spec.bundle_dir, code, entry="probe_task")
     for p in (root, root / "work", root / "bundle", root / "data", root / "blobs"):
         p.chmod(p.stat().st_mode | stat.S_IXOTH | stat.S_IROTH)
     return spec
@@ -661,7 +659,7 @@ def test_a_container_over_its_memory_limit_is_reported_as_oom(
 ) -> None:
     executor, _ = engine
     spec = probe_spec(tmp_path, *host_secret, memory_mb=160, cpu_seconds=None)
-    write_bundle(spec.bundle_dir, OOM_MODULE)
+    write_bundle(spec.bundle_dir, OOM_MODULE, entry="probe_task")
     agent = MiniAgent(executor, spec)
     try:
         done, rc = agent.run()
@@ -678,7 +676,7 @@ def test_kill_stops_and_removes_a_running_container(
 ) -> None:
     executor, _ = engine
     spec = probe_spec(tmp_path, *host_secret)
-    write_bundle(spec.bundle_dir, HANG_MODULE)
+    write_bundle(spec.bundle_dir, HANG_MODULE, entry="probe_task")
     agent = MiniAgent(executor, spec)
     t = threading.Thread(target=agent.run, daemon=True)
     t.start()

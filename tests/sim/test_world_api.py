@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import task_module
 
 import shoal
 from shoal import Condition, Module, Swarm, Task
@@ -17,13 +18,7 @@ from shoal.testing import Federation
 
 def src(body: str, cls: str = "T") -> Module:
     """A source-text module whose Task.run() is ``body``."""
-    indented = "\n".join("        " + line for line in body.strip().splitlines())
-    code = (
-        "import numpy as np\nfrom shoal.runtime import Task\n\n"
-        f"class {cls}(Task):\n    def run(self):\n{indented}\n\n"
-        f"def main():\n    {cls}().run()\n"
-    )
-    return Module(code, name=cls.lower())
+    return task_module(body, cls, imports="import numpy as np")
 
 
 class Graph(Swarm):

@@ -11,12 +11,13 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from helpers import free_port
 
 from shoal._errors import ShoalError
 from shoal._store import migrate, schema
 from shoal._store.base import LogRow, NodeRecord, ResultRow, SwarmRecord
-from shoal._store.engine import normalize_url
 from shoal._store.sql import SQLStore
+from shoal._store.sqlengine import normalize_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -177,11 +178,7 @@ def test_sqlite_unavailable(tmp_path: Path) -> None:
 
 
 def test_postgres_unavailable(postgres_url: str) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens on it
     url = f"postgresql://nobody:secret@127.0.0.1:{port}/db?connect_timeout=5"
     with pytest.raises(ShoalError) as err:
         SQLStore(url)

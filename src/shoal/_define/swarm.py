@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shoal._define.task import Driver, Task
+from shoal._define.task import NetworkDriver, Task
 
 if TYPE_CHECKING:
     from shoal._plan import Plan
@@ -51,9 +51,9 @@ class Swarm:
         """Return the initial value of a global, or ``default``."""
         return self._shoal_state()["globals"].get(key, default)
 
-    def add_network(self, name: str, driver: Driver | str = Driver.BRIDGE) -> None:
+    def add_network(self, name: str, driver: NetworkDriver | str = NetworkDriver.BRIDGE) -> None:
         """Declare a network tasks may name with ``Task(network=name)``."""
-        self._shoal_state()["networks"][name] = Driver(driver).value
+        self._shoal_state()["networks"][name] = NetworkDriver(driver).value
 
     def execute(self) -> Task | list[Task]:
         """Build the graph by calling tasks and return the sink task or a list of sinks."""

@@ -25,8 +25,11 @@ class Condition(str, Enum):
     RESULT = "result"
 
 
-class Driver(str, Enum):
-    """Network drivers a swarm may declare with ``Swarm.add_network`` (seed 002)."""
+class NetworkDriver(str, Enum):
+    """Network drivers a swarm may declare with ``Swarm.add_network`` (seed 002).
+
+    Exported from :mod:`shoal` as ``NetworkDriver`` and, for seed code, as ``Driver``.
+    """
 
     BRIDGE = "bridge"
     OVERLAY = "overlay"
@@ -205,7 +208,7 @@ class Task:
                     "task.network",
                     obj,
                     f"uses unknown network {self.network!r}",
-                    f"declare it with self.add_network({self.network!r}, Driver.BRIDGE) "
+                    f"declare it with self.add_network({self.network!r}, NetworkDriver.BRIDGE) "
                     "in the swarm's __init__",
                 )
             )

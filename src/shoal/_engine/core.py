@@ -35,7 +35,7 @@ from shoal._engine.state import (
     RunPhase,
     Slot,
     SlotOutcome,
-    Swarm,
+    SwarmState,
     SwarmStatus,
     TaskRun,
 )
@@ -74,7 +74,7 @@ class EngineCore:
         self._event_name = ""
         self._out: list[Instruction] = []
         self._nodes: dict[str, Node] = {}
-        self._swarms: dict[str, Swarm] = {}
+        self._swarms: dict[str, SwarmState] = {}
         self._instances: dict[str, Instance] = {}
         # Tasks that are ready but have no eligible node, across swarms.
         self._waiting: dict[tuple[str, int, str], TaskRun] = {}
@@ -204,7 +204,7 @@ class EngineCore:
 
     # --------------------------------------------------------------------- task flow
 
-    def _start_iteration(self, swarm: Swarm) -> None:
+    def _start_iteration(self, swarm: SwarmState) -> None:
         swarm.started_iterations += 1
         k = swarm.iteration
         swarm.sinks_ended[k] = 0
@@ -214,7 +214,7 @@ class EngineCore:
                 return
             self._make_ready(self._run(swarm, k, alias))
 
-    def _run(self, swarm: Swarm, iteration: int, alias: str) -> TaskRun:
+    def _run(self, swarm: SwarmState, iteration: int, alias: str) -> TaskRun:
         run = swarm.runs.get((iteration, alias))
         if run is None:
             run = swarm.runs[(iteration, alias)] = TaskRun(swarm, iteration, swarm.tasks[alias])
@@ -355,7 +355,7 @@ class EngineCore:
                 if swarm.sinks_ended[run.iteration] == len(swarm.sinks):
                     self._end_iteration(swarm)
 
-    def _end_iteration(self, swarm: Swarm) -> None:
+    def _end_iteration(self, swarm: SwarmState) -> None:
         limit = swarm.plan.limits.max_iterations
         if swarm.stop_by is not None:
             self._finish(swarm, SwarmStatus.SUCCEEDED, swarm.stop_by)
@@ -364,7 +364,7 @@ class EngineCore:
         else:
             self._start_iteration(swarm)
 
-    def _finish(self, swarm: Swarm, status: SwarmStatus, reason: str) -> None:
+    def _finish(self, swarm: SwarmState, status: SwarmStatus, reason: str) -> None:
         """End ``swarm``: cancel what still runs, stop waiting, report."""
         why = f"swarm {swarm.swarm_id} {status.value}"
         for inst in list(swarm.active.values()):

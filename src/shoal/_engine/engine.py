@@ -36,7 +36,7 @@ from shoal._engine.state import (
     Node,
     RunPhase,
     SlotOutcome,
-    Swarm,
+    SwarmState,
     SwarmStatus,
 )
 from shoal._engine.views import (
@@ -330,7 +330,7 @@ class Engine(EngineCore):
             raise EngineError(
                 f"swarm {e.swarm_id!r} was already submitted", code="engine.duplicate_swarm"
             )
-        swarm = Swarm(e.swarm_id, e.plan, e.seed)
+        swarm = SwarmState(e.swarm_id, e.plan, e.seed)
         self._swarms[e.swarm_id] = swarm
         cycle = swarm.cycle()
         if cycle:

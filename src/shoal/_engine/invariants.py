@@ -17,7 +17,7 @@ from shoal._engine.state import (
     Node,
     RunPhase,
     SlotOutcome,
-    Swarm,
+    SwarmState,
     SwarmStatus,
     TaskRun,
 )
@@ -30,7 +30,7 @@ def _broken(message: str) -> EngineError:
 
 def check(
     nodes: Mapping[str, Node],
-    swarms: Mapping[str, Swarm],
+    swarms: Mapping[str, SwarmState],
     instances: Mapping[str, Instance],
     waiting: Mapping[tuple[str, int, str], TaskRun],
     timers: list[tuple[float, Target]],
@@ -85,7 +85,7 @@ def _check_instances(nodes: Mapping[str, Node], instances: Mapping[str, Instance
         raise _broken("node loads do not add up to the live instances")
 
 
-def _check_swarm(swarm: Swarm) -> None:
+def _check_swarm(swarm: SwarmState) -> None:
     running = swarm.status is SwarmStatus.RUNNING
     if not running and (swarm.active or swarm.waiting):
         raise _broken(f"finished swarm {swarm.swarm_id} still has live or waiting tasks")

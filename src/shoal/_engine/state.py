@@ -187,7 +187,7 @@ class TaskRun:
         "swarm",
     )
 
-    def __init__(self, swarm: Swarm, iteration: int, spec: TaskSpec) -> None:
+    def __init__(self, swarm: SwarmState, iteration: int, spec: TaskSpec) -> None:
         self.swarm = swarm
         self.iteration = iteration
         self.spec = spec
@@ -226,7 +226,7 @@ class TaskRun:
         return self._inputs_cache
 
 
-class Swarm:
+class SwarmState:
     """A submitted plan and everything the engine tracks about it."""
 
     __slots__ = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shoal._engine.messages import FailureKind, InstanceFailure
-from shoal._engine.state import TERMINAL, Instance, InstanceState, Node, Swarm, TaskRun
+from shoal._engine.state import TERMINAL, Instance, InstanceState, Node, SwarmState, TaskRun
 from shoal._plan import Plan
 
 
@@ -139,7 +139,7 @@ def failure_of(inst: Instance) -> InstanceFailure:
     )
 
 
-def swarm_view(swarm: Swarm) -> SwarmView:
+def swarm_view(swarm: SwarmState) -> SwarmView:
     """Snapshot of ``swarm``."""
     return SwarmView(
         swarm_id=swarm.swarm_id,

@@ -146,7 +146,7 @@ class SimulationRun:
     wall_s: float
     run_dir: Path
     _store: Store = field(repr=False)
-    _engine: Engine | None = field(default=None, repr=False)
+    _engine: Engine = field(repr=False)
     _cleanup: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -180,12 +180,6 @@ class SimulationRun:
         ShoalError
             ``engine.unknown_instance`` if this run never scheduled ``instance_id``.
         """
-        if self._engine is None:
-            raise ShoalError(
-                "this run keeps no engine state to tell stories from",
-                code="sim.story",
-                hint="stories are kept by runs that shoal.simulate() returns",
-            )
         return self._engine.story(instance_id)
 
     def logs(

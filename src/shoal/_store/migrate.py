@@ -16,8 +16,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from shoal._store.engine import WRITE_OPTION, make_engine
 from shoal._store.schema import VERSION_TABLE
+from shoal._store.sqlengine import WRITE_OPTION, make_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -30,8 +30,8 @@ from shoal._store.base import (
     swarm_exists,
     swarm_missing,
 )
-from shoal._store.engine import WRITE_OPTION, is_sqlite_memory, make_engine, normalize_url
 from shoal._store.migrate import upgrade_connection
+from shoal._store.sqlengine import WRITE_OPTION, is_sqlite_memory, make_engine, normalize_url
 
 __all__ = ["SQLStore"]
 

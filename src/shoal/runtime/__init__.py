@@ -16,6 +16,7 @@ A module's entry point is ``main()``, as in Manta::
 
 from __future__ import annotations
 
+from shoal._public import publish as _publish
 from shoal._runtime.api import Globals, Local, Logger, Resources, ResultRecord, Results, World
 from shoal._runtime.context import current
 
@@ -57,3 +58,6 @@ class Task:
     def run(self) -> None:
         """The task's work; override it."""
         raise NotImplementedError(f"{type(self).__name__} does not implement run()")
+
+
+_publish(__name__, globals(), __all__)

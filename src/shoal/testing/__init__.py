@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import shoal as _shoal
 from shoal._data.nodes import build_nodes, node_id
 from shoal._define.compile import compile_swarm
 from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
+from shoal._public import publish as _publish
 from shoal._sim.driver import Simulation
 from shoal._sim.executors import InlineExecutor, SimExecutor
 from shoal._sim.run import SimulationRun
@@ -164,3 +166,8 @@ class Federation:
             validate=True,  # every engine invariant, after every event
         )
         return sim.run()
+
+
+_publish(__name__, globals(), __all__)
+# Federation.run returns shoal.SimulationRun, a lazy export of shoal loaded by now.
+_shoal._publish_loaded()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from shoal._store.engine import make_engine
 from shoal._store.schema import VERSION_TABLE, metadata
+from shoal._store.sqlengine import make_engine
 
 
 def _run(connection: sa.Connection) -> None:

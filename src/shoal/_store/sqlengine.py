@@ -1,4 +1,5 @@
-"""Engines for the SQL store: URL rules, SQLite settings, connection pools.
+"""SQLAlchemy engines for the SQL store (not shoal's scheduling engine): URL rules, SQLite
+settings, connection pools.
 
 Supported: SQLite through the standard library's ``sqlite3`` (``sqlite:///path.db``,
 ``sqlite://`` for a private in-memory database) and PostgreSQL through psycopg 3
