@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from shoal._api.schemas import RunInstruction
 from shoal._coord.errors import forbidden, not_found
 from shoal._coord.events import decode_event, encode_event
 from shoal._coord.node_ops import NodeOps
@@ -302,24 +303,22 @@ class Coordinator(NodeOps):
             counts = self._counts[key] = Counts()
         return counts
 
-    def _run_item(self, live: Live) -> dict[str, Any]:
+    def _run_item(self, live: Live) -> RunInstruction:
         """A run instruction; ``global_versions`` is filled in when it is delivered."""
         i = live.info
         plan = self._swarms[i.swarm_id]
         module = plan.modules[live.module]
-        return {
-            "kind": "run",
-            "swarm_id": i.swarm_id,
-            "instance_id": i.instance_id,
-            "alias": i.alias,
-            "iteration": i.iteration,
-            "attempt": live.attempt,
-            "module": live.module,
-            "datasets": list(module.datasets),
-            "image": module.image,
-            "timeout_s": live.timeout_s,
-            "global_versions": {},
-        }
+        return RunInstruction(
+            swarm_id=i.swarm_id,
+            instance_id=i.instance_id,
+            alias=i.alias,
+            iteration=i.iteration,
+            attempt=live.attempt,
+            module=live.module,
+            datasets=list(module.datasets),
+            image=module.image,
+            timeout_s=live.timeout_s,
+        )
 
     # -------------------------------------------------------------- instances
     def _owned(self, node_id: str, instance_id: str) -> Live | None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from shoal._api.schemas import CancelInstruction, RunInstruction
 from shoal._coord.notify import NodeQueues
 from shoal._coord.state import Live, NodeState, Offer, hash_credential
 from shoal._engine.messages import Event, Instruction, NodeJoined, NodeLost, NodeRestarted
@@ -39,7 +40,7 @@ class NodeOps:
     def _safe_feed(self, event: Event) -> None:
         raise NotImplementedError
 
-    def _run_item(self, live: Live) -> dict[str, Any]:
+    def _run_item(self, live: Live) -> RunInstruction:
         raise NotImplementedError
 
     def _node(self, node_id: str) -> NodeState:
@@ -122,8 +123,7 @@ class NodeOps:
                 live = self._live.get(iid)
                 if live is None or live.info.node_id != node_id:
                     self.queues.push(
-                        node_id,
-                        {"kind": "cancel", "instance_id": iid, "reason": "the instance ended"},
+                        node_id, CancelInstruction(instance_id=iid, reason="the instance ended")
                     )
 
     def touch(self, node_id: str) -> None:

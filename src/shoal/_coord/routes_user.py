@@ -9,27 +9,26 @@ import io
 import json
 import zipfile
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from shoal._api.records import (
+    LogRecord,
+    MetricRecord,
+    NodeRecord,
+    SwarmStatus,
+    SwarmSummary,
+    log_record,
+    metric_record,
+)
+from shoal._api.schemas import NODE_LIST, SWARM_STATUS, Health, Ok, SubmitBody, SwarmAnswer
 from shoal._bundle import MANIFEST
+from shoal._coord.driver import Coordinator
 from shoal._coord.errors import ApiError, not_found
 from shoal._coord.http import coordinator, msgpack_body, msgpack_doc, msgpack_response, user_auth
 from shoal._coord.routes_node import MAX_WAIT_S, blobs
-from shoal._coord.schemas import (
-    Health,
-    LogRecord,
-    MetricRecord,
-    NodeSummary,
-    Ok,
-    SubmitBody,
-    SwarmAnswer,
-    SwarmStatus,
-    SwarmSummary,
-)
 from shoal._plan import Plan, load_plan
 from shoal._version import __version__
 
@@ -105,49 +104,41 @@ async def swarms(request: Request) -> list[SwarmSummary]:
     ]
 
 
+def _status(coord: Coordinator, swarm_id: str) -> SwarmStatus:
+    """The coordinator's status document as the typed record (same JSON)."""
+    return SWARM_STATUS.validate_python(coord.status(swarm_id))
+
+
 @router.get("/swarms/{swarm_id}", response_model=SwarmStatus)
-async def status(request: Request, swarm_id: str) -> dict[str, Any]:
+async def status(request: Request, swarm_id: str) -> SwarmStatus:
     """Status, failures with tracebacks, and task counts of the current iteration."""
-    return await run_in_threadpool(coordinator(request).status, swarm_id)
+    return await run_in_threadpool(_status, coordinator(request), swarm_id)
 
 
 @router.get("/swarms/{swarm_id}/events", response_class=StreamingResponse)
 async def events(request: Request, swarm_id: str) -> StreamingResponse:
     """Server-sent events: the swarm's status whenever it changes, until it ends."""
     coord = coordinator(request)
-    first = await run_in_threadpool(coord.status, swarm_id)  # 404 before streaming
+    first = await run_in_threadpool(_status, coord, swarm_id)  # 404 before streaming
 
     async def stream() -> AsyncIterator[str]:
-        doc, last = first, ""
+        st, last = first, ""
         while True:
             seen = coord.changes.generation
-            text = json.dumps(doc, sort_keys=True)
+            text = json.dumps(st.to_dict(), sort_keys=True)
             if text != last:
                 yield f"data: {text}\n\n"
                 last = text
-            if doc["status"] != "running" or coord.closing or await request.is_disconnected():
+            if st.status != "running" or coord.closing or await request.is_disconnected():
                 return
             after = await coord.changes.wait(seen, SSE_KEEPALIVE_S)
             if after == seen:
                 yield ": keep-alive\n\n"
-            doc = await run_in_threadpool(coord.status, swarm_id)
+            st = await run_in_threadpool(_status, coord, swarm_id)
 
     return StreamingResponse(
         stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )
-
-
-def _log(r: Any) -> dict[str, Any]:
-    return {
-        "seq": r.seq,
-        "node_id": r.node_id,
-        "alias": r.alias,
-        "iteration": r.iteration,
-        "instance_id": r.instance_id,
-        "level": r.level,
-        "message": r.message,
-        "time": r.time,
-    }
 
 
 @router.get("/swarms/{swarm_id}/logs", response_model=list[LogRecord])
@@ -161,7 +152,7 @@ async def logs(
     after: int = Query(0, ge=0),
     wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S),
     limit: int = Query(10_000, ge=1, le=100_000),
-) -> list[dict[str, Any]]:
+) -> list[LogRecord]:
     """Log records with ``seq > after``; with ``wait`` it long-polls for new ones."""
     coord = coordinator(request)
     if await run_in_threadpool(coord.store.swarm_get, swarm_id) is None:
@@ -175,7 +166,7 @@ async def logs(
         )
         left = deadline - loop.time()
         if rows or left <= 0 or coord.closing:
-            return [_log(r) for r in rows]
+            return [log_record(r) for r in rows]
         await coord.log_changes.wait(seen, left)
 
 
@@ -186,24 +177,13 @@ async def metrics(
     name: str | None = None,
     node: str | None = None,
     task: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[MetricRecord]:
     """Metric values, filtered."""
     store = coordinator(request).store
     if await run_in_threadpool(store.swarm_get, swarm_id) is None:
         raise not_found("swarm", swarm_id)
     rows = await run_in_threadpool(store.metrics, swarm_id, name, node, task)
-    return [
-        {
-            "name": r.name,
-            "value": r.value,
-            "step": r.step,
-            "node_id": r.node_id,
-            "alias": r.alias,
-            "iteration": r.iteration,
-            "time": r.time,
-        }
-        for r in rows
-    ]
+    return [metric_record(r) for r in rows]
 
 
 @router.get("/swarms/{swarm_id}/globals/{key}", response_class=Response)
@@ -220,13 +200,13 @@ async def global_value(request: Request, swarm_id: str, key: str) -> Response:
 
 def _plan(request: Request, swarm_id: str) -> tuple[Plan, int]:
     coord = coordinator(request)
-    doc = coord.status(swarm_id)
+    current = _status(coord, swarm_id)
     plan = coord.plan_of(swarm_id)
     if plan is None:
         rec = coord.store.swarm_get(swarm_id)
         assert rec is not None
         plan = load_plan(rec.plan)
-    return plan, int(doc["iteration"])
+    return plan, current.iteration
 
 
 @router.get("/swarms/{swarm_id}/results/{tag}", response_class=Response)
@@ -263,7 +243,7 @@ async def stop(request: Request, swarm_id: str) -> Ok:
     return Ok()
 
 
-@router.get("/nodes", response_model=list[NodeSummary])
-async def nodes(request: Request) -> list[dict[str, Any]]:
+@router.get("/nodes", response_model=list[NodeRecord])
+async def nodes(request: Request) -> list[NodeRecord]:
     """Every node with its offer, connection state and running instances."""
-    return await run_in_threadpool(coordinator(request).nodes)
+    return NODE_LIST.validate_python(await run_in_threadpool(coordinator(request).nodes))
