@@ -110,7 +110,8 @@ class RunResults:
     def select_all(
         self, tag: str, alias: str | None = None, iteration: int | None = None
     ) -> list[ResultRecord]:
-        """Every record of ``tag``: alias, node_id, iteration and value."""
+        """Every record of ``tag`` (:class:`shoal.runtime.ResultRecord`: alias, node_id,
+        iteration and value)."""
         return [
             ResultRecord(r.alias, r.node_id, r.iteration, from_wire(r.value))
             for r in self._rows(tag, alias, iteration)
@@ -130,7 +131,8 @@ class SimulationRun:
     iterations
         How many iterations started.
     failures
-        Every failed instance with its node id, error and traceback.
+        Every failed instance (:class:`~shoal.FailureRecord`) with its node id, kind,
+        error and traceback.
     globals, results
         Final globals (``run.globals[key]``) and results (``run.results.select(...)``).
     run_dir
