@@ -53,6 +53,27 @@ def test_a_handler_the_table_lacks_stops_the_world_service_naming_it() -> None:
         Extra(MemoryStore(), {}, lambda i: None, lambda i, a, n: None)
 
 
+def test_a_local_row_without_an_answer_on_the_node_stops_the_proxy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import threading
+
+    from shoal._node.cache import Caches
+    from shoal._node.client import CoordinatorClient
+    from shoal._node.proxy import WorldProxy
+
+    client = CoordinatorClient("http://127.0.0.1:9", threading.Event(), 1.0)
+    try:
+        caches = Caches(tmp_path, client)
+        WorldProxy(client, caches, gpu=False)  # every local row has its answer
+        new = ops.Op("local.gpus", ops.NoArgs, local=True)
+        monkeypatch.setattr(ops, "TABLE", {**ops.TABLE, new.name: new})
+        with pytest.raises(ShoalError, match=r"WorldProxy .*no handler for 'local\.gpus'"):
+            WorldProxy(client, caches, gpu=False)
+    finally:
+        client.close()
+
+
 def test_an_unknown_operation_is_refused_with_the_known_ones() -> None:
     info = InstanceInfo("s", "s/0/t/0/0", "n", "t", 0)
     with pytest.raises(ShoalError) as e:
@@ -203,6 +224,17 @@ def test_the_task_side_imports_no_pydantic() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_task_side_imports_without_typing_extensions() -> None:
+    """A task image may hold only numpy and msgpack (the agent binds its shoal)."""
+    code = "import sys; sys.modules['typing_extensions'] = None; "
+    code += "import shoal.runtime, shoal._runtime.ops as o, shoal._node.task_runner; "
+    code += "print(o.RESULTS_ADD)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "results.add"
 
 
 def _args(op: ops.Op[Any]) -> set[str]:

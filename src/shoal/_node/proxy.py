@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,12 @@ class WorldProxy:
         self._client = client
         self._caches = caches
         self._resources = {"cpu": os.cpu_count() or 1, "memory": _memory(), "gpu": int(gpu)}
+        # The operations this node answers itself: one handler per local row.
+        self._answers: dict[str, Callable[[InstanceScope, Mapping[str, Any]], Any]] = {
+            ops.LOCAL_DATASET.name: lambda scope, args: self._dataset(scope, str(args.get("name"))),
+            ops.LOCAL_RESOURCES.name: lambda scope, args: dict(self._resources),
+        }
+        ops.check_handlers(self._answers, type(self).__name__, ops.names(local=True))
 
     def handle(self, scope: InstanceScope, op: str, args: Mapping[str, Any]) -> Any:
         """The answer to one request (or :data:`~shoal._runtime.ops.BATCH` of batched
@@ -85,7 +91,7 @@ class WorldProxy:
         if row is None:
             raise ops.unknown(op)
         if row.local:
-            return self._answer(scope, row, args)
+            return self._answers[op](scope, args)
         return self._forward(scope, op, self._prepare(scope, op, args), row.reply)
 
     def _prepare(self, scope: InstanceScope, op: str, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,13 +112,6 @@ class WorldProxy:
         if "error" in answer:
             raise_payload(answer["error"])
         return self._incoming(reply, answer.get("ok"))
-
-    def _answer(self, scope: InstanceScope, row: ops.Op[Any], args: Mapping[str, Any]) -> Any:
-        if row is ops.LOCAL_DATASET:
-            return self._dataset(scope, str(args.get("name")))
-        if row is ops.LOCAL_RESOURCES:
-            return dict(self._resources)
-        raise ops.unknown(row.name)  # a local row this agent cannot answer
 
     def _dataset(self, scope: InstanceScope, name: str) -> str:
         path = scope.datasets.get(name)

@@ -282,8 +282,11 @@ def unknown(name: str) -> ShoalError:
     )
 
 
-def check_handlers(handlers: Mapping[str, object], who: str) -> None:
-    """Raise unless ``handlers`` has exactly one entry per row of :data:`TABLE`.
+def check_handlers(
+    handlers: Mapping[str, object], who: str, expected: frozenset[str] | None = None
+) -> None:
+    """Raise unless ``handlers`` has exactly one entry per row of :data:`TABLE` (or per
+    name in ``expected``, e.g. ``names(local=True)``).
 
     Raises
     ------
@@ -291,8 +294,9 @@ def check_handlers(handlers: Mapping[str, object], who: str) -> None:
         ``runtime.ops``, naming every operation without a handler and every handler of
         an operation the table does not declare.
     """
-    missing = sorted(set(TABLE) - set(handlers))
-    extra = sorted(set(handlers) - set(TABLE))
+    rows = set(TABLE) if expected is None else set(expected)
+    missing = sorted(rows - set(handlers))
+    extra = sorted(set(handlers) - rows)
     if not missing and not extra:
         return
     parts = []
