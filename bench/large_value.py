@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 wall = time.monotonic() - t0
                 sampling = False
                 sampler.join()
-                if status["status"] != "succeeded":
-                    print(f"swarm {status['status']}: {status.get('reason')}")
+                if status.status != "succeeded":
+                    print(f"swarm {status.status}: {status.reason}")
                     return 1
                 total = client.get_global(swarm_id, "total")
                 consumer_hwm = client.get_global(swarm_id, "hwm")

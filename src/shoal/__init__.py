@@ -27,6 +27,15 @@ from shoal._version import __version__
 Driver = NetworkDriver
 
 if _typing.TYPE_CHECKING:
+    from shoal._api.records import (
+        FailureRecord,
+        LogRecord,
+        MetricRecord,
+        NodeRecord,
+        SwarmStatus,
+        SwarmSummary,
+        TaskCounts,
+    )
     from shoal._client import Client
     from shoal._plan import Plan, load_plan
     from shoal._sim.api import simulate
@@ -36,6 +45,13 @@ if _typing.TYPE_CHECKING:
 # neither pydantic (the plan) nor the simulator itself.
 _LAZY = {
     "Client": "shoal._client",
+    "FailureRecord": "shoal._api.records",
+    "LogRecord": "shoal._api.records",
+    "MetricRecord": "shoal._api.records",
+    "NodeRecord": "shoal._api.records",
+    "SwarmStatus": "shoal._api.records",
+    "SwarmSummary": "shoal._api.records",
+    "TaskCounts": "shoal._api.records",
     "Plan": "shoal._plan",
     "load_plan": "shoal._plan",
     "simulate": "shoal._sim.api",
@@ -73,8 +89,12 @@ __all__ = [
     "CodecError",
     "Condition",
     "Driver",
+    "FailureRecord",
+    "LogRecord",
+    "MetricRecord",
     "Module",
     "NetworkDriver",
+    "NodeRecord",
     "Plan",
     "PlanError",
     "Problem",
@@ -82,8 +102,11 @@ __all__ = [
     "ShoalWarning",
     "SimulationRun",
     "Swarm",
+    "SwarmStatus",
+    "SwarmSummary",
     "SwarmValidationError",
     "Task",
+    "TaskCounts",
     "__version__",
     "load_plan",
     "simulate",

@@ -18,6 +18,7 @@ from types import MappingProxyType
 CODES: Mapping[str, str] = MappingProxyType(
     {
         "api": "The coordinator refused a request (an API error given no more specific code).",
+        "api.schema": "A coordinator answer does not fit its record (mismatched versions?).",
         "auth": "A task connected to its node's instance socket with a wrong token.",
         "auth.forbidden": "A node acted on an instance that runs on another node.",
         "auth.join": "A node enrolled with a join token that is not the coordinator's.",
@@ -108,6 +109,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "request.too_large": "A request body over the coordinator's --max-request-mb (413).",
         "runtime.context": "Task code used its world, local or logger outside a running instance.",
         "runtime.op": "A task asked for a runtime operation that does not exist.",
+        "runtime.ops": "A world service or node proxy does not match the ops table (a bug).",
         "shoal": "A shoal error given no more specific code.",
         "sim.bwrap": "The simulator's bwrap executor cannot run here.",
         "sim.dataset": "A simulated dataset's path does not exist.",

@@ -1,9 +1,20 @@
 """Values on the wire: small ones inline, large ones as a slice of a segment file.
 
-A wire value is ``{"inline": bytes}`` or ``{"file": path, "offset": o, "length": n}``;
-both hold codec bytes. Large values are appended to a per-process segment file (one per
-bucket, e.g. per iteration's results) instead of a file per value: creating a file costs
-far more than appending to an open one, and a whole bucket can be dropped at once.
+A wire value holds codec bytes in one of three shapes (the one definition of each, used
+by the task side, the stores, the node agent, the coordinator and the client):
+
+- :class:`InlineWire` ``{"inline": bytes}``: a small value, in the message itself;
+- :class:`FileWire` ``{"file": path, "offset": o, "length": n}``: a slice of a file on
+  this machine (a segment file, a node's blob cache);
+- :class:`BlobWire` ``{"blob": "sha256:...", "length": n}``: a blob stored by content
+  digest (``PUT /v1/blobs/{digest}``), between a node agent and the coordinator.
+
+:data:`Wire` is any of them; :data:`NetWire` (inline or blob) is what crosses the
+network, as a file path means nothing on another machine.
+
+Large values are appended to a per-process segment file (one per bucket, e.g. per
+iteration's results) instead of a file per value: creating a file costs far more than
+appending to an open one, and a whole bucket can be dropped at once.
 Readers ``pread`` moderate values and memory-map huge ones, so a 1 GB value is never
 copied through a channel.
 
@@ -23,9 +34,17 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, final
 
 from shoal._codec import decode, encode_parts
+
+if TYPE_CHECKING:
+    from typing_extensions import TypedDict as TypedDict
+else:
+    try:  # pydantic (the coordinator validates these shapes) needs this one before 3.12
+        from typing_extensions import TypedDict
+    except ImportError:  # pragma: no cover - a task image with only numpy and msgpack
+        from typing import TypedDict
 
 INLINE_MAX = 64 * 1024
 # A stream reads ahead in batches of about this many bytes, two batches in flight: the
@@ -37,7 +56,33 @@ MMAP_MIN = 16 * 1024 * 1024  # below this, one pread beats page-faulting a mappi
 BIG = "-big"  # suffix of the buckets that hold values readers map (never recycled)
 FREE = "free-"  # prefix of retired segments waiting to be reused
 
-Wire = dict[str, Any]
+
+@final
+class InlineWire(TypedDict):
+    """A small value: its codec bytes."""
+
+    inline: bytes
+
+
+@final
+class FileWire(TypedDict):
+    """``length`` codec bytes at ``offset`` in the file ``file`` (on this machine)."""
+
+    file: str
+    offset: int
+    length: int
+
+
+@final
+class BlobWire(TypedDict):
+    """A value stored as a blob of ``length`` bytes under its ``sha256:<hex>`` digest."""
+
+    blob: str
+    length: int
+
+
+Wire = InlineWire | FileWire | BlobWire
+NetWire = InlineWire | BlobWire
 Buffer = bytes | memoryview
 
 
@@ -77,7 +122,7 @@ class Outbox:
             os.close(self._open.pop(next(iter(self._open)))[0])
         return entry
 
-    def write(self, parts: list[bytes | memoryview], bucket: str) -> Wire:
+    def write(self, parts: list[bytes | memoryview], bucket: str) -> FileWire:
         """Write ``parts`` (one value) after the bucket's last value; return its wire
         reference."""
         views = [memoryview(p).cast("B") for p in parts]
@@ -141,7 +186,10 @@ def to_wire(value: Any, outbox: Outbox | None, bucket: str = "values") -> Wire:
     parts = encode_parts(value)
     size = sum(memoryview(p).nbytes for p in parts)
     if outbox is None or size <= INLINE_MAX:
-        return {"inline": parts[0] if len(parts) == 1 else b"".join(parts)}
+        first = parts[0]
+        if len(parts) == 1 and isinstance(first, bytes):
+            return {"inline": first}
+        return {"inline": b"".join(parts)}
     return outbox.write(parts, bucket)
 
 
@@ -161,6 +209,10 @@ class SegmentReader:
         if "inline" in wire:
             data: bytes = wire["inline"]
             return data
+        if "blob" in wire:
+            raise ValueError(
+                f"blob {wire['blob']} is not on this machine: fetch it into a file first"
+            )
         offset, length, path = int(wire["offset"]), int(wire["length"]), wire["file"]
         fd = self._fds.get(path)
         if fd is None:
@@ -225,7 +277,7 @@ def _batches(wires: list[Wire]) -> list[list[Wire]]:
             batches.append([])
             size = 0
         batches[-1].append(wire)
-        length = int(wire.get("length", 0))
+        length = 0 if "inline" in wire else int(wire["length"])
         size += length if length < MMAP_MIN else 0
     return batches if wires else []
 

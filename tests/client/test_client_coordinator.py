@@ -161,7 +161,7 @@ def test_deploy_prints_only_the_id_then_status_watch_and_stop(
     assert watcher.returncode == 1, stderr
     assert "stopped" in stdout and "Traceback" not in stderr
     with coord.client() as client:
-        assert client.status(swarm_id)["status"] == "stopped"
+        assert client.status(swarm_id).status == "stopped"
 
 
 def test_client_deploy_wait_globals_and_errors(coord: Coordinator, swarm_file: Path) -> None:
@@ -170,9 +170,11 @@ def test_client_deploy_wait_globals_and_errors(coord: Coordinator, swarm_file: P
     swarm, _ = load_swarm(str(swarm_file))
     with coord.client() as client:
         swarm_id = client.deploy(swarm, seed=3)
-        assert any(s["swarm_id"] == swarm_id for s in client.swarms())
+        assert any(s.swarm_id == swarm_id for s in client.swarms())
         status = client.status(swarm_id)
-        assert status["status"] == "running" and "worker" in status["tasks"]
+        assert isinstance(status, shoal.SwarmStatus)
+        assert status.status == "running" and "worker" in status.tasks
+        assert isinstance(status.tasks["worker"], shoal.TaskCounts)
         assert client.get_global(swarm_id, "greeting") == "hi"
         with pytest.raises(shoal.ShoalError) as e:
             client.wait(swarm_id, timeout=1.0)
@@ -180,9 +182,9 @@ def test_client_deploy_wait_globals_and_errors(coord: Coordinator, swarm_file: P
         assert client.logs(swarm_id) == [] and client.metrics(swarm_id) == []
         assert client.results(swarm_id, "n") == {}
         client.stop(swarm_id)
-        assert client.wait(swarm_id, timeout=30)["status"] == "stopped"
+        assert client.wait(swarm_id, timeout=30).status == "stopped"
         seen = list(client.watch(swarm_id, timeout=30))
-        assert seen[-1]["status"] == "stopped"
+        assert seen[-1].status == "stopped" and seen[-1].finished
         with pytest.raises(shoal.ShoalError) as e:
             client.status("no-such-swarm")
         assert "no-such-swarm" in str(e.value) and e.value.code != "client.unreachable"

@@ -52,7 +52,7 @@ def test_a_silent_node_is_lost_after_the_heartbeat_timeout_and_its_work_retried(
     run = fed.result(sid)
     assert run.status == "succeeded", run.reason
     [lost] = run.failures
-    assert lost.node_id == "node-00001" and lost.kind.value == "lost"
+    assert lost.node_id == "node-00001" and lost.kind == "lost"
     assert "no heartbeat for 15s" in lost.error
     assert any("retried as" in line for line in run.story(lost.instance_id))
     assert not fed.coord.engine.node("node-00001").connected  # type: ignore[union-attr]
@@ -82,7 +82,7 @@ def test_a_heartbeat_naming_an_ended_instance_gets_a_cancel(tmp_path: Path) -> N
     fed = CoordFederation(nodes=1, root=tmp_path)
     fed.coord.heartbeat("node-00000", fed.offer("node-00000"), "s1", ["gone/0/w/0/0"])
     [item] = fed.coord.queues.take_now("node-00000")
-    assert item["kind"] == "cancel" and item["instance_id"] == "gone/0/w/0/0"
+    assert item.kind == "cancel" and item.instance_id == "gone/0/w/0/0"
 
 
 def test_a_restarted_coordinator_replays_its_log_and_finishes_the_swarm(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_a_restarted_coordinator_replays_its_log_and_finishes_the_swarm(tmp_path
     assert (after.status, after.iteration) == (before.status, before.iteration)
     assert sorted(i.instance_id for i in fed.coord.engine.active()) == live
     # Every live instance is offered to its node again (after=0: look, acknowledge none).
-    queued = {i["instance_id"] for n in fed.infos for i in fed.coord.queues.take_now(n, 0)}
+    queued = {i.instance_id for n in fed.infos for i in fed.coord.queues.take_now(n, 0)}
     assert queued == set(live)
     fed.run_until_done(sid)
     run = fed.result(sid)

@@ -9,6 +9,7 @@ import msgpack
 import pytest
 
 from shoal import Module, Swarm, Task
+from shoal._api.schemas import CancelInstruction, RunInstruction
 from shoal._coord.events import decode_event, encode_event
 from shoal._coord.notify import NodeQueues
 from shoal._define.compile import compile_swarm
@@ -68,27 +69,41 @@ def test_a_damaged_log_record_fails_loudly() -> None:
         decode_event(b"\xc1")
 
 
+def _run(instance_id: str) -> RunInstruction:
+    return RunInstruction(
+        swarm_id="s",
+        instance_id=instance_id,
+        alias="t",
+        iteration=0,
+        attempt=0,
+        module="sha256:" + "0" * 64,
+        datasets=[],
+        image="python",
+        timeout_s=None,
+    )
+
+
 def test_unacknowledged_instructions_are_delivered_again() -> None:
     async def scenario() -> None:
         q = NodeQueues()
-        q.push_run("n", {"kind": "run", "instance_id": "i1"})
-        q.push_run("n", {"kind": "run", "instance_id": "i1"})  # still pending: deduplicated
+        q.push_run("n", _run("i1"))
+        q.push_run("n", _run("i1"))  # still pending: deduplicated
         first = await q.take("n", 0, after=0)
-        assert [i["instance_id"] for i in first] == ["i1"]
+        assert [i.instance_id for i in first] == ["i1"]
         # The answer was lost: a poll that does not acknowledge it gets it again.
         again = await q.take("n", 0, after=0)
         assert again == first
-        assert await q.take("n", 0, after=first[0]["seq"]) == []
+        assert await q.take("n", 0, after=first[0].seq) == []
         # A cancel of a run never handed out just drops it.
-        q.push_run("n", {"kind": "run", "instance_id": "i2"})
+        q.push_run("n", _run("i2"))
         q.cancel("n", "i2", "swarm ended")
         assert await q.take("n", 0) == []
         # A cancel of a run handed out is sent.
-        q.push_run("n", {"kind": "run", "instance_id": "i3"})
+        q.push_run("n", _run("i3"))
         (run,) = await q.take("n", 0)
         q.cancel("n", "i3", "swarm ended")
-        (cancel,) = await q.take("n", 0.1, after=run["seq"])
-        assert cancel["kind"] == "cancel" and cancel["seq"] > run["seq"]
+        (cancel,) = await q.take("n", 0.1, after=run.seq)
+        assert isinstance(cancel, CancelInstruction) and cancel.seq > run.seq
 
     asyncio.run(scenario())
 
@@ -96,12 +111,12 @@ def test_unacknowledged_instructions_are_delivered_again() -> None:
 def test_an_ack_from_before_a_restart_never_drops_new_instructions() -> None:
     async def scenario() -> None:
         q = NodeQueues()
-        q.push_run("n", {"kind": "run", "instance_id": "i1"})
+        q.push_run("n", _run("i1"))
         # The agent acknowledges a seq from the previous coordinator, higher than any
         # seq this one issued (its clock went back): i1 was never handed out.
         stale = 10**18
         (run,) = await q.take("n", 0, after=stale)
-        assert run["instance_id"] == "i1" and run["seq"] < stale
+        assert run.instance_id == "i1" and run.seq < stale
         assert await q.take("n", 0, after=stale) == []  # now it was handed out: acked
 
     asyncio.run(scenario())
@@ -111,10 +126,11 @@ def test_a_long_poll_wakes_when_an_instruction_arrives_from_another_thread() -> 
     async def scenario() -> float:
         q = NodeQueues()
         loop = asyncio.get_running_loop()
-        loop.call_later(0.1, lambda: loop.run_in_executor(None, q.push, "n", {"kind": "x"}))
+        cancel = CancelInstruction(instance_id="i", reason="r")
+        loop.call_later(0.1, lambda: loop.run_in_executor(None, q.push, "n", cancel))
         start = loop.time()
         items = await q.take("n", 10)
-        assert [i["kind"] for i in items] == ["x"]
+        assert [i.kind for i in items] == ["cancel"]
         return loop.time() - start
 
     assert asyncio.run(scenario()) < 5

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from shoal import Swarm
+from shoal._api.records import FailureRecord, failure_record
+from shoal._api.schemas import CancelInstruction, RunInstruction
 from shoal._coord.driver import Coordinator
 from shoal._coord.http import validate
 from shoal._coord.schemas import WORLD_ARGS
 from shoal._coord.state import Offer
 from shoal._data.nodes import node_id
 from shoal._define.compile import compile_swarm
-from shoal._engine.messages import InstanceFailure
 from shoal._runtime.context import InstanceContext
 from shoal._runtime.loader import ModuleCache, extract_bundle, run_instance
 from shoal._runtime.protocol import error_payload, raise_payload
@@ -68,7 +69,7 @@ class CoordRun:
     status: str
     reason: str
     iterations: int
-    failures: tuple[InstanceFailure, ...]
+    failures: tuple[FailureRecord, ...]
     coord: Coordinator = field(repr=False)
 
     def global_(self, key: str) -> Any:
@@ -154,9 +155,8 @@ class CoordFederation:
 
     def result(self, sid: str) -> CoordRun:
         view = self.coord.engine.swarm(sid)
-        return CoordRun(
-            sid, view.status, view.reason, view.iteration + 1, view.failures, self.coord
-        )
+        failures = tuple(failure_record(f) for f in view.failures)
+        return CoordRun(sid, view.status, view.reason, view.iteration + 1, failures, self.coord)
 
     def running(self, sid: str) -> bool:
         return self.coord.engine.swarm(sid).status == "running"
@@ -177,8 +177,8 @@ class CoordFederation:
                 continue
             for item in self.coord.queues.take_now(n):
                 progressed = True
-                if item["kind"] == "cancel":
-                    self.hung.pop(item["instance_id"], None)
+                if isinstance(item, CancelInstruction):
+                    self.hung.pop(item.instance_id, None)
                 else:
                     self._run(n, item)
         return progressed
@@ -201,14 +201,12 @@ class CoordFederation:
     def _fault(self, info: InstanceInfo, attempt: int) -> str | None:
         return next((f.kind for f in self.faults if f.matches(info, attempt)), None)
 
-    def _run(self, node: str, item: dict[str, Any]) -> None:
-        iid = item["instance_id"]
+    def _run(self, node: str, item: RunInstruction) -> None:
+        iid = item.instance_id
         view = self.coord.engine.instance(iid)
-        info = InstanceInfo(
-            item["swarm_id"], iid, node, item["alias"], item["iteration"], view.inputs
-        )
+        info = InstanceInfo(item.swarm_id, iid, node, item.alias, item.iteration, view.inputs)
         self.coord.started(node, iid)
-        fault = self._fault(info, item["attempt"])
+        fault = self._fault(info, item.attempt)
         if fault == "hang":
             self.hung[iid] = node
             return
@@ -217,14 +215,14 @@ class CoordFederation:
             self.coord.done(node, iid, False, f"injected fault: {fault}", "", kind)
             return
         ctx = InstanceContext(
-            item["swarm_id"],
+            item.swarm_id,
             iid,
             node,
-            item["alias"],
-            item["iteration"],
-            item["attempt"],
+            item.alias,
+            item.iteration,
+            item.attempt,
             _NodeChannel(self, info),
         )
-        module = item["module"]
+        module = item.module
         outcome = run_instance(self._cache, module, self._folders[module], ctx, capture=False)
         self.coord.done(node, iid, outcome.ok, outcome.error, outcome.traceback, "error")

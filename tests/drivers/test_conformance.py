@@ -208,7 +208,7 @@ def _outcome(run: Any, keys: list[str]) -> dict[str, Any]:
     return {
         "status": run.status,
         "iterations": run.iterations,
-        "failures": sorted((f.alias, f.node_id, f.kind.value, f.error) for f in run.failures),
+        "failures": sorted((f.alias, f.node_id, f.kind, f.error) for f in run.failures),
         "globals": {k: get(k) for k in keys},
     }
 

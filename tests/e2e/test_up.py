@@ -125,7 +125,7 @@ def test_ctrl_c_stops_everything_even_a_running_task(
     with shoal.Client(up.url, up.token) as client:
         wait_for(
             "the sleeping tasks never ran",
-            lambda: client.status(swarm_id)["tasks"]["sleeper"]["running"] == 2,
+            lambda: client.status(swarm_id).tasks["sleeper"].running == 2,
             60,
             up,
         )
@@ -198,9 +198,9 @@ def test_results_logs_metrics_large_values_and_failures(
         assert np.array_equal(vec["node-00000"], np.arange(50_000) + 5)
         assert np.array_equal(client.get_global(swarm_id, "big"), np.arange(20_000))
         logs = client.logs(swarm_id, node="node-00001")
-        assert [r["message"] for r in logs] == ["holding 5 rows"]
-        assert [m["value"] for m in client.metrics(swarm_id, name="rows")] == [5.0, 5.0]
-        assert list(client.follow_logs(swarm_id, level="info"))[-1]["message"].startswith("holding")
+        assert [r.message for r in logs] == ["holding 5 rows"]
+        assert [m.value for m in client.metrics(swarm_id, name="rows")] == [5.0, 5.0]
+        assert list(client.follow_logs(swarm_id, level="info"))[-1].message.startswith("holding")
 
     shown = up.shoal("logs", swarm_id, "--node", "node-00000")
     assert shown.returncode == 0, shown.stderr

@@ -6,20 +6,23 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from shoal._api.schemas import RunInstruction
 from shoal._node.instance import InstanceRun
 from shoal._node.proxy import InstanceScope
 from shoal._runtime import protocol
 
-ITEM: dict[str, Any] = {
-    "kind": "run",
-    "swarm_id": "s",
-    "instance_id": "s/0/t/0/0",
-    "alias": "t",
-    "iteration": 0,
-    "attempt": 0,
-    "module": "sha256:" + "0" * 64,
-    "global_versions": {"k": "v1"},
-}
+ITEM = RunInstruction(
+    swarm_id="s",
+    instance_id="s/0/t/0/0",
+    alias="t",
+    iteration=0,
+    attempt=0,
+    module="sha256:" + "0" * 64,
+    datasets=[],
+    image="python",
+    timeout_s=None,
+    global_versions={"k": "v1"},
+)
 
 
 def _hello(token_sent: str, tmp_path: Path) -> tuple[socket.socket | None, dict[str, Any]]:

@@ -238,7 +238,7 @@ def test_a_timed_out_instance_kills_its_sandboxed_worker_and_nothing_is_left(
 
     run_dir = tmp_path / "run"
     run = shoal.simulate(Hung(), nodes=2, executor="bwrap", workers=2, run_dir=run_dir)
-    assert not run.ok and {f.kind.value for f in run.failures} == {"timeout"}
+    assert not run.ok and {f.kind for f in run.failures} == {"timeout"}
     left = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:

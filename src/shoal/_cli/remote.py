@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from shoal._api.records import LogRecord, SwarmStatus
 from shoal._cli.app import app, err, fail
 from shoal._cli.render import (
     DESCRIPTION,
@@ -66,7 +68,7 @@ def follow(client: Client, swarm_id: str, timeout: float | None, console: Consol
 
     A terminal gets a live display; a pipe gets one line per change.
     """
-    last: dict[str, Any] | None = None
+    last: SwarmStatus | None = None
     try:
         if console.is_terminal:
             with Live(console=console, auto_refresh=False, transient=True) as live:
@@ -78,7 +80,7 @@ def follow(client: Client, swarm_id: str, timeout: float | None, console: Consol
             shown: tuple[Any, ...] | None = None
             for st in client.watch(swarm_id, timeout=timeout):
                 last = st
-                key = (st.get("status"), st.get("iteration"), len(st.get("failures") or []))
+                key = (st.status, st.iteration, len(st.failures))
                 if key != shown:
                     shown = key
                     console.print(progress_line(st), highlight=False, markup=False)
@@ -88,7 +90,7 @@ def follow(client: Client, swarm_id: str, timeout: float | None, console: Consol
     if last is None:  # pragma: no cover - watch always yields the current status
         last = client.status(swarm_id)
     console.print(status_view(last), highlight=False, crop=False)
-    return str(last.get("status"))
+    return last.status
 
 
 @app.command()
@@ -211,16 +213,13 @@ def results(
         t.add_column(col, no_wrap=True)
     t.add_column("value")
     for r in records:
-        t.add_row(str(r["node_id"]), str(r["alias"]), str(r["iteration"]), Text(show(r["value"])))
+        t.add_row(r.node_id, r.alias, str(r.iteration), Text(show(r.value)))
     out.print(t)
     if output is None:
         return
     # Keys are node ids; ALIAS/NODE when several tasks stored the tag.
-    several = len({r["alias"] for r in records}) > 1
-    values = {
-        (f"{r['alias']}/{r['node_id']}" if several else str(r["node_id"])): r["value"]
-        for r in records
-    }
+    several = len({r.alias for r in records}) > 1
+    values = {(f"{r.alias}/{r.node_id}" if several else r.node_id): r.value for r in records}
     path, fmt, why = write_values(values, output)
     err.print(
         f"wrote {len(values)} value(s) to {path} as {DESCRIPTION[fmt]}"
@@ -267,9 +266,9 @@ def logs(
                 page = client.logs(target, node, task, level, iteration, after=after)
                 for r in page:
                     _print_log(r)
-                if not page or int(page[-1]["seq"]) <= after:
+                if not page or page[-1].seq <= after:
                     break
-                after = int(page[-1]["seq"])
+                after = page[-1].seq
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
 
@@ -310,24 +309,25 @@ def _local_logs(
     path = run_dir / "logs.jsonl"
     if not path.is_file():
         fail(f"{run_dir} holds no logs.jsonl; give the run folder `shoal simulate` printed")
+    names = [f.name for f in dataclasses.fields(LogRecord)]
     with open(path, encoding="utf-8") as f:
         for line in f:
-            r = json.loads(line)
+            r = LogRecord(**{k: v for k, v in json.loads(line).items() if k in names})
             if (
-                (node and r["node_id"] != node)
-                or (task and r["alias"] != task)
-                or (level and r["level"] != level)
-                or (iteration is not None and r["iteration"] != iteration)
+                (node and r.node_id != node)
+                or (task and r.alias != task)
+                or (level and r.level != level)
+                or (iteration is not None and r.iteration != iteration)
             ):
                 continue
             _print_log(r)
 
 
-def _print_log(r: dict[str, Any]) -> None:
+def _print_log(r: LogRecord) -> None:
     out.print(
         Text.assemble(
-            (f"it {r.get('iteration')}", "dim"),
-            f" {r.get('level', ''):<7} {r.get('node_id')} {r.get('alias')}: {r.get('message')}",
+            (f"it {r.iteration}", "dim"),
+            f" {r.level:<7} {r.node_id} {r.alias}: {r.message}",
         ),
         highlight=False,
         soft_wrap=True,

@@ -6,11 +6,14 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from shoal._api.records import NodeRecord, SwarmStatus, SwarmSummary
 
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "stopped": "yellow", "running": "cyan"}
 
@@ -63,7 +66,7 @@ def styled_status(status: str) -> Text:
     return Text(status, style=f"bold {STATUS_STYLE.get(status, 'white')}")
 
 
-def swarms_table(swarms: list[dict[str, Any]]) -> Table:
+def swarms_table(swarms: list[SwarmSummary]) -> Table:
     """The table of ``shoal status`` without a swarm id."""
     t = Table(show_edge=False)
     for col in ("swarm", "name", "status", "iteration", "created"):
@@ -72,93 +75,87 @@ def swarms_table(swarms: list[dict[str, Any]]) -> Table:
     t.add_column("reason", ratio=1)
     for s in swarms:
         t.add_row(
-            str(s.get("swarm_id", "")),
-            str(s.get("name", "")),
-            styled_status(str(s.get("status", ""))),
-            str(s.get("iteration", "")),
-            when(s.get("created")),
-            Text(str(s.get("reason") or "")),
+            s.swarm_id,
+            s.name,
+            styled_status(s.status),
+            str(s.iteration),
+            when(s.created),
+            Text(s.reason),
         )
     return t
 
 
-def progress_line(st: dict[str, Any]) -> str:
+def progress_line(st: SwarmStatus) -> str:
     """One line: status, iteration and per-task counts (for a stream that is not a TTY)."""
     parts = []
-    for alias, c in (st.get("tasks") or {}).items():
-        part = f"{alias} {c.get('succeeded', 0)}/{c.get('scheduled', 0)}"
-        if c.get("running"):
-            part += f" ({c['running']} running)"
-        if c.get("failed"):
-            part += f" ({c['failed']} failed)"
+    for alias, c in st.tasks.items():
+        part = f"{alias} {c.succeeded}/{c.scheduled}"
+        if c.running:
+            part += f" ({c.running} running)"
+        if c.failed:
+            part += f" ({c.failed} failed)"
         parts.append(part)
-    return f"{st.get('status')} iteration {st.get('iteration')}: " + (
-        ", ".join(parts) or "no task placed yet"
-    )
+    return f"{st.status} iteration {st.iteration}: " + (", ".join(parts) or "no task placed yet")
 
 
-def status_view(st: dict[str, Any], tracebacks: bool = True) -> RenderableType:
+def status_view(st: SwarmStatus, tracebacks: bool = True) -> RenderableType:
     """One swarm's status: header, per-task counts and every failure with its node."""
-    status = str(st.get("status", ""))
     head = Text.assemble(
         ("swarm ", "bold"),
-        (str(st.get("swarm_id", "")), "bold"),
-        f" ({st.get('name', '')}): ",
-        styled_status(status),
-        f", iteration {st.get('iteration')}",
+        (st.swarm_id, "bold"),
+        f" ({st.name}): ",
+        styled_status(st.status),
+        f", iteration {st.iteration}",
     )
     parts: list[RenderableType] = [head]
     more = []
-    if st.get("created"):
-        more.append(f"created {when(st['created'])}")
-    if st.get("reason"):
-        more.append(f"reason: {st['reason']}")
+    if st.created:
+        more.append(f"created {when(st.created)}")
+    if st.reason:
+        more.append(f"reason: {st.reason}")
     if more:
         parts.append(Text(", ".join(more)))
-    tasks = st.get("tasks") or {}
-    if tasks:
+    if st.tasks:
         t = Table(show_edge=False, title=None)
         for col in ("task", "scheduled", "running", "succeeded", "failed"):
             t.add_column(col, justify="left" if col == "task" else "right")
-        for alias, c in tasks.items():
-            failed = int(c.get("failed", 0) or 0)
+        for alias, c in st.tasks.items():
             t.add_row(
                 alias,
-                str(c.get("scheduled", 0)),
-                str(c.get("running", 0)),
-                str(c.get("succeeded", 0)),
-                Text(str(failed), style="red" if failed else ""),
+                str(c.scheduled),
+                str(c.running),
+                str(c.succeeded),
+                Text(str(c.failed), style="red" if c.failed else ""),
             )
         parts.append(t)
-    for f in st.get("failures") or []:
+    for f in st.failures:
         parts.append(
             Text.assemble(
                 ("failed ", "bold red"),
-                f"{f.get('alias')} on node {f.get('node_id')} (iteration {f.get('iteration')}, "
-                f"attempt {f.get('attempt')}, {f.get('kind')}): {f.get('error')}",
+                f"{f.alias} on node {f.node_id} (iteration {f.iteration}, "
+                f"attempt {f.attempt}, {f.kind}): {f.error}",
             )
         )
-        if tracebacks and f.get("traceback"):
+        if tracebacks and f.traceback:
             # Never folded: paths and code lines stay whole (and clickable).
-            parts.append(Text(str(f["traceback"]).rstrip(), no_wrap=True, overflow="ignore"))
+            parts.append(Text(f.traceback.rstrip(), no_wrap=True, overflow="ignore"))
     return Group(*parts)
 
 
-def nodes_table(nodes: list[dict[str, Any]]) -> Table:
+def nodes_table(nodes: list[NodeRecord]) -> Table:
     """The table of ``shoal nodes``."""
     t = Table(show_edge=False)
     for col in ("node", "connected", "datasets", "gpu", "images", "last seen", "running"):
         t.add_column(col, justify="right" if col == "running" else "left", no_wrap=col == "node")
     for n in nodes:
-        images = n.get("images")
         t.add_row(
-            str(n.get("node_id", "")),
-            Text("yes", style="green") if n.get("connected") else Text("no", style="red"),
-            ", ".join(n.get("datasets") or []),
-            "yes" if n.get("gpu") else "no",
-            "any" if images is None else ", ".join(images),
-            ago(n.get("last_seen")),
-            str(n.get("running", "")),
+            n.node_id,
+            Text("yes", style="green") if n.connected else Text("no", style="red"),
+            ", ".join(n.datasets),
+            "yes" if n.gpu else "no",
+            "any" if n.images is None else ", ".join(n.images),
+            ago(n.last_seen),
+            str(n.running),
         )
     return t
 

@@ -122,7 +122,7 @@ def simulate(
 def _save_logs(run: shoal.SimulationRun, run_dir: Path) -> None:
     with open(run_dir / "logs.jsonl", "w", encoding="utf-8") as f:
         for r in run.logs():
-            f.write(json.dumps(r.__dict__) + "\n")
+            f.write(json.dumps(r.to_dict()) + "\n")
     (run_dir / "summary.json").write_text(json.dumps(run.summary(), indent=2, default=str))
     # What happened to each failed instance (`shoal story ID --run RUN_DIR`).
     stories = {f.instance_id: run.story(f.instance_id) for f in run.failures}
@@ -147,7 +147,7 @@ def _summary(run: shoal.SimulationRun) -> None:
     for f in run.failures:
         out.print(
             f"[bold red]failed[/] {f.alias} on node {f.node_id} "
-            f"(iteration {f.iteration}, attempt {f.attempt}, {f.kind.value}): {f.error}",
+            f"(iteration {f.iteration}, attempt {f.attempt}, {f.kind}): {f.error}",
             highlight=False,
         )
         if f.traceback:

@@ -15,22 +15,32 @@ import tempfile
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import msgpack
+from pydantic import TypeAdapter
 
+from shoal._api import schemas
+from shoal._api.records import (
+    TERMINAL,
+    LogRecord,
+    MetricRecord,
+    NodeRecord,
+    SwarmStatus,
+    SwarmSummary,
+)
 from shoal._client.config import ca_from_config, resolve
 from shoal._client.http import clean, path_part, raise_for_status, sse, wait_timeout
 from shoal._codec import decode
 from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
+from shoal._runtime.api import ResultRecord
 from shoal._version import __version__
 
 __all__ = ["TERMINAL", "Client"]
 
-#: Final swarm statuses: a swarm in one of these never changes again.
-TERMINAL = frozenset({"succeeded", "failed", "stopped"})
+T = TypeVar("T")
 
 _CHUNK = 1 << 20
 _BLOB_IN_MEMORY = 16 << 20  # blobs below this are read into memory, larger ones mapped
@@ -70,7 +80,7 @@ class Client:
     --------
     >>> client = shoal.Client()                                   # doctest: +SKIP
     >>> swarm_id = client.deploy("examples/fedavg_digits/swarm.py")  # doctest: +SKIP
-    >>> client.wait(swarm_id, timeout=600)["status"]              # doctest: +SKIP
+    >>> client.wait(swarm_id, timeout=600).status                 # doctest: +SKIP
     'succeeded'
     >>> client.get_global(swarm_id, "weights")["W"].shape         # doctest: +SKIP
     (64, 10)
@@ -160,6 +170,10 @@ class Client:
                 code="client.protocol",
                 hint="check that the URL points at a shoal coordinator",
             ) from None
+
+    def _typed(self, adapter: TypeAdapter[T], doc: Any, what: str) -> T:
+        """``doc`` as the record type of ``adapter`` (``client.protocol`` if it is not)."""
+        return schemas.decode(adapter, doc, f"{what}: the answer of {self.url}", "client.protocol")
 
     def _msgpack(self, path: str, what: str, params: dict[str, Any] | None = None) -> Any:
         r = self._request(
@@ -261,27 +275,26 @@ class Client:
         )
         return str(answer["swarm_id"])
 
-    def swarms(self) -> list[dict[str, Any]]:
-        """Every swarm: ``[{swarm_id, name, status, iteration, reason, created}]``."""
-        result: list[dict[str, Any]] = self._json("GET", "/v1/swarms", "listing swarms")
-        return result
+    def swarms(self) -> list[SwarmSummary]:
+        """Every swarm, newest first (``swarm_id``, ``name``, ``status``, ``iteration``,
+        ``reason``, ``created``)."""
+        what = "listing swarms"
+        return self._typed(schemas.SWARM_LIST, self._json("GET", "/v1/swarms", what), what)
 
-    def status(self, swarm_id: str) -> dict[str, Any]:
+    def status(self, swarm_id: str) -> SwarmStatus:
         """One swarm's status.
 
         Returns
         -------
-        dict
-            ``{swarm_id, name, status, iteration, reason, created, failures, tasks}``:
+        SwarmStatus
             ``status`` is ``"running"``, ``"succeeded"``, ``"failed"`` or ``"stopped"``;
-            ``failures`` lists ``{instance_id, alias, node_id, iteration, attempt, kind,
-            error, traceback}``; ``tasks`` maps each alias to ``{scheduled, running,
-            succeeded, failed}``.
+            ``failures`` lists every failed instance (:class:`~shoal.FailureRecord`:
+            node id, kind, error, traceback); ``tasks`` maps each alias to its
+            :class:`~shoal.TaskCounts` in the current iteration.
         """
-        result: dict[str, Any] = self._json(
-            "GET", f"/v1/swarms/{path_part(swarm_id)}", f"status of swarm {swarm_id}"
-        )
-        return result
+        what = f"status of swarm {swarm_id}"
+        doc = self._json("GET", f"/v1/swarms/{path_part(swarm_id)}", what)
+        return self._typed(schemas.SWARM_STATUS, doc, what)
 
     def story(self, instance_id: str) -> list[str]:
         """What happened to one instance, as the coordinator's engine saw it.
@@ -302,7 +315,7 @@ class Client:
         )
         return list(doc["story"])
 
-    def watch(self, swarm_id: str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+    def watch(self, swarm_id: str, timeout: float | None = None) -> Iterator[SwarmStatus]:
         """Follow a swarm: yield its status (as :meth:`status`) each time it changes.
 
         The first status is yielded at once; the iterator ends after the swarm finishes
@@ -322,7 +335,7 @@ class Client:
             passes first.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        last: dict[str, Any] | None = None
+        last: SwarmStatus | None = None
         what = f"following swarm {swarm_id}"
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -339,10 +352,11 @@ class Client:
                     if not r.is_success:
                         r.read()
                         raise_for_status(r, what)
-                    for status in sse(r.iter_lines()):
+                    for doc in sse(r.iter_lines()):
+                        status = self._typed(schemas.SWARM_STATUS, doc, what)
                         last = status
                         yield status
-                        if status.get("status") in TERMINAL:
+                        if status.finished:
                             return
                         if deadline is not None and time.monotonic() >= deadline:
                             raise wait_timeout(swarm_id, timeout, last)
@@ -357,11 +371,11 @@ class Client:
             if current != last:
                 last = current
                 yield current
-            if current.get("status") in TERMINAL:
+            if current.finished:
                 return
             time.sleep(0.2)
 
-    def wait(self, swarm_id: str, timeout: float = 600.0) -> dict[str, Any]:
+    def wait(self, swarm_id: str, timeout: float = 600.0) -> SwarmStatus:
         """Block until a swarm finishes and return its final status (as :meth:`status`).
 
         Parameters
@@ -377,7 +391,7 @@ class Client:
             ``client.timeout``, naming the swarm and its last status, if it has not
             finished within ``timeout`` seconds.
         """
-        last: dict[str, Any] | None = None
+        last: SwarmStatus | None = None
         for status in self.watch(swarm_id, timeout=timeout):
             last = status
         return last if last is not None else self.status(swarm_id)
@@ -398,7 +412,7 @@ class Client:
         iteration: int | None = None,
         after: int = 0,
         wait: float = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[LogRecord]:
         """A swarm's log records, oldest first.
 
         Parameters
@@ -414,8 +428,9 @@ class Client:
 
         Returns
         -------
-        list of dict
-            ``{seq, node_id, alias, iteration, instance_id, level, message, time}``.
+        list of LogRecord
+            ``seq``, ``node_id``, ``alias``, ``iteration``, ``instance_id``, ``level``,
+            ``message``, ``time``.
         """
         params = {
             "node": node,
@@ -425,14 +440,15 @@ class Client:
             "after": after,
             "wait": wait,
         }
-        result: list[dict[str, Any]] = self._json(
+        what = f"logs of swarm {swarm_id}"
+        doc = self._json(
             "GET",
             f"/v1/swarms/{path_part(swarm_id)}/logs",
-            f"logs of swarm {swarm_id}",
+            what,
             params=params,
             wait=float(wait),
         )
-        return result
+        return self._typed(schemas.LOG_LIST, doc, what)
 
     def follow_logs(
         self,
@@ -443,7 +459,7 @@ class Client:
         iteration: int | None = None,
         after: int = 0,
         poll: float = 5.0,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[LogRecord]:
         """Yield a swarm's log records as they arrive; end once the swarm has finished
         and every record has been yielded.
 
@@ -459,12 +475,12 @@ class Client:
         while True:
             records = self.logs(swarm_id, node, task, level, iteration, after=after, wait=poll)
             for r in records:
-                after = max(after, int(r["seq"]))
+                after = max(after, r.seq)
                 yield r
             if records and time.monotonic() - checked < 1.0:
                 continue
             checked = time.monotonic()
-            if self.status(swarm_id).get("status") in TERMINAL:
+            if self.status(swarm_id).finished:
                 # Records written before the swarm finished are all visible now.
                 for r in self.logs(swarm_id, node, task, level, iteration, after=after):
                     yield r
@@ -476,16 +492,18 @@ class Client:
         name: str | None = None,
         node: str | None = None,
         task: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """A swarm's metric values: ``[{name, value, step, node_id, alias, iteration,
-        time}]``, filtered by metric name, node id and task alias."""
-        result: list[dict[str, Any]] = self._json(
+    ) -> list[MetricRecord]:
+        """A swarm's metric values (``name``, ``value``, ``step``, ``node_id``,
+        ``alias``, ``iteration``, ``time``), filtered by metric name, node id and task
+        alias."""
+        what = f"metrics of swarm {swarm_id}"
+        doc = self._json(
             "GET",
             f"/v1/swarms/{path_part(swarm_id)}/metrics",
-            f"metrics of swarm {swarm_id}",
+            what,
             params={"name": name, "node": node, "task": task},
         )
-        return result
+        return self._typed(schemas.METRIC_LIST, doc, what)
 
     # ------------------------------------------------------------------ values
 
@@ -495,7 +513,7 @@ class Client:
         tag: str,
         alias: str | None = None,
         iteration: int | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[ResultRecord]:
         """Results stored under ``tag``, as records.
 
         Parameters
@@ -511,8 +529,8 @@ class Client:
 
         Returns
         -------
-        list of dict
-            ``{alias, node_id, iteration, value}`` with decoded values. Arrays are
+        list of shoal.runtime.ResultRecord
+            ``alias``, ``node_id``, ``iteration`` and the decoded ``value``. Arrays are
             read-only views (call ``.copy()`` to change them).
         """
         rows = self._msgpack(
@@ -520,7 +538,15 @@ class Client:
             f"results {tag!r} of swarm {swarm_id}",
             params={"alias": alias, "iteration": iteration},
         )
-        return [{**row, "value": self._from_wire(row["value"])} for row in rows]
+        return [
+            ResultRecord(
+                str(row["alias"]),
+                str(row["node_id"]),
+                int(row["iteration"]),
+                self._from_wire(row["value"]),
+            )
+            for row in rows
+        ]
 
     def results(
         self,
@@ -542,16 +568,16 @@ class Client:
         out: dict[str, Any] = {}
         seen: dict[str, str] = {}
         for r in self.result_records(swarm_id, tag, alias, iteration):
-            node = r["node_id"]
+            node = r.node_id
             if node in seen:
                 raise ShoalError(
                     f"results {tag!r} of swarm {swarm_id}: node {node} has one from task "
-                    f"{seen[node]!r} and one from task {r['alias']!r}",
+                    f"{seen[node]!r} and one from task {r.alias!r}",
                     code="client.result_collision",
                     hint="pass alias= to choose the task, or use result_records()",
                 )
-            seen[node] = r["alias"]
-            out[node] = r["value"]
+            seen[node] = r.alias
+            out[node] = r.value
         return out
 
     def get_global(self, swarm_id: str, key: str) -> Any:
@@ -568,11 +594,11 @@ class Client:
         )
         return self._from_wire(answer["value"])
 
-    def nodes(self) -> list[dict[str, Any]]:
-        """Every node the coordinator knows: ``[{node_id, connected, datasets, gpu,
-        images, last_seen, running}]``."""
-        result: list[dict[str, Any]] = self._json("GET", "/v1/nodes", "listing nodes")
-        return result
+    def nodes(self) -> list[NodeRecord]:
+        """Every node the coordinator knows (``node_id``, ``connected``, ``datasets``,
+        ``gpu``, ``images``, ``last_seen``, ``running``)."""
+        what = "listing nodes"
+        return self._typed(schemas.NODE_LIST, self._json("GET", "/v1/nodes", what), what)
 
     def _from_wire(self, wire: Any) -> Any:
         if isinstance(wire, dict) and "inline" in wire:

@@ -9,6 +9,7 @@ from urllib.parse import quote
 
 import httpx
 
+from shoal._api.records import SwarmStatus
 from shoal._errors import ShoalError
 
 
@@ -67,8 +68,8 @@ def sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
             data.append(value[1:] if value.startswith(" ") else value)
 
 
-def wait_timeout(swarm_id: str, timeout: float | None, last: dict[str, Any] | None) -> ShoalError:
-    where = f"; it is {last.get('status')} at iteration {last.get('iteration')}" if last else ""
+def wait_timeout(swarm_id: str, timeout: float | None, last: SwarmStatus | None) -> ShoalError:
+    where = f"; it is {last.status} at iteration {last.iteration}" if last else ""
     return ShoalError(
         f"swarm {swarm_id} did not finish within {timeout or 0:g}s{where}",
         code="client.timeout",

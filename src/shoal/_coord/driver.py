@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from shoal._api.schemas import RunInstruction
 from shoal._coord.errors import forbidden, not_found
 from shoal._coord.events import decode_event, encode_event
 from shoal._coord.node_ops import NodeOps
@@ -53,6 +54,7 @@ from shoal._engine.messages import (
 )
 from shoal._errors import ShoalError
 from shoal._plan import Plan
+from shoal._runtime import ops
 from shoal._store.base import Store, SwarmRecord
 
 log = logging.getLogger("shoal.coordinator")
@@ -256,22 +258,20 @@ class Coordinator(NodeOps, DriverBase):
         except Exception:
             log.exception("recording the status of swarm %s failed", swarm_id)
 
-    def _run_item(self, inst: RunInstance | InstanceView) -> dict[str, Any]:
+    def _run_item(self, inst: RunInstance | InstanceView) -> RunInstruction:
         """A run instruction; ``global_versions`` is filled in when it is delivered."""
         module = self.engine.plan(inst.swarm_id).modules[inst.module]
-        return {
-            "kind": "run",
-            "swarm_id": inst.swarm_id,
-            "instance_id": inst.instance_id,
-            "alias": inst.alias,
-            "iteration": inst.iteration,
-            "attempt": inst.attempt,
-            "module": inst.module,
-            "datasets": list(module.datasets),
-            "image": module.image,
-            "timeout_s": inst.timeout_s,
-            "global_versions": {},
-        }
+        return RunInstruction(
+            swarm_id=inst.swarm_id,
+            instance_id=inst.instance_id,
+            alias=inst.alias,
+            iteration=inst.iteration,
+            attempt=inst.attempt,
+            module=inst.module,
+            datasets=list(module.datasets),
+            image=module.image,
+            timeout_s=inst.timeout_s,
+        )
 
     # -------------------------------------------------------------- instances
     def _owned(self, node_id: str, instance_id: str) -> InstanceView | None:
@@ -325,7 +325,7 @@ class Coordinator(NodeOps, DriverBase):
                 result = self.world.handle(info, op, args)
             except Exception as e:
                 error = error or e
-        if any(op == "log" for op, _ in calls):
+        if any(op == ops.LOG.name for op, _ in calls):
             self.log_changes.notify()
         if error is not None:
             raise error

@@ -8,8 +8,9 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from shoal._api.schemas import CancelInstruction, RunInstruction
 from shoal._coord.notify import NodeQueues
 from shoal._coord.state import NodeReport, NodeState, Offer, hash_credential
 from shoal._engine import Engine, InstanceView, NodeView
@@ -47,7 +48,7 @@ class NodeOps:
 
         def _safe_feed(self, event: Event) -> None: ...
 
-        def _run_item(self, inst: RunInstance | InstanceView) -> dict[str, Any]: ...
+        def _run_item(self, inst: RunInstance | InstanceView) -> RunInstruction: ...
 
     def _connected(self, node_id: str) -> bool:
         view = self.engine.node(node_id)
@@ -133,8 +134,7 @@ class NodeOps:
                 inst = self.engine.find_instance(iid)
                 if inst is None or inst.ended or inst.node_id != node_id:
                     self.queues.push(
-                        node_id,
-                        {"kind": "cancel", "instance_id": iid, "reason": "the instance ended"},
+                        node_id, CancelInstruction(instance_id=iid, reason="the instance ended")
                     )
 
     def touch(self, node_id: str) -> None:

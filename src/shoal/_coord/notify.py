@@ -12,7 +12,8 @@ import contextlib
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+
+from shoal._api.schemas import CancelInstruction, Instruction, RunInstruction
 
 _Waiter = tuple[asyncio.AbstractEventLoop, asyncio.Event]
 
@@ -69,8 +70,12 @@ class Broadcast:
 @dataclass
 class _Entry:
     seq: int
-    item: dict[str, Any]
+    item: Instruction
     sent: bool = False
+
+
+def _runs(entry: _Entry, instance_id: str) -> bool:
+    return isinstance(entry.item, RunInstruction) and entry.item.instance_id == instance_id
 
 
 class NodeQueues:
@@ -91,23 +96,24 @@ class NodeQueues:
         self._closed = False
         self._seq = time.time_ns() // 1000
 
-    def _append(self, node_id: str, item: dict[str, Any]) -> list[_Waiter]:
+    def _append(self, node_id: str, item: Instruction) -> list[_Waiter]:
         self._seq += 1
-        self._pending.setdefault(node_id, []).append(_Entry(self._seq, {**item, "seq": self._seq}))
+        entry = _Entry(self._seq, item.model_copy(update={"seq": self._seq}))
+        self._pending.setdefault(node_id, []).append(entry)
         return self._waiters.pop(node_id, [])
 
-    def push(self, node_id: str, item: dict[str, Any]) -> None:
+    def push(self, node_id: str, item: Instruction) -> None:
         """Queue an instruction for a node (from any thread)."""
         with self._lock:
             waiters = self._append(node_id, item)
         _wake(waiters)
 
-    def push_run(self, node_id: str, item: dict[str, Any]) -> None:
+    def push_run(self, node_id: str, item: RunInstruction) -> None:
         """Queue a run instruction unless one for the same instance is still pending."""
-        iid = item["instance_id"]
+        iid = item.instance_id
         with self._lock:
             queue = self._pending.get(node_id, [])
-            if any(e.item["kind"] == "run" and e.item["instance_id"] == iid for e in queue):
+            if any(_runs(e, iid) for e in queue):
                 return
             waiters = self._append(node_id, item)
         _wake(waiters)
@@ -117,11 +123,11 @@ class NodeQueues:
         with self._lock:
             queue = self._pending.get(node_id, [])
             for i, e in enumerate(queue):
-                if e.item["kind"] == "run" and e.item["instance_id"] == instance_id and not e.sent:
+                if _runs(e, instance_id) and not e.sent:
                     del queue[i]
                     return
             waiters = self._append(
-                node_id, {"kind": "cancel", "instance_id": instance_id, "reason": reason}
+                node_id, CancelInstruction(instance_id=instance_id, reason=reason)
             )
         _wake(waiters)
 
@@ -130,7 +136,7 @@ class NodeQueues:
         with self._lock:
             return len(self._pending.get(node_id, ()))
 
-    def _hand_out(self, node_id: str, after: int | None) -> list[dict[str, Any]]:
+    def _hand_out(self, node_id: str, after: int | None) -> list[Instruction]:
         queue = self._pending.get(node_id, [])
         if after is None:  # at most once
             self._pending.pop(node_id, None)
@@ -143,15 +149,13 @@ class NodeQueues:
             e.sent = True
         return [e.item for e in keep]
 
-    def take_now(self, node_id: str, after: int | None = None) -> list[dict[str, Any]]:
+    def take_now(self, node_id: str, after: int | None = None) -> list[Instruction]:
         """A node's pending instructions, without waiting (in-process drivers of nodes,
         such as the tests' virtual-clock federation). ``after`` as for :meth:`take`."""
         with self._lock:
             return self._hand_out(node_id, after)
 
-    async def take(
-        self, node_id: str, wait: float, after: int | None = None
-    ) -> list[dict[str, Any]]:
+    async def take(self, node_id: str, wait: float, after: int | None = None) -> list[Instruction]:
         """A node's pending instructions; waits up to ``wait`` s for the first.
 
         ``after``: the highest ``seq`` the node has received (acknowledges it and every

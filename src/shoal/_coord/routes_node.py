@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from shoal._api.schemas import (
+    BlobAnswer,
+    DoneBody,
+    EnrolAnswer,
+    EnrolBody,
+    HeartbeatAnswer,
+    HeartbeatBody,
+    Instructions,
+    Ok,
+    RunInstruction,
+    WorldRequest,
+)
 from shoal._coord.blobs import file_of, put_streamed, size_of
 from shoal._coord.errors import ApiError
 from shoal._coord.http import (
@@ -20,19 +33,7 @@ from shoal._coord.http import (
     node_auth,
     validate,
 )
-from shoal._coord.schemas import (
-    WORLD_ARGS,
-    Batch,
-    BlobAnswer,
-    BlobWire,
-    DoneBody,
-    EnrolAnswer,
-    EnrolBody,
-    HeartbeatAnswer,
-    HeartbeatBody,
-    Ok,
-    WorldRequest,
-)
+from shoal._coord.schemas import WORLD_ARGS, Batch
 from shoal._coord.state import Offer
 from shoal._runtime.protocol import error_payload
 from shoal._store.blobs import BlobStore
@@ -78,13 +79,13 @@ async def heartbeat(
     return HeartbeatAnswer(heartbeat_timeout_s=coord.heartbeat_timeout_s)
 
 
-@router.get("/nodes/instructions")
+@router.get("/nodes/instructions", response_model=Instructions)
 async def instructions(
     request: Request,
     wait: float = Query(25.0, ge=0.0, le=MAX_WAIT_S),
     after: int | None = Query(None, ge=0),
     node_id: str = Depends(node_auth),
-) -> list[dict[str, Any]]:
+) -> Instructions:
     """This node's pending instructions; long-polls up to ``wait`` seconds.
 
     ``after`` acknowledges every instruction up to that ``seq``; the others are
@@ -95,14 +96,16 @@ async def instructions(
     # off meanwhile, and touching it then would bring a lost node back while it is away.
     await run_in_threadpool(coord.touch, node_id)
     items = await coord.queues.take(node_id, wait, after)
-    swarms = {i["swarm_id"] for i in items if i["kind"] == "run"}
+    swarms = {i.swarm_id for i in items if isinstance(i, RunInstruction)}
     if swarms:  # versions as of delivery: the latest the instance can know about
         versions = {s: await run_in_threadpool(coord.store.global_versions, s) for s in swarms}
         items = [
-            {**i, "global_versions": versions[i["swarm_id"]]} if i["kind"] == "run" else i
+            i.model_copy(update={"global_versions": versions[i.swarm_id]})
+            if isinstance(i, RunInstruction)
+            else i
             for i in items
         ]
-    return items
+    return Instructions(items)
 
 
 @router.post("/instances/{instance_id:path}/started", response_model=Ok)
@@ -129,21 +132,20 @@ async def done(
     return Ok()
 
 
-def _check_blobs(store: BlobStore, args: dict[str, Any]) -> None:
+def _check_blobs(store: BlobStore, args: Mapping[str, Any]) -> None:
     value = args.get("value")
-    if isinstance(value, BlobWire):
-        size = size_of(store, value.blob)
+    if isinstance(value, dict) and "blob" in value:
+        digest, length = value["blob"], value["length"]
+        size = size_of(store, digest)
         if size is None:
             raise ApiError(
                 400,
-                f"blob {value.blob} is not stored",
+                f"blob {digest} is not stored",
                 code="world.blob",
                 hint="upload it with PUT /v1/blobs/{digest} first",
             )
-        if size != value.length:
-            raise ApiError(
-                422, f"blob {value.blob} has {size} bytes, not {value.length}", code="world.blob"
-            )
+        if size != length:
+            raise ApiError(422, f"blob {digest} has {size} bytes, not {length}", code="world.blob")
 
 
 @router.post("/world", openapi_extra=msgpack_doc(WorldRequest), response_class=Response)
@@ -156,16 +158,20 @@ async def world(request: Request, node_id: str = Depends(node_auth)) -> Response
             422,
             f"unknown world operation {req.op!r}",
             code="world.op",
-            hint=f"one of {sorted(WORLD_ARGS)} (local.* is answered by the node agent)",
+            hint=f"one of {sorted(WORLD_ARGS)} (the node agent answers the local ones)",
         )
     parsed = validate(model, req.args)
     coord = coordinator(request)
     calls: list[tuple[str, dict[str, Any]]]
     if isinstance(parsed, Batch):
-        calls = [(c.op, validate(WORLD_ARGS[c.op], c.args).model_dump()) for c in parsed.calls]
+        calls = [
+            (c["op"], validate(WORLD_ARGS[c["op"]], c["args"]).model_dump(exclude_unset=True))
+            for c in parsed.calls
+        ]
     else:
-        _check_blobs(blobs(request), dict(parsed))
-        calls = [(req.op, parsed.model_dump())]
+        args = parsed.model_dump(exclude_unset=True)
+        _check_blobs(blobs(request), args)
+        calls = [(req.op, args)]
     try:
         value = await run_in_threadpool(coord.world_calls, node_id, req.instance_id, calls)
     except ApiError:

@@ -9,32 +9,28 @@ import io
 import json
 import zipfile
 from collections.abc import AsyncIterator
-from dataclasses import asdict
-from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from shoal._api.records import (
+    LogRecord,
+    MetricRecord,
+    NodeRecord,
+    SwarmStatus,
+    SwarmSummary,
+    TaskCounts,
+    failure_record,
+    log_record,
+    metric_record,
+)
+from shoal._api.schemas import Health, Ok, Story, SubmitBody, SwarmAnswer
 from shoal._bundle import MANIFEST
 from shoal._coord.driver import Coordinator
 from shoal._coord.errors import ApiError, not_found
 from shoal._coord.http import coordinator, msgpack_body, msgpack_doc, msgpack_response, user_auth
 from shoal._coord.routes_node import MAX_WAIT_S, blobs
-from shoal._coord.schemas import (
-    Failure,
-    Health,
-    LogRecord,
-    MetricRecord,
-    NodeSummary,
-    Ok,
-    Story,
-    SubmitBody,
-    SwarmAnswer,
-    SwarmStatus,
-    SwarmSummary,
-    TaskCounts,
-)
 from shoal._coord.state import NodeReport, SwarmReport
 from shoal._plan import Plan, load_plan
 from shoal._version import __version__
@@ -114,36 +110,22 @@ async def swarms(request: Request) -> list[SwarmSummary]:
 def status_doc(report: SwarmReport) -> SwarmStatus:
     """The status document of a swarm, from the coordinator's record and engine view."""
     rec, view = report.record, report.view
-    if view is None:
+    if view is None:  # recorded, but the engine never saw it (see Coordinator.recover)
         return SwarmStatus(
-            swarm_id=rec.swarm_id,
-            name=rec.name,
-            status=rec.status,
-            iteration=rec.iteration,
-            reason=rec.reason,
-            created=rec.created,
+            rec.swarm_id, rec.name, rec.status, rec.iteration, rec.reason, rec.created
         )
     return SwarmStatus(
-        swarm_id=rec.swarm_id,
-        name=rec.name,
-        status=view.status,
-        iteration=view.iteration,
-        reason=view.reason,
-        created=rec.created,
-        failures=[
-            Failure(
-                instance_id=f.instance_id,
-                alias=f.alias,
-                node_id=f.node_id,
-                iteration=f.iteration,
-                attempt=f.attempt,
-                kind=f.kind.value,
-                error=f.error,
-                traceback=f.traceback,
-            )
-            for f in view.failures
-        ],
-        tasks={a: TaskCounts(**asdict(c)) for a, c in report.counts.items()},
+        rec.swarm_id,
+        rec.name,
+        view.status,
+        view.iteration,
+        view.reason,
+        rec.created,
+        failures=tuple(failure_record(f) for f in view.failures),
+        tasks={
+            a: TaskCounts(c.scheduled, c.running, c.succeeded, c.failed)
+            for a, c in report.counts.items()
+        },
     )
 
 
@@ -172,36 +154,23 @@ async def events(request: Request, swarm_id: str) -> StreamingResponse:
     first = await run_in_threadpool(_status, coord, swarm_id)  # 404 before streaming
 
     async def stream() -> AsyncIterator[str]:
-        doc, last = first, ""
+        st, last = first, ""
         while True:
             seen = coord.changes.generation
-            text = json.dumps(doc.model_dump(), sort_keys=True)
+            text = json.dumps(st.to_dict(), sort_keys=True)
             if text != last:
                 yield f"data: {text}\n\n"
                 last = text
-            if doc.status != "running" or coord.closing or await request.is_disconnected():
+            if st.status != "running" or coord.closing or await request.is_disconnected():
                 return
             after = await coord.changes.wait(seen, SSE_KEEPALIVE_S)
             if after == seen:
                 yield ": keep-alive\n\n"
-            doc = await run_in_threadpool(_status, coord, swarm_id)
+            st = await run_in_threadpool(_status, coord, swarm_id)
 
     return StreamingResponse(
         stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )
-
-
-def _log(r: Any) -> dict[str, Any]:
-    return {
-        "seq": r.seq,
-        "node_id": r.node_id,
-        "alias": r.alias,
-        "iteration": r.iteration,
-        "instance_id": r.instance_id,
-        "level": r.level,
-        "message": r.message,
-        "time": r.time,
-    }
 
 
 @router.get("/swarms/{swarm_id}/logs", response_model=list[LogRecord])
@@ -215,7 +184,7 @@ async def logs(
     after: int = Query(0, ge=0),
     wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S),
     limit: int = Query(10_000, ge=1, le=100_000),
-) -> list[dict[str, Any]]:
+) -> list[LogRecord]:
     """Log records with ``seq > after``; with ``wait`` it long-polls for new ones."""
     coord = coordinator(request)
     if await run_in_threadpool(coord.store.swarm_get, swarm_id) is None:
@@ -229,7 +198,7 @@ async def logs(
         )
         left = deadline - loop.time()
         if rows or left <= 0 or coord.closing:
-            return [_log(r) for r in rows]
+            return [log_record(r) for r in rows]
         await coord.log_changes.wait(seen, left)
 
 
@@ -240,24 +209,13 @@ async def metrics(
     name: str | None = None,
     node: str | None = None,
     task: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[MetricRecord]:
     """Metric values, filtered."""
     store = coordinator(request).store
     if await run_in_threadpool(store.swarm_get, swarm_id) is None:
         raise not_found("swarm", swarm_id)
     rows = await run_in_threadpool(store.metrics, swarm_id, name, node, task)
-    return [
-        {
-            "name": r.name,
-            "value": r.value,
-            "step": r.step,
-            "node_id": r.node_id,
-            "alias": r.alias,
-            "iteration": r.iteration,
-            "time": r.time,
-        }
-        for r in rows
-    ]
+    return [metric_record(r) for r in rows]
 
 
 @router.get("/swarms/{swarm_id}/globals/{key}", response_class=Response)
@@ -314,35 +272,31 @@ async def stop(request: Request, swarm_id: str) -> Ok:
     return Ok()
 
 
-def node_doc(report: NodeReport) -> NodeSummary:
+def node_doc(report: NodeReport) -> NodeRecord:
     """One row of ``GET /v1/nodes``: the engine's view where it has one, else the record."""
     rec, view = report.record, report.view
     if view is None:
-        return NodeSummary(
-            node_id=rec.node_id,
-            connected=False,
-            datasets=list(rec.datasets),
-            gpu=rec.gpu,
-            images=None if rec.images is None else list(rec.images),
-            last_seen=report.last_seen,
-            running=0,
+        images = None if rec.images is None else tuple(rec.images)
+        return NodeRecord(
+            rec.node_id, False, tuple(rec.datasets), rec.gpu, images, report.last_seen, 0
         )
-    return NodeSummary(
-        node_id=rec.node_id,
-        connected=view.connected,
-        datasets=sorted(view.datasets),
-        gpu=view.gpu,
-        images=None if view.images is None else sorted(view.images),
-        last_seen=report.last_seen,
-        running=view.running,
+    images = None if view.images is None else tuple(sorted(view.images))
+    return NodeRecord(
+        rec.node_id,
+        view.connected,
+        tuple(sorted(view.datasets)),
+        view.gpu,
+        images,
+        report.last_seen,
+        view.running,
     )
 
 
-def _nodes(coord: Coordinator) -> list[NodeSummary]:
+def _nodes(coord: Coordinator) -> list[NodeRecord]:
     return [node_doc(r) for r in coord.nodes()]
 
 
-@router.get("/nodes", response_model=list[NodeSummary])
-async def nodes(request: Request) -> list[NodeSummary]:
+@router.get("/nodes", response_model=list[NodeRecord])
+async def nodes(request: Request) -> list[NodeRecord]:
     """Every node with its offer, connection state and running instances."""
     return await run_in_threadpool(_nodes, coordinator(request))

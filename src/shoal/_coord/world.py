@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from shoal._errors import ShoalError
+from shoal._runtime import ops
 from shoal._store.base import Store
 from shoal._world.service import InstanceInfo, NodeInfo, WorldService
 
@@ -49,8 +50,9 @@ class CoordWorld(WorldService):
     ) -> None:
         super().__init__(store, _NoNodes(), on_stop, on_next_iter, clock)
 
-    def handle(self, info: InstanceInfo, op: str, args: dict[str, Any]) -> Any:
+    def handle(self, info: InstanceInfo, op: str, args: Mapping[str, Any]) -> Any:
         """Run one request; raise ShoalError for anything the task did wrong."""
-        if op.startswith("local."):
+        row = ops.find(op)
+        if row is not None and row.local:
             raise _local_refused()
         return super().handle(info, op, args)

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from shoal._api.schemas import CancelInstruction, HeartbeatBody, Instruction
 from shoal._errors import ShoalError
 from shoal._node.cache import Caches
 from shoal._node.client import Backoff, CoordinatorClient, Rejected, Stopped
@@ -175,10 +176,10 @@ class Agent:
             self._enrol()
 
     # ------------------------------------------------------------------- loops
-    def _heartbeat_body(self) -> dict[str, Any]:
+    def _heartbeat_body(self) -> HeartbeatBody:
         with self._lock:
             running = sorted(self._running)
-        return {**self.offer(), "session": self.session, "running": running}
+        return HeartbeatBody(**self.offer(), session=self.session, running=running)
 
     def _heartbeats(self) -> None:
         while not self.stop_event.wait(self.config.heartbeat_interval_s):
@@ -194,7 +195,7 @@ class Agent:
         after = 0  # the last instruction received: acknowledged by the next poll
         while not self.stop_event.is_set():
             try:
-                items = self.client.instructions(POLL_WAIT_S, after)
+                items, after = self.client.instructions(POLL_WAIT_S, after)
             except Stopped:
                 return
             except Rejected as e:
@@ -204,7 +205,6 @@ class Agent:
             backoff.reset()
             for item in items:
                 self._instruction(item)
-                after = max(after, int(item.get("seq", 0)))
 
     def _poll_safely(self) -> None:
         try:
@@ -214,17 +214,13 @@ class Agent:
                 log.exception("the instruction loop failed; stopping the agent")
             self.stop_event.set()
 
-    def _instruction(self, item: dict[str, Any]) -> None:
-        kind = item.get("kind")
-        iid = str(item.get("instance_id", ""))
+    def _instruction(self, item: Instruction) -> None:
+        iid = item.instance_id
         with self._lock:
-            if kind == "cancel":
+            if isinstance(item, CancelInstruction):
                 run = self._running.get(iid)
                 if run is not None:
-                    run.cancel(str(item.get("reason", "")))
-                return
-            if kind != "run":
-                log.warning("ignoring unknown instruction %r", kind)
+                    run.cancel(item.reason)
                 return
             if iid in self._running or iid in self._finished:
                 return  # offered again after a coordinator restart: already ours
@@ -252,7 +248,9 @@ class Agent:
             self._load_or_enrol()
             # The first heartbeat carries the new session before any instruction is
             # taken, so the coordinator knows this agent lost its old instances.
-            self.client.call("POST", "/v1/nodes/heartbeat", json=self._heartbeat_body())
+            self.client.call(
+                "POST", "/v1/nodes/heartbeat", json=self._heartbeat_body().model_dump()
+            )
             beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
             beat.start()
             # The long poll blocks for up to POLL_WAIT_S; it runs in its own thread so a

@@ -25,7 +25,9 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 import msgpack
+from pydantic import ValidationError
 
+from shoal._api.schemas import INSTRUCTION, EnrolAnswer, EnrolBody, HeartbeatBody, Instruction
 from shoal._errors import ShoalError
 from shoal._store.blobs import write_hashed
 
@@ -251,17 +253,20 @@ class CoordinatorClient:
     # ------------------------------------------------------------------- routes
     def enrol(self, join_token: str, node_id: str, offer: dict[str, Any]) -> str:
         """Enrol with the join token; return the new credential."""
-        body = {"join_token": join_token, "node_id": node_id, **offer}
-        resp = self.call("POST", "/v1/nodes/enrol", json=body, reauth=False)
-        credential: str = resp.json()["credential"]
-        return credential
+        body = EnrolBody(join_token=join_token, node_id=node_id, **offer)
+        resp = self.call("POST", "/v1/nodes/enrol", json=body.model_dump(), reauth=False)
+        return EnrolAnswer.model_validate(resp.json()).credential
 
-    def heartbeat(self, body: dict[str, Any]) -> None:
+    def heartbeat(self, body: HeartbeatBody) -> None:
         """Say the node is alive (one try: the next heartbeat is the retry)."""
-        self.call("POST", "/v1/nodes/heartbeat", json=body, retry=False)
+        self.call("POST", "/v1/nodes/heartbeat", json=body.model_dump(), retry=False)
 
-    def instructions(self, wait: float, after: int) -> list[dict[str, Any]]:
-        """Long-poll this node's instructions, acknowledging those up to ``after``."""
+    def instructions(self, wait: float, after: int) -> tuple[list[Instruction], int]:
+        """Long-poll this node's instructions, acknowledging those up to ``after``.
+
+        Returns the instructions decoded and the highest ``seq`` received (an
+        instruction this agent cannot read is logged and skipped, but acknowledged).
+        """
         resp = self.call(
             "GET",
             "/v1/nodes/instructions",
@@ -271,7 +276,17 @@ class CoordinatorClient:
         items = resp.json()
         if not isinstance(items, list):
             raise ShoalError("instructions are not a list", code="node.protocol")
-        return items
+        decoded: list[Instruction] = []
+        for item in items:
+            seq = item.get("seq") if isinstance(item, dict) else None
+            if isinstance(seq, int) and not isinstance(seq, bool):
+                after = max(after, seq)
+            try:
+                decoded.append(INSTRUCTION.validate_python(item))
+            except ValidationError as e:
+                kind = item.get("kind") if isinstance(item, dict) else None
+                log.warning("ignoring an instruction this agent cannot read (%r): %s", kind, e)
+        return decoded, after
 
     def started(self, instance_id: str) -> None:
         """Report that an instance started."""

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from shoal._api.schemas import RunInstruction
 from shoal._errors import ShoalError
 from shoal._node.cache import Caches
 from shoal._node.client import Abandoned, CoordinatorClient, Stopped, abandon_when
 from shoal._node.config import NodeConfig
 from shoal._node.executors import Executor, InstanceSpec, TaskHandle, failure_reason
 from shoal._node.proxy import InstanceScope, WorldProxy
-from shoal._runtime import protocol
+from shoal._runtime import ops, protocol
 
 log = logging.getLogger("shoal.node")
 
@@ -38,8 +39,7 @@ HELLO_MAX_BYTES = 4096
 MAX_PENDING_BYTES = 256 * 1024 * 1024  # an unfinished frame larger than this: kill
 EXIT_GRACE_S = 10.0  # after "done", how long the process may take to exit
 TIMEOUT_GRACE_S = 5.0  # past the task's timeout, when the agent kills it itself
-BATCHED = ("log", "metric")  # one-way records sent to the coordinator in batches
-MAX_BATCH = 1000  # the coordinator's bound on one batch
+BATCHED = ops.names(batched=True)  # one-way records sent to the coordinator in batches
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,10 @@ def _recv_hello(conn: socket.socket) -> dict[str, Any]:
 class InstanceRun:
     """Runs one ``run`` instruction to its end (call :meth:`run` in a thread)."""
 
-    def __init__(self, host: Host, item: dict[str, Any]) -> None:
+    def __init__(self, host: Host, item: RunInstruction) -> None:
         self.host = host
         self.item = item
-        self.instance_id: str = item["instance_id"]
+        self.instance_id = item.instance_id
         self._cancelled = threading.Event()
         self._handle: TaskHandle | None = None
         self._notify_error: str | None = None
@@ -134,11 +134,11 @@ class InstanceRun:
     # ------------------------------------------------------------------ phases
     def _run(self) -> Ended | None:
         item, cfg = self.item, self.host.config
-        image = self.host.image_path(str(item.get("image", "python")))
+        image = self.host.image_path(item.image)
         if image is None:
-            return Ended(False, f"node {cfg.node_id} has no image {item.get('image')!r}")
+            return Ended(False, f"node {cfg.node_id} has no image {item.image!r}")
         try:
-            folder = self.host.caches.bundle(str(item["module"]))
+            folder = self.host.caches.bundle(item.module)
         except Stopped:
             raise
         except Exception as e:
@@ -150,7 +150,7 @@ class InstanceRun:
         shutil.rmtree(workdir, ignore_errors=True)
         (workdir / "outbox").mkdir(parents=True)
         sock_path = self.host.socket_dir / f"{key}.sock"
-        datasets = {n: cfg.datasets[n] for n in item.get("datasets", []) if n in cfg.datasets}
+        datasets = {n: cfg.datasets[n] for n in item.datasets if n in cfg.datasets}
         spec = InstanceSpec(
             self.instance_id,
             image[0],
@@ -163,7 +163,7 @@ class InstanceRun:
             cfg.limits.cpu_seconds,
             cfg.limits.max_processes,
             cfg.limits.cpus,
-            image=str(item.get("image", "python")),
+            image=item.image,
         )
         outbox = (workdir / "outbox").resolve()  # fixed before any task code runs
         scope = InstanceScope(self.instance_id, cfg.node_id, datasets, outbox)
@@ -206,7 +206,7 @@ class InstanceRun:
 
     def _deadline(self) -> float:
         limits = [self.host.config.limits.wall_timeout_s]
-        timeout = self.item.get("timeout_s")
+        timeout = self.item.timeout_s
         if timeout is not None:
             limits.append(float(timeout) + TIMEOUT_GRACE_S)
         known = [x for x in limits if x is not None]
@@ -284,16 +284,16 @@ class InstanceRun:
                 return None
             item = self.item
             ctx = {
-                "swarm_id": item["swarm_id"],
+                "swarm_id": item.swarm_id,
                 "instance_id": self.instance_id,
                 "node_id": scope.node_id,
-                "alias": item["alias"],
-                "iteration": item["iteration"],
-                "attempt": item["attempt"],
-                "module": item["module"],
+                "alias": item.alias,
+                "iteration": item.iteration,
+                "attempt": item.attempt,
+                "module": item.module,
                 "folder": str(folder),
                 "outbox": str(scope.outbox),
-                "global_versions": item.get("global_versions") or {},
+                "global_versions": dict(item.global_versions),
             }
             protocol.send(conn, {"id": msg.get("id"), "ok": ctx})
         except (OSError, ShoalError, ValueError) as e:
@@ -350,7 +350,7 @@ class InstanceRun:
         for frame in frames:
             if frame.get("id") is None and frame.get("op") in BATCHED:
                 notes.append({"op": frame["op"], "args": frame.get("args") or {}})
-                if len(notes) >= MAX_BATCH:
+                if len(notes) >= ops.MAX_BATCH:
                     self._flush(scope, notes)
                 continue
             self._flush(scope, notes)
@@ -369,7 +369,7 @@ class InstanceRun:
             if len(calls) == 1:
                 self.host.proxy.handle(scope, calls[0]["op"], calls[0]["args"])
             else:
-                self.host.proxy.handle(scope, "batch", {"calls": calls})
+                self.host.proxy.handle(scope, ops.BATCH, {"calls": calls})
         except Stopped:
             raise
         except Exception as e:  # one-way: the instance fails when it reports done

@@ -1,7 +1,8 @@
 """The agent's side of an instance's world calls.
 
-``local.*`` is answered here from the node's config (the coordinator never learns data
-paths); everything else is forwarded to ``POST /v1/world``. Values cross as wires:
+Operations the table (:mod:`shoal._runtime.ops`) marks ``local`` are answered here from
+the node's config (the coordinator never learns data paths); everything else is
+forwarded to ``POST /v1/world``. Values cross as wires:
 a task writes a large value into its outbox and sends a ``file`` wire, which is uploaded
 as a blob and forwarded as a ``blob`` wire; a ``blob`` wire coming back is fetched into
 the blob cache and handed to the task as a ``file`` wire.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,9 @@ from typing import Any
 from shoal._errors import ShoalError
 from shoal._node.cache import Caches
 from shoal._node.client import CoordinatorClient
+from shoal._runtime import ops
 from shoal._runtime.protocol import raise_payload
-
-Wire = dict[str, Any]
-_NUMBERED = ("log", "metric")
+from shoal._wire import FileWire, Wire
 
 
 def _memory() -> int:
@@ -55,7 +56,7 @@ class InstanceScope:
     # agent restarted and was offered it again) is not taken for a repeat of the first.
     first_number: int = field(default_factory=lambda: secrets.randbits(30) << 32)
 
-    def number(self, args: dict[str, Any]) -> dict[str, Any]:
+    def number(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """``args`` of a log or metric record with its number ``n`` in this run of the
         instance (a request sent again carries the same numbers)."""
         self.notes += 1
@@ -69,25 +70,48 @@ class WorldProxy:
         self._client = client
         self._caches = caches
         self._resources = {"cpu": os.cpu_count() or 1, "memory": _memory(), "gpu": int(gpu)}
+        # The operations this node answers itself: one handler per local row.
+        self._answers: dict[str, Callable[[InstanceScope, Mapping[str, Any]], Any]] = {
+            ops.LOCAL_DATASET.name: lambda scope, args: self._dataset(scope, str(args.get("name"))),
+            ops.LOCAL_RESOURCES.name: lambda scope, args: dict(self._resources),
+        }
+        ops.check_handlers(self._answers, type(self).__name__, ops.names(local=True))
 
-    def handle(self, scope: InstanceScope, op: str, args: dict[str, Any]) -> Any:
-        """The answer to one request; raises ShoalError for the task to see."""
-        if op == "local.dataset":
-            return self._dataset(scope, str(args.get("name")))
-        if op == "local.resources":
-            return dict(self._resources)
-        if "value" in args:
-            args = {**args, "value": self._outgoing(scope, args["value"])}
-        # Numbered, so a record sent again after its answer was lost is stored once.
-        if op in _NUMBERED:
-            args = scope.number(args)
-        elif op == "batch":
-            calls = [{**c, "args": scope.number(c.get("args") or {})} for c in args["calls"]]
-            args = {**args, "calls": calls}
-        reply = self._client.world(scope.instance_id, op, args)
-        if "error" in reply:
-            raise_payload(reply["error"])
-        return self._incoming(op, reply.get("ok"))
+    def handle(self, scope: InstanceScope, op: str, args: Mapping[str, Any]) -> Any:
+        """The answer to one request (or :data:`~shoal._runtime.ops.BATCH` of batched
+        ones); raises ShoalError for the task to see."""
+        if op == ops.BATCH:
+            # Numbered, so a batch sent again after its answer was lost is stored once.
+            calls = [
+                {**c, "args": self._prepare(scope, c["op"], c.get("args") or {})}
+                for c in args["calls"]
+            ]
+            return self._forward(scope, op, {**args, "calls": calls}, ops.Reply.PLAIN)
+        row = ops.find(op)
+        if row is None:
+            raise ops.unknown(op)
+        if row.local:
+            return self._answers[op](scope, args)
+        return self._forward(scope, op, self._prepare(scope, op, args), row.reply)
+
+    def _prepare(self, scope: InstanceScope, op: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        """``args`` as the coordinator takes them: a value the task wrote to a file
+        uploaded as a blob; a record numbered, so one sent again is stored once."""
+        row = ops.find(op)
+        if row is None or row.local:
+            raise ops.unknown(op)
+        out = dict(args)
+        if row.value and "value" in out:
+            out["value"] = self._outgoing(scope, out["value"])
+        return scope.number(out) if row.numbered else out
+
+    def _forward(
+        self, scope: InstanceScope, op: str, args: dict[str, Any], reply: ops.Reply
+    ) -> Any:
+        answer = self._client.world(scope.instance_id, op, args)
+        if "error" in answer:
+            raise_payload(answer["error"])
+        return self._incoming(reply, answer.get("ok"))
 
     def _dataset(self, scope: InstanceScope, name: str) -> str:
         path = scope.datasets.get(name)
@@ -121,17 +145,18 @@ class WorldProxy:
         digest = self._caches.publish(path, offset, length)
         return {"blob": digest, "length": length}
 
-    def _local(self, wire: Any) -> Any:
+    def _local(self, wire: Wire | None) -> Wire | None:
         if isinstance(wire, dict) and "blob" in wire:
             path = self._caches.blob(str(wire["blob"]))
-            return {"file": str(path), "offset": 0, "length": int(wire["length"])}
+            local: FileWire = {"file": str(path), "offset": 0, "length": int(wire["length"])}
+            return local
         return wire
 
-    def _incoming(self, op: str, value: Any) -> Any:
-        if op == "globals.get" and isinstance(value, dict) and "value" in value:
+    def _incoming(self, reply: ops.Reply, value: Any) -> Any:
+        if reply is ops.Reply.VERSIONED and isinstance(value, dict) and "value" in value:
             return {**value, "value": self._local(value["value"])}
-        if op == "results.list" and isinstance(value, list):
+        if reply is ops.Reply.RECORDS and isinstance(value, list):
             return [{**r, "value": self._local(r["value"])} for r in value]
-        if op == "state.get":
+        if reply is ops.Reply.WIRE:
             return self._local(value)
         return value

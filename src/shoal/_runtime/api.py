@@ -9,6 +9,7 @@ from typing import Any
 
 from shoal._codec import decode
 from shoal._errors import ShoalError
+from shoal._runtime import ops
 from shoal._runtime.context import InstanceContext
 from shoal._wire import Buffer, SegmentReader, from_wire, to_wire, wire_buffer
 
@@ -31,8 +32,8 @@ class Globals:
         known = self._ctx.global_versions
         if have is not None and known is not None and known.get(key) == have[0]:
             return decode(have[1])  # unchanged since the instance started: no request
-        reply = self._ctx.channel.request(
-            "globals.get", {"key": key, "have": have[0] if have else None}
+        reply = ops.GLOBALS_GET.send(
+            self._ctx.channel, {"key": key, "have": have[0] if have else None}
         )
         if reply is None:
             return _MISSING
@@ -61,8 +62,9 @@ class Globals:
             raise ShoalError(
                 f"global key {key!r} is not a str", code="world.key", hint="use string keys"
             )
-        self._ctx.channel.request(
-            "globals.set", {"key": key, "value": to_wire(value, self._ctx.channel.outbox, "g")}
+        ops.GLOBALS_SET.send(
+            self._ctx.channel,
+            {"key": key, "value": to_wire(value, self._ctx.channel.outbox, "g")},
         )
         self._cache.pop(key, None)
         if self._ctx.global_versions is not None:
@@ -73,7 +75,7 @@ class Globals:
 
     def keys(self) -> list[str]:
         """Every key set so far."""
-        keys: list[str] = self._ctx.channel.request("globals.keys", {})
+        keys: list[str] = ops.GLOBALS_KEYS.send(self._ctx.channel, {})
         return keys
 
 
@@ -109,11 +111,11 @@ class Results:
         wire = to_wire(value, self._ctx.channel.outbox, f"r{self._ctx.iteration}")
         # One-way: the node stores it before it sees this instance end, and reports a
         # failure to store as the instance's failure.
-        self._ctx.channel.notify("results.add", {"tag": tag, "value": wire})
+        ops.RESULTS_ADD.send(self._ctx.channel, {"tag": tag, "value": wire})
 
     def _list(self, tag: str, alias: str | None, iteration: int | None) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = self._ctx.channel.request(
-            "results.list", {"tag": tag, "alias": alias, "iteration": iteration}
+        records: list[dict[str, Any]] = ops.RESULTS_LIST.send(
+            self._ctx.channel, {"tag": tag, "alias": alias, "iteration": iteration}
         )
         return records
 
@@ -198,12 +200,12 @@ class World:
 
     def stop_swarm(self) -> None:
         """End the swarm once the current iteration has finished."""
-        self._ctx.channel.request("swarm.stop", {})
+        ops.SWARM_STOP.send(self._ctx.channel, {})
 
     def schedule_next_iter(self, node_ids: Iterable[str], alias: str) -> None:
         """Run task ``alias`` only on ``node_ids`` (those still eligible) next iteration."""
         ids = [str(n) for n in node_ids]
-        self._ctx.channel.request("swarm.schedule_next_iter", {"node_ids": ids, "alias": alias})
+        ops.SWARM_SCHEDULE_NEXT_ITER.send(self._ctx.channel, {"node_ids": ids, "alias": alias})
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,7 @@ class Local:
 
     def get_dataset_path(self, name: str) -> Path:
         """The path the node maps dataset ``name`` to."""
-        reply = self._ctx.channel.request("local.dataset", {"name": name})
+        reply = ops.LOCAL_DATASET.send(self._ctx.channel, {"name": name})
         return Path(reply)
 
     def get_dataset(self, name: str) -> Any:
@@ -251,18 +253,19 @@ class Local:
 
     def get_state(self, key: str, default: Any = None) -> Any:
         """Value saved by :meth:`set_state` on this node for this swarm and task."""
-        reply = self._ctx.channel.request("state.get", {"key": key})
+        reply = ops.STATE_GET.send(self._ctx.channel, {"key": key})
         return default if reply is None else from_wire(reply)
 
     def set_state(self, key: str, value: Any) -> None:
         """Persist ``value`` for later iterations of this task on this node."""
-        self._ctx.channel.request(
-            "state.set", {"key": key, "value": to_wire(value, self._ctx.channel.outbox, "g")}
+        ops.STATE_SET.send(
+            self._ctx.channel,
+            {"key": key, "value": to_wire(value, self._ctx.channel.outbox, "g")},
         )
 
     def get_resources(self) -> Resources:
         """CPU count, memory and GPU facts of the node."""
-        return Resources(**self._ctx.channel.request("local.resources", {}))
+        return Resources(**ops.LOCAL_RESOURCES.send(self._ctx.channel, {}))
 
 
 def load_dataset(path: Path) -> Any:
@@ -306,7 +309,7 @@ class Logger:
                 code="logger.level",
                 hint=f"use one of {', '.join(_LEVELS)}",
             )
-        self._ctx.channel.notify("log", {"level": level, "message": str(message)})
+        ops.LOG.send(self._ctx.channel, {"level": level, "message": str(message)})
 
     def debug(self, message: object) -> None:
         """Log at debug level."""
@@ -326,8 +329,8 @@ class Logger:
 
     def metric(self, name: str, value: float, step: int | None = None) -> None:
         """Record a numeric metric (``step`` defaults to the iteration)."""
-        self._ctx.channel.notify(
-            "metric",
+        ops.METRIC.send(
+            self._ctx.channel,
             {
                 "name": name,
                 "value": float(value),

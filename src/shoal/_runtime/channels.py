@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import socket
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from shoal._runtime import protocol
@@ -89,7 +90,7 @@ class SocketChannel:
         protocol.send_frames(self._sock, self._deferred)
         self._deferred.clear()
 
-    def request(self, op: str, args: dict[str, Any]) -> Any:
+    def request(self, op: str, args: Mapping[str, Any]) -> Any:
         """Send a request and wait for its reply."""
         rid = next(self._ids)
         self.send({"id": rid, "op": op, "args": args})
@@ -112,7 +113,7 @@ class SocketChannel:
             seen = len(self._pending)
             self._fill(wait=True)
 
-    def notify(self, op: str, args: dict[str, Any]) -> None:
+    def notify(self, op: str, args: Mapping[str, Any]) -> None:
         """Send a one-way message (or defer it, see the class)."""
         msg = {"id": None, "op": op, "args": args}
         if op in self._defer:

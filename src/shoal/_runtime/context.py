@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,11 +17,11 @@ class Channel(Protocol):
 
     outbox: Outbox | None
 
-    def request(self, op: str, args: dict[str, Any]) -> Any:
+    def request(self, op: str, args: Mapping[str, Any]) -> Any:
         """Call ``op`` and return its result, or raise the service's error."""
         ...
 
-    def notify(self, op: str, args: dict[str, Any]) -> None:
+    def notify(self, op: str, args: Mapping[str, Any]) -> None:
         """Send a one-way message (logs, metrics)."""
         ...
 

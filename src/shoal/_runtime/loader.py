@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 
 from shoal._errors import ShoalError
+from shoal._runtime import ops
 from shoal._runtime.context import Channel, InstanceContext, running
 
 _SHOAL_DIR = str(Path(__file__).resolve().parent.parent)
@@ -150,12 +151,12 @@ class LogStream(io.TextIOBase):
         self._buf += s
         *lines, self._buf = self._buf.split("\n")
         for line in lines:
-            self._channel.notify("log", {"level": self._level, "message": line})
+            ops.LOG.send(self._channel, {"level": self._level, "message": line})
         return len(s)
 
     def flush(self) -> None:
         if self._buf:
-            self._channel.notify("log", {"level": self._level, "message": self._buf})
+            ops.LOG.send(self._channel, {"level": self._level, "message": self._buf})
             self._buf = ""
 
 

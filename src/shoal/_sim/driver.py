@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from shoal._api.records import failure_record
 from shoal._bundle import Bundle
 from shoal._driver import DriverBase
 from shoal._engine import Engine
@@ -294,7 +295,7 @@ class Simulation(DriverBase):
             status=fin.status,
             reason=fin.reason,
             iterations=fin.iterations,
-            failures=tuple(fin.failures),
+            failures=tuple(failure_record(f) for f in fin.failures),
             timings=timings,
             wall_s=self.now(),
             run_dir=self.run_dir,

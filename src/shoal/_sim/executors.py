@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from shoal._engine.messages import FailureKind
 from shoal._errors import ShoalError
-from shoal._runtime import protocol
+from shoal._runtime import ops, protocol
 from shoal._runtime.context import InstanceContext
 from shoal._runtime.loader import ModuleCache, Outcome, run_instance
 from shoal._world.direct import DirectChannel
@@ -409,7 +409,7 @@ class ProcessPoolExecutor:
             else:
                 self._notify_errors.setdefault(iid, f"{frame['op']} failed: {e}")
             return
-        if frame["op"] == "globals.set":  # before the reply: the write then precedes it
+        if frame["op"] == ops.GLOBALS_SET.name:  # before the reply: the write then precedes it
             self._globals_changed(job.info.swarm_id)
         if rid is not None:
             protocol.send(w.sock, {"id": rid, "ok": result})

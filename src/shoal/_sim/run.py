@@ -10,11 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shoal._api.records import (
+    FailureRecord,
+    LogRecord,
+    MetricRecord,
+    log_record,
+    metric_record,
+)
 from shoal._engine import Engine
-from shoal._engine.messages import InstanceFailure
 from shoal._errors import ShoalError
 from shoal._plan import Plan
-from shoal._store.base import LogRow, MetricRow, Store
+from shoal._runtime.api import ResultRecord
+from shoal._store.base import Store
 from shoal._wire import from_wire
 
 
@@ -103,15 +110,11 @@ class RunResults:
 
     def select_all(
         self, tag: str, alias: str | None = None, iteration: int | None = None
-    ) -> list[dict[str, Any]]:
-        """Every record of ``tag``: alias, node_id, iteration and value."""
+    ) -> list[ResultRecord]:
+        """Every record of ``tag`` (:class:`shoal.runtime.ResultRecord`: alias, node_id,
+        iteration and value)."""
         return [
-            {
-                "alias": r.alias,
-                "node_id": r.node_id,
-                "iteration": r.iteration,
-                "value": from_wire(r.value),
-            }
+            ResultRecord(r.alias, r.node_id, r.iteration, from_wire(r.value))
             for r in self._rows(tag, alias, iteration)
         ]
 
@@ -129,7 +132,8 @@ class SimulationRun:
     iterations
         How many iterations started.
     failures
-        Every failed instance with its node id, error and traceback.
+        Every failed instance (:class:`~shoal.FailureRecord`) with its node id, kind,
+        error and traceback.
     globals, results
         Final globals (``run.globals[key]``) and results (``run.results.select(...)``).
     run_dir
@@ -141,7 +145,7 @@ class SimulationRun:
     status: str
     reason: str
     iterations: int
-    failures: tuple[InstanceFailure, ...]
+    failures: tuple[FailureRecord, ...]
     timings: list[TaskTiming]
     wall_s: float
     run_dir: Path
@@ -188,17 +192,19 @@ class SimulationRun:
         task: str | None = None,
         level: str | None = None,
         iteration: int | None = None,
-    ) -> list[LogRow]:
+    ) -> list[LogRecord]:
         """Log records, filtered by node, task (alias), level and iteration."""
-        return self._store.logs(
+        rows = self._store.logs(
             self.swarm_id, node=node, task=task, level=level, iteration=iteration
         )
+        return [log_record(r) for r in rows]
 
     def metrics(
         self, name: str | None = None, node: str | None = None, task: str | None = None
-    ) -> list[MetricRow]:
+    ) -> list[MetricRecord]:
         """Metric values, filtered by name, node and task (alias)."""
-        return self._store.metrics(self.swarm_id, name=name, node=node, task=task)
+        rows = self._store.metrics(self.swarm_id, name=name, node=node, task=task)
+        return [metric_record(r) for r in rows]
 
     def summary(self) -> dict[str, Any]:
         """A JSON-representable summary: status, iterations, globals, metrics."""
@@ -234,7 +240,7 @@ class SimulationRun:
                     "task": f.alias,
                     "node": f.node_id,
                     "iteration": f.iteration,
-                    "kind": f.kind.value,
+                    "kind": f.kind,
                     "error": f.error,
                     "traceback": f.traceback,
                 }

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shoal._runtime import protocol
+from shoal._runtime import ops, protocol
 from shoal._runtime.channels import SocketChannel
 from shoal._runtime.context import InstanceContext
 from shoal._runtime.loader import ModuleCache, run_instance
@@ -46,7 +46,7 @@ def serve(sock: socket.socket, blobs: Path) -> None:
     """Run instances until the driver says ``exit`` or goes away."""
     cache = ModuleCache()
     outbox = Outbox(blobs, f"w{os.getpid()}")
-    channel = SocketChannel(sock, outbox, defer=frozenset({"results.add"}))
+    channel = SocketChannel(sock, outbox, defer=ops.names(deferrable=True))
     versions = _Versions()
     folders: dict[str, Path] = {}  # a few modules, thousands of instances: parse once
     protocol.send(sock, {"op": "ready"})  # imports done: instance timings start from here

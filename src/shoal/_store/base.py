@@ -1,10 +1,10 @@
 """The store contract: what every backend (memory, SQLite, PostgreSQL) provides.
 
 One written contract, one shared test suite (tests/store/) run against every backend.
-Values are *wire values* (``shoal._wire``): ``{"inline": bytes}`` or a reference
-the backend does not interpret (``{"blob": digest, "length": n}`` in the coordinator,
-``{"file": ..., "offset": ..., "length": ...}`` in the simulator). A store never decodes
-a value.
+Values are *wire values* (:data:`shoal._wire.Wire`): ``{"inline": bytes}`` or a
+reference the backend does not interpret (``{"blob": digest, "length": n}`` in the
+coordinator, ``{"file": ..., "offset": ..., "length": ...}`` in the simulator). A store
+never decodes a value.
 
 Durability: a method that returns has made its write durable (SQL: committed).
 Idempotence: ``result_add`` replaces the result with the same (instance, tag);
@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shoal._errors import ShoalError
-
-Wire = dict[str, Any]
+from shoal._wire import Wire
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,10 @@ from shoal._store.base import (
     NodeRecord,
     ResultRow,
     SwarmRecord,
-    Wire,
     swarm_exists,
     swarm_missing,
 )
-from shoal._wire import free_segments, retire_bucket
+from shoal._wire import Wire, free_segments, retire_bucket
 
 __all__ = ["LogRow", "MemoryStore", "MetricRow", "ResultRow"]
 

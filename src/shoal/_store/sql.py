@@ -26,12 +26,12 @@ from shoal._store.base import (
     NodeRecord,
     ResultRow,
     SwarmRecord,
-    Wire,
     swarm_exists,
     swarm_missing,
 )
 from shoal._store.migrate import upgrade_connection
 from shoal._store.sqlengine import WRITE_OPTION, is_sqlite_memory, make_engine, normalize_url
+from shoal._wire import Wire
 
 __all__ = ["SQLStore"]
 

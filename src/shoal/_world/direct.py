@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from shoal._wire import Outbox
@@ -18,10 +19,10 @@ class DirectChannel:
         self._service = service
         self._info = info
 
-    def request(self, op: str, args: dict[str, Any]) -> Any:
+    def request(self, op: str, args: Mapping[str, Any]) -> Any:
         """Call the service directly."""
         return self._service.handle(self._info, op, args)
 
-    def notify(self, op: str, args: dict[str, Any]) -> None:
+    def notify(self, op: str, args: Mapping[str, Any]) -> None:
         """Call the service directly, ignoring the result."""
         self._service.handle(self._info, op, args)

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from shoal._errors import ShoalError
+from shoal._runtime import ops
 from shoal._store.base import LogRow, MetricRow, ResultRow, Store
+from shoal._wire import Wire
 
 
 def _memory() -> int:
@@ -50,8 +52,15 @@ class NodeInfo:
     resources: dict[str, int] = field(default_factory=lambda: dict(_HOST))
 
 
+Handler = Callable[["InstanceInfo", Any], Any]
+
+
 class WorldService:
-    """Answers ``op`` requests of instances against a store."""
+    """Answers ``op`` requests of instances against a store.
+
+    One handler per row of :data:`shoal._runtime.ops.TABLE`; construction fails with
+    an error naming every operation without a handler (or handled but not declared).
+    """
 
     def __init__(
         self,
@@ -66,34 +75,35 @@ class WorldService:
         self._on_stop = on_stop
         self._on_next_iter = on_next_iter
         self._clock = clock
-        self._ops: dict[str, Callable[[InstanceInfo, dict[str, Any]], Any]] = {
-            "globals.get": self._globals_get,
-            "globals.set": self._globals_set,
-            "globals.keys": lambda i, a: self.store.global_keys(i.swarm_id),
-            "results.add": self._results_add,
-            "results.list": self._results_list,
-            "swarm.stop": self._stop,
-            "swarm.schedule_next_iter": self._next_iter,
-            "state.get": lambda i, a: self.store.state_get(
-                i.swarm_id, i.node_id, i.alias, a["key"]
-            ),
-            "state.set": lambda i, a: self.store.state_set(
-                i.swarm_id, i.node_id, i.alias, a["key"], a["value"]
-            ),
-            "local.dataset": self._dataset,
-            "local.resources": lambda i, a: dict(self.nodes[i.node_id].resources),
-            "log": self._log,
-            "metric": self._metric,
+        self._ops: dict[str, Handler] = self.handlers()
+        ops.check_handlers(self._ops, type(self).__name__)
+
+    def handlers(self) -> dict[str, Handler]:
+        """``{operation name: handler}``, one per row of the table of operations."""
+        return {
+            ops.GLOBALS_GET.name: self._globals_get,
+            ops.GLOBALS_SET.name: self._globals_set,
+            ops.GLOBALS_KEYS.name: self._globals_keys,
+            ops.RESULTS_ADD.name: self._results_add,
+            ops.RESULTS_LIST.name: self._results_list,
+            ops.SWARM_STOP.name: self._stop,
+            ops.SWARM_SCHEDULE_NEXT_ITER.name: self._next_iter,
+            ops.STATE_GET.name: self._state_get,
+            ops.STATE_SET.name: self._state_set,
+            ops.LOCAL_DATASET.name: self._dataset,
+            ops.LOCAL_RESOURCES.name: self._resources,
+            ops.LOG.name: self._log,
+            ops.METRIC.name: self._metric,
         }
 
-    def handle(self, info: InstanceInfo, op: str, args: dict[str, Any]) -> Any:
+    def handle(self, info: InstanceInfo, op: str, args: Mapping[str, Any]) -> Any:
         """Run one request; raise ShoalError for anything the task did wrong."""
         fn = self._ops.get(op)
         if fn is None:
-            raise ShoalError(f"unknown runtime operation {op!r}", code="runtime.op")
+            raise ops.unknown(op)
         return fn(info, args)
 
-    def _globals_get(self, info: InstanceInfo, args: dict[str, Any]) -> Any:
+    def _globals_get(self, info: InstanceInfo, args: ops.GlobalsGetArgs) -> Any:
         found = self.store.global_get(info.swarm_id, args["key"])
         if found is None:
             return None
@@ -102,10 +112,22 @@ class WorldService:
             return {"version": version, "same": True}
         return {"version": version, "value": value}
 
-    def _globals_set(self, info: InstanceInfo, args: dict[str, Any]) -> None:
+    def _globals_set(self, info: InstanceInfo, args: ops.GlobalsSetArgs) -> None:
         self.store.global_set(info.swarm_id, args["key"], args["value"], info.iteration)
 
-    def _results_add(self, info: InstanceInfo, args: dict[str, Any]) -> None:
+    def _globals_keys(self, info: InstanceInfo, args: ops.NoArgs) -> list[str]:
+        return self.store.global_keys(info.swarm_id)
+
+    def _state_get(self, info: InstanceInfo, args: ops.KeyArgs) -> Wire | None:
+        return self.store.state_get(info.swarm_id, info.node_id, info.alias, args["key"])
+
+    def _state_set(self, info: InstanceInfo, args: ops.StateSetArgs) -> None:
+        self.store.state_set(info.swarm_id, info.node_id, info.alias, args["key"], args["value"])
+
+    def _resources(self, info: InstanceInfo, args: ops.NoArgs) -> dict[str, int]:
+        return dict(self.nodes[info.node_id].resources)
+
+    def _results_add(self, info: InstanceInfo, args: ops.ResultsAddArgs) -> None:
         tag = args["tag"]
         if not isinstance(tag, str) or not tag:
             raise ShoalError(
@@ -125,7 +147,7 @@ class WorldService:
             )
         )
 
-    def _results_list(self, info: InstanceInfo, args: dict[str, Any]) -> list[dict[str, Any]]:
+    def _results_list(self, info: InstanceInfo, args: ops.ResultsListArgs) -> list[dict[str, Any]]:
         tag, alias, iteration = args["tag"], args.get("alias"), args.get("iteration")
         if iteration is not None and self.store.dropped(info.swarm_id, int(iteration)):
             raise ShoalError(
@@ -149,13 +171,13 @@ class WorldService:
             for r in rows
         ]
 
-    def _stop(self, info: InstanceInfo, args: dict[str, Any]) -> None:
+    def _stop(self, info: InstanceInfo, args: ops.NoArgs) -> None:
         self._on_stop(info)
 
-    def _next_iter(self, info: InstanceInfo, args: dict[str, Any]) -> None:
+    def _next_iter(self, info: InstanceInfo, args: ops.NextIterArgs) -> None:
         self._on_next_iter(info, str(args["alias"]), tuple(args["node_ids"]))
 
-    def _dataset(self, info: InstanceInfo, args: dict[str, Any]) -> str:
+    def _dataset(self, info: InstanceInfo, args: ops.DatasetArgs) -> str:
         name = args["name"]
         datasets = self.nodes[info.node_id].datasets
         if name not in datasets:
@@ -168,7 +190,7 @@ class WorldService:
             )
         return str(datasets[name])
 
-    def _log(self, info: InstanceInfo, args: dict[str, Any]) -> None:
+    def _log(self, info: InstanceInfo, args: ops.LogArgs) -> None:
         self.store.log_add(
             LogRow(
                 info.swarm_id,
@@ -183,7 +205,7 @@ class WorldService:
             )
         )
 
-    def _metric(self, info: InstanceInfo, args: dict[str, Any]) -> None:
+    def _metric(self, info: InstanceInfo, args: ops.MetricArgs) -> None:
         self.store.metric_add(
             MetricRow(
                 info.swarm_id,

@@ -1,0 +1,223 @@
+"""The HTTP bodies the coordinator, the node agent and the client share (docs/api.md).
+
+Requests are validated by the coordinator before its driver sees them (a mismatch is a
+422 naming the fields); instructions are produced by the coordinator from these models
+and decoded by the node agent with the same models; user records
+(:mod:`shoal._api.records`) are validated by the client with :func:`decode`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictBool,
+    StrictBytes,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
+
+from shoal._api.records import (
+    LogRecord,
+    MetricRecord,
+    NodeRecord,
+    SwarmStatus,
+    SwarmSummary,
+)
+from shoal._errors import ShoalError
+
+NODE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+DIGEST = r"^sha256:[0-9a-f]{64}$"
+
+
+class Body(BaseModel):
+    """A request body: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------------------- nodes
+
+
+class EnrolBody(Body):
+    """``POST /v1/nodes/enrol``."""
+
+    join_token: StrictStr
+    node_id: Annotated[str, Field(pattern=NODE_ID)]
+    datasets: list[StrictStr] = []
+    gpu: StrictBool = False
+    images: list[StrictStr] | None = None
+
+
+class EnrolAnswer(BaseModel):
+    """The node's id and its credential (shown once)."""
+
+    node_id: str
+    credential: str
+
+
+class HeartbeatBody(Body):
+    """``POST /v1/nodes/heartbeat``: what the node offers now.
+
+    ``session`` (random per agent process) tells the coordinator that the agent
+    restarted and lost its instances; ``running`` lists the instances it runs, so the
+    coordinator can cancel the ones that ended while it could not say so.
+    """
+
+    datasets: list[StrictStr] = []
+    gpu: StrictBool = False
+    images: list[StrictStr] | None = None
+    session: StrictStr | None = None
+    running: list[StrictStr] = []
+
+
+class HeartbeatAnswer(BaseModel):
+    """Acknowledgement and the timeout after which the node counts as lost."""
+
+    ok: bool = True
+    heartbeat_timeout_s: float
+
+
+class DoneBody(Body):
+    """``POST /v1/instances/{id}/done``."""
+
+    ok: StrictBool
+    error: StrictStr = ""
+    traceback: StrictStr = ""
+    kind: Literal["error", "crash", "timeout"] = "error"
+
+
+class Ok(BaseModel):
+    """``{ok: true}``."""
+
+    ok: bool = True
+
+
+class BlobAnswer(BaseModel):
+    """A stored blob."""
+
+    digest: str
+    length: int
+
+
+class WorldRequest(Body):
+    """``POST /v1/world`` (msgpack); ``args`` are checked against the operation's
+    schema in :mod:`shoal._runtime.ops`."""
+
+    instance_id: StrictStr
+    op: StrictStr
+    args: dict[StrictStr, Any] = {}
+
+
+# ---------------------------------------------------------------------- instructions
+
+
+class RunInstruction(BaseModel):
+    """Run an instance. ``global_versions`` (the swarm's globals' versions) is filled
+    in when the instruction is delivered; ``seq`` when it is queued."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["run"] = "run"
+    swarm_id: str
+    instance_id: str
+    alias: str
+    iteration: int
+    attempt: int
+    module: str
+    datasets: list[str]
+    image: str
+    timeout_s: float | None
+    global_versions: dict[str, str] = {}
+    seq: int = 0
+
+
+class CancelInstruction(BaseModel):
+    """Stop an instance; the coordinator already decided its outcome."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["cancel"] = "cancel"
+    instance_id: str
+    reason: str
+    seq: int = 0
+
+
+Instruction = RunInstruction | CancelInstruction
+_TaggedInstruction = Annotated[Instruction, Field(discriminator="kind")]
+
+
+class Instructions(RootModel[list[_TaggedInstruction]]):
+    """``GET /v1/nodes/instructions``: a JSON list of instructions, in ``seq`` order."""
+
+
+INSTRUCTION: TypeAdapter[Instruction] = TypeAdapter(_TaggedInstruction)
+
+
+# ----------------------------------------------------------------------------- users
+
+
+class SubmitBody(Body):
+    """``POST /v1/swarms`` (msgpack)."""
+
+    plan: StrictStr
+    bundles: dict[StrictStr, StrictBytes] = {}
+    seed: StrictInt = 0
+
+
+class SwarmAnswer(BaseModel):
+    """The id of a submitted swarm."""
+
+    swarm_id: str
+
+
+class Story(BaseModel):
+    """``GET /v1/instances/{id}/story``: one line per transition or engine decision,
+    ``t=<time> #<event id> <event>: <detail>``."""
+
+    instance_id: str
+    story: list[str]
+
+
+class Health(BaseModel):
+    """``GET /v1/health``."""
+
+    ok: bool = True
+    version: str
+
+
+SWARM_STATUS = TypeAdapter(SwarmStatus)
+SWARM_LIST = TypeAdapter(list[SwarmSummary])
+LOG_LIST = TypeAdapter(list[LogRecord])
+METRIC_LIST = TypeAdapter(list[MetricRecord])
+NODE_LIST = TypeAdapter(list[NodeRecord])
+
+T = TypeVar("T")
+
+
+def decode(adapter: TypeAdapter[T], doc: Any, what: str, code: str = "api.schema") -> T:
+    """``doc`` (JSON data) as the record type of ``adapter``.
+
+    Raises
+    ------
+    ShoalError
+        ``code``, naming the fields that do not fit.
+    """
+    try:
+        return adapter.validate_python(doc)
+    except ValidationError as e:
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in e.errors()[:5]
+        )
+        raise ShoalError(
+            f"{what} does not have the expected shape ({fields})",
+            code=code,
+            hint="use a client of the coordinator's version",
+        ) from None
