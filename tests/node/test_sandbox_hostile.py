@@ -30,8 +30,8 @@ from deploy_harness import (
 
 import shoal
 from shoal import Module, Swarm, Task
-from shoal._node.sandbox.cgroups import Cgroups
-from shoal._node.sandbox.probe import probe_bwrap
+from shoal._exec.cgroups import Cgroups
+from shoal._exec.probe import probe_bwrap
 
 pytestmark = [pytest.mark.timeout(180)]
 

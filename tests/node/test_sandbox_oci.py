@@ -47,10 +47,11 @@ import msgpack
 import numpy as np
 import pytest
 
+import shoal
 from shoal._errors import ShoalError
-from shoal._node.executors import Executor, InstanceSpec, SubprocessExecutor, TaskHandle
-from shoal._node.sandbox import oci
-from shoal._node.sandbox.oci import (
+from shoal._exec import oci
+from shoal._exec.base import Executor, InstanceSpec, TaskHandle
+from shoal._exec.oci import (
     HOST_SHOAL_MOUNT,
     ContainerHandle,
     OciExecutor,
@@ -58,6 +59,7 @@ from shoal._node.sandbox.oci import (
     container_argv,
     plan_container,
 )
+from shoal._exec.process import SubprocessExecutor
 from shoal._runtime import protocol
 
 pytestmark = pytest.mark.timeout(120)
@@ -153,7 +155,7 @@ def test_an_image_without_shoal_gets_the_agents_package_read_only(tmp_path: Path
     plan = plan_container("docker", spec, tmp_path / "s.sock", OciImage("img", HOST_SHOAL_MOUNT))
     argv = container_argv(plan)
     src, mode = volumes(argv)[f"{HOST_SHOAL_MOUNT}/shoal"]
-    assert mode == "ro" and Path(src) == Path(oci.__file__).resolve().parents[2]
+    assert mode == "ro" and Path(src) == Path(shoal.__file__).resolve().parent
     assert (Path(src) / "__init__.py").is_file()  # the package, not its site-packages
     env = dict(e.split("=", 1) for e in flag_values(argv, "--env"))
     assert env["PYTHONPATH"] == HOST_SHOAL_MOUNT

@@ -26,8 +26,9 @@ import shoal
 from shoal import Module, Swarm, Task
 from shoal._define.loader import load_swarm
 from shoal._errors import ShoalError
-from shoal._node.sandbox import bwrap as bwrap_module
-from shoal._sim.executors import SANDBOX_NOTE, bwrap_problem, normalize_executor
+from shoal._exec import bwrap as bwrap_module
+from shoal._exec.jobs import normalize_executor
+from shoal._exec.pool_bwrap import SANDBOX_NOTE, bwrap_problem
 
 pytestmark = pytest.mark.timeout(120)
 

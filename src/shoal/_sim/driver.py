@@ -38,16 +38,12 @@ from shoal._engine.messages import (
     WakeAt,
 )
 from shoal._errors import ShoalError
+from shoal._exec.inline import InlineExecutor
+from shoal._exec.jobs import Job, Kind, SimExecutor, normalize_executor
+from shoal._exec.pool import ProcessPoolExecutor
+from shoal._exec.pool_bwrap import BwrapSandbox
 from shoal._plan import Plan
 from shoal._runtime.loader import Outcome, extract_bundle
-from shoal._sim.executors import (
-    BwrapSandbox,
-    InlineExecutor,
-    Job,
-    ProcessPoolExecutor,
-    SimExecutor,
-    normalize_executor,
-)
 from shoal._sim.run import SimulationRun, TaskTiming
 from shoal._store.memory import MemoryStore
 from shoal._world.service import InstanceInfo, NodeInfo, WorldService
@@ -142,6 +138,8 @@ class Simulation:
         self._folders = {
             d: extract_bundle(b.data, d, run_dir / "modules") for d, b in bundles.items()
         }
+        # The datasets each module declares (a sandboxed pool shows a worker only these).
+        self._declared = {d: frozenset(m.datasets) for d, m in self.plan.modules.items()}
         self.store = MemoryStore(run_dir / "blobs")
         for key, b64 in plan.globals.items():
             self.store.global_set(swarm_id, key, {"inline": base64.b64decode(b64)}, iteration=-1)
@@ -173,7 +171,7 @@ class Simulation:
         self._c.started_at[instance_id] = self.clock.now()
         self._events.append(InstanceStarted(instance_id, self.now()))
 
-    def _on_done(self, instance_id: str, outcome: Outcome, kind: FailureKind) -> None:
+    def _on_done(self, instance_id: str, outcome: Outcome, kind: Kind) -> None:
         info = self._infos.pop(instance_id)
         started = self._c.started_at.pop(instance_id, None)
         if started is not None:
@@ -183,7 +181,9 @@ class Simulation:
             self._events.append(InstanceSucceeded(instance_id, self.now()))
         else:
             self._events.append(
-                InstanceFailed(instance_id, self.now(), outcome.error, outcome.traceback, kind)
+                InstanceFailed(
+                    instance_id, self.now(), outcome.error, outcome.traceback, FailureKind(kind)
+                )
             )
 
     def _on_stop(self, info: InstanceInfo) -> None:
@@ -207,7 +207,15 @@ class Simulation:
                 )
                 self._infos[ins.instance_id] = info
                 self._c.scheduled += 1
-                executor.submit(Job(info, ins.attempt, ins.module, self._folders[ins.module]))
+                executor.submit(
+                    Job(
+                        info,
+                        ins.attempt,
+                        ins.module,
+                        self._folders[ins.module],
+                        self._declared[ins.module],
+                    )
+                )
             elif isinstance(ins, CancelInstance):
                 executor.cancel(ins.instance_id)
                 if self._infos.pop(ins.instance_id, None) is not None:
