@@ -27,6 +27,7 @@ from shoal._runtime.loader import Outcome
 from shoal._world.service import WorldService
 
 WORKER_MODULE = "shoal._exec.pool_worker"
+CRASH_EXIT_S = 1.0  # how long a worker whose socket closed may take to exit by itself
 
 # Which jobs a worker may run: None in the plain pool (any), else the set of datasets
 # its modules declare (a sandboxed worker sees only those).
@@ -328,6 +329,9 @@ class ProcessPoolExecutor:
         """Replace a worker that died (or whose channel broke: ``error`` says how); the
         instance it was running fails as a crash, and its other jobs run elsewhere."""
         jobs = list(w.jobs)
+        if error is None:  # its socket closed: let it exit (a sandbox passes on its status)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                w.proc.wait(timeout=CRASH_EXIT_S)
         self._replace(w, jobs[1:])
         if jobs:
             if error is None:
