@@ -28,6 +28,7 @@ from shoal._world.service import WorldService
 
 WORKER_MODULE = "shoal._exec.pool_worker"
 CRASH_EXIT_S = 1.0  # how long a worker whose socket closed may take to exit by itself
+SPAWN_GUESS_S = 0.3  # a worker's start-up until it is ready, before one was measured
 
 # Which jobs a worker may run: None in the plain pool (any), else the set of datasets
 # its modules declare (a sandboxed worker sees only those).
@@ -47,6 +48,7 @@ class _Worker:
     ready: bool = False
     head_since: float = 0.0  # when the first of ``jobs`` started
     draining: bool = False  # takes no more jobs; retired once idle (another group needs it)
+    spawned: float = field(default_factory=time.monotonic)
 
 
 class ProcessPoolExecutor:
@@ -70,9 +72,11 @@ class ProcessPoolExecutor:
     (see :class:`~shoal._exec.pool_bwrap.BwrapSandbox`) and sees only the datasets its
     module declares: workers are grouped by a module's set of declared datasets, a
     group's workers start when its first job arrives, each job goes to a worker of its
-    group, and there are never more than ``workers`` in all (a group that needs one
-    takes the place of an idle worker of another group, or of a busy one of a group
-    that has several once it is done with its jobs).
+    group, and there are never more than ``workers`` in all. A group without a worker
+    takes the place of an idle worker of another group (or of a busy one of a group
+    that has several, once it is done with the jobs it was sent); a group that has
+    workers gets one more in an idle worker's place only when that saves more time than
+    a worker start costs (:meth:`_worth_growing`).
 
     Attributes
     ----------
@@ -108,6 +112,7 @@ class ProcessPoolExecutor:
         self._epoch = 0  # globals written so far; orders the versions a worker hears of
         self._sandbox = sandbox
         self._size = workers
+        self._spawn_s = SPAWN_GUESS_S  # running mean of worker start-up times
         self._grouped = sandbox is not None
         self.enforces: frozenset[str] = sandbox.enforces if sandbox is not None else frozenset()
         # Errors of one-way requests (results.add) fail the instance when it reports done.
@@ -188,11 +193,23 @@ class ProcessPoolExecutor:
                 if w.group != group and not w.jobs and w.ready and not w.draining
             ]
             spare = [w for w in idle if not self._queues[w.group]]
-            if spare or (not mine and idle):
-                self._retire((spare or idle)[0])
+            if not mine:  # it has none: it takes an idle worker's place, or waits for one
+                if idle:
+                    self._retire((spare or idle)[0])
+                    self._spawn(group)
+                elif not any(w.draining for w in self._workers):
+                    self._drain_one_for(group)
+            elif spare and self._worth_growing(len(queue), len(mine)):
+                self._retire(spare[0])
                 self._spawn(group)
-            elif not mine and not any(w.draining for w in self._workers):
-                self._drain_one_for(group)
+
+    def _worth_growing(self, queued: int, workers: int) -> bool:
+        """Whether one more worker for a group with ``workers`` and ``queued`` jobs
+        saves more time than starting it costs (the jobs' mean time so far; no guess
+        before one has ended). A swarm whose aggregator declares no dataset would
+        otherwise restart a worker twice per iteration for a few short jobs."""
+        saved = queued * self._mean_s / (workers * (workers + 1))
+        return saved > self._spawn_s
 
     def _drain_one_for(self, group: Group) -> None:
         """Stop feeding a worker of the group with the most workers (if it has several,
@@ -344,6 +361,7 @@ class ProcessPoolExecutor:
         op = frame.get("op")
         if op == "ready":
             w.ready = True
+            self._spawn_s = 0.5 * self._spawn_s + 0.5 * (time.monotonic() - w.spawned)
             self._assign(w)
             return
         if not w.jobs:
