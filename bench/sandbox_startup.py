@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shoal._node.executors import Executor, InstanceSpec, make_executor
+from shoal._exec.base import Executor, InstanceSpec
+from shoal._exec.registry import make_executor
 from shoal._runtime import protocol
 
 TASK = "def main():\n    return None\n"

@@ -217,7 +217,7 @@ def test_layers(package: str, allowed: tuple[str, ...]) -> None:
 
 
 def test_the_task_side_imports_no_pydantic() -> None:
-    code = "import sys, shoal.runtime, shoal._runtime.ops, shoal._sim.worker; "
+    code = "import sys, shoal.runtime, shoal._runtime.ops, shoal._exec.pool_worker; "
     code += "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'fastapi')))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True

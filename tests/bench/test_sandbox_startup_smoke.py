@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal._node.sandbox.probe import probe_bwrap
+from shoal._exec.probe import probe_bwrap
 
 BENCH = Path(__file__).parent.parent.parent / "bench" / "sandbox_startup.py"
 

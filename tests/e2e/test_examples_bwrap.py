@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import shoal
-from shoal._node.sandbox.probe import probe_bwrap
+from shoal._exec.probe import probe_bwrap
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -12,21 +12,24 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from helpers import write_bundle
 
 from shoal._errors import ShoalError
-from shoal._node import executors
+from shoal._exec import base, cgroups, probe
+from shoal._exec.base import InstanceSpec, failure_reason
+from shoal._exec.bwrap import BwrapExecutor, bwrap_argv, interpreter_binds
+from shoal._exec.cgroups import Cgroup, CgroupLimits, Cgroups
+from shoal._exec.registry import make_executor
+from shoal._exec.restrictions import Restrictions
 from shoal._node.config import parse_config
-from shoal._node.executors import InstanceSpec, failure_reason, make_executor
-from shoal._node.sandbox import cgroups, probe
-from shoal._node.sandbox.bwrap import BwrapExecutor, bwrap_argv, interpreter_binds
-from shoal._node.sandbox.cgroups import Cgroup, CgroupLimits, Cgroups
 from shoal._runtime import protocol
 
 PY = Path(sys.executable)
+SANDBOX = Restrictions.SANDBOX
 
 
 @pytest.fixture
@@ -44,8 +47,10 @@ def _pairs(argv: list[str], flag: str) -> list[tuple[str, str]]:
 def test_bwrap_argv_binds_each_path_at_its_own_place_parents_first() -> None:
     argv = bwrap_argv(
         ["/venv/bin/python", "-m", "x"],
-        ro_binds=[Path("/data/a.npy"), Path("/srv/state/cache"), Path("/venv"), Path("/venv/lib")],
-        rw_binds=[Path("/srv/state/cache/run/1.sock")],
+        SANDBOX.with_binds(
+            ro=[Path("/data/a.npy"), Path("/srv/state/cache"), Path("/venv"), Path("/venv/lib")],
+            rw=[Path("/srv/state/cache/run/1.sock")],
+        ),
         workdir=Path("/srv/state/work/1"),
     )
     assert argv[0] == "bwrap"
@@ -62,7 +67,7 @@ def test_bwrap_argv_binds_each_path_at_its_own_place_parents_first() -> None:
 
 
 def test_bwrap_argv_isolates_namespaces_capabilities_and_environment() -> None:
-    argv = bwrap_argv(["/bin/true"], ro_binds=[], rw_binds=[], workdir=Path("/w"))
+    argv = bwrap_argv(["/bin/true"], SANDBOX, workdir=Path("/w"))
     for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--new-session"):
         assert flag in argv
     assert argv[argv.index("--cap-drop") + 1] == "ALL"
@@ -71,14 +76,15 @@ def test_bwrap_argv_isolates_namespaces_capabilities_and_environment() -> None:
     assert env == {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/w", "TMPDIR": "/tmp",
                    "LANG": "C.UTF-8"}  # fmt: skip
     assert ("/proc" in argv) and argv[argv.index("--dev") + 1] == "/dev"
-    shared = bwrap_argv(["/bin/true"], ro_binds=[], rw_binds=[], workdir=Path("/w"), share_net=True)
+    shared = bwrap_argv(["/bin/true"], replace(SANDBOX, network=True), workdir=Path("/w"))
     assert "--unshare-net" not in shared and "--unshare-pid" in shared
-    given = bwrap_argv(["/bin/true"], ro_binds=[], rw_binds=[], workdir=Path("/w"), env={"A": "1"})
+    given = bwrap_argv(["/bin/true"], SANDBOX, workdir=Path("/w"), env={"A": "1"})
     assert dict(_pairs(given, "--setenv")) == {"A": "1"}
 
 
 def test_bwrap_argv_shows_system_dirs_but_not_the_host() -> None:
-    argv = bwrap_argv(["/bin/true"], ro_binds=[Path("/usr/lib/x")], rw_binds=[], workdir=Path("/w"))
+    limits = SANDBOX.with_binds(ro=[Path("/usr/lib/x")])
+    argv = bwrap_argv(["/bin/true"], limits, workdir=Path("/w"))
     visible = {dst for _, dst in _pairs(argv, "--ro-bind") + _pairs(argv, "--bind")}
     visible |= {dst for _, dst in _pairs(argv, "--symlink")}
     visible |= {dst for _, dst in _pairs(argv, "--ro-bind-try")}
@@ -135,12 +141,7 @@ print(json.dumps({
 """
     consts = f"DATA = {str(data)!r}\nSECRET = {str(tmp_path / 'secret.txt')!r}\n"
     binds = [*interpreter_binds(PY, None), data, work]
-    argv = bwrap_argv(
-        [str(PY), "-c", consts + script],
-        ro_binds=binds,
-        rw_binds=[],
-        workdir=work,
-    )
+    argv = bwrap_argv([str(PY), "-c", consts + script], SANDBOX.with_binds(ro=binds), workdir=work)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)
@@ -172,7 +173,7 @@ def instance(tmp_path: Path) -> Iterator[tuple[InstanceSpec, Path, socket.socket
     listener.bind(str(sock_path))
     listener.listen(1)
     listener.settimeout(30)
-    pythonpath = str(Path(executors.__file__).resolve().parents[2])
+    pythonpath = str(Path(base.__file__).resolve().parents[2])
     spec = InstanceSpec(
         "s/0/t/0/0", PY, pythonpath, workdir, bundle, {}, tmp_path / "blobs",
         memory_mb=512, max_processes=64,

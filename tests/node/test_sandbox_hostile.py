@@ -32,8 +32,8 @@ from helpers import poll_for
 
 import shoal
 from shoal import Swarm
-from shoal._node.sandbox.cgroups import Cgroups
-from shoal._node.sandbox.probe import probe_bwrap
+from shoal._exec.cgroups import Cgroups
+from shoal._exec.probe import probe_bwrap
 
 pytestmark = [pytest.mark.timeout(180)]
 

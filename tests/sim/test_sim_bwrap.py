@@ -26,8 +26,9 @@ import shoal
 from shoal import Module, Swarm, Task
 from shoal._define.loader import load_swarm
 from shoal._errors import ShoalError
-from shoal._node.sandbox import bwrap as bwrap_module
-from shoal._sim.executors import SANDBOX_NOTE, bwrap_problem, normalize_executor
+from shoal._exec import bwrap as bwrap_module
+from shoal._exec.jobs import normalize_executor
+from shoal._exec.pool_bwrap import SANDBOX_NOTE, bwrap_problem
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -247,3 +248,84 @@ def test_a_timed_out_instance_kills_its_sandboxed_worker_and_nothing_is_left(
         except OSError:
             continue  # it exited meanwhile
     assert left == [], f"processes of the run still alive: {left}"
+
+
+READ_DATASETS = """
+import numpy as np
+from shoal.runtime import Task
+
+
+class Read(Task):
+    def run(self):
+        self.world.results.add("own", float(np.load(self.local.get_dataset_path({own!r})).sum()))
+        # The node maps the other dataset too; this module did not declare it.
+        other = self.local.get_dataset_path({other!r})
+        try:
+            got = float(np.load(other).sum())
+        except OSError as e:
+            got = type(e).__name__
+        self.world.results.add("other", got)
+
+
+def main():
+    Read().run()
+"""
+
+
+def two_readers() -> Swarm:
+    """Task ``ra`` declares dataset ``a`` and task ``rb`` dataset ``b``; each reads its
+    own and tries the other's."""
+
+    class Two(Swarm):
+        max_iterations = 1
+
+        def __init__(self) -> None:
+            code_a = READ_DATASETS.format(own="a", other="b")
+            code_b = READ_DATASETS.format(own="b", other="a")
+            self.ra = Task(Module(code_a, name="read_a", datasets=["a"]), alias="ra")
+            self.rb = Task(Module(code_b, name="read_b", datasets=["b"]), alias="rb")
+
+        def execute(self) -> list[Task]:
+            return [self.ra(), self.rb()]
+
+    return Two()
+
+
+@pytest.mark.parametrize("partition", [None, "iid"], ids=["whole", "partitioned"])
+def test_a_sandboxed_task_reads_only_the_datasets_its_module_declares(
+    bwrap: None, tmp_path: Path, partition: str | None
+) -> None:
+    """Under ``bwrap`` each module's workers bind only the datasets it declares, whether
+    the dataset is a file elsewhere (shared whole) or the simulator's own shares in the
+    run folder; the plain pool reads both (so the test can fail)."""
+    import numpy as np
+
+    (tmp_path / "ha").mkdir()
+    (tmp_path / "hb").mkdir()
+    a, b = tmp_path / "ha" / "a.npy", tmp_path / "hb" / "b.npy"
+    np.save(a, np.ones(8))
+    np.save(b, np.full(8, 2.0))
+    runs = {
+        ex: shoal.simulate(
+            two_readers(),
+            nodes=2,
+            datasets={"a": a, "b": b},
+            partition=partition,
+            executor=ex,
+            workers=2,
+            run_dir=tmp_path / ex,
+        )
+        for ex in ("process", "bwrap")
+    }
+    for ex, run in runs.items():
+        assert run.ok, (ex, run.reason, [f.traceback for f in run.failures])
+        own_a = run.results.select("own", alias="ra")
+        own_b = run.results.select("own", alias="rb")
+        copies = 2 if partition is None else 1  # each node has all of it, or a share
+        assert sum(own_a.values()) == 8.0 * copies, (ex, own_a)
+        assert sum(own_b.values()) == 16.0 * copies, (ex, own_b)
+    plain, boxed = runs["process"], runs["bwrap"]
+    assert all(isinstance(v, float) for v in plain.results.select("other", alias="ra").values())
+    assert all(isinstance(v, float) for v in plain.results.select("other", alias="rb").values())
+    for alias in ("ra", "rb"):
+        assert set(boxed.results.select("other", alias=alias).values()) == {"FileNotFoundError"}

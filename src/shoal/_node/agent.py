@@ -24,10 +24,11 @@ from typing import Any
 
 from shoal._api.schemas import CancelInstruction, HeartbeatBody, Instruction
 from shoal._errors import ShoalError
+from shoal._exec.base import Executor
+from shoal._exec.registry import make_executor
 from shoal._node.cache import Caches
 from shoal._node.client import Backoff, CoordinatorClient, Rejected, Stopped
 from shoal._node.config import DEFAULT_IMAGE, NodeConfig, load_config
-from shoal._node.executors import Executor, make_executor
 from shoal._node.instance import InstanceRun
 from shoal._node.proxy import WorldProxy
 

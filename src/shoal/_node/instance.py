@@ -24,10 +24,10 @@ from typing import Any, Protocol
 
 from shoal._api.schemas import RunInstruction
 from shoal._errors import ShoalError
+from shoal._exec.base import Executor, InstanceSpec, TaskHandle, failure_reason
 from shoal._node.cache import Caches
 from shoal._node.client import Abandoned, CoordinatorClient, Stopped, abandon_when
 from shoal._node.config import NodeConfig
-from shoal._node.executors import Executor, InstanceSpec, TaskHandle, failure_reason
 from shoal._node.proxy import InstanceScope, WorldProxy
 from shoal._runtime import ops, protocol
 
@@ -39,6 +39,9 @@ HELLO_MAX_BYTES = 4096
 MAX_PENDING_BYTES = 256 * 1024 * 1024  # an unfinished frame larger than this: kill
 EXIT_GRACE_S = 10.0  # after "done", how long the process may take to exit
 TIMEOUT_GRACE_S = 5.0  # past the task's timeout, when the agent kills it itself
+# The handle's own wall-clock limit, past the agent's deadline: it stops the task even
+# when this thread is stuck (the agent's kill, which comes first, names the timeout).
+WALL_BACKSTOP_S = 5.0
 BATCHED = ops.names(batched=True)  # one-way records sent to the coordinator in batches
 
 
@@ -164,6 +167,7 @@ class InstanceRun:
             cfg.limits.max_processes,
             cfg.limits.cpus,
             image=item.image,
+            wall_s=None if (budget := self._budget()) is None else budget + WALL_BACKSTOP_S,
         )
         outbox = (workdir / "outbox").resolve()  # fixed before any task code runs
         scope = InstanceScope(self.instance_id, cfg.node_id, datasets, outbox)
@@ -204,13 +208,19 @@ class InstanceRun:
             return ended
         return Ended(False, f"{reason}; {ended.error}", ended.traceback, ended.kind)
 
-    def _deadline(self) -> float:
+    def _budget(self) -> float | None:
+        """The most seconds the task may run: the node's wall-clock limit or the task's
+        timeout plus a grace period, whichever is less (None: no bound)."""
         limits = [self.host.config.limits.wall_timeout_s]
         timeout = self.item.timeout_s
         if timeout is not None:
             limits.append(float(timeout) + TIMEOUT_GRACE_S)
         known = [x for x in limits if x is not None]
-        return time.monotonic() + min(known) if known else float("inf")
+        return min(known) if known else None
+
+    def _deadline(self) -> float:
+        budget = self._budget()
+        return float("inf") if budget is None else time.monotonic() + budget
 
     def _abandon_reason(self, deadline: float) -> str | None:
         if self._cancelled.is_set():

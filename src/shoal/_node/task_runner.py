@@ -21,7 +21,7 @@ from pathlib import Path
 from shoal._runtime import protocol
 from shoal._runtime.channels import SocketChannel
 from shoal._runtime.context import InstanceContext
-from shoal._runtime.loader import ModuleCache, run_instance
+from shoal._runtime.loader import ModuleCache, Outcome, run_instance
 from shoal._wire import Outbox
 
 
@@ -60,8 +60,17 @@ def _watch_agent(sock: socket.socket, reported: threading.Event) -> None:
     threading.Thread(target=watch, name="agent-watch", daemon=True).start()
 
 
-def run(sock: socket.socket, token: str) -> None:
-    """Authenticate, run the instance and report its outcome over ``sock``."""
+def _named(outcome: Outcome, memory_mb: int | None) -> Outcome:
+    """Name the address-space limit when the task ran out of memory under it."""
+    if memory_mb is None or not outcome.error.startswith("MemoryError"):
+        return outcome
+    why = f"memory limit of {memory_mb} MB exceeded (address-space rlimit)"
+    return Outcome(False, f"{why}; {outcome.error}", outcome.traceback)
+
+
+def run(sock: socket.socket, token: str, memory_mb: int | None = None) -> None:
+    """Authenticate, run the instance and report its outcome over ``sock`` (a
+    ``MemoryError`` under the ``memory_mb`` rlimit is reported naming the limit)."""
     channel = SocketChannel(sock, None)
     c = channel.request("hello", {"token": token})
     reported = threading.Event()
@@ -70,6 +79,7 @@ def run(sock: socket.socket, token: str) -> None:
     ctx = InstanceContext.from_message(c, channel, dict(c.get("global_versions") or {}))
     try:
         outcome = run_instance(ModuleCache(), c["module"], Path(c["folder"]), ctx, capture=True)
+        outcome = _named(outcome, memory_mb)
     finally:
         channel.outbox.close()
     reported.set()  # set before sending: the agent may hang up as soon as it reads it
@@ -92,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(a.socket)
-        run(sock, token)
+        run(sock, token, a.memory_mb)
     finally:
         sock.close()
 

@@ -11,8 +11,9 @@ from shoal._data.nodes import build_nodes
 from shoal._define.compile import compile_swarm
 from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
+from shoal._exec.jobs import default_workers, normalize_executor
+from shoal._exec.pool_bwrap import check_bwrap
 from shoal._sim.driver import Progress, Simulation
-from shoal._sim.executors import check_bwrap, default_workers, normalize_executor
 from shoal._sim.run import SimulationRun
 
 

@@ -37,16 +37,12 @@ from shoal._engine.messages import (
     WakeAt,
 )
 from shoal._errors import ShoalError
+from shoal._exec.inline import InlineExecutor
+from shoal._exec.jobs import Job, Kind, SimExecutor, normalize_executor
+from shoal._exec.pool import ProcessPoolExecutor
+from shoal._exec.pool_bwrap import BwrapSandbox
 from shoal._plan import Plan
 from shoal._runtime.loader import Outcome, extract_bundle
-from shoal._sim.executors import (
-    BwrapSandbox,
-    InlineExecutor,
-    Job,
-    ProcessPoolExecutor,
-    SimExecutor,
-    normalize_executor,
-)
 from shoal._sim.run import SimulationRun, TaskTiming
 from shoal._store.memory import MemoryStore
 from shoal._world.service import InstanceInfo, NodeInfo, WorldService
@@ -144,6 +140,8 @@ class Simulation(DriverBase):
         self._folders = {
             d: extract_bundle(b.data, d, run_dir / "modules") for d, b in bundles.items()
         }
+        # The datasets each module declares (a sandboxed pool shows a worker only these).
+        self._declared = {d: frozenset(m.datasets) for d, m in self.plan.modules.items()}
         # A virtual node's instance exists once a worker runs it, not while it waits
         # for one: with 10,000 nodes on 2 workers that wait can be longer than a timeout.
         # The node set never changes, so placement failures are reported at once.
@@ -176,7 +174,7 @@ class Simulation(DriverBase):
         self._c.started_at[instance_id] = self.clock.now()
         self._events.append(InstanceStarted(instance_id, self.now()))
 
-    def done(self, instance_id: str, outcome: Outcome, kind: FailureKind) -> None:
+    def done(self, instance_id: str, outcome: Outcome, kind: Kind) -> None:
         """An instance ended; ``kind`` says how, if it failed."""
         info = self._infos.pop(instance_id)
         started = self._c.started_at.pop(instance_id, None)
@@ -187,7 +185,9 @@ class Simulation(DriverBase):
             self._events.append(InstanceSucceeded(instance_id, self.now()))
         else:
             self._events.append(
-                InstanceFailed(instance_id, self.now(), outcome.error, outcome.traceback, kind)
+                InstanceFailed(
+                    instance_id, self.now(), outcome.error, outcome.traceback, FailureKind(kind)
+                )
             )
 
     def _world_event(self, event: StopSwarmCalled | NextIterScheduled) -> None:
@@ -202,7 +202,8 @@ class Simulation(DriverBase):
         self._infos[ins.instance_id] = info
         self._c.scheduled += 1
         assert self._executor is not None
-        self._executor.submit(Job(info, ins.attempt, ins.module, self._folders[ins.module]))
+        folder, declared = self._folders[ins.module], self._declared[ins.module]
+        self._executor.submit(Job(info, ins.attempt, ins.module, folder, declared))
 
     def _on_cancel(self, ins: CancelInstance) -> None:
         assert self._executor is not None

@@ -24,9 +24,10 @@ from shoal._data.nodes import build_nodes, node_id
 from shoal._define.compile import compile_swarm
 from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
+from shoal._exec.inline import InlineExecutor
+from shoal._exec.jobs import SimExecutor
 from shoal._public import publish as _publish
 from shoal._sim.driver import Simulation
-from shoal._sim.executors import InlineExecutor, SimExecutor
 from shoal._sim.run import SimulationRun
 from shoal._world.service import InstanceInfo, NodeInfo
 

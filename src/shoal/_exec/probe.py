@@ -8,7 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shoal._node.sandbox.bwrap import bwrap_argv, bwrap_binary, interpreter_binds
+from shoal._exec.bwrap import bwrap_argv, bwrap_binary, interpreter_binds
+from shoal._exec.restrictions import Restrictions
 
 PROBE_TIMEOUT_S = 30.0
 
@@ -28,8 +29,7 @@ def probe_bwrap() -> str | None:
     with tempfile.TemporaryDirectory(prefix="shoal-bwrap-probe-") as tmp:
         argv = bwrap_argv(
             [str(interpreter), "-c", "import sys; sys.exit(0)"],
-            ro_binds=binds,
-            rw_binds=[],
+            Restrictions.SANDBOX.with_binds(ro=binds),
             workdir=Path(tmp),
         )
         argv[0] = binary

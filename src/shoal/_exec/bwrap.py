@@ -1,39 +1,39 @@
-"""The bubblewrap sandbox: the command line (:func:`bwrap_argv`) and what an
-interpreter needs to see (:func:`interpreter_binds`).
+"""The bubblewrap sandbox: the command line (:func:`bwrap_argv`), what an interpreter
+needs to see (:func:`interpreter_binds`), and the node-level ``bwrap`` executor.
 
 Inside, a process sees a read-only view of the system directories (``/usr`` and the
 merged-usr links, a few files of ``/etc``), the read-only paths it was given, its
 writable work dir, a private ``/tmp``, a fresh ``/dev`` and ``/proc``; nothing else of
-the host. It runs in new mount, PID, IPC, UTS, cgroup and (unless ``share_net``)
-network namespaces, with no capabilities, in its own session, and dies with its parent.
-Every path is bound at the same path as on the host, so paths handed to the task stay
-valid.
+the host. It runs in new mount, PID, IPC, UTS, cgroup and (unless its restrictions
+allow the network) network namespaces, with no capabilities, in its own session, and
+dies with its parent. Every path is bound at the same path as on the host, so paths
+handed to the task stay valid. The simulator's bwrap pool (:mod:`shoal._exec.pool_bwrap`)
+builds its workers' command lines with the same :func:`bwrap_argv`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from shoal._errors import ShoalError
-from shoal._node.executors import (
+from shoal._exec.base import (
     InstanceSpec,
+    ProcessHandle,
     TaskHandle,
     runner_argv,
-    signal_reason,
     spawn_with_token,
     task_env,
 )
-from shoal._node.sandbox.cgroups import Cgroup, CgroupLimits, Cgroups, Counters
+from shoal._exec.cgroups import Cgroup, CgroupLimits, Cgroups, Counters
+from shoal._exec.restrictions import Restrictions
 
 log = logging.getLogger("shoal.node")
 
@@ -88,32 +88,30 @@ def _is_system(path: Path) -> bool:
 
 def bwrap_argv(
     inner: list[str],
+    limits: Restrictions,
     *,
-    ro_binds: Sequence[Path],
-    rw_binds: Sequence[Path],
     workdir: Path,
-    share_net: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """The bubblewrap command line that runs ``inner`` in a sandbox.
+    """The bubblewrap command line that runs ``inner`` under ``limits``.
 
     Parameters
     ----------
     inner
         The command to run inside (its first word: an absolute path visible inside,
-        e.g. an interpreter whose :func:`interpreter_binds` are in ``ro_binds``).
-    ro_binds
-        Host paths to show read-only, each at the same path (the interpreter's
-        environment, the bundle, datasets, caches). Paths under ``/usr`` are already
-        visible and skipped; a path inside another one is bound once.
-    rw_binds
-        Host paths to show writable at the same path (e.g. the node's socket).
+        e.g. an interpreter whose :func:`interpreter_binds` are in ``limits.ro_binds``).
+    limits
+        What the sandbox shows and allows. ``host_files`` must be False: the sandbox
+        shows the system directories, then ``ro_binds`` read-only (the interpreter's
+        environment, the bundle, datasets, caches; paths under ``/usr`` are already
+        visible and skipped; a path inside another one is bound once) and ``rw_binds``
+        writable (e.g. the node's socket), each at its own path. ``network=False``
+        gives it a network namespace of its own with only a loopback device, so nothing
+        outside is reachable. The other limits are not command-line flags of bwrap
+        (cgroups, the task runner's rlimits and the handle enforce them).
     workdir
         The private writable folder, bound at its own path; the working directory and
         ``HOME``. ``/tmp`` is a fresh tmpfs (counted against the memory limit).
-    share_net
-        Keep the host's network; by default the sandbox has its own network namespace
-        with only a loopback device, so nothing outside is reachable.
     env
         The whole environment inside (it is cleared first); by default only ``PATH``,
         ``HOME``, ``TMPDIR=/tmp`` and ``LANG``.
@@ -123,18 +121,25 @@ def bwrap_argv(
     list[str]
         ``["bwrap", ...options, "--", *inner]``.
 
+    Raises
+    ------
+    ValueError
+        If ``limits.host_files`` is True (bubblewrap here always confines the files).
+
     Notes
     -----
     The result depends only on the arguments and on how the host lays out its system
     directories (``/bin`` as a symlink or a folder), which is read once.
     """
+    if limits.host_files:
+        raise ValueError("bwrap_argv shows only binds: pass restrictions with host_files=False")
     argv = ["bwrap", *_system_view()]
     argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     binds: dict[Path, str] = {}
-    for p in map(Path, ro_binds):
+    for p in map(Path, limits.ro_binds):
         if not _is_system(p):
             binds.setdefault(p, "--ro-bind")
-    for p in [*map(Path, rw_binds), Path(workdir)]:
+    for p in [*map(Path, limits.rw_binds), Path(workdir)]:
         binds[p] = "--bind"
     # Parents before children (a later mount hides what is under it); a read-only
     # path inside another read-only one adds nothing.
@@ -148,7 +153,7 @@ def bwrap_argv(
             ro_done.append(p)
         argv += [kind, str(p), str(p)]
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-    if not share_net:
+    if not limits.network:
         argv += ["--unshare-net"]
     argv += ["--hostname", "sandbox", "--die-with-parent", "--new-session"]
     argv += ["--cap-drop", "ALL", "--chdir", str(workdir), "--clearenv"]
@@ -245,74 +250,50 @@ _JOIN = (
 )
 
 
-class BwrapHandle:
+class BwrapHandle(ProcessHandle):
     """A sandboxed instance: the bwrap process and the cgroup it runs in.
 
     Once it has exited, the cgroup's counters are read (to tell which limit stopped
-    it) and the cgroup is removed.
+    it) and the cgroup is removed; a kill also kills whatever is in the cgroup.
     """
 
     def __init__(
         self,
         proc: subprocess.Popen[bytes],
         cgroup: Cgroup | None,
-        spec: InstanceSpec,
+        limits: Restrictions,
         log_path: Path,
     ) -> None:
-        self.proc = proc
         self.cgroup = cgroup
-        self.spec = spec
         self.log_path = log_path
         self.counters = Counters()
-        self._released = False
+        super().__init__(proc, limits)
 
-    def poll(self) -> int | None:
-        """Its exit status, or None while it runs."""
-        rc = self.proc.poll()
-        if rc is not None:
-            self._release()
-        return rc
-
-    def wait(self, timeout: float | None) -> int | None:
-        """Wait up to ``timeout`` s for it to exit."""
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        self._release()
-        return rc
-
-    def kill(self) -> None:
-        """SIGKILL bwrap (its PID namespace dies with it) and whatever is in the cgroup."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+    def _kill_more(self) -> None:
+        """bwrap's PID namespace dies with it; whatever is left in the cgroup too."""
         if self.cgroup is not None:
             self.cgroup.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(30)
-        self._release()
 
-    def _release(self) -> None:
-        if self._released:
-            return
-        self._released = True
+    def _exited(self) -> None:
         if self.cgroup is not None:
             self.counters = self.cgroup.counters()
             self.cgroup.remove()
 
     def failure_reason(self) -> str | None:
         """Which limit stopped it, or why the sandbox did not start; None if neither."""
-        spec, rc = self.spec, self.proc.poll()
+        limits, rc = self.limits, self.proc.poll()
         if self.counters.oom_kills:
-            return f"memory limit of {spec.memory_mb} MB exceeded (killed by the cgroup OOM killer)"
+            return (
+                f"memory limit of {limits.memory_mb} MB exceeded (killed by the cgroup OOM killer)"
+            )
         if self.counters.pids_refused:
             return (
-                f"process limit of {spec.max_processes} reached "
+                f"process limit of {limits.max_processes} reached "
                 f"(forks refused by the pids cgroup: {self.counters.pids_refused})"
             )
-        if (why := signal_reason(rc, spec.cpu_seconds)) is not None:
+        if (why := super().failure_reason()) is not None:
             return why
-        if rc is not None and rc != 0:
+        if rc is not None and rc != 0 and not self.killed:
             said = self._sandbox_error()
             if said:
                 return f"the sandbox failed to start: {said}"
@@ -331,14 +312,16 @@ class BwrapHandle:
 
 class BwrapExecutor:
     """Runs each instance in a bubblewrap sandbox (see the module docstring) with its
-    limits in a cgroup of its own.
+    limits in a cgroup of its own: the ``SANDBOX`` preset.
 
     Limits: ``memory_mb`` (RAM of all its processes, no swap: the OOM killer stops
     it), ``max_processes`` (processes and threads at once), ``cpus`` (a CPU quota)
-    through cgroups when this machine lets the agent create them; ``cpu_seconds``
-    through RLIMIT_CPU. Without a writable memory cgroup ``memory_mb`` falls back to an
-    address-space rlimit; without a pids cgroup the number of processes is NOT bounded
-    (RLIMIT_NPROC does not apply to root). Both fallbacks are logged.
+    through cgroups when this machine lets the agent create them; ``cpu_s`` through
+    RLIMIT_CPU; ``wall_s`` by the handle. Without a writable memory cgroup
+    ``memory_mb`` falls back to an address-space rlimit; without a pids cgroup the
+    number of processes is NOT bounded (RLIMIT_NPROC does not apply to root), and
+    without a cpu cgroup there is no CPU quota: ``enforces`` then leaves out
+    ``max_processes`` / ``cpus``. Both fallbacks are logged.
 
     Raises
     ------
@@ -347,9 +330,14 @@ class BwrapExecutor:
     """
 
     name = "bwrap"
+    preset = Restrictions.SANDBOX
+    #: At best (cgroups with memory, pids and cpu); an instance may enforce fewer.
+    enforces: frozenset[str] = frozenset(
+        {"network", "host_files", "memory_mb", "max_processes", "cpus", "cpu_s", "wall_s"}
+    )
 
     def __init__(self) -> None:
-        from shoal._node.sandbox.probe import probe_bwrap
+        from shoal._exec.probe import probe_bwrap
 
         why = probe_bwrap()
         binary = bwrap_binary()
@@ -363,6 +351,12 @@ class BwrapExecutor:
         self.binary = binary
         found = Cgroups.detect()
         self.cgroups: Cgroups | None = found if isinstance(found, Cgroups) else None
+        controllers = self.cgroups.controllers if self.cgroups is not None else frozenset()
+        self.enforces = BwrapExecutor.enforces - {
+            limit
+            for controller, limit in (("pids", "max_processes"), ("cpu", "cpus"))
+            if controller not in controllers
+        }
         if self.cgroups is None:
             log.warning(
                 "executor 'bwrap': no usable cgroups (%s); memory falls back to an "
@@ -382,11 +376,44 @@ class BwrapExecutor:
                     else "memory falls back to an address-space rlimit",
                 )
 
-    def _cgroup(self, spec: InstanceSpec) -> Cgroup | None:
+    def _cgroup(self, spec: InstanceSpec, limits: Restrictions) -> Cgroup | None:
         if self.cgroups is None:
             return None
-        limits = CgroupLimits(spec.memory_mb, spec.max_processes, spec.cpus)
-        return self.cgroups.create(spec.workdir.name, limits)
+        return self.cgroups.create(spec.workdir.name, CgroupLimits.of(limits))
+
+    def command(
+        self, spec: InstanceSpec, socket_path: Path, limits: Restrictions, cgroup: Cgroup | None
+    ) -> list[str]:
+        """The whole command line of one instance: join ``cgroup`` (when there is one),
+        then bwrap under ``limits`` (the interpreter's environment added read-only),
+        then the task runner (with an address-space rlimit only when no memory cgroup
+        bounds memory, and ``cpu_s`` as RLIMIT_CPU).
+
+        Raises
+        ------
+        OSError, subprocess.SubprocessError
+            If the interpreter cannot be asked what it needs.
+        """
+        inner = limits
+        if cgroup is not None and "memory" in cgroup.dirs:  # the cgroup bounds memory
+            inner = dataclasses.replace(limits, memory_mb=None)
+        env = task_env(spec)
+        env["PATH"] = f"{spec.interpreter.parent}:{DEFAULT_PATH}"
+        shown = dataclasses.replace(
+            limits,
+            ro_binds=(*interpreter_binds(spec.interpreter, spec.pythonpath), *limits.ro_binds),
+        )
+        argv = bwrap_argv(
+            runner_argv(spec.interpreter, socket_path, inner),
+            shown,
+            workdir=spec.workdir,
+            env=env,
+        )
+        argv[0] = self.binary
+        if cgroup is not None:
+            joins = [str(p) for p in cgroup.procs_files]
+            argv = ["/bin/sh", "-c", _JOIN, "sh", *joins, "--", *argv]
+        return argv
 
     def start(self, spec: InstanceSpec, socket_path: Path, token: str) -> TaskHandle:
         """Start the task runner in the sandbox and hand it its token on stdin.
@@ -398,31 +425,19 @@ class BwrapExecutor:
             this reason; the agent carries on).
         """
         (spec.workdir / "tmp").mkdir(parents=True, exist_ok=True)
+        limits = spec.restrictions(self.preset, sockets=[socket_path])
+        cgroup = None
         try:
-            binds = interpreter_binds(spec.interpreter, spec.pythonpath)
-            cgroup = self._cgroup(spec)
+            cgroup = self._cgroup(spec, limits)
+            argv = self.command(spec, socket_path, limits, cgroup)
         except (OSError, subprocess.SubprocessError, ValueError) as e:
+            if cgroup is not None:
+                cgroup.remove()
             raise ShoalError(
                 f"the sandbox of {spec.instance_id} could not be set up: {e}",
                 code="node.sandbox",
                 hint="check the image's interpreter and the agent's cgroup permissions",
             ) from None
-        inner_spec = spec
-        if cgroup is not None and "memory" in cgroup.dirs:  # the cgroup bounds memory
-            inner_spec = dataclasses.replace(spec, memory_mb=None)
-        env = task_env(spec)
-        env["PATH"] = f"{spec.interpreter.parent}:{DEFAULT_PATH}"
-        argv = bwrap_argv(
-            runner_argv(inner_spec, socket_path),
-            ro_binds=[*binds, spec.bundle_dir, spec.blob_cache, *spec.datasets.values()],
-            rw_binds=[socket_path],
-            workdir=spec.workdir,
-            env=env,
-        )
-        argv[0] = self.binary
-        if cgroup is not None:
-            joins = [str(p) for p in cgroup.procs_files]
-            argv = ["/bin/sh", "-c", _JOIN, "sh", *joins, "--", *argv]
         log_path = spec.workdir / "runner.log"
         try:
             proc = spawn_with_token(
@@ -436,4 +451,4 @@ class BwrapExecutor:
                 code="node.sandbox",
                 hint="check that bubblewrap is installed",
             ) from None
-        return BwrapHandle(proc, cgroup, spec, log_path)
+        return BwrapHandle(proc, cgroup, limits, log_path)

@@ -8,17 +8,19 @@ name to an OCI image reference::
     [images]
     python = "localhost/shoal-task:3.11"
 
-The container runs ``python3 -m shoal._node.task_runner SOCKET`` with:
+The container runs ``python3 -m shoal._node.task_runner SOCKET`` under the ``SANDBOX``
+restrictions of its instance, turned into flags by :func:`container_argv`:
 
-- ``--network none``, a read-only root, a private ``/tmp`` (tmpfs), no capabilities,
-  ``no-new-privileges``, and the node's limits: ``memory_mb`` as the container's memory
-  limit (swap included, so the limit is the limit; no address-space rlimit on top),
-  ``max_processes`` as its pids limit (1024 when unset), ``cpus`` as ``--cpus``, and
-  ``cpu_seconds`` as the task runner's own CPU-time rlimit;
+- ``--network none`` (``network=False``), a read-only root, a private ``/tmp``
+  (tmpfs), no capabilities, ``no-new-privileges``, and the node's limits: ``memory_mb``
+  as the container's memory limit (swap included, so the limit is the limit; no
+  address-space rlimit on top), ``max_processes`` as its pids limit (1024 when unset),
+  ``cpus`` as ``--cpus``, ``cpu_s`` as the task runner's own CPU-time rlimit, and
+  ``wall_s`` enforced by the handle;
 - the instance's work dir read-write, its bundle, the blob cache and its datasets
   read-only, and its socket, each at the same path as on the host (the agent hands the
   task host paths);
-- only the environment :func:`~shoal._node.executors.task_env` gives (HOME, TMPDIR,
+- only the environment :func:`~shoal._exec.base.task_env` gives (HOME, TMPDIR,
   LANG, ...; never the agent's), and the per-instance token on stdin (``-i``), never in
   argv or the environment;
 - a non-root user: the agent's own uid when the agent is not root (``--userns keep-id``
@@ -50,6 +52,7 @@ folder when it starts its first instance.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -63,7 +66,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoal._errors import ShoalError
-from shoal._node.executors import InstanceSpec, TaskHandle, spawn_with_token, task_env
+from shoal._exec.base import (
+    TASK_RUNNER,
+    InstanceSpec,
+    ProcessHandle,
+    TaskHandle,
+    runner_argv,
+    spawn_with_token,
+    task_env,
+)
+from shoal._exec.restrictions import Restrictions
 
 log = logging.getLogger("shoal.node")
 
@@ -76,8 +88,8 @@ LABEL = "io.shoal.state"  # value: the agent's state folder (for leftover cleanu
 CLI_TIMEOUT_S = 60.0  # one engine CLI call (inspect, kill, rm)
 CHECK_TIMEOUT_S = 120.0  # an image's import check (a cold engine can be slow)
 _SIGKILLED = 128 + signal.SIGKILL  # how engine clients report a container's SIGKILL
-# The agent's own shoal package (this file is shoal/_node/sandbox/oci.py).
-_SHOAL_PACKAGE = Path(__file__).resolve().parents[2]
+# The agent's own shoal package (this file is shoal/_exec/oci.py).
+_SHOAL_PACKAGE = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -98,25 +110,19 @@ class ContainerPlan:
         The container's whole environment (set explicitly; nothing is inherited).
     workdir
         Bound read-write; the container's working directory.
-    ro_binds
-        Bound read-only, each at its own path.
-    sockets
-        Unix sockets bound (each at its own path) so the task can connect to them.
+    limits
+        Its restrictions: ``ro_binds`` are bound read-only and ``rw_binds`` (the
+        sockets) writable, each at its own path; ``network``, ``memory_mb``,
+        ``max_processes`` and ``cpus`` become engine flags (see :func:`container_argv`).
     host_shoal
         The agent's ``shoal`` package to bind read-only at ``/opt/shoal-host/shoal``, or
         None when the image has shoal.
-    memory_mb
-        The container's memory limit, swap included (None: none).
     user
         ``uid:gid`` to run as (None: the image's user).
     keep_id
         Map the agent's uid into the container (rootless podman).
     label
         The value of the ``io.shoal.state`` label (None: no label).
-    pids_limit
-        The most processes and threads the container may have.
-    cpus
-        CPU quota in cores (None: none).
     """
 
     engine: str
@@ -125,15 +131,11 @@ class ContainerPlan:
     argv: tuple[str, ...]
     env: Mapping[str, str]
     workdir: Path
-    ro_binds: tuple[Path, ...] = ()
-    sockets: tuple[Path, ...] = ()
+    limits: Restrictions = Restrictions.SANDBOX
     host_shoal: Path | None = None
-    memory_mb: int | None = None
     user: str | None = None
     keep_id: bool = False
     label: str | None = None
-    pids_limit: int = PIDS_LIMIT
-    cpus: float | None = None
 
 
 def _volume(src: Path, dst: str | Path, mode: str) -> list[str]:
@@ -151,6 +153,13 @@ def _volume(src: Path, dst: str | Path, mode: str) -> list[str]:
 def container_argv(plan: ContainerPlan) -> list[str]:
     """The engine command line that runs ``plan`` (the token goes on its stdin).
 
+    Each restriction becomes flags: ``network=False`` -> ``--network none``;
+    ``host_files=False`` -> a read-only root of the image, a private ``/tmp`` and only
+    the plan's volumes; ``memory_mb`` -> ``--memory`` and ``--memory-swap`` (no swap
+    beyond it); ``max_processes`` -> ``--pids-limit`` (1024 when unset); ``cpus`` ->
+    ``--cpus``. ``cpu_s`` is the task runner's rlimit (in ``plan.argv``) and
+    ``wall_s`` the handle's watchdog.
+
     Parameters
     ----------
     plan
@@ -160,17 +169,21 @@ def container_argv(plan: ContainerPlan) -> list[str]:
     -------
     list of str
         ``[engine, "run", ...]``.
+
+    Raises
+    ------
+    ValueError
+        If ``plan.limits.host_files`` is True: a container never shows the host's files.
+    ShoalError
+        ``node.executor`` if a bound path holds ``:`` or ``,``.
     """
-    argv = [
-        plan.engine,
-        "run",
-        "--interactive",
-        "--name",
-        plan.name,
-        "--pull",
-        "never",
-        "--network",
-        "none",
+    limits = plan.limits
+    if limits.host_files:
+        raise ValueError("a container shows only its binds: use host_files=False")
+    argv = [plan.engine, "run", "--interactive", "--name", plan.name, "--pull", "never"]
+    if not limits.network:
+        argv += ["--network", "none"]
+    argv += [
         "--read-only",
         "--tmpfs",
         "/tmp:rw,nosuid,nodev,mode=1777",
@@ -179,22 +192,22 @@ def container_argv(plan: ContainerPlan) -> list[str]:
         "--security-opt",
         "no-new-privileges",
         "--pids-limit",
-        str(plan.pids_limit),
+        str(limits.max_processes or PIDS_LIMIT),
     ]
     if plan.label is not None:
         argv += ["--label", f"{LABEL}={plan.label}"]
-    if plan.memory_mb is not None:
-        argv += ["--memory", f"{plan.memory_mb}m", "--memory-swap", f"{plan.memory_mb}m"]
-    if plan.cpus is not None:
-        argv += ["--cpus", f"{plan.cpus:g}"]
+    if limits.memory_mb is not None:
+        argv += ["--memory", f"{limits.memory_mb}m", "--memory-swap", f"{limits.memory_mb}m"]
+    if limits.cpus is not None:
+        argv += ["--cpus", f"{limits.cpus:g}"]
     if plan.keep_id:
         argv += ["--userns", "keep-id"]
     if plan.user is not None:
         argv += ["--user", plan.user]
     argv += _volume(plan.workdir, plan.workdir, "rw")
-    for p in plan.ro_binds:
+    for p in limits.ro_binds:
         argv += _volume(p, p, "ro")
-    for s in plan.sockets:
+    for s in limits.rw_binds:
         argv += _volume(s, s, "rw")
     if plan.host_shoal is not None:
         argv += _volume(plan.host_shoal, f"{HOST_SHOAL_MOUNT}/shoal", "ro")
@@ -239,7 +252,7 @@ def _first_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-class ContainerHandle:
+class ContainerHandle(ProcessHandle):
     """A running container, driven through its engine CLI client.
 
     ``poll`` / ``wait`` report the client's exit status (the container's). When it has
@@ -253,23 +266,30 @@ class ContainerHandle:
         engine: str,
         name: str,
         proc: subprocess.Popen[bytes],
-        memory_mb: int | None,
+        limits: Restrictions,
     ) -> None:
         self.engine = engine
         self.name = name
-        self.proc = proc
-        self.memory_mb = memory_mb
         self.oom_killed = False
-        self._killed = False  # by us (kill())
-        self._reaped = False
-        self._lock = threading.Lock()
+        self._removed = False  # by a kill: nothing left to inspect
+        super().__init__(proc, limits)
 
-    def _reap(self) -> None:
-        """Once the client has exited: read the container's OOM flag and remove it."""
-        with self._lock:
-            if self._reaped:
-                return
-            self._reaped = True
+    @property
+    def memory_mb(self) -> int | None:
+        """The container's memory limit (None: none)."""
+        return self.limits.memory_mb
+
+    def _kill_more(self) -> None:
+        """Kill and remove the container itself."""
+        self._removed = True
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            _cli(self.engine, "kill", self.name)
+        self._remove()
+
+    def _exited(self) -> None:
+        """Read the container's OOM flag, then remove it (unless a kill did)."""
+        if self._removed:
+            return
         try:
             got = _cli(self.engine, "inspect", "--format", "{{.State.OOMKilled}}", self.name)
             self.oom_killed = got.returncode == 0 and got.stdout.strip().lower() == "true"
@@ -281,41 +301,15 @@ class ContainerHandle:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             _cli(self.engine, "rm", "--force", self.name)
 
-    def poll(self) -> int | None:
-        """The container's exit status, or None while it runs."""
-        rc = self.proc.poll()
-        if rc is not None:
-            self._reap()
-        return rc
-
-    def wait(self, timeout: float | None) -> int | None:
-        """Wait up to ``timeout`` s for the container to exit."""
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        self._reap()
-        return rc
-
-    def kill(self) -> None:
-        """Kill and remove the container, then its client."""
-        self._killed = True
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            _cli(self.engine, "kill", self.name)
-        self._remove()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(30)
-        with self._lock:
-            self._reaped = True
-
     def failure_reason(self) -> str | None:
         """Why the container died, when more is known than its exit status."""
         limit = f" of {self.memory_mb} MB" if self.memory_mb is not None else ""
         if self.oom_killed:
             return f"out of memory: the container's memory limit{limit} killed it (OOMKilled)"
-        if self.memory_mb is not None and not self._killed and self.proc.returncode == _SIGKILLED:
+        if (why := super().failure_reason()) is not None:
+            return why
+        unasked = not self.killed and not self.expired
+        if self.memory_mb is not None and unasked and self.proc.returncode == _SIGKILLED:
             # Some engine setups (cgroup v1 hybrids) do not record OOMKilled; nothing but
             # the kernel's OOM killer sends SIGKILL into the container unasked.
             return (
@@ -352,7 +346,8 @@ def plan_container(
     engine
         The engine's CLI.
     spec
-        The instance.
+        The instance (its ``SANDBOX`` restrictions: see
+        :meth:`~shoal._exec.base.InstanceSpec.restrictions`).
     socket_path
         The agent's socket for it (bound into the container at the same path).
     image
@@ -368,11 +363,13 @@ def plan_container(
     env.pop("PYTHONPATH", None)  # the agent's paths mean nothing inside the image
     if image.pythonpath is not None:
         env["PYTHONPATH"] = image.pythonpath
-    argv = [CONTAINER_PYTHON, "-m", "shoal._node.task_runner", str(socket_path)]
-    if spec.cpu_seconds is not None:  # memory: the container's limit, not RLIMIT_AS
-        argv += ["--cpu-seconds", str(spec.cpu_seconds)]
+    limits = spec.restrictions(OciExecutor.preset, sockets=[socket_path])
+    limits = dataclasses.replace(
+        limits, ro_binds=tuple(dict.fromkeys(p.resolve() for p in limits.ro_binds))
+    )
+    # Memory: the container's limit, not RLIMIT_AS.
+    argv = runner_argv(CONTAINER_PYTHON, socket_path, dataclasses.replace(limits, memory_mb=None))
     user, keep_id = _user(engine)
-    ro = [spec.bundle_dir, spec.blob_cache, *spec.datasets.values()]
     key = hashlib.sha256(spec.instance_id.encode()).hexdigest()[:16]
     return ContainerPlan(
         engine=engine,
@@ -381,15 +378,11 @@ def plan_container(
         argv=tuple(argv),
         env=env,
         workdir=spec.workdir,
-        ro_binds=tuple(dict.fromkeys(p.resolve() for p in ro)),
-        sockets=(socket_path,),
+        limits=limits,
         host_shoal=_SHOAL_PACKAGE if image.pythonpath is not None else None,
-        memory_mb=spec.memory_mb,
         user=user,
         keep_id=keep_id,
         label=str(_state_dir(spec)),
-        pids_limit=spec.max_processes or PIDS_LIMIT,
-        cpus=spec.cpus,
     )
 
 
@@ -407,6 +400,11 @@ class OciExecutor:
         ``node.executor`` if the engine's CLI is not installed or cannot reach its
         engine (``<engine> info`` fails).
     """
+
+    preset = Restrictions.SANDBOX
+    enforces: frozenset[str] = frozenset(
+        {"network", "host_files", "memory_mb", "max_processes", "cpus", "cpu_s", "wall_s"}
+    )
 
     def __init__(self, engine: str) -> None:
         found = shutil.which(engine)
@@ -454,7 +452,7 @@ class OciExecutor:
         if host_shoal:
             argv += _volume(_SHOAL_PACKAGE, f"{HOST_SHOAL_MOUNT}/shoal", "ro")
             argv += ["--env", f"PYTHONPATH={HOST_SHOAL_MOUNT}"]
-        argv += ["--entrypoint", CONTAINER_PYTHON, ref, "-c", "import shoal._node.task_runner"]
+        argv += ["--entrypoint", CONTAINER_PYTHON, ref, "-c", f"import {TASK_RUNNER}"]
         try:
             proc = subprocess.run(
                 argv,
@@ -566,7 +564,7 @@ class OciExecutor:
         if plan.user is not None and plan.user.startswith(f"{NOBODY}:"):
             _give(spec.workdir, socket_path)
         proc = spawn_with_token(container_argv(plan), token, spec.workdir, _engine_env())
-        return ContainerHandle(self.engine, plan.name, proc, spec.memory_mb)
+        return ContainerHandle(self.engine, plan.name, proc, plan.limits)
 
 
 def _state_dir(spec: InstanceSpec) -> Path:

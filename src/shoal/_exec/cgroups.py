@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoal._exec.restrictions import Restrictions
+
 log = logging.getLogger("shoal.node")
 
 CONTROLLERS = ("memory", "pids", "cpu")
@@ -52,6 +54,11 @@ class CgroupLimits:
     memory_mb: int | None = None
     max_processes: int | None = None
     cpus: float | None = None
+
+    @classmethod
+    def of(cls, limits: Restrictions) -> CgroupLimits:
+        """The part of ``limits`` a cgroup enforces."""
+        return cls(limits.memory_mb, limits.max_processes, limits.cpus)
 
 
 @dataclass(frozen=True)

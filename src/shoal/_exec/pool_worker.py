@@ -1,6 +1,6 @@
-"""A simulator worker process: runs instances of any virtual node, one at a time.
+"""A simulator pool worker process: runs instances of any virtual node, one at a time.
 
-Started by the process pool as ``python -m shoal._sim.worker FD BLOB_DIR``; talks to the
+Started by the process pool as ``python -m shoal._exec.pool_worker FD BLOB_DIR``; talks to the
 driver over the inherited socket ``FD`` with msgpack frames (never pickle). Each module
 is imported once per worker.
 """
@@ -81,7 +81,7 @@ def serve(sock: socket.socket, blobs: Path) -> None:
 
 
 def main() -> None:
-    """Entry point: ``python -m shoal._sim.worker FD BLOB_DIR``."""
+    """Entry point: ``python -m shoal._exec.pool_worker FD BLOB_DIR``."""
     fd, blobs = int(sys.argv[1]), Path(sys.argv[2])
     sock = socket.socket(fileno=fd)
     try:
