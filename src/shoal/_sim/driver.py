@@ -201,7 +201,8 @@ class Simulation(DriverBase):
         self._infos[ins.instance_id] = info
         self._c.scheduled += 1
         assert self._executor is not None
-        self._executor.submit(Job(info, ins.attempt, ins.module, self._folders[ins.module]))
+        digest = self.plan.modules[ins.module].digest  # a module key names its bundle
+        self._executor.submit(Job(info, ins.attempt, digest, self._folders[digest]))
 
     def _on_cancel(self, ins: CancelInstance) -> None:
         assert self._executor is not None
