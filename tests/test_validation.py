@@ -151,3 +151,63 @@ def test_validation_error_is_picklable_with_its_problems() -> None:
         FourProblems().prepare_graph()
     again = pickle.loads(pickle.dumps(info.value))
     assert again.problems == info.value.problems and again.code == "swarm.invalid"
+
+
+# ----------------------------------------------------------- names (issue #14, point 5)
+def test_alias_with_a_path_is_refused_at_declaration() -> None:
+    class S(Swarm):
+        def execute(self) -> Task:
+            return Task(_module(), alias="../evil")()
+
+    with pytest.raises(SwarmValidationError) as info:
+        S().prepare_graph()
+    (p,) = info.value.problems
+    assert p.code == "name.alias" and p.obj == "task '../evil'"
+    text = str(info.value)
+    assert "'../evil' is not a valid name" in text and "letters, digits" in text
+    assert "alias=" in p.fix
+
+
+def test_every_bad_name_is_reported_with_its_object() -> None:
+    class S(Swarm):
+        def execute(self) -> list[Task]:
+            m = Module(MODULES / "worker.py", datasets=["ok", "a/b", ""], image="ghcr.io/x/y")
+            return [
+                Task(m, alias="t", specified_ids=["node 1"], excepted_ids=[".."])(),
+                Task(_module("aggregator.py"), alias="with space")(),
+            ]
+
+    with pytest.raises(SwarmValidationError) as info:
+        S().prepare_graph()
+    got = sorted((p.code, p.obj) for p in info.value.problems)
+    assert got == [
+        ("name.alias", "task 'with space'"),
+        ("name.dataset", "module 'worker'"),
+        ("name.dataset", "module 'worker'"),
+        ("name.image", "module 'worker'"),
+        ("name.node_id", "task 't'"),
+        ("name.node_id", "task 't'"),
+    ]
+    text = str(info.value)
+    for needle in ("'a/b'", "''", "'ghcr.io/x/y'", "'node 1'", "'..'", "[images]"):
+        assert needle in text
+
+
+def test_names_at_their_limits_are_accepted() -> None:
+    long = "a" * 128
+
+    class S(Swarm):
+        def execute(self) -> Task:
+            m = Module(MODULES / "worker.py", datasets=[long, "x.y_z-1"], image="manta:pytorch")
+            return Task(m, alias="A1._-b", specified_ids=["node-00001", long])()
+
+    plan = S().prepare_graph()
+    assert plan.task("A1._-b").placement.specified_ids == ("node-00001", long)
+
+    class TooLong(Swarm):
+        def execute(self) -> Task:
+            return Task(_module(), alias=long + "a")()
+
+    with pytest.raises(SwarmValidationError) as info:
+        TooLong().prepare_graph()
+    assert [p.code for p in info.value.problems] == ["name.alias"]

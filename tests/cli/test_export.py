@@ -37,7 +37,8 @@ def test_export_writes_plan_and_bundles(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     doc = json.loads((tmp_path / "plan.json").read_text())
     assert [t["alias"] for t in doc["tasks"]] == ["worker", "aggregator", "scheduler"]
-    for digest in doc["modules"]:
+    for ref in doc["modules"].values():
+        digest = ref["digest"]
         assert (tmp_path / "bundles" / f"{digest.removeprefix('sha256:')}.zip").is_file()
 
 

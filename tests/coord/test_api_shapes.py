@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import httpx
 import msgpack
 import pytest
 import uvicorn
-from deploy_harness import free_port
+from helpers import free_port, poll_for
 
 import shoal
 from shoal import Module, Swarm, Task
@@ -80,7 +79,9 @@ class _App:
         }
         headers = {**self.user, "Content-Type": "application/msgpack"}
         resp = self.http.post("/v1/swarms", content=msgpack.packb(body), headers=headers)
-        return resp.json()["swarm_id"], next(iter(compiled.plan.modules))
+        # A run instruction names the module's bundle (its digest), not its plan key.
+        (module,) = compiled.plan.modules.values()
+        return resp.json()["swarm_id"], module.digest
 
     def instructions(self) -> list[dict[str, Any]]:
         resp = self.http.get("/v1/nodes/instructions", params={"wait": 2}, headers=self.node)
@@ -96,10 +97,8 @@ def app(tmp_path: Path) -> Iterator[_App]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive()
-            time.sleep(0.05)
+        poll_for(lambda: server.started or not thread.is_alive(), 30, "uvicorn to start")
+        assert server.started, "uvicorn stopped before it started"
         running = _App(f"http://127.0.0.1:{port}", app)
         yield running
         running.http.close()

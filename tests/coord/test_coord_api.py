@@ -112,6 +112,25 @@ def test_malformed_plans_and_bundles_are_rejected(user: httpx.Client) -> None:
     assert _error(as_json, 400)["code"] == "request.content_type"
 
 
+def test_a_bad_plan_is_refused_before_anything_is_stored(user: httpx.Client) -> None:
+    """Issue #14, point 5: a global that is not base64 answered 500 and left an orphan
+    swarm ``running`` at iteration -1; an alias with a path in it is refused too."""
+    before = user.get("/v1/swarms").json()
+    for field, value, needle in (
+        ("globals", {"g": "not base64!"}, "global 'g' is not valid base64"),
+        ("tasks", None, "tasks.0.alias"),
+    ):
+        doc = json.loads(compile_swarm(MeanSwarm()).plan.to_json())
+        if value is None:
+            doc[field][0]["alias"] = "../evil"
+        else:
+            doc[field] = value
+        body = _submit_body(plan=json.dumps(doc))
+        err = _error(user.post("/v1/swarms", content=body, headers=MSGPACK), 422)
+        assert err["code"] == "plan.schema" and needle in err["message"]
+    assert user.get("/v1/swarms").json() == before
+
+
 def test_unknown_swarm_ids_are_404(user: httpx.Client) -> None:
     for path in ("", "/logs", "/metrics", "/events", "/globals/k", "/results/t"):
         assert _error(user.get(f"/v1/swarms/nope{path}"), 404)["code"] == "swarm.unknown"

@@ -45,6 +45,9 @@ GOLDEN = Path(__file__).resolve().parent
 ROOT = GOLDEN.parent.parent
 
 PLAN_FILE = GOLDEN / f"plan_v{PLAN_SCHEMA_VERSION}.json"
+#: A plan of version 1 (modules keyed by bundle digest) that this shoal must still read;
+#: the event-log golden embeds it in its SwarmSubmitted record.
+PLAN_V1_FILE = GOLDEN / "plan_v1.json"
 EVENTS_FILE = GOLDEN / f"events_v{LOG_VERSION}.json"
 CODEC_FILE = GOLDEN / f"codec_v{_format.VERSION}.json"
 #: ``shoal export``'s target, relative to the checkout (it ends up in the plan's source).

@@ -16,6 +16,7 @@ from golden_cases import (
     EVENTS_FILE,
     GOLDEN,
     PLAN_FILE,
+    PLAN_V1_FILE,
     PLAN_TARGET,
     assert_same,
     codec_values,
@@ -38,7 +39,8 @@ HOW = "an accidental format change? If deliberate, see tests/golden/README.md"
 
 
 def _golden_plan() -> Plan:
-    return load_plan(PLAN_FILE.read_text(encoding="utf-8"))
+    """The plan the event-log golden embeds: the version-1 golden (still read)."""
+    return load_plan(PLAN_V1_FILE.read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------- plan
@@ -54,6 +56,21 @@ def test_the_golden_plan_reads_back_to_the_swarm_it_was_made_from() -> None:
     assert plan.to_json() == text, HOW
     assert {t.alias for t in plan.tasks} == {"train", "score", "aggregator"}
     assert decode(base64.b64decode(plan.globals["lr"])) == 0.5
+
+
+def test_a_version_1_plan_still_loads_and_reads_back_unchanged() -> None:
+    """Version 1 keyed modules by their bundle digest; version 2 by their declaration.
+    A stored version-1 plan (an old event log, an exported file) must still run."""
+    text = PLAN_V1_FILE.read_text(encoding="utf-8")
+    old = load_plan(text)
+    assert old.schema_version == 1 and old.to_json() == text
+    new = load_plan(PLAN_FILE.read_text(encoding="utf-8"))
+    assert new.schema_version == 2
+    assert all(key == ref.digest for key, ref in old.modules.items())
+    assert {ref.digest for ref in old.modules.values()} == {
+        ref.digest for ref in new.modules.values()
+    }  # the same bundles, under new keys
+    assert [t.alias for t in old.tasks] == [t.alias for t in new.tasks]
 
 
 # -------------------------------------------------------------------------- events

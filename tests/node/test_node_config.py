@@ -80,3 +80,23 @@ def test_unreadable_or_invalid_files_say_so(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.toml")
     with pytest.raises(ShoalError, match="not valid TOML"):
         load_config(_write(tmp_path, "node_id = \n"))
+
+
+def test_dataset_names_have_the_plan_character_set(tmp_path: Path) -> None:
+    """Issue #14, point 5: a node cannot offer a dataset no plan could ask for."""
+    (tmp_path / "d.npy").write_bytes(b"")
+    base = {"node_id": "n", "coordinator": "http://c", "state_dir": "s"}
+    for bad in ("../up", "a/b", "with space", "", ".hidden"):
+        with pytest.raises(ShoalError) as err:
+            parse_config({**base, "datasets": {bad: "d.npy"}}, tmp_path)
+        text = str(err.value)
+        assert f"datasets.{bad}" in text and "letters, digits" in text, text
+    ok = parse_config({**base, "datasets": {"mnist-v1.2_x": "d.npy"}}, tmp_path)
+    assert list(ok.datasets) == ["mnist-v1.2_x"]
+
+
+def test_node_ids_and_dataset_names_match_the_plan_schema() -> None:
+    from shoal._node import config
+    from shoal._plan import NAME_PATTERN
+
+    assert config._NODE_ID == NAME_PATTERN

@@ -229,3 +229,55 @@ def test_postgres_without_driver(monkeypatch: pytest.MonkeyPatch) -> None:
         SQLStore("postgresql://u@127.0.0.1:1/db")
     assert err.value.code == "store.driver"
     assert "shoal[postgres]" in str(err.value)
+
+
+# ------------------------------------------------- an empty file (issue #14, point 6)
+def test_an_empty_database_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "shoal.db"
+    path.write_bytes(b"")  # truncated, or replaced by `touch`
+    with pytest.raises(ShoalError) as err:
+        SQLStore(f"sqlite:///{path}")
+    assert err.value.code == "store.empty_file"
+    assert str(path) in err.value.message and "0 bytes" in err.value.message
+    assert err.value.hint is not None
+    assert "backup" in err.value.hint and "delete the file" in err.value.hint
+    assert path.stat().st_size == 0 and sorted(tmp_path.iterdir()) == [path]
+    with SQLStore(f"sqlite:///{path}", create=True) as store:  # told to make one there
+        assert store.event_append(b"e") == 1
+    with SQLStore(f"sqlite:///{path}") as store:  # a real database now
+        assert [s for s, _ in store.events()] == [1]
+
+
+def _open_at_once(url: str, n: int) -> tuple[list[SQLStore], list[BaseException]]:
+    """Open ``n`` stores on ``url`` from ``n`` threads at the same moment."""
+    stores: list[SQLStore] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(n)
+
+    def open_one() -> None:
+        start.wait(timeout=30)
+        try:
+            store = SQLStore(url)
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+        else:
+            with lock:
+                stores.append(store)
+
+    threads = [threading.Thread(target=open_one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return stores, errors
+
+
+def test_a_missing_database_file_is_created_never_empty(tmp_path: Path) -> None:
+    """Another opener never sees a new file empty (and so never refuses it)."""
+    for round_ in range(3):
+        stores, errors = _open_at_once(f"sqlite:///{tmp_path / f'new-{round_}.db'}", 6)
+        for store in stores:
+            store.close()
+        assert errors == [] and len(stores) == 6
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".new")]

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shoal._errors import ShoalError
-from shoal._store import sql
+from shoal._store import schema, sql
 from shoal._store.base import LogRow, MetricRow, NodeRecord, ResultRow, Store, SwarmRecord
 
 if TYPE_CHECKING:
@@ -229,6 +230,43 @@ def test_events_large_payload(store: Store) -> None:
     big = bytes(range(256)) * 8192  # 2 MiB
     seq = store.event_append(big)
     assert list(store.events(after=seq - 1)) == [(seq, big)]
+
+
+def test_events_are_numbered_without_gaps(store: Store) -> None:
+    """The contract every backend keeps; a SQL log edited by hand breaks it (below)."""
+    for i in range(5):
+        store.event_append(bytes([i]))
+    for after in range(6):
+        assert [s for s, _ in store.events(after)] == list(range(after + 1, 6))
+
+
+@pytest.mark.parametrize("deleted", [[3], [3, 4], [1], [1, 2, 3, 4]], ids=str)
+def test_a_gap_in_the_event_log_is_refused(sql_backend: Backend, deleted: list[int]) -> None:
+    """Issue #14, point 6: a log with events deleted replayed silently and rewrote
+    history. (The memory store cannot lose an event: it applies to SQL stores.)"""
+    url = sql_backend.new_url()
+    first = sql_backend.open(url)
+    for i in range(5):
+        first.event_append(bytes([i]))
+    first.check_events()  # type: ignore[attr-defined]  # whole: one query, no error
+    engine = first._engine  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        conn.execute(sa.delete(schema.events).where(schema.events.c.seq.in_(deleted)))
+    again = sql_backend.open(url)  # e.g. a coordinator starting on the damaged file
+    missing = deleted[0]
+    got: list[tuple[int, bytes]] = []
+    with pytest.raises(ShoalError) as err:
+        for item in again.events():
+            got.append(item)
+    assert got == [(s, bytes([s - 1])) for s in range(1, missing)]  # up to the gap only
+    assert err.value.code == "store.event_gap"
+    assert f"event {missing} is missing" in err.value.message
+    assert f"next event kept is {deleted[-1] + 1}" in err.value.message
+    assert err.value.hint is not None and "backup" in err.value.hint
+    with pytest.raises(ShoalError, match=f"event {missing} is missing"):
+        again.check_events()  # type: ignore[attr-defined]  # what the coordinator asks first
+    if missing > 1:  # reading from after the gap is fine
+        assert [s for s, _ in again.events(after=deleted[-1])] == list(range(deleted[-1] + 1, 6))
 
 
 # -------------------------------------------------------------------------- globals

@@ -267,7 +267,7 @@ class Coordinator(NodeOps, DriverBase):
             alias=inst.alias,
             iteration=inst.iteration,
             attempt=inst.attempt,
-            module=inst.module,
+            module=module.digest,  # the bundle; inst.module is the plan's module key
             datasets=list(module.datasets),
             image=module.image,
             timeout_s=inst.timeout_s,

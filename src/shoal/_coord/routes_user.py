@@ -78,7 +78,8 @@ async def submit(request: Request) -> SwarmAnswer:
         _check_bundle(digest, data)
     for data in body.bundles.values():
         await run_in_threadpool(store.put_bytes, data)
-    missing = [f"{m.name} ({d})" for d, m in plan.modules.items() if not store.exists(d)]
+    digests = {m.digest: m.name for m in plan.modules.values()}  # modules may share one
+    missing = [f"{name} ({d})" for d, name in digests.items() if not store.exists(d)]
     if missing:
         raise ApiError(
             400,

@@ -68,14 +68,28 @@ def default_db_url(state_dir: Path | str) -> str:
 
 
 def open_store(db_url: str) -> Store:
-    """A store for a database URL (``memory://``: in this process only, for tests)."""
+    """A store for a database URL (``memory://``: in this process only, for tests).
+
+    Raises
+    ------
+    ShoalError
+        ``store.empty_file`` for an empty SQLite file, ``store.event_gap`` for an event
+        log with a gap (a damaged database is refused, never started on), and the
+        errors of :class:`~shoal._store.sql.SQLStore`.
+    """
     if db_url in ("memory", "memory://"):
         from shoal._store.memory import MemoryStore
 
         return MemoryStore()
     from shoal._store.sql import SQLStore
 
-    return SQLStore(db_url)
+    store = SQLStore(db_url)
+    try:
+        store.check_events()  # replay checks it too; this says so before uvicorn starts
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def serve(

@@ -14,12 +14,22 @@ from shoal._define.module import Module
 from shoal._define.swarm import Swarm
 from shoal._define.task import _BUILDER, Condition, Task, _GraphBuilder
 from shoal._errors import CodecError, Problem, ShoalError, ShoalWarning, SwarmValidationError
-from shoal._plan import ConditionKind, Limits, Method, ModuleRef, Placement, Plan, TaskSpec
+from shoal._plan import (
+    ConditionKind,
+    Limits,
+    Method,
+    ModuleRef,
+    Placement,
+    Plan,
+    TaskSpec,
+    module_key,
+    name_problem,
+)
 
 
 @dataclass(frozen=True)
 class Compiled:
-    """A plan and the bundles its module digests refer to."""
+    """A plan and the bundles its modules refer to (by bundle digest)."""
 
     plan: Plan
     bundles: dict[str, Bundle]
@@ -150,6 +160,51 @@ def _cycle(edges: list[tuple[str, str]]) -> list[str] | None:
     return None
 
 
+def _name_problems(
+    tasks: list[Task], aliases: dict[int, str], modules: list[Module]
+) -> list[Problem]:
+    """Aliases, dataset names, image names and node ids outside their character set."""
+    out: list[Problem] = []
+    for t in tasks:
+        alias = aliases[id(t)]
+        if (why := name_problem(alias)) is not None:
+            fix = "pass alias= a valid name" if t.alias else "give the task alias= a valid name"
+            out.append(Problem("name.alias", f"task {alias!r}", f"the alias {why}", fix))
+        for field in ("specified_ids", "excepted_ids"):
+            for node in getattr(t, field) or ():
+                if (why := name_problem(node)) is not None:
+                    out.append(
+                        Problem(
+                            "name.node_id",
+                            f"task {alias!r}",
+                            f"{field} holds an invalid node id: {why}",
+                            f"list node ids as the nodes' configs spell them in {field}=",
+                        )
+                    )
+    for m in modules:
+        for ds in m.datasets:
+            if (why := name_problem(ds)) is not None:
+                out.append(
+                    Problem(
+                        "name.dataset",
+                        f"module {m.name!r}",
+                        f"the dataset name {why}",
+                        "name the dataset as the nodes' [datasets] tables do",
+                    )
+                )
+        if (why := name_problem(m.image, image=True)) is not None:
+            out.append(
+                Problem(
+                    "name.image",
+                    f"module {m.name!r}",
+                    f"the image name {why}",
+                    'use a short image name such as image="torch" and map it to an '
+                    "interpreter or OCI reference in the nodes' [images] tables",
+                )
+            )
+    return out
+
+
 def _placement(t: Task) -> Placement:
     method = {"fixed": "all", "maximum": "all"}.get(t.method, t.method)
     m = t.maximum
@@ -211,6 +266,7 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
         modules.setdefault(id(t.module), t.module)
     for m in modules.values():
         problems += m.problems(f"module {m.name!r}")
+    problems += _name_problems(tasks, aliases, list(modules.values()))
     mi = swarm.max_iterations
     if mi is not None and (not isinstance(mi, int) or isinstance(mi, bool) or mi < 1):
         problems.append(
@@ -260,14 +316,15 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
                 stacklevel=3,
             )
 
+    # One plan entry per module declaration, keyed by all of it; modules whose code is
+    # the same share one bundle (never one entry: that would lose datasets, image, ...).
     bundles: dict[str, Bundle] = {}
     refs: dict[str, ModuleRef] = {}
-    module_digest: dict[int, str] = {}
-    for key, m in modules.items():
+    keys: dict[int, str] = {}
+    for mid, m in modules.items():
         b = m.bundle()
         bundles[b.digest] = b
-        module_digest[key] = b.digest
-        refs[b.digest] = ModuleRef(
+        ref = ModuleRef(
             digest=b.digest,
             name=m.name,
             version=m.version,
@@ -277,10 +334,12 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
             requirements=m.requirements,
             resources=_plain(m.resources),
         )
+        keys[mid] = module_key(ref)
+        refs[keys[mid]] = ref
     specs = tuple(
         TaskSpec(
             alias=aliases[id(t)],
-            module=module_digest[id(t.module)],
+            module=keys[id(t.module)],
             placement=_placement(t),
             network=t.network,
             condition=ConditionKind(Condition(t.condition).value),

@@ -49,6 +49,8 @@ DEFAULT_IMAGE = "python"
 # Executors whose [images] are OCI image references (checked by the executor when the
 # agent starts), not interpreter paths.
 OCI_EXECUTORS = ("podman", "docker")
+# Node ids and dataset names: the character set of shoal._plan.NAME_PATTERN (tests
+# check that the two agree; the agent does not import the plan package).
 _NODE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 _FIXES = {
@@ -57,7 +59,8 @@ _FIXES = {
     "state_dir": "a folder the agent may write (credential, caches)",
     "executor": 'an executor name: "auto", "bwrap" or "process"',
     "heartbeat_interval_s": "a number of seconds > 0, e.g. 5",
-    "datasets": 'a table [datasets] of name = "path"',
+    "datasets": "a table [datasets] of name = \"path\"; names are letters, digits, '.', "
+    "'_' or '-' (at most 128), starting with a letter or digit",
     "images": 'a table [images] of name = "interpreter or venv path" (podman, docker: '
     '"OCI image reference")',
 }
@@ -125,7 +128,7 @@ class NodeConfig(BaseModel):
     join_token: str | None = None
     join_token_file: Path | None = None
     state_dir: Path
-    datasets: dict[str, Path] = {}
+    datasets: dict[Annotated[str, Field(pattern=_NODE_ID)], Path] = {}
     images: dict[str, Path] = {}
     executor: str = "auto"
     limits: Limits = Limits()

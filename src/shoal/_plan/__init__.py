@@ -1,6 +1,8 @@
 """The plan: the serialisable intermediate form every dialect compiles to."""
 
 from shoal._plan.schema import (
+    IMAGE_PATTERN,
+    NAME_PATTERN,
     PLAN_SCHEMA_VERSION,
     ConditionKind,
     Limits,
@@ -10,9 +12,13 @@ from shoal._plan.schema import (
     Plan,
     TaskSpec,
     load_plan,
+    module_key,
+    name_problem,
 )
 
 __all__ = [
+    "IMAGE_PATTERN",
+    "NAME_PATTERN",
     "PLAN_SCHEMA_VERSION",
     "ConditionKind",
     "Limits",
@@ -22,4 +28,6 @@ __all__ = [
     "Plan",
     "TaskSpec",
     "load_plan",
+    "module_key",
+    "name_problem",
 ]

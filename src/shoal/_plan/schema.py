@@ -1,21 +1,80 @@
 """Versioned JSON schema of a plan (pydantic).
 
-A plan is everything a driver needs to run a swarm: tasks with module references by
-content digest, placement, conditions, edges, sinks, globals (codec-encoded, base64) and
-limits. Nothing downstream of ``prepare_graph`` reads the user's Python objects.
+A plan is everything a driver needs to run a swarm: tasks with module references,
+placement, conditions, edges, sinks, globals (codec-encoded, base64) and limits. Nothing
+downstream of ``prepare_graph`` reads the user's Python objects.
+
+``Plan.modules`` maps a *module key* to a :class:`ModuleRef`: the module's whole
+declaration (name, version, image, datasets, requirements, resources) plus the digest of
+its code bundle. Two modules with the same code but different declarations are two
+entries that share one bundle. Plans written before module keys existed used the bundle
+digest as the key; they are still read the same way.
+
+Names that end up in URLs, paths and node configs (task aliases, dataset names, node
+ids; image names also allow ``:``) have one character set, :data:`NAME_PATTERN`: 1 to 128
+letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit. So a name is
+never empty, never contains ``/`` and is never ``.`` or ``..``: it is always one safe
+path or URL segment.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
+import re
 from enum import Enum
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shoal._errors import PlanError
 
-PLAN_SCHEMA_VERSION = 1
+# 2: modules are keyed by their whole declaration (`<name>-<hash>`), no longer by their
+# bundle's digest; names have a character set; globals are checked base64. Version 1
+# plans (keys were digests) still load.
+PLAN_SCHEMA_VERSION = 2
+READABLE_PLAN_VERSIONS = (1, 2)
+
+#: Task aliases, dataset names and node ids.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+#: Image names: a name as above that may also hold ``:`` (``"manta:pytorch"``).
+IMAGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+#: Keys of ``Plan.modules`` (``name-<hash>`` from :func:`module_key`, or a bundle digest
+#: in plans written before module keys existed).
+MODULE_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+NAME_RULE = "1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+IMAGE_RULE = "1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+ImageName = Annotated[str, StringConstraints(pattern=IMAGE_PATTERN)]
+ModuleKey = Annotated[str, StringConstraints(pattern=MODULE_KEY_PATTERN)]
+
+
+def name_problem(value: object, *, image: bool = False) -> str | None:
+    """Why ``value`` is not a valid name (an image name with ``image``), or None.
+
+    Parameters
+    ----------
+    value
+        The name to check.
+    image
+        Check against :data:`IMAGE_PATTERN` instead of :data:`NAME_PATTERN`.
+    """
+    pattern, rule = (IMAGE_PATTERN, IMAGE_RULE) if image else (NAME_PATTERN, NAME_RULE)
+    if isinstance(value, str) and re.fullmatch(pattern, value):
+        return None
+    return f"{value!r} is not a valid name: use {rule} (no '/', no spaces)"
 
 
 class _Strict(BaseModel):
@@ -38,14 +97,18 @@ class ConditionKind(str, Enum):
 
 
 class ModuleRef(_Strict):
-    """A module's metadata; its code is the bundle with this ``digest``."""
+    """A module's declaration; its code is the bundle with this ``digest``.
 
-    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    Several refs may share one bundle (the same code declared with different
+    datasets, image, resources, ...).
+    """
+
+    digest: str = Field(pattern=DIGEST_PATTERN)
     name: str
     version: str | None = None
     kind: Literal["file", "package", "source"]
-    image: str = "python"
-    datasets: tuple[str, ...] = ()
+    image: ImageName = "python"
+    datasets: tuple[Name, ...] = ()
     requirements: tuple[str, ...] = ()
     resources: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
@@ -62,8 +125,8 @@ class Placement(_Strict):
     count: int | None = Field(default=None, ge=1)
     fraction: float | None = Field(default=None, gt=0.0, le=1.0)
     fixed: bool = False
-    specified_ids: tuple[str, ...] | None = None
-    excepted_ids: tuple[str, ...] = ()
+    specified_ids: tuple[Name, ...] | None = None
+    excepted_ids: tuple[Name, ...] = ()
     gpu: bool = False
 
     @model_validator(mode="after")
@@ -74,10 +137,10 @@ class Placement(_Strict):
 
 
 class TaskSpec(_Strict):
-    """One task of the graph."""
+    """One task of the graph; ``module`` is a key of ``Plan.modules``."""
 
-    alias: str = Field(min_length=1)
-    module: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    alias: Name
+    module: ModuleKey
     placement: Placement = Placement()
     network: str | None = None
     condition: ConditionKind = ConditionKind.FINISHED
@@ -96,10 +159,10 @@ class Limits(_Strict):
 class Plan(_Strict):
     """A compiled swarm. Round-trips exactly through :meth:`to_json` / :func:`load_plan`."""
 
-    schema_version: Literal[1] = 1  # PLAN_SCHEMA_VERSION
+    schema_version: Literal[1, 2] = 2  # PLAN_SCHEMA_VERSION; 1 is still read
     name: str
     source: str | None = None
-    modules: dict[str, ModuleRef]
+    modules: dict[ModuleKey, ModuleRef]
     tasks: tuple[TaskSpec, ...]
     edges: tuple[tuple[str, str], ...]
     sinks: tuple[str, ...]
@@ -108,6 +171,18 @@ class Plan(_Strict):
     )
     networks: dict[str, str] = Field(default_factory=dict)
     limits: Limits = Limits()
+
+    @field_validator("globals")
+    @classmethod
+    def _decodable_globals(cls, value: dict[str, str]) -> dict[str, str]:
+        # Checked here so that a submission is refused whole, before anything is stored.
+        bad = {k: why for k, v in value.items() if (why := _global_problem(v)) is not None}
+        if bad:
+            raise ValueError(
+                "; ".join(f"global {k!r} is not {why}" for k, why in sorted(bad.items()))
+                + " (write globals with Swarm.set_global, which encodes them)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Plan:
@@ -154,6 +229,33 @@ class Plan(_Strict):
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
 
+def module_key(ref: ModuleRef) -> str:
+    """The key of ``ref`` in ``Plan.modules``: ``<name>-<16 hex>``.
+
+    The hex digits are a digest of the whole declaration (bundle digest, name, version,
+    kind, image, datasets, requirements, resources): two declarations get one key only
+    if they are identical, and the key is the same on every machine.
+    """
+    canonical = json.dumps(ref.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", ref.name)[:64].lstrip("._-") or "module"
+    return f"{stem}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
+
+
+def _global_problem(text: str) -> str | None:
+    """Why a plan global is not base64 of an encoded value, or None.
+
+    The value itself is decoded by the codec when a task reads it, not here: a global
+    may hold a tensor or a table whose library the coordinator does not have.
+    """
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        return f"valid base64 ({e})"
+    if not data:
+        return "an encoded value (it is empty)"
+    return None
+
+
 def _dups(items: list[str]) -> set[str]:
     seen: set[str] = set()
     return {x for x in items if x in seen or seen.add(x)}  # type: ignore[func-returns-value]
@@ -179,10 +281,10 @@ def load_plan(text: str | bytes) -> Plan:
     if not isinstance(doc, dict):
         raise PlanError("plan document must be a JSON object", code="plan.json")
     version = doc.get("schema_version")
-    if version != PLAN_SCHEMA_VERSION:
+    if version not in READABLE_PLAN_VERSIONS:
         raise PlanError(
-            f"plan schema_version {version!r} is not supported; this shoal reads version "
-            f"{PLAN_SCHEMA_VERSION}",
+            f"plan schema_version {version!r} is not supported; this shoal reads versions "
+            f"{', '.join(map(str, READABLE_PLAN_VERSIONS))}",
             code="plan.version",
             hint="export the plan again with this version of shoal",
         )
@@ -194,7 +296,7 @@ def load_plan(text: str | bytes) -> Plan:
             for err in e.errors()
         )
         raise PlanError(
-            f"plan document does not match schema version {PLAN_SCHEMA_VERSION}: {fields}",
+            f"plan document does not match schema version {version}: {fields}",
             code="plan.schema",
             hint="export the plan again with `shoal export`",
         ) from None

@@ -9,9 +9,10 @@ import shutil
 import sys
 import traceback
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import ModuleType, TracebackType
 
 from shoal._errors import ShoalError
@@ -21,20 +22,155 @@ from shoal._runtime.context import Channel, InstanceContext, running
 _SHOAL_DIR = str(Path(__file__).resolve().parent.parent)
 
 
-def extract_bundle(data: bytes, digest: str, cache: Path) -> Path:
-    """Extract a bundle into ``cache/<hex>/`` once (atomically) and return that folder."""
+#: Bounds on what a node unpacks from one module bundle (a zip). shoal's own bundles
+#: are stored uncompressed (1:1) and hold code, so real modules stay far below them;
+#: they stop a zip bomb (a small download that expands to fill the disk).
+MAX_BUNDLE_BYTES = 1 << 30  # 1 GiB uncompressed, every entry together
+MAX_BUNDLE_ENTRIES = 100_000
+MAX_BUNDLE_RATIO = 200  # uncompressed / compressed size of one entry ...
+RATIO_FROM_BYTES = 1 << 20  # ... checked for entries over 1 MiB uncompressed
+_CHUNK = 1 << 20
+# What a damaged or hand-made zip raises while it is read (a full disk is not one).
+_DAMAGED = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    EOFError,
+    NotImplementedError,  # an unknown compression method
+    RuntimeError,  # an encrypted entry
+    ValueError,
+    FileExistsError,  # two entries with one name
+    IsADirectoryError,
+    NotADirectoryError,
+)
+_BOMB_HINT = (
+    "shoal bundles are stored uncompressed and hold a module's code; keep data in the "
+    "nodes' datasets, and build bundles with `shoal export` or shoal.Client"
+)
+
+
+def _bytes(n: int) -> str:
+    return f"{n} bytes ({n / (1 << 20):g} MiB)"
+
+
+def _too_big(digest: str, what: str, limit: str) -> ShoalError:
+    return ShoalError(
+        f"bundle {digest} {what}, over the limit of {limit}; it was not extracted",
+        code="module.bundle_limit",
+        hint=_BOMB_HINT,
+    )
+
+
+def check_bundle_zip(
+    zf: zipfile.ZipFile,
+    digest: str,
+    max_bytes: int = MAX_BUNDLE_BYTES,
+    max_ratio: float = MAX_BUNDLE_RATIO,
+) -> None:
+    """Check a bundle's central directory before anything is extracted.
+
+    Parameters
+    ----------
+    zf
+        The open bundle.
+    digest
+        Its digest, for the messages.
+    max_bytes, max_ratio
+        The bounds on the total uncompressed size and on the compression ratio of
+        each entry over :data:`RATIO_FROM_BYTES`.
+
+    Raises
+    ------
+    ShoalError
+        ``module.bundle`` for an entry whose name leaves the bundle's folder,
+        ``module.bundle_limit`` for a bundle over a bound.
+    """
+    infos = zf.infolist()
+    if len(infos) > MAX_BUNDLE_ENTRIES:
+        raise _too_big(digest, f"has {len(infos)} entries", f"{MAX_BUNDLE_ENTRIES} entries")
+    total = 0
+    for info in infos:
+        name = info.filename
+        parts = PurePosixPath(name).parts
+        if not name or name.startswith("/") or ".." in parts or "\\" in name or "\0" in name:
+            raise ShoalError(f"bundle {digest} has an unsafe entry {name!r}", code="module.bundle")
+        total += info.file_size
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > RATIO_FROM_BYTES and ratio > max_ratio:
+            raise _too_big(
+                digest,
+                f"has an entry {name!r} that expands {ratio:.0f} times "
+                f"({info.compress_size} -> {info.file_size} bytes)",
+                f"{max_ratio:g}:1 for entries over {RATIO_FROM_BYTES} bytes",
+            )
+    if total > max_bytes:
+        raise _too_big(digest, f"expands to {total} bytes", _bytes(max_bytes))
+
+
+def _extract(zf: zipfile.ZipFile, digest: str, folder: Path, max_bytes: int) -> None:
+    """Write every entry under ``folder``, counting what is written (headers can lie)."""
+    written = 0
+    for info in zf.infolist():
+        path = folder.joinpath(*PurePosixPath(info.filename).parts)
+        if info.is_dir():
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entry = 0
+        with zf.open(info) as src, path.open("xb") as dst:
+            while chunk := src.read(_CHUNK):
+                entry += len(chunk)
+                written += len(chunk)
+                if entry > info.file_size or written > max_bytes:
+                    raise _too_big(
+                        digest,
+                        f"expands past its declared sizes ({written} bytes)",
+                        _bytes(max_bytes),
+                    )
+                dst.write(chunk)
+
+
+def extract_bundle(
+    data: bytes,
+    digest: str,
+    cache: Path,
+    *,
+    max_bytes: int = MAX_BUNDLE_BYTES,
+    max_ratio: float = MAX_BUNDLE_RATIO,
+) -> Path:
+    """Extract a bundle into ``cache/<hex>/`` once (atomically) and return that folder.
+
+    The zip's central directory is checked first (entry names, total size, compression
+    ratio: :func:`check_bundle_zip`), and the bytes are counted again while they are
+    written, so a bundle never writes more than ``max_bytes``. A refused bundle leaves
+    nothing behind.
+
+    Raises
+    ------
+    ShoalError
+        ``module.bundle`` for a bundle that is not a readable zip or has an unsafe
+        entry, ``module.bundle_limit`` for one over a bound.
+    """
     target = cache / digest.removeprefix("sha256:")
     if target.is_dir():
         return target
     tmp = cache / f".{target.name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        for name in zf.namelist():
-            if name.startswith("/") or ".." in Path(name).parts:
-                raise ShoalError(
-                    f"bundle {digest} has an unsafe entry {name!r}", code="module.bundle"
-                )
-        zf.extractall(tmp)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            check_bundle_zip(zf, digest, max_bytes, max_ratio)
+            tmp.mkdir(parents=True)
+            _extract(zf, digest, tmp, max_bytes)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, _DAMAGED):
+            raise ShoalError(
+                f"bundle {digest} cannot be extracted: {type(e).__name__}: {e}",
+                code="module.bundle",
+                hint="the bundle is damaged or was not built by shoal; build it with "
+                "`shoal export` or shoal.Client",
+            ) from None
+        raise
     try:
         os.rename(tmp, target)
     except OSError:  # another process won the race: its copy is identical

@@ -202,8 +202,9 @@ class Simulation(DriverBase):
         self._infos[ins.instance_id] = info
         self._c.scheduled += 1
         assert self._executor is not None
-        folder, declared = self._folders[ins.module], self._declared[ins.module]
-        self._executor.submit(Job(info, ins.attempt, ins.module, folder, declared))
+        digest = self.plan.modules[ins.module].digest  # a module key names its bundle
+        declared = self._declared[ins.module]
+        self._executor.submit(Job(info, ins.attempt, digest, self._folders[digest], declared))
 
     def _on_cancel(self, ins: CancelInstance) -> None:
         assert self._executor is not None

@@ -17,7 +17,7 @@ once, in order).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -146,7 +146,12 @@ class Store(Protocol):
         ...
 
     def events(self, after: int = 0) -> Iterator[tuple[int, bytes]]:
-        """Events with a sequence number greater than ``after``, in order."""
+        """Events with a sequence number greater than ``after``, in order.
+
+        The numbers are contiguous: ``after + 1``, ``after + 2``, ... A log with a
+        number missing raises ``ShoalError`` code ``store.event_gap`` when the
+        iteration reaches the gap (see :func:`contiguous`).
+        """
         ...
 
     # ---------------------------------------------------------------- globals
@@ -259,3 +264,40 @@ def swarm_missing(swarm_id: str) -> ShoalError:
         code="store.missing",
         hint="create the swarm before updating it",
     )
+
+
+def contiguous(
+    events: Iterable[tuple[int, bytes]], after: int, where: str
+) -> Iterator[tuple[int, bytes]]:
+    """Yield ``events`` (numbered from ``after + 1``), checking that no number is missing.
+
+    Replaying a log with a hole would rewrite history (a swarm that had succeeded would
+    be replayed without the events that made it succeed), so a gap stops the iteration.
+
+    Parameters
+    ----------
+    events
+        ``(seq, payload)`` pairs in increasing order of ``seq``.
+    after
+        The number before the first expected one.
+    where
+        The log's location, for the error message.
+
+    Raises
+    ------
+    ShoalError
+        ``store.event_gap``, naming the first missing number.
+    """
+    expected = max(after, 0) + 1
+    for seq, payload in events:
+        if seq != expected:
+            raise ShoalError(
+                f"the event log in {where} has a gap: event {expected} is missing (the "
+                f"next event kept is {seq})",
+                code="store.event_gap",
+                hint="the database was damaged or edited by hand: stop, and restore it from "
+                "a backup. shoal does not replay a log with a gap, because that would "
+                "rewrite the history of its swarms",
+            )
+        yield seq, payload
+        expected += 1

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -26,6 +29,7 @@ from shoal._store.base import (
     NodeRecord,
     ResultRow,
     SwarmRecord,
+    contiguous,
     swarm_exists,
     swarm_missing,
 )
@@ -45,6 +49,65 @@ _PAGE = 1000  # events read per query
 _IN_CHUNK = 500  # ids per IN (...) list
 
 
+def _sqlite_path(url: sa.engine.URL) -> Path | None:
+    """The file of a SQLite URL (None: PostgreSQL, in-memory, or a ``file:`` URI)."""
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or is_sqlite_memory(url):
+        return None
+    if database.startswith("file:") or url.query.get("uri"):
+        return None
+    return Path(database)
+
+
+def _prepare_sqlite_file(url: sa.engine.URL, create: bool) -> None:
+    """Refuse an empty SQLite file; make a missing one with its header in place."""
+    path = _sqlite_path(url)
+    if path is None:
+        return
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        _create_sqlite_file(path)
+        return
+    except OSError:
+        return  # SQLite says what is wrong when it opens the file (store.unavailable)
+    if size == 0 and not create:
+        raise ShoalError(
+            f"the database file {path} is empty (0 bytes): shoal never leaves an empty "
+            "database file, so it was truncated or replaced, and starting on it would "
+            "start with no nodes, swarms or history",
+            code="store.empty_file",
+            hint="restore the file from a backup; to start a new, empty coordinator "
+            "instead, delete the file: shoal creates a missing one",
+        )
+
+
+def _create_sqlite_file(path: Path) -> None:
+    """Create a new SQLite database at ``path`` atomically.
+
+    SQLite itself creates a missing file empty and writes its header a moment later;
+    another opener that looked in between would take it for a truncated database. So
+    the header is written in a temporary file, which is then linked into place (a link
+    never replaces a file that another opener made first).
+    """
+    if not path.parent.is_dir():
+        return  # SQLite says so when it opens the file (store.unavailable)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
+    try:
+        conn = sqlite3.connect(tmp)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")  # writes the header
+        finally:
+            conn.close()
+        with contextlib.suppress(FileExistsError):  # another opener made it first
+            os.link(tmp, path)
+    except (OSError, sqlite3.Error):
+        pass  # no links here, or no room: SQLite creates the file as it opens it
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            leftover.unlink(missing_ok=True)
+
+
 def _pack(value: Wire) -> bytes:
     data: bytes = msgpack.packb(value, use_bin_type=True)
     return data
@@ -60,22 +123,31 @@ class SQLStore:
 
     Opening a store creates or upgrades its schema (the migrations ship with shoal).
 
+    A SQLite file that does not exist is created (atomically, so that no other opener
+    ever sees it empty). A SQLite file that exists but is empty (0 bytes) is refused:
+    shoal never leaves one, so it was truncated or replaced, and opening it would start
+    an empty coordinator without a word.
+
     Parameters
     ----------
     url
         ``sqlite:///path/to/shoal.db`` (``sqlite://``: a private in-memory database),
         or ``postgresql://user:password@host:port/db`` (psycopg 3; the URL may name it
         as ``postgresql+psycopg://``).
+    create
+        Make a new database in an empty (0-byte) SQLite file instead of refusing it.
 
     Raises
     ------
     ShoalError
         ``store.url`` for an unsupported URL, ``store.driver`` if psycopg is missing
-        for PostgreSQL, ``store.unavailable`` if the database cannot be reached.
+        for PostgreSQL, ``store.unavailable`` if the database cannot be reached,
+        ``store.empty_file`` for an empty SQLite file (without ``create``).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = False) -> None:
         self.url = normalize_url(url)
+        _prepare_sqlite_file(self.url, create)
         self._pg = self.url.get_backend_name() == "postgresql"
         # A private in-memory SQLite database is one connection: take turns on it.
         self._serial: contextlib.AbstractContextManager[Any] = (
@@ -264,7 +336,25 @@ class SQLStore:
         """
         with self._read() as conn:
             last = conn.execute(sa.select(sa.func.max(t.events.c.seq))).scalar()
-        return self._event_pages(after, int(last or 0))
+        return contiguous(self._event_pages(after, int(last or 0)), after, self._shown())
+
+    def check_events(self) -> None:
+        """Check that the event log has no gap, before anything replays it.
+
+        One query in the normal case (``count == max``); a log that fails it is read up
+        to its first gap. :meth:`events` checks the same while it is read.
+
+        Raises
+        ------
+        ShoalError
+            ``store.event_gap``, naming the first missing number.
+        """
+        seq = t.events.c.seq
+        with self._read() as conn:
+            count, last = conn.execute(sa.select(sa.func.count(), sa.func.max(seq))).one()
+        if count != (last or 0):
+            for _ in self.events():
+                pass
 
     def _event_pages(self, after: int, last: int) -> Iterator[tuple[int, bytes]]:
         while after < last:
