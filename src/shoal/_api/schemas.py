@@ -46,9 +46,10 @@ class Body(BaseModel):
 
 
 class EnrolBody(Body):
-    """``POST /v1/nodes/enrol``."""
+    """``POST /v1/nodes/enrol``. ``join_token`` may be empty when the request carries
+    the node's current credential (re-enrolment of a known node)."""
 
-    join_token: StrictStr
+    join_token: StrictStr = ""
     node_id: Annotated[str, Field(pattern=NODE_ID)]
     datasets: list[StrictStr] = []
     gpu: StrictBool = False

@@ -8,11 +8,11 @@ never decodes a value.
 
 Durability: a method that returns has made its write durable (SQL: committed).
 Idempotence: ``result_add`` replaces the result with the same (instance, tag);
-``node_upsert``, ``join_token_put`` and ``swarm_update`` overwrite; ``log_add`` and ``metric_add`` ignore a
-record whose (instance, ``ordinal``) is stored already (a node agent gives each record
-of an instance its own number, so an upload sent again after its answer was lost counts
-once); ``event_append`` is not idempotent (the coordinator appends each engine event
-once, in order).
+``node_upsert``, ``join_token_put`` and ``swarm_update`` overwrite; ``log_add`` and
+``metric_add`` ignore a record whose (instance, ``ordinal``) is stored already (a node
+agent gives each record of an instance its own number, so an upload sent again after its
+answer was lost counts once); ``event_append`` is not idempotent (the coordinator
+appends each engine event once, in order).
 """
 
 from __future__ import annotations

@@ -105,9 +105,7 @@ class MemoryStore:
     def join_token_find(self, token_hash: str) -> JoinTokenRecord | None:
         """The join token whose secret hashes to ``token_hash``, or None."""
         with self._lock:
-            return next(
-                (t for t in self._join_tokens.values() if t.token_hash == token_hash), None
-            )
+            return next((t for t in self._join_tokens.values() if t.token_hash == token_hash), None)
 
     def join_tokens(self) -> list[JoinTokenRecord]:
         """Every join token, oldest first (ties: by id)."""

@@ -30,9 +30,7 @@ def upgrade() -> None:
         sa.Column("node_id", sa.String(), nullable=True),
         sa.Column("revoked", sa.Double(), nullable=True),
     )
-    op.create_index(
-        "uq_shoal_join_tokens_hash", "shoal_join_tokens", ["token_hash"], unique=True
-    )
+    op.create_index("uq_shoal_join_tokens_hash", "shoal_join_tokens", ["token_hash"], unique=True)
     with op.batch_alter_table("shoal_nodes") as batch:
         batch.add_column(sa.Column("revoked", sa.Double(), nullable=True))
 
