@@ -21,7 +21,7 @@ from shoal._api.identity import (
 )
 from shoal._api.schemas import NODE_ID
 from shoal._coord import join_tokens
-from shoal._coord.errors import not_found
+from shoal._coord.errors import ApiError
 from shoal._coord.http import coordinator, operator_auth
 from shoal._store.base import JoinTokenRecord
 
@@ -79,8 +79,12 @@ async def revoke_join_token(
     coord = coordinator(request)
     now = coord.clock()
     if not await run_in_threadpool(coord.store.join_token_revoke, token_id, now):
-        hint = "list them with `shoal coordinator token list`"
-        raise not_found("join_token", token_id, hint=hint)
+        raise ApiError(
+            404,
+            f"unknown join token {token_id!r}",
+            code="join_token.unknown",
+            hint="list them with `shoal coordinator token list`",
+        )
     record = await run_in_threadpool(coord.store.join_token_get, token_id)
     assert record is not None
     log.warning("join token %s revoked", token_id)
