@@ -109,6 +109,26 @@ def test_a_node_enrols_again_with_its_credential(coord: Coordinator) -> None:
     assert _beat(coord, new).status_code == 200
 
 
+def test_an_enrolment_whose_answer_was_lost_is_answered_the_same(
+    coord: Coordinator, operator: httpx.Client
+) -> None:
+    once = _token(operator, uses=1)
+    chosen = "repeated:" + "b" * 43
+    body = {"join_token": once["token"], "node_id": "repeated", "credential": chosen}
+    url = f"{coord.url}/v1/nodes/enrol"
+    for _ in range(2):  # the second is the agent's retry after a lost answer
+        resp = httpx.post(url, json=body, timeout=30)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["credential"] == chosen
+    assert _beat(coord, chosen).status_code == 200
+    listed = {t["token_id"]: t for t in operator.get("/v1/admin/join-tokens").json()}
+    assert listed[once["token_id"]]["uses"] == 1
+    # Proposing someone else's id, or a weak secret, is refused.
+    for bad in ("other:" + "b" * 43, "repeated:short"):
+        wrong = httpx.post(url, json={**body, "node_id": "repeated", "credential": bad})
+        assert _error(wrong, 422)["code"] == "auth.credential_format"
+
+
 # ----------------------------------------------------------------------- join tokens
 def test_join_tokens_expire_run_out_are_revoked_and_bound(
     coord: Coordinator, operator: httpx.Client

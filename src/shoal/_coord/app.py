@@ -54,8 +54,8 @@ def create_app(
     blobs
         Module bundles and large values by digest: a BlobStore or its folder.
     join_token
-        The join token ``default`` (recorded in the store, hashed, when the app
-        starts); accepted only by ``POST /v1/nodes/enrol``.
+        The join token ``default`` (recorded in the store, hashed, here); accepted
+        only by ``POST /v1/nodes/enrol``.
     user_token
         The bearer token of user routes (``POST /v1/admin/user-token`` rotates it).
     heartbeat_timeout_s
@@ -78,10 +78,10 @@ def create_app(
         The app; ``app.state.coord`` is its :class:`~shoal._coord.driver.Coordinator`.
     """
     coord = Coordinator(store, heartbeat_timeout_s=heartbeat_timeout_s)
+    join_tokens.ensure_default(store, join_token, coord.clock())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(join_tokens.ensure_default, store, join_token, coord.clock())
         await run_in_threadpool(coord.recover)
         coord.start()
         try:

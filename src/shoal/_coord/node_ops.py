@@ -101,7 +101,12 @@ class NodeOps:
             )
 
     def admit(
-        self, node_id: str, offer: Offer, join_token: str, credential: str | None = None
+        self,
+        node_id: str,
+        offer: Offer,
+        join_token: str,
+        credential: str | None = None,
+        proposed: str | None = None,
     ) -> str:
         """Enrol a node if it may; return its new credential (``POST /v1/nodes/enrol``).
 
@@ -109,7 +114,9 @@ class NodeOps:
         any valid join token that is not bound to another id. A known id enrols again
         only with its current ``credential`` (then ``join_token`` is not needed) or
         with a join token bound to it. A use of the join token is counted only when the
-        enrolment succeeds.
+        enrolment succeeds. ``proposed`` is the new credential the node chose: when it
+        is the node's current credential already, the request repeats an enrolment whose
+        answer was lost, and it is answered the same.
 
         Raises
         ------
@@ -119,7 +126,16 @@ class NodeOps:
             ``auth.identity`` (the id is enrolled already) or ``auth.node_revoked``.
         """
         now = self.clock()
+        if proposed is not None:
+            _check_format(node_id, proposed)
         with self._lock:  # check and enrol at once: two enrolments cannot both pass
+            if (
+                credential is None
+                and proposed is not None
+                and self.credential_ok(node_id, proposed)
+            ):
+                log.info("node %s repeated its enrolment", node_id)
+                return self.enrol(node_id, offer, proposed)
             if credential is not None:
                 if credential.partition(":")[0] != node_id or not self.credential_ok(
                     node_id, credential
@@ -132,7 +148,7 @@ class NodeOps:
                         "without one (a join token) if this node id is new",
                     )
                 log.info("node %s enrolled again with its credential", node_id)
-                return self.enrol(node_id, offer)
+                return self.enrol(node_id, offer, proposed)
             token = join_tokens.check(self.store, join_token, node_id, now)
             record = self.store.node_get(node_id)
             if record is not None and token.node_id != node_id:
@@ -154,7 +170,7 @@ class NodeOps:
                     )
             join_tokens.use(self.store, token, now)
             log.info("node %s enrolled with join token %s", node_id, token.token_id)
-            return self.enrol(node_id, offer)
+            return self.enrol(node_id, offer, proposed)
 
     def rotate_credential(self, node_id: str, presented: str, proposed: str | None = None) -> str:
         """Give a node a new credential; the old one stops working at once.
@@ -178,14 +194,7 @@ class NodeOps:
         """
         if proposed is None:
             proposed = f"{node_id}:{secrets.token_urlsafe(32)}"
-        elif not _CREDENTIAL.fullmatch(proposed) or proposed.partition(":")[0] != node_id:
-            raise ApiError(
-                422,
-                f"the proposed credential of node {node_id!r} is not '{node_id}:' and 32 to "
-                "128 URL-safe characters",
-                code="auth.credential_format",
-                hint="make it with secrets.token_urlsafe(32), or send no body to get one",
-            )
+        _check_format(node_id, proposed)
         if hmac.compare_digest(presented.encode(), proposed.encode()):
             return proposed  # a repeat whose first answer was lost: already current
         with self._lock:
@@ -249,7 +258,7 @@ class NodeOps:
         if node is not None and self._connected(node_id):
             node.last_seen = max(node.last_seen, self.clock())
 
-    def enrol(self, node_id: str, offer: Offer) -> str:
+    def enrol(self, node_id: str, offer: Offer, credential: str | None = None) -> str:
         """Register (or re-register) a node without any check; return its new
         credential. :meth:`admit` decides whether a request may (in-process tests call
         this directly).
@@ -257,7 +266,8 @@ class NodeOps:
         Every live instance of the node is offered again: a node that enrols again has
         usually lost its state.
         """
-        credential = f"{node_id}:{secrets.token_urlsafe(32)}"
+        if credential is None:
+            credential = f"{node_id}:{secrets.token_urlsafe(32)}"
         now = self.clock()
         with self._lock:
             node = self._node(node_id)
@@ -368,6 +378,18 @@ class NodeOps:
 
 
 _CREDENTIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}:[A-Za-z0-9_-]{32,128}")
+
+
+def _check_format(node_id: str, proposed: str) -> None:
+    if not _CREDENTIAL.fullmatch(proposed) or proposed.partition(":")[0] != node_id:
+        raise ApiError(
+            422,
+            f"the proposed credential of node {node_id!r} is not '{node_id}:' and 32 to "
+            "128 URL-safe characters",
+            code="auth.credential_format",
+            hint="make it with secrets.token_urlsafe(32), or propose none to get one",
+        )
+
 
 _ASK_OPERATOR = (
     "the coordinator's operator can reset the node (`shoal coordinator node reset ID`: "

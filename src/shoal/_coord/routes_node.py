@@ -71,7 +71,12 @@ async def enrol(
     credential = None if creds is None or not creds.credentials else creds.credentials
     try:
         issued = await run_in_threadpool(
-            coordinator(request).admit, body.node_id, offer, body.join_token, credential
+            coordinator(request).admit,
+            body.node_id,
+            offer,
+            body.join_token,
+            credential,
+            body.credential,
         )
     except ApiError as e:
         if e.status in (401, 403):

@@ -31,7 +31,7 @@ from shoal._exec.registry import make_executor
 from shoal._node.cache import Caches
 from shoal._node.client import Backoff, CoordinatorClient, Rejected, Stopped
 from shoal._node.config import DEFAULT_IMAGE, NodeConfig, load_config
-from shoal._node.identity import CredentialFile
+from shoal._node.identity import CredentialFile, new_credential
 from shoal._node.instance import InstanceRun
 from shoal._node.proxy import WorldProxy
 
@@ -142,9 +142,10 @@ class Agent:
 
     # --------------------------------------------------------------- identity
     def _load_or_enrol(self) -> None:
-        self.client.credential = self.identity.read()
-        if self.client.credential is None:
-            self._enrol()
+        with self.identity.locked():
+            self.client.credential = self.identity.read()
+            if self.client.credential is None:
+                self._enrol()
 
     def _enrol(self) -> None:
         token = self.config.read_join_token()
@@ -156,7 +157,11 @@ class Agent:
                 "(`shoal coordinator token` prints it)",
             )
         self.client.credential = None
-        credential = self.client.enrol(token, self.config.node_id, self.offer())
+        # Chosen here and kept before it is sent: an enrolment whose answer is lost is
+        # repeated with it (also by the next agent process) and answered the same.
+        proposed = self.identity.read_next() or new_credential(self.config.node_id)
+        self.identity.write_next(proposed)
+        credential = self.client.enrol(token, self.config.node_id, self.offer(), proposed)
         self.identity.write(credential)
         self.client.credential = credential
         log.info("enrolled node %s", self.config.node_id)

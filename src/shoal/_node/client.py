@@ -252,9 +252,13 @@ class CoordinatorClient:
             return resp
 
     # ------------------------------------------------------------------- routes
-    def enrol(self, join_token: str, node_id: str, offer: dict[str, Any]) -> str:
-        """Enrol with the join token; return the new credential."""
-        body = EnrolBody(join_token=join_token, node_id=node_id, **offer)
+    def enrol(
+        self, join_token: str, node_id: str, offer: dict[str, Any], proposed: str | None = None
+    ) -> str:
+        """Enrol with the join token; return the new credential (``proposed``, the one
+        the node chose, if given: a repeat after a lost answer is then answered the
+        same)."""
+        body = EnrolBody(join_token=join_token, node_id=node_id, credential=proposed, **offer)
         resp = self.call("POST", "/v1/nodes/enrol", json=body.model_dump(), reauth=False)
         return EnrolAnswer.model_validate(resp.json()).credential
 
