@@ -119,6 +119,14 @@ def test_the_commands_say_what_is_missing(tmp_path: Path) -> None:
     out = shoal("coordinator", "user-token", "rotate", "--state", str(tmp_path))
     assert out.returncode != 0 and "operator-token" in out.stderr
     assert "Traceback" not in out.stderr
+    config = tmp_path / "node.toml"
+    config.write_text(
+        'node_id = "fresh"\ncoordinator = "http://127.0.0.1:1"\njoin_token = "t"\n'
+        'state_dir = "state"\n'
+    )
+    out = shoal("node", "rotate-credential", "--config", str(config))
+    assert out.returncode != 0 and "has no credential" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_parse_duration() -> None:

@@ -150,6 +150,12 @@ def rotate_credential(config_path: Path | str, timeout_s: float = 60.0) -> str:
     client = CoordinatorClient(config.coordinator, threading.Event(), config.retry_max_s, verify)
     deadline = time.monotonic() + timeout_s
     try:
+        if not identity.path.exists():
+            raise ShoalError(
+                f"node {config.node_id!r} has no credential in {identity.path}",
+                code="node.enrol",
+                hint="start the agent once so that it enrols (`shoal node start`)",
+            )
         with identity.locked():
             current = identity.read()
             if current is None:
