@@ -160,7 +160,8 @@ def test_join_tokens_expire_run_out_are_revoked_and_bound(
     assert _error(_enrol(coord, "x", "not-a-token"), 401)["code"] == "auth.join"
     assert _error(_enrol(coord, "x"), 401)["code"] == "auth.join"
     _error(operator.post("/v1/admin/join-tokens/nope/revoke"), 404)
-    _error(operator.post("/v1/admin/join-tokens", json={"uses": 0}), 422)
+    for bad in ({"uses": 0}, {"uses": 2**63}, {"expires_in_s": 0}, {"expires_in_s": 1e300}):
+        _error(operator.post("/v1/admin/join-tokens", json=bad), 422)
     _error(operator.post("/v1/admin/join-tokens", json={"node_id": "a/b"}), 422)
 
     listed = {t["token_id"]: t for t in operator.get("/v1/admin/join-tokens").json()}

@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field, StrictFloat, StrictInt, StrictStr
 from shoal._api.schemas import NODE_ID, Body
 
 TOKEN_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_EXPIRY_S = 100 * 366 * 86400  # a century: longer is "never" (leave it out)
+MAX_USES = 2**31 - 1
 
 
 class CredentialBody(Body):
@@ -31,8 +33,8 @@ class JoinTokenBody(Body):
     already (the operator replaces a node that lost its credential).
     """
 
-    expires_in_s: Annotated[StrictFloat | StrictInt, Field(gt=0)] | None = None
-    uses: Annotated[StrictInt, Field(ge=1)] | None = None
+    expires_in_s: Annotated[StrictFloat | StrictInt, Field(gt=0, le=MAX_EXPIRY_S)] | None = None
+    uses: Annotated[StrictInt, Field(ge=1, le=MAX_USES)] | None = None
     node_id: Annotated[str, Field(pattern=NODE_ID)] | None = None
 
 

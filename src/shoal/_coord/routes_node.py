@@ -29,12 +29,12 @@ from shoal._coord.http import (
     Bearer,
     any_auth,
     auth_failed,
-    check_source,
     coordinator,
     msgpack_body,
     msgpack_doc,
     msgpack_response,
     node_auth,
+    source_allowed,
     validate,
 )
 from shoal._coord.schemas import WORLD_ARGS, Batch
@@ -60,7 +60,7 @@ def _offer(datasets: list[str], gpu: bool, images: list[str] | None) -> Offer:
 
 @router.post("/nodes/enrol", response_model=EnrolAnswer)
 async def enrol(
-    request: Request, body: EnrolBody, creds: Bearer, source: str = Depends(check_source)
+    request: Request, body: EnrolBody, creds: Bearer, source: str = Depends(source_allowed)
 ) -> EnrolAnswer:
     """Enrol a node; answers its credential (shown once).
 
