@@ -61,6 +61,19 @@ class Coordinator:
     def join_token(self) -> str:
         return (self.state / "join-token").read_text().strip()
 
+    @property
+    def operator_token(self) -> str:
+        return (self.state / "operator-token").read_text().strip()
+
+    def operator(self) -> httpx.Client:
+        """A client with the operator token (the ``/v1/admin/...`` routes)."""
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.operator_token}"},
+            timeout=30,
+            verify=self.verify(),
+        )
+
     def user(self) -> httpx.Client:
         return httpx.Client(
             base_url=self.url,
@@ -102,7 +115,10 @@ class Deployment:
         heartbeat_timeout: float = 3.0,
         max_request_mb: float = 64.0,
         tls: tuple[Path, Path] | None = None,
+        extra: list[str] | None = None,
     ) -> Coordinator:
+        """Start a coordinator process; ``extra``: more arguments of ``python -m
+        shoal._coord`` (``["--auth-window", "2"]``)."""
         state = state or self.root / "coord"
         port = port or free_port()
         log = self.root / f"coord-{port}.log"
@@ -125,6 +141,7 @@ class Deployment:
             argv += ["--db", db]
         if tls is not None:
             argv += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        argv += extra or []
         proc = self._spawn(argv, log)
         scheme = "https" if tls else "http"
         coord = Coordinator(

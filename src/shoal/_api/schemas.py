@@ -46,9 +46,14 @@ class Body(BaseModel):
 
 
 class EnrolBody(Body):
-    """``POST /v1/nodes/enrol``."""
+    """``POST /v1/nodes/enrol``. ``join_token`` may be empty when the request carries
+    the node's current credential (re-enrolment of a known node). ``credential``: the
+    credential the node chose (``<node_id>:<32 to 128 URL-safe characters>``; None: the
+    coordinator makes one); a repeat of an enrolment whose answer was lost is then
+    recognised and answered the same."""
 
-    join_token: StrictStr
+    join_token: StrictStr = ""
+    credential: Annotated[StrictStr, Field(max_length=300)] | None = None
     node_id: Annotated[str, Field(pattern=NODE_ID)]
     datasets: list[StrictStr] = []
     gpu: StrictBool = False

@@ -1,4 +1,6 @@
-"""``shoal coordinator start|token`` and ``shoal node start``: the long-running services.
+"""``shoal coordinator start`` and ``shoal node start``: the long-running services (the
+identity commands, ``shoal coordinator token|node|user-token`` and ``shoal node
+rotate-credential``, are in :mod:`shoal._cli.identity`).
 
 The service modules are imported inside the commands, so the rest of the CLI works
 without their dependencies.
@@ -38,7 +40,8 @@ def load_service(module: str, what: str) -> Any:
 
 
 def tokens(state: Path) -> tuple[str, str]:
-    """The coordinator's (join token, user token) kept in ``state``, made if missing."""
+    """The coordinator's (join token, user token) kept in ``state``, made if missing
+    (and its operator token)."""
     server = load_service("shoal._coord.server", "coordinator")
     try:
         found = server.read_tokens(state)
@@ -118,20 +121,6 @@ def coordinator_start(
         fail(e)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-
-
-@coordinator_app.command("token")
-def coordinator_token(
-    state: Annotated[Path, typer.Option(help="The coordinator's state folder.")] = DEFAULT_STATE,
-) -> None:
-    """Print the join token nodes enrol with (keep it secret)."""
-    if not state.is_dir():
-        fail(
-            f"{state} is not a coordinator state folder; give the --state of "
-            "`shoal coordinator start`"
-        )
-    join, _ = tokens(state.resolve())
-    typer.echo(join)
 
 
 @node_app.command("start")

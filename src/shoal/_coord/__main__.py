@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from shoal._coord.ratelimit import DEFAULT_MAX_FAILURES, DEFAULT_WINDOW_S
 from shoal._coord.server import DEFAULT_PORT, serve
 
 
@@ -21,6 +22,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tls-key", default=None)
     p.add_argument("--max-request-mb", type=float, default=64.0)
     p.add_argument("--heartbeat-timeout", type=float, default=15.0)
+    p.add_argument(
+        "--auth-max-failures",
+        type=int,
+        default=DEFAULT_MAX_FAILURES,
+        help="failed authentications per source and window before 429 (0: no limit)",
+    )
+    p.add_argument(
+        "--auth-window", type=float, default=DEFAULT_WINDOW_S, help="that window, in seconds"
+    )
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -35,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         max_request_mb=a.max_request_mb,
         heartbeat_timeout_s=a.heartbeat_timeout,
         log_level=a.log_level,
+        auth_max_failures=a.auth_max_failures,
+        auth_window_s=a.auth_window,
     )
 
 

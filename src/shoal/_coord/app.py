@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shoal._coord import routes_node, routes_user
+from shoal._coord import join_tokens, routes_admin, routes_node, routes_user
 from shoal._coord.driver import Coordinator
 from shoal._coord.http import (
     SizeLimit,
@@ -20,6 +21,7 @@ from shoal._coord.http import (
     on_internal_error,
     on_validation_error,
 )
+from shoal._coord.ratelimit import DEFAULT_MAX_FAILURES, DEFAULT_WINDOW_S, AuthLimiter
 from shoal._errors import ShoalError
 from shoal._store.base import Store
 from shoal._store.blobs import BlobStore
@@ -35,6 +37,10 @@ def create_app(
     user_token: str,
     heartbeat_timeout_s: float = 15.0,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    operator_token: str | None = None,
+    save_user_token: Callable[[str], None] | None = None,
+    auth_max_failures: int = DEFAULT_MAX_FAILURES,
+    auth_window_s: float = DEFAULT_WINDOW_S,
 ) -> FastAPI:
     """Build the coordinator app over a store and a blob folder.
 
@@ -48,13 +54,23 @@ def create_app(
     blobs
         Module bundles and large values by digest: a BlobStore or its folder.
     join_token
-        Accepted only by ``POST /v1/nodes/enrol``.
+        The join token ``default`` (recorded in the store, hashed, here); accepted
+        only by ``POST /v1/nodes/enrol``.
     user_token
-        The bearer token of user routes.
+        The bearer token of user routes (``POST /v1/admin/user-token`` rotates it).
     heartbeat_timeout_s
         A node silent for this long is lost (its instances fail with kind ``lost``).
     max_request_bytes
         Larger request bodies get 413 (blob uploads are exempt).
+    operator_token
+        The bearer token of the operator's routes (``/v1/admin/...``); None: a random
+        one nobody knows (the routes are then closed).
+    save_user_token
+        Called with a new user token before it replaces the old one (the server writes
+        it to ``<state>/user-token``).
+    auth_max_failures, auth_window_s
+        A source address that failed to authenticate ``auth_max_failures`` times in
+        ``auth_window_s`` seconds gets 429 until the window has passed (0: no limit).
 
     Returns
     -------
@@ -62,6 +78,7 @@ def create_app(
         The app; ``app.state.coord`` is its :class:`~shoal._coord.driver.Coordinator`.
     """
     coord = Coordinator(store, heartbeat_timeout_s=heartbeat_timeout_s)
+    join_tokens.ensure_default(store, join_token, coord.clock())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,11 +97,14 @@ def create_app(
     )
     app.state.coord = coord
     app.state.blobs = blobs if isinstance(blobs, BlobStore) else BlobStore(Path(blobs))
-    app.state.join_token = join_token
     app.state.user_token = user_token
+    app.state.operator_token = operator_token or secrets.token_urlsafe(32)
+    app.state.save_user_token = save_user_token
+    app.state.auth_limiter = AuthLimiter(auth_max_failures, auth_window_s)
     app.include_router(routes_user.public)
     app.include_router(routes_node.router)
     app.include_router(routes_user.router)
+    app.include_router(routes_admin.router)
     app.add_exception_handler(ShoalError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

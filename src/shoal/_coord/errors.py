@@ -14,23 +14,34 @@ class ApiError(ShoalError):
     ----------
     status
         400 malformed, 401 auth, 403 not yours, 404 unknown, 409 conflict, 413 too large,
-        422 schema mismatch.
+        422 schema mismatch, 429 too many failed authentications.
     message, code, hint
         As for :class:`ShoalError`.
+    headers
+        Response headers the answer carries (``Retry-After`` of a 429).
     """
 
     def __init__(
-        self, status: int, message: str, *, code: str = "api", hint: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str = "api",
+        hint: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message, code=code, hint=hint)
         self.status = status
+        self.headers = headers
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self.status, self.message, self.code, self.hint))
+        return (_rebuild, (self.status, self.message, self.code, self.hint, self.headers))
 
 
-def _rebuild(status: int, message: str, code: str, hint: str | None) -> ApiError:
-    return ApiError(status, message, code=code, hint=hint)
+def _rebuild(
+    status: int, message: str, code: str, hint: str | None, headers: dict[str, str] | None = None
+) -> ApiError:
+    return ApiError(status, message, code=code, hint=hint, headers=headers)
 
 
 def error_body(code: str, message: str, hint: str | None = None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal._coord.driver import Coordinator
 from shoal._coord.errors import ApiError, error_body
+from shoal._coord.ratelimit import AuthLimiter
 from shoal._errors import PlanError, ShoalError
 
 log = logging.getLogger("shoal.coordinator")
@@ -37,6 +38,53 @@ def coordinator(request: Request) -> Coordinator:
     """The app's driver."""
     coord: Coordinator = request.app.state.coord
     return coord
+
+
+def client_ip(request: Request) -> str:
+    """The source address of a request, as the rate limit counts it (the client's IP;
+    uvicorn takes it from ``X-Forwarded-For`` only when the request comes from a proxy
+    it trusts, by default 127.0.0.1)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _limiter(request: Request) -> AuthLimiter:
+    limiter: AuthLimiter = request.app.state.auth_limiter
+    return limiter
+
+
+def check_source(request: Request) -> str:
+    """Refuse a source that failed to authenticate too often (429 with ``Retry-After``),
+    before any credential is looked up; return the source."""
+    source = client_ip(request)
+    wait = _limiter(request).retry_after(source)
+    if wait is not None:
+        raise ApiError(
+            429,
+            f"too many failed authentications from {source}; try again in {wait} s",
+            code="auth.rate_limited",
+            hint="check the token or credential this client sends; other addresses are "
+            "not affected",
+            headers={"Retry-After": str(wait)},
+        )
+    return source
+
+
+async def source_allowed(request: Request) -> str:
+    """:func:`check_source` as a dependency that stays on the event loop (no thread hop
+    for a check that costs a dictionary lookup)."""
+    return check_source(request)
+
+
+def auth_failed(request: Request, error: ApiError) -> ApiError:
+    """Count a failed authentication of the request's source; return ``error``."""
+    source = client_ip(request)
+    if _limiter(request).failed(source):
+        log.warning(
+            "%s failed to authenticate too often (last: %s); refusing it for a while",
+            source,
+            error.code,
+        )
+    return error
 
 
 def _token(creds: HTTPAuthorizationCredentials | None) -> str:
@@ -66,51 +114,84 @@ async def _node_of(request: Request, token: str) -> str | None:
     return node_id
 
 
-def _is_user(request: Request, token: str) -> bool:
-    expected: str = request.app.state.user_token
+def _same(token: str, expected: str) -> bool:
     return hmac.compare_digest(token.encode(), expected.encode())
 
 
+def _is_user(request: Request, token: str) -> bool:
+    expected: str = request.app.state.user_token
+    return _same(token, expected)
+
+
+_NODE_HINT = (
+    "the node's credential was rotated, revoked or never issued: a node agent reads it "
+    "from <state_dir>/credential; the operator can reset the node "
+    "(`shoal coordinator node reset ID`) or make a join token bound to it "
+    "(`shoal coordinator token create --node ID`)"
+)
+
+
 async def node_auth(request: Request, creds: Bearer) -> str:
-    """The id of the node whose credential authorises the request, or 401."""
+    """The id of the node whose credential authorises the request, or 401 (429 for a
+    source that failed too often)."""
+    check_source(request)
     node_id = await _node_of(request, _token(creds))
     if node_id is None:
-        raise ApiError(
-            401,
-            "the node credential is not valid",
-            code="auth.node",
-            hint="enrol the node again with the join token (delete <state_dir>/credential)",
+        raise auth_failed(
+            request,
+            ApiError(401, "the node credential is not valid", code="auth.node", hint=_NODE_HINT),
         )
     return node_id
 
 
 def user_auth(request: Request, creds: Bearer) -> str:
-    """``"user"`` if the request carries the user API token, or 401."""
+    """``"user"`` if the request carries the user API token, or 401 (429 for a source
+    that failed too often)."""
+    check_source(request)
     if not _is_user(request, _token(creds)):
-        raise ApiError(
-            401,
-            "the user API token is not valid",
-            code="auth.user",
-            hint="use the token in <state>/user-token, printed by `shoal coordinator start`",
+        raise auth_failed(
+            request,
+            ApiError(
+                401,
+                "the user API token is not valid",
+                code="auth.user",
+                hint="use the token in <state>/user-token, printed by `shoal coordinator "
+                "start` (after `shoal coordinator user-token rotate`, the new one)",
+            ),
         )
     return "user"
 
 
+def operator_auth(request: Request, creds: Bearer) -> str:
+    """``"operator"`` if the request carries the operator token (``<state>/operator-token``,
+    read by the ``shoal coordinator`` commands), or 401 (429 for a source that failed
+    too often)."""
+    check_source(request)
+    expected: str = request.app.state.operator_token
+    if not _same(_token(creds), expected):
+        raise auth_failed(
+            request,
+            ApiError(
+                401,
+                "the operator token is not valid",
+                code="auth.operator",
+                hint="run the `shoal coordinator` command on the coordinator's machine "
+                "with its --state folder (it reads <state>/operator-token)",
+            ),
+        )
+    return "operator"
+
+
 async def any_auth(request: Request, creds: Bearer) -> str:
     """A node or the user (bundles and blobs are read by both)."""
+    check_source(request)
     token = _token(creds)
     if _is_user(request, token):
         return "user"
     node_id = await _node_of(request, token)
     if node_id is None:
-        raise ApiError(401, "the token is not valid", code="auth.token")
+        raise auth_failed(request, ApiError(401, "the token is not valid", code="auth.token"))
     return node_id
-
-
-def join_token_ok(request: Request, token: str) -> bool:
-    """Constant-time check of the join token."""
-    expected: str = request.app.state.join_token
-    return hmac.compare_digest(token.encode(), expected.encode())
 
 
 # ------------------------------------------------------------------------ bodies
@@ -167,14 +248,20 @@ def msgpack_doc(model: type[BaseModel]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------ errors
-def _json_error(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
-    return JSONResponse(error_body(code, message, hint), status_code=status)
+def _json_error(
+    status: int,
+    code: str,
+    message: str,
+    hint: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, hint), status_code=status, headers=headers)
 
 
 async def on_api_error(request: Request, exc: Exception) -> Response:
     """ApiError -> its status; PlanError -> 422; other ShoalErrors -> 400."""
     if isinstance(exc, ApiError):
-        return _json_error(exc.status, exc.code, exc.message, exc.hint)
+        return _json_error(exc.status, exc.code, exc.message, exc.hint, exc.headers)
     assert isinstance(exc, ShoalError)
     status = 422 if isinstance(exc, PlanError) else 400
     return _json_error(status, exc.code, exc.message, exc.hint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from shoal._api.identity import CredentialBody
 from shoal._api.schemas import (
     BlobAnswer,
     DoneBody,
@@ -24,13 +26,15 @@ from shoal._api.schemas import (
 from shoal._coord.blobs import file_of, put_streamed, size_of
 from shoal._coord.errors import ApiError
 from shoal._coord.http import (
+    Bearer,
     any_auth,
+    auth_failed,
     coordinator,
-    join_token_ok,
     msgpack_body,
     msgpack_doc,
     msgpack_response,
     node_auth,
+    source_allowed,
     validate,
 )
 from shoal._coord.schemas import WORLD_ARGS, Batch
@@ -39,6 +43,7 @@ from shoal._runtime.protocol import error_payload
 from shoal._store.blobs import BlobStore
 
 router = APIRouter(prefix="/v1", tags=["nodes"])
+log = logging.getLogger("shoal.coordinator")
 
 MAX_WAIT_S = 60.0
 
@@ -54,18 +59,51 @@ def _offer(datasets: list[str], gpu: bool, images: list[str] | None) -> Offer:
 
 
 @router.post("/nodes/enrol", response_model=EnrolAnswer)
-async def enrol(request: Request, body: EnrolBody) -> EnrolAnswer:
-    """Enrol a node with the join token; answers its credential (shown once)."""
-    if not join_token_ok(request, body.join_token):
-        raise ApiError(
-            401,
-            "the join token is not valid",
-            code="auth.join",
-            hint="get it with `shoal coordinator token` on the coordinator",
-        )
+async def enrol(
+    request: Request, body: EnrolBody, creds: Bearer, source: str = Depends(source_allowed)
+) -> EnrolAnswer:
+    """Enrol a node; answers its credential (shown once).
+
+    A new node id enrols with a join token; a known one only with its current
+    credential (``Authorization: Bearer``) or a join token the operator bound to it.
+    """
     offer = _offer(body.datasets, body.gpu, body.images)
-    credential = await run_in_threadpool(coordinator(request).enrol, body.node_id, offer)
-    return EnrolAnswer(node_id=body.node_id, credential=credential)
+    credential = None if creds is None or not creds.credentials else creds.credentials
+    try:
+        issued = await run_in_threadpool(
+            coordinator(request).admit,
+            body.node_id,
+            offer,
+            body.join_token,
+            credential,
+            body.credential,
+        )
+    except ApiError as e:
+        if e.status in (401, 403):
+            log.warning("refused enrolment of node %s from %s: %s", body.node_id, source, e)
+            raise auth_failed(request, e) from None
+        raise
+    return EnrolAnswer(node_id=body.node_id, credential=issued)
+
+
+@router.post("/nodes/credential", response_model=EnrolAnswer)
+async def rotate_credential(
+    request: Request,
+    creds: Bearer,
+    body: CredentialBody | None = None,
+    node_id: str = Depends(node_auth),
+) -> EnrolAnswer:
+    """A new credential for the calling node (the one it proposes, or one made here);
+    the one that authorised the request stops working at once. Repeating the request
+    with the proposed credential as bearer answers the same."""
+    assert creds is not None  # node_auth checked it
+    issued = await run_in_threadpool(
+        coordinator(request).rotate_credential,
+        node_id,
+        creds.credentials,
+        None if body is None else body.credential,
+    )
+    return EnrolAnswer(node_id=node_id, credential=issued)
 
 
 @router.post("/nodes/heartbeat", response_model=HeartbeatAnswer)

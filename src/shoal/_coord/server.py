@@ -2,10 +2,17 @@
 
 ``shoal coordinator start`` and ``shoal coordinator token`` call :func:`serve` and
 :func:`read_tokens`; ``python -m shoal._coord`` does the same without the CLI.
+
+The state folder (mode 0700) holds three secrets, each in a file of mode 0600: the
+default join token (``join-token``), the user API token (``user-token``) and the
+operator token (``operator-token``, read by the ``shoal coordinator`` commands that
+manage identities), and ``coordinator.json``: where the running coordinator listens
+(the URL, and the certificate to trust when it speaks TLS).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -14,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from shoal._coord.app import DEFAULT_MAX_REQUEST_BYTES, create_app
+from shoal._coord.ratelimit import DEFAULT_MAX_FAILURES, DEFAULT_WINDOW_S
 from shoal._errors import ShoalError
 from shoal._store.base import Store
 
@@ -21,16 +29,19 @@ log = logging.getLogger("shoal.coordinator")
 
 JOIN_TOKEN_FILE = "join-token"
 USER_TOKEN_FILE = "user-token"
+OPERATOR_TOKEN_FILE = "operator-token"
+ENDPOINT_FILE = "coordinator.json"
 DEFAULT_PORT = 8750
 
 
 @dataclass(frozen=True)
 class Tokens:
-    """The coordinator's secrets: the join token (nodes enrol with it) and the user
-    API token."""
+    """The coordinator's secrets: the default join token (nodes enrol with it), the
+    user API token and the operator token."""
 
     join: str
     user: str
+    operator: str
 
 
 def _token_file(path: Path) -> str:
@@ -49,8 +60,21 @@ def _token_file(path: Path) -> str:
     return token
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Replace a file atomically with ``text``, never readable by others."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def read_tokens(state_dir: Path | str) -> Tokens:
-    """The join and user tokens kept in ``state_dir`` (created on first use).
+    """The join, user and operator tokens kept in ``state_dir`` (created on first use).
 
     Parameters
     ----------
@@ -59,7 +83,31 @@ def read_tokens(state_dir: Path | str) -> Tokens:
     """
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return Tokens(_token_file(state / JOIN_TOKEN_FILE), _token_file(state / USER_TOKEN_FILE))
+    return Tokens(
+        _token_file(state / JOIN_TOKEN_FILE),
+        _token_file(state / USER_TOKEN_FILE),
+        _token_file(state / OPERATOR_TOKEN_FILE),
+    )
+
+
+def save_user_token(state_dir: Path | str, token: str) -> None:
+    """Write a new user token into ``state_dir`` (mode 0600)."""
+    _write_private(Path(state_dir) / USER_TOKEN_FILE, token + "\n")
+
+
+def local_url(host: str, port: int, tls: bool) -> str:
+    """The URL this machine reaches a coordinator bound to ``host`` at."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{'https' if tls else 'http'}://{host}:{port}"
+
+
+def write_endpoint(state_dir: Path | str, url: str, ca_cert: Path | str | None) -> None:
+    """Record where the coordinator of ``state_dir`` listens (``coordinator.json``)."""
+    doc = {"url": url, "ca_cert": None if ca_cert is None else str(Path(ca_cert).resolve())}
+    _write_private(Path(state_dir) / ENDPOINT_FILE, json.dumps(doc) + "\n")
 
 
 def default_db_url(state_dir: Path | str) -> str:
@@ -104,6 +152,8 @@ def serve(
     heartbeat_timeout_s: float = 15.0,
     log_level: str = "info",
     access_log: bool = False,
+    auth_max_failures: int = DEFAULT_MAX_FAILURES,
+    auth_window_s: float = DEFAULT_WINDOW_S,
 ) -> None:
     """Serve the coordinator until interrupted (SIGINT / SIGTERM).
 
@@ -128,6 +178,9 @@ def serve(
         Level of the coordinator's and uvicorn's logs.
     access_log
         Log every request (off by default: each long poll and world call is one).
+    auth_max_failures, auth_window_s
+        A source address that failed to authenticate this many times in this many
+        seconds gets 429 until the window has passed (0: no limit).
     """
     import uvicorn
 
@@ -151,7 +204,12 @@ def serve(
         tokens.user,
         heartbeat_timeout_s=heartbeat_timeout_s,
         max_request_bytes=int(max_request_mb * 2**20),
+        operator_token=tokens.operator,
+        save_user_token=lambda token: save_user_token(state, token),
+        auth_max_failures=auth_max_failures,
+        auth_window_s=auth_window_s,
     )
+    write_endpoint(state, local_url(host, port, tls_cert is not None), tls_cert)
     config = uvicorn.Config(
         app,
         host=host,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
+from shoal._errors import ShoalError
 from shoal._node.agent import run
 
 
@@ -17,7 +19,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     # httpx logs every request at INFO; that is noise (and URLs carry instance ids).
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    run(a.config)
+    try:
+        run(a.config)
+    except ShoalError as e:  # one readable paragraph, not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 One long-running process per site. Its identity is the credential in
 ``<state_dir>/credential`` (mode 0600), issued at the first enrolment and reused on
 every restart. The coordinator being away never stops it: every call retries with a
-capped backoff, and the long-poll loop simply resumes.
+capped backoff, and the long-poll loop simply resumes. The coordinator refusing its
+identity does (the operator revoked the node, or its id was given to another agent):
+the agent stops with the coordinator's reason.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from shoal._exec.registry import make_executor
 from shoal._node.cache import Caches
 from shoal._node.client import Backoff, CoordinatorClient, Rejected, Stopped
 from shoal._node.config import DEFAULT_IMAGE, NodeConfig, load_config
+from shoal._node.identity import CredentialFile, new_credential
 from shoal._node.instance import InstanceRun
 from shoal._node.proxy import WorldProxy
 
@@ -80,6 +83,8 @@ class Agent:
         self._threads: dict[str, threading.Thread] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._enrol_lock = threading.Lock()
+        self.identity = CredentialFile(config.state_dir)
+        self.fatal: ShoalError | None = None  # why the coordinator refused this node
         self._images = self._check_images()
 
     # ------------------------------------------------------------------ images
@@ -136,17 +141,11 @@ class Agent:
         }
 
     # --------------------------------------------------------------- identity
-    @property
-    def _credential_path(self) -> Path:
-        return self.config.state_dir / "credential"
-
     def _load_or_enrol(self) -> None:
-        try:
-            self.client.credential = self._credential_path.read_text().strip() or None
-        except FileNotFoundError:
-            self.client.credential = None
-        if self.client.credential is None:
-            self._enrol()
+        with self.identity.locked():
+            self.client.credential = self.identity.read()
+            if self.client.credential is None:
+                self._enrol()
 
     def _enrol(self) -> None:
         token = self.config.read_join_token()
@@ -158,23 +157,41 @@ class Agent:
                 "(`shoal coordinator token` prints it)",
             )
         self.client.credential = None
-        credential = self.client.enrol(token, self.config.node_id, self.offer())
-        tmp = self._credential_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(credential + "\n")
-        os.replace(tmp, self._credential_path)
+        # Chosen here and kept before it is sent: an enrolment whose answer is lost is
+        # repeated with it (also by the next agent process) and answered the same.
+        proposed = self.identity.read_next() or new_credential(self.config.node_id)
+        self.identity.write_next(proposed)
+        credential = self.client.enrol(token, self.config.node_id, self.offer(), proposed)
+        self.identity.write(credential)
         self.client.credential = credential
         log.info("enrolled node %s", self.config.node_id)
 
     def _reenrol(self, rejected: str | None) -> None:
-        """The coordinator no longer accepts our credential (its database was reset,
-        or another agent enrolled this node id): enrol again if we can."""
+        """The coordinator no longer accepts our credential: use the one on disk if a
+        rotation replaced it, else enrol again (which works when the coordinator does
+        not know this node id, e.g. its database was reset). A refusal of the identity
+        itself (revoked, enrolled by another agent) stops the agent."""
         with self._enrol_lock:
             if self.client.credential != rejected:
                 return  # another thread enrolled again meanwhile
-            log.warning("the coordinator rejected this node's credential; enrolling again")
-            self._enrol()
+            with self.identity.locked():
+                on_disk = self.identity.read()
+                if on_disk is not None and on_disk != rejected:
+                    log.info("using the node's new credential from %s", self.identity.path)
+                    self.client.credential = on_disk
+                    return
+                log.warning("the coordinator rejected this node's credential; enrolling again")
+                try:
+                    self._enrol()
+                except Rejected as e:
+                    if e.status in (401, 403):
+                        self._stop_refused(e)
+                    raise
+
+    def _stop_refused(self, e: Rejected) -> None:
+        log.error("the coordinator refused this node's identity; stopping: %s", e)
+        self.fatal = e
+        self.stop_event.set()
 
     # ------------------------------------------------------------------- loops
     def _heartbeat_body(self) -> HeartbeatBody:
@@ -264,6 +281,8 @@ class Agent:
         finally:
             self.stop_event.set()
             self._shutdown(beat)
+        if self.fatal is not None:
+            raise self.fatal
 
     def stop(self) -> None:
         """Ask the agent to stop; running instances are killed."""
@@ -312,7 +331,9 @@ def run(config_path: Path | str) -> None:
     ------
     ShoalError
         ``node.config`` for an invalid config, ``node.enrol`` if the node has neither a
-        credential nor a join token.
+        credential nor a join token, the coordinator's ``auth.*`` refusal when it does
+        not accept the node's identity (a join token that does not work, a node id
+        enrolled by another agent, a node the operator revoked).
     """
     if not logging.getLogger().handlers:  # the CLI configures none; say what happens
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

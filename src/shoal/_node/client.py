@@ -1,7 +1,8 @@
 """The node agent's HTTP client for the coordinator's node routes (docs/api.md).
 
-Connection errors and 5xx answers are retried with a capped exponential backoff until
-the call succeeds or the agent stops: a coordinator restart costs a pause, not a lost
+Connection errors, 5xx answers and 429 (too many failed authentications from this
+address) are retried with a capped exponential backoff until the call succeeds or the
+agent stops: a coordinator restart costs a pause, not a lost
 report. An instance's calls also give up when it is cancelled or past its deadline
 (:func:`abandon_when`). A 401 calls ``on_unauthorized`` (the agent re-enrols) and
 retries once.
@@ -237,7 +238,7 @@ class CoordinatorClient:
                 )
                 backoff.pause()
                 continue
-            if resp.status_code >= 500 and retry:
+            if (resp.status_code >= 500 or resp.status_code == 429) and retry:
                 (log.debug if backoff.tries else log.warning)(
                     "coordinator answered %d; retrying", resp.status_code
                 )
@@ -251,11 +252,29 @@ class CoordinatorClient:
             return resp
 
     # ------------------------------------------------------------------- routes
-    def enrol(self, join_token: str, node_id: str, offer: dict[str, Any]) -> str:
-        """Enrol with the join token; return the new credential."""
-        body = EnrolBody(join_token=join_token, node_id=node_id, **offer)
+    def enrol(
+        self, join_token: str, node_id: str, offer: dict[str, Any], proposed: str | None = None
+    ) -> str:
+        """Enrol with the join token; return the new credential (``proposed``, the one
+        the node chose, if given: a repeat after a lost answer is then answered the
+        same)."""
+        body = EnrolBody(join_token=join_token, node_id=node_id, credential=proposed, **offer)
         resp = self.call("POST", "/v1/nodes/enrol", json=body.model_dump(), reauth=False)
         return EnrolAnswer.model_validate(resp.json()).credential
+
+    def rotate_credential(self, new: str) -> None:
+        """Make ``new`` this node's credential (authorised by the current one, which
+        stops working). Safe to repeat: when an earlier try's answer was lost, the
+        current credential is refused and ``new`` is then tried as the bearer."""
+        body = {"credential": new}
+        try:
+            self.call("POST", "/v1/nodes/credential", json=body, reauth=False)
+        except Rejected as e:
+            if e.status != 401 or self.credential == new:
+                raise
+            self.credential = new
+            self.call("POST", "/v1/nodes/credential", json=body, reauth=False)
+        self.credential = new
 
     def heartbeat(self, body: HeartbeatBody) -> None:
         """Say the node is alive (one try: the next heartbeat is the retry)."""

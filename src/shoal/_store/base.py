@@ -8,11 +8,11 @@ never decodes a value.
 
 Durability: a method that returns has made its write durable (SQL: committed).
 Idempotence: ``result_add`` replaces the result with the same (instance, tag);
-``node_upsert`` and ``swarm_update`` overwrite; ``log_add`` and ``metric_add`` ignore a
-record whose (instance, ``ordinal``) is stored already (a node agent gives each record
-of an instance its own number, so an upload sent again after its answer was lost counts
-once); ``event_append`` is not idempotent (the coordinator appends each engine event
-once, in order).
+``node_upsert``, ``join_token_put`` and ``swarm_update`` overwrite; ``log_add`` and
+``metric_add`` ignore a record whose (instance, ``ordinal``) is stored already (a node
+agent gives each record of an instance its own number, so an upload sent again after its
+answer was lost counts once); ``event_append`` is not idempotent (the coordinator
+appends each engine event once, in order).
 """
 
 from __future__ import annotations
@@ -78,7 +78,11 @@ class MetricRow:
 class NodeRecord:
     """A node known to the coordinator.
 
-    ``credential_hash`` is a hash of the node's secret (never the secret itself).
+    ``credential_hash`` is a hash of the node's secret (never the secret itself); empty
+    when the node has no valid credential (revoked, or reset by the operator).
+    ``revoked`` is when the operator revoked the node (None: not revoked): a revoked
+    node id is not free for the next enrolment, a reset one (empty hash, not revoked)
+    is.
     """
 
     node_id: str
@@ -89,6 +93,54 @@ class NodeRecord:
     last_seen: float = 0.0
     connected: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    revoked: float | None = None
+
+
+@dataclass(frozen=True)
+class JoinTokenRecord:
+    """A join token nodes enrol with. The store keeps a hash of its secret, never the
+    secret itself.
+
+    Attributes
+    ----------
+    token_id
+        Its public name (``default`` for the token in the coordinator's state folder).
+    token_hash
+        ``sha256:<hex>`` of the secret; unique.
+    created
+        When it was made (wall-clock seconds).
+    expires
+        When it stops working (None: never).
+    max_uses
+        How many enrolments it allows (None: any number).
+    uses
+        How many enrolments it was used for.
+    node_id
+        The only node id it enrols (None: any). A token bound to a node id may also
+        re-enrol that node when it is known already: the operator's way of replacing a
+        node that lost its credential.
+    revoked
+        When it was revoked (None: not revoked).
+    """
+
+    token_id: str
+    token_hash: str
+    created: float
+    expires: float | None = None
+    max_uses: int | None = None
+    uses: int = 0
+    node_id: str | None = None
+    revoked: float | None = None
+
+    def state(self, now: float) -> str:
+        """``"active"``, ``"revoked"``, ``"expired"`` or ``"used up"`` at ``now``."""
+        if self.revoked is not None:
+            return "revoked"
+        if self.expires is not None and now >= self.expires:
+            return "expired"
+        if self.max_uses is not None and self.uses >= self.max_uses:
+            return "used up"
+        return "active"
 
 
 @dataclass(frozen=True)
@@ -120,6 +172,34 @@ class Store(Protocol):
 
     def nodes(self) -> list[NodeRecord]:
         """Every node, sorted by id."""
+        ...
+
+    # ------------------------------------------------------------ join tokens
+    def join_token_put(self, token: JoinTokenRecord) -> None:
+        """Create or replace a join token (by ``token_id``)."""
+        ...
+
+    def join_token_get(self, token_id: str) -> JoinTokenRecord | None:
+        """A join token by id, or None."""
+        ...
+
+    def join_token_find(self, token_hash: str) -> JoinTokenRecord | None:
+        """The join token whose secret hashes to ``token_hash``, or None."""
+        ...
+
+    def join_tokens(self) -> list[JoinTokenRecord]:
+        """Every join token, oldest first (ties: by id)."""
+        ...
+
+    def join_token_use(self, token_id: str, now: float) -> bool:
+        """Count one use of a token if it is usable at ``now`` (not revoked, not
+        expired, uses left), atomically: of concurrent calls on a token with one use
+        left, one returns True. False if it is not usable or unknown."""
+        ...
+
+    def join_token_revoke(self, token_id: str, now: float) -> bool:
+        """Revoke a token (a revoked one keeps its first revocation time); False if
+        no token has this id."""
         ...
 
     # ----------------------------------------------------------------- swarms

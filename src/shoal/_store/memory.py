@@ -14,7 +14,9 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+from shoal._errors import ShoalError
 from shoal._store.base import (
+    JoinTokenRecord,
     LogRow,
     MetricRow,
     NodeRecord,
@@ -44,6 +46,7 @@ class MemoryStore:
         self.blob_dir = blob_dir
         self._lock = threading.Lock()
         self._nodes: dict[str, NodeRecord] = {}
+        self._join_tokens: dict[str, JoinTokenRecord] = {}
         self._swarms: dict[str, SwarmRecord] = {}
         self._events: list[bytes] = []
         self._globals: dict[str, dict[str, tuple[str, Wire]]] = defaultdict(dict)
@@ -80,6 +83,53 @@ class MemoryStore:
         """Every node, sorted by id."""
         with self._lock:
             return [self._nodes[k] for k in sorted(self._nodes)]
+
+    # --------------------------------------------------------------- join tokens
+    def join_token_put(self, token: JoinTokenRecord) -> None:
+        """Create or replace a join token (by ``token_id``)."""
+        with self._lock:
+            for other in self._join_tokens.values():
+                if other.token_hash == token.token_hash and other.token_id != token.token_id:
+                    raise ShoalError(
+                        f"join token {other.token_id!r} has the same secret",
+                        code="store.exists",
+                        hint="make a new secret for the token",
+                    )
+            self._join_tokens[token.token_id] = token
+
+    def join_token_get(self, token_id: str) -> JoinTokenRecord | None:
+        """A join token by id, or None."""
+        with self._lock:
+            return self._join_tokens.get(token_id)
+
+    def join_token_find(self, token_hash: str) -> JoinTokenRecord | None:
+        """The join token whose secret hashes to ``token_hash``, or None."""
+        with self._lock:
+            return next((t for t in self._join_tokens.values() if t.token_hash == token_hash), None)
+
+    def join_tokens(self) -> list[JoinTokenRecord]:
+        """Every join token, oldest first (ties: by id)."""
+        with self._lock:
+            return sorted(self._join_tokens.values(), key=lambda t: (t.created, t.token_id))
+
+    def join_token_use(self, token_id: str, now: float) -> bool:
+        """Count one use of a token if it is usable at ``now``; False otherwise."""
+        with self._lock:
+            token = self._join_tokens.get(token_id)
+            if token is None or token.state(now) != "active":
+                return False
+            self._join_tokens[token_id] = dataclasses.replace(token, uses=token.uses + 1)
+            return True
+
+    def join_token_revoke(self, token_id: str, now: float) -> bool:
+        """Revoke a token; False if no token has this id."""
+        with self._lock:
+            token = self._join_tokens.get(token_id)
+            if token is None:
+                return False
+            if token.revoked is None:
+                self._join_tokens[token_id] = dataclasses.replace(token, revoked=now)
+            return True
 
     # -------------------------------------------------------------------- swarms
     def swarm_create(self, swarm: SwarmRecord) -> None:

@@ -30,6 +30,22 @@ nodes = sa.Table(
     sa.Column("last_seen", sa.Double(), nullable=False),
     sa.Column("connected", sa.Boolean(), nullable=False),
     sa.Column("info", sa.JSON(), nullable=False),
+    sa.Column("revoked", sa.Double(), nullable=True),
+)
+
+# Join tokens: only a hash of each secret is kept.
+join_tokens = sa.Table(
+    "shoal_join_tokens",
+    metadata,
+    sa.Column("token_id", sa.String(), primary_key=True),
+    sa.Column("token_hash", sa.String(), nullable=False),
+    sa.Column("created", sa.Double(), nullable=False),
+    sa.Column("expires", sa.Double(), nullable=True),
+    sa.Column("max_uses", sa.BigInteger(), nullable=True),
+    sa.Column("uses", sa.BigInteger(), nullable=False),
+    sa.Column("node_id", sa.String(), nullable=True),
+    sa.Column("revoked", sa.Double(), nullable=True),
+    sa.Index("uq_shoal_join_tokens_hash", "token_hash", unique=True),
 )
 
 swarms = sa.Table(

@@ -8,6 +8,7 @@ stored as msgpack bytes, the records' tuple and dict fields as JSON.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import sqlite3
@@ -24,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from shoal._errors import ShoalError
 from shoal._store import schema as t
 from shoal._store.base import (
+    JoinTokenRecord,
     LogRow,
     MetricRow,
     NodeRecord,
@@ -252,6 +254,7 @@ class SQLStore:
             "last_seen": node.last_seen,
             "connected": node.connected,
             "info": node.info,
+            "revoked": node.revoked,
         }
         with self._write() as conn:
             self._upsert(conn, t.nodes, ["node_id"], values)
@@ -267,6 +270,70 @@ class SQLStore:
         with self._read() as conn:
             rows = conn.execute(sa.select(t.nodes).order_by(self._ordered(t.nodes.c.node_id)))
             return [_node(r) for r in rows]
+
+    # -------------------------------------------------------------- join tokens
+    def join_token_put(self, token: JoinTokenRecord) -> None:
+        """Create or replace a join token (by ``token_id``)."""
+        values = dataclasses.asdict(token)
+        try:
+            with self._write() as conn:
+                self._upsert(conn, t.join_tokens, ["token_id"], values)
+        except sa.exc.IntegrityError:
+            raise ShoalError(
+                "another join token has the same secret",
+                code="store.exists",
+                hint="make a new secret for the token",
+            ) from None
+
+    def join_token_get(self, token_id: str) -> JoinTokenRecord | None:
+        """A join token by id, or None."""
+        j = t.join_tokens
+        with self._read() as conn:
+            row = conn.execute(sa.select(j).where(j.c.token_id == token_id)).first()
+        return None if row is None else _join_token(row)
+
+    def join_token_find(self, token_hash: str) -> JoinTokenRecord | None:
+        """The join token whose secret hashes to ``token_hash``, or None."""
+        j = t.join_tokens
+        with self._read() as conn:
+            row = conn.execute(sa.select(j).where(j.c.token_hash == token_hash)).first()
+        return None if row is None else _join_token(row)
+
+    def join_tokens(self) -> list[JoinTokenRecord]:
+        """Every join token, oldest first (ties: by id)."""
+        j = t.join_tokens
+        with self._read() as conn:
+            rows = conn.execute(sa.select(j).order_by(j.c.created, self._ordered(j.c.token_id)))
+            return [_join_token(r) for r in rows]
+
+    def join_token_use(self, token_id: str, now: float) -> bool:
+        """Count one use of a token if it is usable at ``now``, in one UPDATE (so that
+        concurrent uses never exceed ``max_uses``); False otherwise."""
+        j = t.join_tokens
+        stmt = (
+            sa.update(j)
+            .where(
+                j.c.token_id == token_id,
+                j.c.revoked.is_(None),
+                sa.or_(j.c.expires.is_(None), j.c.expires > now),
+                sa.or_(j.c.max_uses.is_(None), j.c.uses < j.c.max_uses),
+            )
+            .values(uses=j.c.uses + 1)
+        )
+        with self._write() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def join_token_revoke(self, token_id: str, now: float) -> bool:
+        """Revoke a token; False if no token has this id."""
+        j = t.join_tokens
+        with self._write() as conn:
+            conn.execute(
+                sa.update(j)
+                .where(j.c.token_id == token_id, j.c.revoked.is_(None))
+                .values(revoked=now)
+            )
+            found = conn.execute(sa.select(j.c.token_id).where(j.c.token_id == token_id))
+            return found.first() is not None
 
     # ------------------------------------------------------------------- swarms
     def swarm_create(self, swarm: SwarmRecord) -> None:
@@ -645,6 +712,20 @@ def _node(r: sa.Row[Any]) -> NodeRecord:
         last_seen=float(r.last_seen),
         connected=bool(r.connected),
         info=dict(r.info),
+        revoked=None if r.revoked is None else float(r.revoked),
+    )
+
+
+def _join_token(r: sa.Row[Any]) -> JoinTokenRecord:
+    return JoinTokenRecord(
+        token_id=r.token_id,
+        token_hash=r.token_hash,
+        created=float(r.created),
+        expires=None if r.expires is None else float(r.expires),
+        max_uses=None if r.max_uses is None else int(r.max_uses),
+        uses=int(r.uses),
+        node_id=r.node_id,
+        revoked=None if r.revoked is None else float(r.revoked),
     )
 
 
