@@ -152,6 +152,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "world.key": "A global key that is not a str.",
         "world.local": "A local.* operation reached the coordinator (a node agent bug).",
         "world.op": "An unknown world operation reached the coordinator.",
+        "world.results_forbidden": "A task read results of a task it is not downstream of.",
         "world.results_dropped": "A task read results of an iteration dropped to bound disk use.",
         "world.select_collision": "results.select() found two results of one node under one tag.",
         "world.tag": "A result tag that is not a non-empty str.",

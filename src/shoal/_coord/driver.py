@@ -31,7 +31,6 @@ from shoal._coord.notify import Broadcast, NodeQueues
 from shoal._coord.state import NodeState, SwarmReport
 from shoal._coord.world import CoordWorld
 from shoal._driver import DriverBase
-from shoal._driver.base import instance_info
 from shoal._engine import Engine, EngineError, InstanceState, InstanceView
 from shoal._engine.messages import (
     CancelInstance,
@@ -311,13 +310,13 @@ class Coordinator(NodeOps, DriverBase):
         return the last one's value. Every call runs; the first error is raised."""
         with self._lock:
             inst = self._owned(node_id, instance_id)
-        if inst is None:
+            info = None if inst is None else self.instance_info(inst)
+        if info is None:
             raise ShoalError(
                 f"instance {instance_id} has already ended",
                 code="world.ended",
                 hint="the swarm or the engine ended this instance; its work is discarded",
             )
-        info = instance_info(inst)
         result: Any = None
         error: Exception | None = None
         for op, args in calls:
