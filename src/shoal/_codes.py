@@ -119,6 +119,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "sim.nodes_dir": "The nodes folder of a simulation is missing or malformed.",
         "sim.stalled": "A simulation stalled with nothing running or scheduled (a bug in shoal).",
         "sim.workers": "A simulation was asked for fewer than one worker.",
+        "store.blob_kind": "A blob was claimed as something other than a bundle or a value.",
         "store.driver": "The database driver for the store's URL is not installed.",
         "store.exists": "A swarm was created in the store under an id already taken.",
         "store.missing": "The store holds no swarm with this id.",

@@ -96,8 +96,9 @@ def test_a_task_reads_only_its_upstream_results() -> None:
         assert w[name].startswith("denied: world.results_forbidden: "), (name, w[name])
     assert "task 'w' (iteration 1) may not read the results of task 'agg'" in w["downstream"]
     assert "downstream of" in w["downstream"] and "execute()" in w["downstream"]
-    assert "task 'w' (iteration 1) may not read the results of task 'w' in iteration 1" in (
-        w["sibling"]
+    assert (
+        "task 'w' (iteration 1) may not read the results of task 'w' in iteration 1"
+        in (w["sibling"])
     )
 
     agg = _found(run, "agg", last)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -12,7 +13,9 @@ from pathlib import Path
 import anyio.from_thread
 from starlette.concurrency import run_in_threadpool
 
-from shoal._coord.errors import ApiError, not_found
+from shoal._coord.access import BlobAccess, unknown
+from shoal._coord.errors import ApiError
+from shoal._coord.storage import storage_full
 from shoal._errors import ShoalError
 from shoal._store.blobs import BlobStore
 
@@ -35,11 +38,15 @@ def size_of(blobs: BlobStore, digest: str) -> int | None:
     return blobs.size(digest) if blobs.exists(digest) else None
 
 
-def file_of(blobs: BlobStore, digest: str, what: str = "blob") -> Path:
-    """The file of a stored blob (400 for a malformed digest, 404 if missing)."""
+def readable_file(blobs: BlobStore, access: BlobAccess, who: str, digest: str, kind: str) -> Path:
+    """The file of a blob ``who`` may read as ``kind`` (``"value"``: the blobs route,
+    ``"bundle"``: the bundles route); 400 for a malformed digest, 404 if it is not
+    stored or not readable by ``who`` (:mod:`shoal._coord.access`). Blocks: call it in
+    a worker thread."""
+    what = "bundle" if kind == "bundle" else "blob"
     check_digest(digest)
-    if not blobs.exists(digest):
-        raise not_found(what, digest)
+    if not blobs.exists(digest) or not access.may_read(who, digest, kind):
+        raise unknown(what, digest, who)
     return blobs.path(digest)
 
 
@@ -48,6 +55,7 @@ BATCH = 4 * 1024 * 1024
 # ~64 KiB wait unread, so without a reader running beside the writer the network would
 # idle while each batch is hashed and written; 16 MiB keeps both busy and bounds memory.
 AHEAD = 16 * 1024 * 1024
+DRAIN_S = 60.0  # after a failed write, how long the rest of an upload is read and dropped
 
 
 async def put_streamed(blobs: BlobStore, digest: str, stream: AsyncIterator[bytes]) -> int:
@@ -60,16 +68,17 @@ async def put_streamed(blobs: BlobStore, digest: str, stream: AsyncIterator[byte
     ready: deque[bytes] = deque()
     buffered = 0
     done = False
+    discard = False  # the writer failed: read the rest of the body, keep none of it
     changed = asyncio.Event()  # set whenever the reader or the writer made progress
 
     async def read() -> None:
         nonlocal buffered, done
         try:
             async for chunk in stream:
-                while buffered >= AHEAD:
+                while buffered >= AHEAD and not discard:
                     changed.clear()
                     await changed.wait()
-                if chunk:
+                if chunk and not discard:
                     ready.append(chunk)
                     buffered += len(chunk)
                     changed.set()
@@ -101,7 +110,20 @@ async def put_streamed(blobs: BlobStore, digest: str, stream: AsyncIterator[byte
 
     reader = asyncio.ensure_future(read())
     try:
-        _, length = await run_in_threadpool(blobs.put_stream, chunks(), digest)
+        try:
+            _, length = await run_in_threadpool(blobs.put_stream, chunks(), digest)
+        except OSError as e:
+            full = storage_full(e, f"blob {digest}")
+            if full is None:
+                raise
+            # Read the rest of the body before answering: a client still sending it
+            # would otherwise see a broken connection (and retry) instead of the 507.
+            discard = True
+            ready.clear()
+            changed.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reader, DRAIN_S)
+            raise full from None
         await reader  # re-raises a failed read (e.g. the client went away)
     except ShoalError as e:
         if e.code == "blob.digest":

@@ -1,15 +1,16 @@
 """The node agent's HTTP client for the coordinator's node routes (docs/api.md).
 
-Connection errors and 5xx answers are retried with a capped exponential backoff until
-the call succeeds or the agent stops: a coordinator restart costs a pause, not a lost
-report. An instance's calls also give up when it is cancelled or past its deadline
-(:func:`abandon_when`). A 401 calls ``on_unauthorized`` (the agent re-enrols) and
-retries once.
+Connection errors and 5xx answers (but 507, a full disk) are retried with a capped
+exponential backoff until the call succeeds or the agent stops: a coordinator restart
+costs a pause, not a lost report. An instance's calls also give up when it is
+cancelled or past its deadline (:func:`abandon_when`). A 401 calls ``on_unauthorized``
+(the agent re-enrols) and retries once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import json
 import logging
@@ -35,6 +36,11 @@ log = logging.getLogger("shoal.node")
 
 CHUNK = 1 << 20
 MSGPACK = "application/msgpack"
+# The coordinator's disk is full: retrying cannot help until an operator frees space, so
+# the call fails (and with it the instance that made it) instead of retrying for ever.
+INSUFFICIENT_STORAGE = 507
+DISK_FULL_CODES = frozenset({"storage.full", "node.disk_full"})
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class Stopped(ShoalError):
@@ -75,7 +81,7 @@ def _check_abandoned() -> None:
 
 
 class Rejected(ShoalError):
-    """The coordinator answered with a 4xx error."""
+    """The coordinator answered with a 4xx error (or 507: its storage is full)."""
 
     def __init__(self, status: int, code: str, message: str, hint: str | None) -> None:
         super().__init__(f"coordinator answered {status}: {message}", code=code, hint=hint)
@@ -237,7 +243,7 @@ class CoordinatorClient:
                 )
                 backoff.pause()
                 continue
-            if resp.status_code >= 500 and retry:
+            if resp.status_code >= 500 and retry and resp.status_code != INSUFFICIENT_STORAGE:
                 (log.debug if backoff.tries else log.warning)(
                     "coordinator answered %d; retrying", resp.status_code
                 )
@@ -331,6 +337,12 @@ class CoordinatorClient:
                 break
             except (OSError, http.client.HTTPException) as e:
                 tmp.unlink(missing_ok=True)
+                if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+                    raise ShoalError(
+                        f"the node's disk is full: {path} could not be saved to {dest.parent}",
+                        code="node.disk_full",
+                        hint="free disk space in the node's state_dir",
+                    ) from None
                 (log.debug if backoff.tries else log.warning)(
                     "download of %s failed (%s); retrying", path, e
                 )
