@@ -61,7 +61,7 @@ def not_held(digest: str, node_id: str) -> ApiError:
     )
 
 
-def unknown(what: str, digest: str, who: str) -> ApiError:
+def unreadable(what: str, digest: str, who: str) -> ApiError:
     """404 for a blob or bundle that is not stored or that ``who`` may not read."""
     if what == "bundle":
         rule = (

@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio.from_thread
 from starlette.concurrency import run_in_threadpool
 
-from shoal._coord.access import BlobAccess, unknown
+from shoal._coord.access import BlobAccess, unreadable
 from shoal._coord.errors import ApiError
 from shoal._coord.storage import storage_full
 from shoal._errors import ShoalError
@@ -38,15 +38,17 @@ def size_of(blobs: BlobStore, digest: str) -> int | None:
     return blobs.size(digest) if blobs.exists(digest) else None
 
 
-def readable_file(blobs: BlobStore, access: BlobAccess, who: str, digest: str, kind: str) -> Path:
-    """The file of a blob ``who`` may read as ``kind`` (``"value"``: the blobs route,
-    ``"bundle"``: the bundles route); 400 for a malformed digest, 404 if it is not
-    stored or not readable by ``who`` (:mod:`shoal._coord.access`). Blocks: call it in
-    a worker thread."""
-    what = "bundle" if kind == "bundle" else "blob"
+def readable_file(
+    blobs: BlobStore, access: BlobAccess, who: str, digest: str, what: str = "blob"
+) -> Path:
+    """The file of a blob ``who`` may read as ``what`` (``"blob"``: a value, through the
+    blobs route; ``"bundle"``: through the bundles route); 400 for a malformed digest,
+    404 if it is not stored or not readable by ``who`` (:mod:`shoal._coord.access`).
+    Blocks: call it in a worker thread."""
     check_digest(digest)
+    kind = "bundle" if what == "bundle" else "value"
     if not blobs.exists(digest) or not access.may_read(who, digest, kind):
-        raise unknown(what, digest, who)
+        raise unreadable(what, digest, who)
     return blobs.path(digest)
 
 

@@ -206,7 +206,7 @@ async def get_blob(request: Request, digest: str, who: str = Depends(any_auth)) 
     """A value blob's bytes, streamed: one the node uploaded or was given, or one of
     the user's swarms (404 otherwise)."""
     access = coordinator(request).access
-    path = await run_in_threadpool(readable_file, blobs(request), access, who, digest, "value")
+    path = await run_in_threadpool(readable_file, blobs(request), access, who, digest)
     return BigChunkFileResponse(path, media_type="application/octet-stream")
 
 
