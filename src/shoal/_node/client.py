@@ -211,6 +211,7 @@ class CoordinatorClient:
         path: str,
         *,
         retry: bool = True,
+        retry_full: bool = False,
         reauth: bool = True,
         timeout: float | None = None,
         headers: dict[str, str] | None = None,
@@ -219,6 +220,9 @@ class CoordinatorClient:
     ) -> httpx.Response:
         """One request; retried on connection errors and 5xx while ``retry``.
 
+        A 507 (the coordinator's disk is full) is retried only with ``retry_full``:
+        reports that the swarm needs to end (``started``, ``done``) wait for space; a
+        world call or an upload fails, and with it its instance.
         ``content_factory`` makes a fresh body stream for every try.
         """
         backoff = Backoff(self._stop, self._retry_max_s)
@@ -243,7 +247,8 @@ class CoordinatorClient:
                 )
                 backoff.pause()
                 continue
-            if resp.status_code >= 500 and retry and resp.status_code != INSUFFICIENT_STORAGE:
+            full = resp.status_code == INSUFFICIENT_STORAGE
+            if resp.status_code >= 500 and retry and (retry_full or not full):
                 (log.debug if backoff.tries else log.warning)(
                     "coordinator answered %d; retrying", resp.status_code
                 )
@@ -296,11 +301,11 @@ class CoordinatorClient:
 
     def started(self, instance_id: str) -> None:
         """Report that an instance started."""
-        self.call("POST", f"/v1/instances/{quote(instance_id)}/started")
+        self.call("POST", f"/v1/instances/{quote(instance_id)}/started", retry_full=True)
 
     def done(self, instance_id: str, body: dict[str, Any]) -> None:
         """Report how an instance ended."""
-        self.call("POST", f"/v1/instances/{quote(instance_id)}/done", json=body)
+        self.call("POST", f"/v1/instances/{quote(instance_id)}/done", json=body, retry_full=True)
 
     def world(self, instance_id: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """Forward one world operation; answers ``{ok: value}`` or ``{error: ...}``."""
