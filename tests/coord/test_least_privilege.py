@@ -187,6 +187,21 @@ def test_a_node_cannot_fetch_another_swarms_blob(site: Site, user: httpx.Client)
     assert _error(resp, 404)["code"] == "global.unknown"
 
 
+def test_a_node_named_user_is_not_the_user(site: Site, user: httpx.Client) -> None:
+    digest = _wire(user, site.swarm_id, "v", "w")["blob"]
+    enrol = httpx.post(
+        f"{site.coord.url}/v1/nodes/enrol",
+        json={"join_token": site.coord.join_token, "node_id": "user"},
+    )
+    if enrol.status_code != 200:  # the id may be reserved: then nothing to show
+        assert 400 <= enrol.status_code < 500, enrol.text
+        return
+    headers = {"Authorization": f"Bearer {enrol.json()['credential']}"}
+    with httpx.Client(base_url=site.coord.url, headers=headers, timeout=30) as impostor:
+        err = _error(impostor.get(f"/v1/blobs/{digest}"), 404)
+    assert err["message"] == f"no blob {digest} that node 'user' may read"
+
+
 def test_the_bundles_route_refuses_a_value_digest(site: Site, user: httpx.Client) -> None:
     value = _wire(user, site.swarm_id, "v", "w")["blob"]
     plan = compile_swarm(Upstream()).plan  # deterministic: the plan that was submitted

@@ -29,12 +29,14 @@ from shoal._runtime import ops
 from shoal._store.base import Store
 
 USER = "user"  # the principal the user API token stands for (SwarmRecord.owner)
+_NODE = "node:"
 _CACHE = 100_000  # grants remembered in memory (the store is the truth)
 
 
-def holder(who: str) -> str:
-    """The store's name for a principal: ``"user"`` or ``"node:<node id>"``."""
-    return USER if who == USER else f"node:{who}"
+def node_holder(node_id: str) -> str:
+    """The store's name for a node as a blob holder (the user is :data:`USER`): a node
+    enrolled under the id ``"user"`` is still never taken for the user."""
+    return f"node:{node_id}"
 
 
 def blob_digests(reply: ops.Reply, value: Any) -> Iterator[str]:
@@ -62,7 +64,7 @@ def not_held(digest: str, node_id: str) -> ApiError:
 
 
 def unreadable(what: str, digest: str, who: str) -> ApiError:
-    """404 for a blob or bundle that is not stored or that ``who`` may not read."""
+    """404 for a blob or bundle that is not stored or that holder ``who`` may not read."""
     if what == "bundle":
         rule = (
             "a node reads the bundles of the modules it runs, the user those of its "
@@ -76,7 +78,8 @@ def unreadable(what: str, digest: str, who: str) -> ApiError:
         )
     return ApiError(
         404,
-        f"no {what} {digest} that {'the user' if who == USER else f'node {who!r}'} may read",
+        f"no {what} {digest} that "
+        f"{'the user' if who == USER else f'node {who.removeprefix(_NODE)!r}'} may read",
         code=f"{what}.unknown",
         hint=rule,
     )
@@ -101,7 +104,7 @@ class BlobAccess:
         self._known: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
     def _grant(self, digest: str, who: str, swarm_id: str) -> None:
-        key = (digest, holder(who), swarm_id)
+        key = (digest, who, swarm_id)
         with self._lock:
             if key in self._known:
                 self._known.move_to_end(key)
@@ -114,7 +117,7 @@ class BlobAccess:
 
     # ------------------------------------------------------------------ writes
     def uploaded(self, who: str, digest: str) -> None:
-        """``who`` (a node id or ``"user"``) uploaded the blob's bytes."""
+        """Holder ``who`` (:data:`USER` or :func:`node_holder`) uploaded the blob's bytes."""
         self._grant(digest, who, "")
 
     def bundles(self, swarm_id: str, digests: list[str]) -> None:
@@ -130,24 +133,25 @@ class BlobAccess:
         ApiError
             403 ``blob.not_held`` unless the node uploaded the bytes or was given them.
         """
-        if not self.store.blob_granted(digest, holder(node_id)):
+        if not self.store.blob_granted(digest, node_holder(node_id)):
             raise not_held(digest, node_id)
         self.store.blob_claim(digest, swarm_id, "value")
-        self._grant(digest, node_id, swarm_id)
+        self._grant(digest, node_holder(node_id), swarm_id)
 
     def given(self, node_id: str, swarm_id: str, reply: ops.Reply, value: Any) -> None:
         """A world answer to an instance of ``swarm_id`` on ``node_id`` hands it the
         blobs in ``value`` (recorded before the answer leaves)."""
         for digest in blob_digests(reply, value):
-            self._grant(digest, node_id, swarm_id)
+            self._grant(digest, node_holder(node_id), swarm_id)
 
     # ------------------------------------------------------------------ checks
     def may_read(self, who: str, digest: str, kind: str) -> bool:
-        """Whether ``who`` (a node id or ``"user"``) may read the blob as ``kind``
-        (``"value"`` through the blobs route, ``"bundle"`` through the bundles route)."""
+        """Whether holder ``who`` (:data:`USER` or :func:`node_holder`) may read the blob
+        as ``kind`` (``"value"`` through the blobs route, ``"bundle"`` through the
+        bundles route)."""
         if kind == "bundle" and who != USER:
-            return self._runs_bundle(who, digest)
-        if kind == "value" and self.store.blob_granted(digest, holder(who)):
+            return self._runs_bundle(who.removeprefix(_NODE), digest)
+        if kind == "value" and self.store.blob_granted(digest, who):
             return True  # uploaded or given
         if who != USER:
             return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import anyio.from_thread
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
-from shoal._coord.access import BlobAccess, unreadable
+from shoal._coord.access import USER, BlobAccess, node_holder, unreadable
 from shoal._coord.errors import ApiError
 from shoal._coord.storage import storage_full
 from shoal._errors import ShoalError
@@ -38,12 +40,27 @@ def size_of(blobs: BlobStore, digest: str) -> int | None:
     return blobs.size(digest) if blobs.exists(digest) else None
 
 
+def principal(request: Request, who: str) -> str:
+    """The blob holder a request of ``who`` (what ``any_auth`` answered: ``"user"`` or a
+    node id) stands for: :data:`~shoal._coord.access.USER` only with the user token, so
+    a node enrolled under the id ``"user"`` is a node like any other."""
+    if who == USER:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        expected: str = request.app.state.user_token
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), expected.encode()
+        ):
+            return USER
+    return node_holder(who)
+
+
 def readable_file(
     blobs: BlobStore, access: BlobAccess, who: str, digest: str, what: str = "blob"
 ) -> Path:
-    """The file of a blob ``who`` may read as ``what`` (``"blob"``: a value, through the
-    blobs route; ``"bundle"``: through the bundles route); 400 for a malformed digest,
-    404 if it is not stored or not readable by ``who`` (:mod:`shoal._coord.access`).
+    """The file of a blob that holder ``who`` (:func:`principal`) may read as ``what``
+    (``"blob"``: a value, through the blobs route; ``"bundle"``: through the bundles
+    route); 400 for a malformed digest, 404 if it is not stored or not readable by
+    ``who`` (:mod:`shoal._coord.access`).
     Blocks: call it in a worker thread."""
     check_digest(digest)
     kind = "bundle" if what == "bundle" else "value"

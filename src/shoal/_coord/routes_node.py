@@ -21,7 +21,7 @@ from shoal._api.schemas import (
     RunInstruction,
     WorldRequest,
 )
-from shoal._coord.blobs import put_streamed, readable_file, size_of
+from shoal._coord.blobs import principal, put_streamed, readable_file, size_of
 from shoal._coord.errors import ApiError
 from shoal._coord.http import (
     any_auth,
@@ -189,7 +189,8 @@ async def bundle(request: Request, digest: str, who: str = Depends(any_auth)) ->
     """A module bundle (zip) by digest: of a module the node runs, or of the user's
     swarms (404 otherwise, and for a value's digest)."""
     access = coordinator(request).access
-    path = await run_in_threadpool(readable_file, blobs(request), access, who, digest, "bundle")
+    holder = principal(request, who)
+    path = await run_in_threadpool(readable_file, blobs(request), access, holder, digest, "bundle")
     return FileResponse(path, media_type="application/zip")
 
 
@@ -197,7 +198,7 @@ async def bundle(request: Request, digest: str, who: str = Depends(any_auth)) ->
 async def put_blob(request: Request, digest: str, who: str = Depends(any_auth)) -> BlobAnswer:
     """Store a blob streamed in chunks; 400 if the content does not match the digest."""
     length = await put_streamed(blobs(request), digest, request.stream())
-    await run_in_threadpool(coordinator(request).access.uploaded, who, digest)
+    await run_in_threadpool(coordinator(request).access.uploaded, principal(request, who), digest)
     return BlobAnswer(digest=digest, length=length)
 
 
@@ -206,7 +207,8 @@ async def get_blob(request: Request, digest: str, who: str = Depends(any_auth)) 
     """A value blob's bytes, streamed: one the node uploaded or was given, or one of
     the user's swarms (404 otherwise)."""
     access = coordinator(request).access
-    path = await run_in_threadpool(readable_file, blobs(request), access, who, digest)
+    holder = principal(request, who)
+    path = await run_in_threadpool(readable_file, blobs(request), access, holder, digest)
     return BigChunkFileResponse(path, media_type="application/octet-stream")
 
 
