@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from helpers.build import one_task, task_module, task_source, write_bundle
 from helpers.files import ROOT, TESTS, load_file
+from helpers.mounts import tiny_tmpfs
 from helpers.net import free_port
 from helpers.wait import poll_for
 
@@ -22,5 +23,6 @@ __all__ = [
     "poll_for",
     "task_module",
     "task_source",
+    "tiny_tmpfs",
     "write_bundle",
 ]

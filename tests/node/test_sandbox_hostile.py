@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgpack
 import numpy as np
 import pytest
 from deploy_harness import (
@@ -28,10 +29,10 @@ from deploy_harness import (
     wait_status,
 )
 from helpers import one_task as _one_task
-from helpers import poll_for
+from helpers import poll_for, task_module
 
 import shoal
-from shoal import Swarm
+from shoal import Swarm, Task
 from shoal._exec.cgroups import Cgroups
 from shoal._exec.probe import probe_bwrap
 
@@ -330,6 +331,82 @@ def test_a_sandbox_dies_with_its_agent(
     poll_for(lambda: _task_processes(folder), 30, "the task to start")
     kill_group(agent, signal.SIGKILL)  # the sandbox is in a session of its own
     poll_for(lambda: not _task_processes(folder), 15, "the sandbox to end with its agent")
+
+
+WRITE_VALUE = """
+self.world.results.add("v", np.full(40_000, VALUE))  # 320 KB: a blob, cached by the node
+"""
+
+READ_VALUES = """
+found = {}
+# The same read as results.select(), one level down: the wires the agent hands the task
+# point into this instance's view of the values it was given.
+(record,) = self.world._ctx.channel.request("results.list", {"tag": "v"})
+mine = record["value"]["file"]
+view = os.path.dirname(mine)
+found["own_value"] = os.path.getsize(mine)
+found["view"] = sorted(os.listdir(view))
+others = (("other_cached", OTHER_CACHED), ("other_in_view", os.path.join(view, OTHER_HEX)))
+for name, path in others:
+    try:
+        with open(path, "rb") as f:
+            found[name] = f"allowed: {len(f.read())} bytes"
+    except OSError as e:
+        found[name] = f"denied: {type(e).__name__}"
+for name, path in (("cache", CACHE), ("cache_blobs", os.path.dirname(OTHER_CACHED))):
+    try:
+        found[name] = "allowed: " + ",".join(sorted(os.listdir(path)))
+    except OSError as e:
+        found[name] = f"denied: {type(e).__name__}"
+self.world.results.add("found", found)
+"""
+
+
+def _pair(value: float, reader: str) -> Swarm:
+    """``w`` writes a large value on the jail, ``r`` (running ``reader``) reads it there."""
+    writer = task_module(f"VALUE = {value}\n" + WRITE_VALUE, "W", imports="import numpy as np")
+    read = task_module(reader, "R", imports="import os\nimport numpy as np")
+
+    class Pair(Swarm):
+        max_iterations = 1
+
+        def __init__(self) -> None:
+            self.w = Task(writer, alias="w", specified_ids=["jail"])
+            self.r = Task(read, alias="r", specified_ids=["jail"])
+
+        def execute(self) -> Task:
+            return self.r(self.w())
+
+    return Pair()
+
+
+def test_a_sandboxed_task_cannot_read_another_swarms_cached_value(
+    jail: tuple[Deployment, Coordinator, Path, Path, Any], user: httpx.Client
+) -> None:
+    _, _, folder, _, _ = jail
+    cache = folder / "state" / "cache"
+    # Swarm A leaves its value in the node's blob cache.
+    first, status = _run(user, _pair(7.0, 'self.world.results.select("v")'))
+    assert status["status"] == "succeeded", json.dumps(status, indent=1)
+    resp = user.get(f"/v1/swarms/{first}/results/v", params={"alias": "w"})
+    (row,) = msgpack.unpackb(resp.content, raw=False)
+    other_hex = row["value"]["blob"].removeprefix("sha256:")
+    other_cached = cache / "blobs" / other_hex
+    assert other_cached.is_file(), "swarm A's value is not in the node's cache"
+    # Swarm B's task, in the sandbox, looks for it.
+    consts = {"OTHER_CACHED": str(other_cached), "OTHER_HEX": other_hex, "CACHE": str(cache)}
+    reader = "".join(f"{k} = {v!r}\n" for k, v in consts.items()) + READ_VALUES
+    second, status = _run(user, _pair(8.0, reader))
+    assert status["status"] == "succeeded", json.dumps(status, indent=1)
+    found = results(user, second, "found", alias="r")[0]["value"]
+    view = found["view"]  # its view holds the one value it was given, no other swarm's
+    assert other_hex not in view and len(view) == 1, view
+    own = view[0]
+    assert (cache / "blobs" / own).is_file() and own != other_hex
+    assert found["own_value"] == (cache / "blobs" / own).stat().st_size
+    for name in ("other_cached", "other_in_view", "cache_blobs"):
+        assert found[name] == "denied: FileNotFoundError", (name, found[name])
+    assert found["cache"] == "allowed: bundles"  # the path to its own bundle, no blobs
 
 
 def _task_processes(folder: Path) -> list[int]:

@@ -752,6 +752,42 @@ def test_restart_sees_everything(sql_backend: Backend) -> None:
     assert third.results_of_instances(["i3"], "w") == []  # still dropped
 
 
+# ----------------------------------------------------------- blob claims, grants
+D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+
+def test_blob_claims_and_grants(store: Store) -> None:
+    assert store.blob_claims(D1) == [] and store.blob_granted(D1, "node:a") == []
+    store.blob_claim(D1, "s2", "value")
+    store.blob_claim(D1, "s1", "value")
+    store.blob_claim(D1, "s1", "value")  # idempotent
+    store.blob_claim(D1, "s1", "bundle")  # the same bytes may be both
+    assert store.blob_claims(D1) == [("s1", "bundle"), ("s1", "value"), ("s2", "value")]
+    assert store.blob_claims(D2) == []
+    store.blob_grant(D1, "node:a", "s1")
+    store.blob_grant(D1, "node:a", "s1")  # idempotent
+    store.blob_grant(D1, "node:a")  # it uploaded the bytes too
+    store.blob_grant(D2, "user")
+    assert store.blob_granted(D1, "node:a") == ["", "s1"]
+    assert store.blob_granted(D1, "node:b") == [] and store.blob_granted(D1, "user") == []
+    assert store.blob_granted(D2, "user") == [""]
+    with pytest.raises(ShoalError) as err:
+        store.blob_claim(D2, "s1", "secret")
+    assert err.value.code == "store.blob_kind" and "'bundle' or a 'value'" in str(err.value)
+    assert store.blob_claims(D2) == []
+
+
+def test_blob_claims_and_grants_survive_a_restart(sql_backend: Backend) -> None:
+    url = sql_backend.new_url()
+    first = sql_backend.open(url)
+    first.blob_claim(D1, "s1", "value")
+    first.blob_grant(D1, "node:a", "s1")
+    first.close()  # type: ignore[attr-defined]
+    again = sql_backend.open(url)
+    assert again.blob_claims(D1) == [("s1", "value")]
+    assert again.blob_granted(D1, "node:a") == ["s1"]
+
+
 # ---------------------------------------------------------------- model-based test
 SWARMS = st.sampled_from(["s1", "s2"])
 ITERS = st.integers(-1, 2)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hmac
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -11,8 +13,11 @@ from pathlib import Path
 
 import anyio.from_thread
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
-from shoal._coord.errors import ApiError, not_found
+from shoal._coord.access import USER, BlobAccess, node_holder, unreadable
+from shoal._coord.errors import ApiError
+from shoal._coord.storage import storage_full
 from shoal._errors import ShoalError
 from shoal._store.blobs import BlobStore
 
@@ -35,11 +40,32 @@ def size_of(blobs: BlobStore, digest: str) -> int | None:
     return blobs.size(digest) if blobs.exists(digest) else None
 
 
-def file_of(blobs: BlobStore, digest: str, what: str = "blob") -> Path:
-    """The file of a stored blob (400 for a malformed digest, 404 if missing)."""
+def principal(request: Request, who: str) -> str:
+    """The blob holder a request of ``who`` (what ``any_auth`` answered: ``"user"`` or a
+    node id) stands for: :data:`~shoal._coord.access.USER` only with the user token, so
+    a node enrolled under the id ``"user"`` is a node like any other."""
+    if who == USER:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        expected: str = request.app.state.user_token
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), expected.encode()
+        ):
+            return USER
+    return node_holder(who)
+
+
+def readable_file(
+    blobs: BlobStore, access: BlobAccess, who: str, digest: str, what: str = "blob"
+) -> Path:
+    """The file of a blob that holder ``who`` (:func:`principal`) may read as ``what``
+    (``"blob"``: a value, through the blobs route; ``"bundle"``: through the bundles
+    route); 400 for a malformed digest, 404 if it is not stored or not readable by
+    ``who`` (:mod:`shoal._coord.access`).
+    Blocks: call it in a worker thread."""
     check_digest(digest)
-    if not blobs.exists(digest):
-        raise not_found(what, digest)
+    kind = "bundle" if what == "bundle" else "value"
+    if not blobs.exists(digest) or not access.may_read(who, digest, kind):
+        raise unreadable(what, digest, who)
     return blobs.path(digest)
 
 
@@ -48,6 +74,7 @@ BATCH = 4 * 1024 * 1024
 # ~64 KiB wait unread, so without a reader running beside the writer the network would
 # idle while each batch is hashed and written; 16 MiB keeps both busy and bounds memory.
 AHEAD = 16 * 1024 * 1024
+DRAIN_S = 60.0  # after a failed write, how long the rest of an upload is read and dropped
 
 
 async def put_streamed(blobs: BlobStore, digest: str, stream: AsyncIterator[bytes]) -> int:
@@ -60,16 +87,17 @@ async def put_streamed(blobs: BlobStore, digest: str, stream: AsyncIterator[byte
     ready: deque[bytes] = deque()
     buffered = 0
     done = False
+    discard = False  # the writer failed: read the rest of the body, keep none of it
     changed = asyncio.Event()  # set whenever the reader or the writer made progress
 
     async def read() -> None:
         nonlocal buffered, done
         try:
             async for chunk in stream:
-                while buffered >= AHEAD:
+                while buffered >= AHEAD and not discard:
                     changed.clear()
                     await changed.wait()
-                if chunk:
+                if chunk and not discard:
                     ready.append(chunk)
                     buffered += len(chunk)
                     changed.set()
@@ -101,7 +129,20 @@ async def put_streamed(blobs: BlobStore, digest: str, stream: AsyncIterator[byte
 
     reader = asyncio.ensure_future(read())
     try:
-        _, length = await run_in_threadpool(blobs.put_stream, chunks(), digest)
+        try:
+            _, length = await run_in_threadpool(blobs.put_stream, chunks(), digest)
+        except OSError as e:
+            full = storage_full(e, f"blob {digest}")
+            if full is None:
+                raise
+            # Read the rest of the body before answering: a client still sending it
+            # would otherwise see a broken connection (and retry) instead of the 507.
+            discard = True
+            ready.clear()
+            changed.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reader, DRAIN_S)
+            raise full from None
         await reader  # re-raises a failed read (e.g. the client went away)
     except ShoalError as e:
         if e.code == "blob.digest":

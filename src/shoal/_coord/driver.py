@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shoal._api.schemas import RunInstruction
+from shoal._coord.access import BlobAccess
 from shoal._coord.errors import forbidden, not_found
 from shoal._coord.events import decode_event, encode_event
 from shoal._coord.node_ops import NodeOps
@@ -31,7 +32,6 @@ from shoal._coord.notify import Broadcast, NodeQueues
 from shoal._coord.state import NodeState, SwarmReport
 from shoal._coord.world import CoordWorld
 from shoal._driver import DriverBase
-from shoal._driver.base import instance_info
 from shoal._engine import Engine, EngineError, InstanceState, InstanceView
 from shoal._engine.messages import (
     CancelInstance,
@@ -88,7 +88,8 @@ class Coordinator(NodeOps, DriverBase):
         self.queues = NodeQueues()
         self.changes = Broadcast()  # swarm status, iteration or task counts changed
         self.log_changes = Broadcast()  # a log record was added
-        self.world = CoordWorld(store, self.world_stop, self.world_next_iter, clock)
+        self.access = BlobAccess(store, self.runs_bundle)
+        self.world = CoordWorld(store, self.world_stop, self.world_next_iter, clock, self.access)
         self._lock = threading.RLock()
         self._replaying = False
         self._nodes: dict[str, NodeState] = {}
@@ -311,13 +312,13 @@ class Coordinator(NodeOps, DriverBase):
         return the last one's value. Every call runs; the first error is raised."""
         with self._lock:
             inst = self._owned(node_id, instance_id)
-        if inst is None:
+            info = None if inst is None else self.instance_info(inst)
+        if info is None:
             raise ShoalError(
                 f"instance {instance_id} has already ended",
                 code="world.ended",
                 hint="the swarm or the engine ended this instance; its work is discarded",
             )
-        info = instance_info(inst)
         result: Any = None
         error: Exception | None = None
         for op, args in calls:
@@ -344,8 +345,19 @@ class Coordinator(NodeOps, DriverBase):
         self.store.swarm_create(
             SwarmRecord(swarm_id, plan.name, plan.to_json(), owner, self.clock())
         )
+        self.access.bundles(swarm_id, sorted({m.digest for m in plan.modules.values()}))
         self.submit_swarm(swarm_id, plan, seed)
         return swarm_id
+
+    def runs_bundle(self, node_id: str, digest: str) -> bool:
+        """Whether the node has a live instance of a module whose bundle is ``digest``
+        (a node fetches only the bundles of what it runs)."""
+        with self._lock:
+            for inst in self.engine.active(node_id):
+                module = self.engine.plan(inst.swarm_id).modules.get(inst.module)
+                if module is not None and module.digest == digest:
+                    return True
+        return False
 
     def stop_swarm(self, swarm_id: str) -> None:
         """A user stops a swarm (a no-op once it finished)."""

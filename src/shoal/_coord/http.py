@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shoal._coord.driver import Coordinator
 from shoal._coord.errors import ApiError, error_body
 from shoal._coord.ratelimit import AuthLimiter
+from shoal._coord.storage import storage_full
 from shoal._errors import PlanError, ShoalError
 
 log = logging.getLogger("shoal.coordinator")
@@ -285,7 +286,10 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
 
 
 async def on_internal_error(request: Request, exc: Exception) -> Response:
-    """Anything else: 500 without internals (they go to the coordinator's log)."""
+    """Anything else: 500 without internals (they go to the coordinator's log); a write
+    that found the disk full: 507 ``storage.full``."""
+    if (full := storage_full(exc, f"{request.method} {request.url.path}")) is not None:
+        return _json_error(full.status, full.code, full.message, full.hint)
     log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
     return _json_error(500, "internal", "internal error; see the coordinator's log")
 

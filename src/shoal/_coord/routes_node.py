@@ -23,7 +23,7 @@ from shoal._api.schemas import (
     RunInstruction,
     WorldRequest,
 )
-from shoal._coord.blobs import file_of, put_streamed, size_of
+from shoal._coord.blobs import principal, put_streamed, readable_file, size_of
 from shoal._coord.errors import ApiError
 from shoal._coord.http import (
     Bearer,
@@ -39,6 +39,7 @@ from shoal._coord.http import (
 )
 from shoal._coord.schemas import WORLD_ARGS, Batch
 from shoal._coord.state import Offer
+from shoal._coord.storage import storage_full
 from shoal._runtime.protocol import error_payload
 from shoal._store.blobs import BlobStore
 
@@ -215,29 +216,38 @@ async def world(request: Request, node_id: str = Depends(node_auth)) -> Response
     except ApiError:
         raise
     except Exception as e:  # the task's request failed: the task sees the error
+        if (full := storage_full(e, f"{req.op} of {req.instance_id}")) is not None:
+            raise full from None  # not the task's doing: 507, which fails the instance
         return msgpack_response({"error": error_payload(e)})
     return msgpack_response({"ok": value})
 
 
 @router.get("/bundles/{digest}", response_class=FileResponse)
 async def bundle(request: Request, digest: str, who: str = Depends(any_auth)) -> FileResponse:
-    """A module bundle (zip) by digest."""
-    return FileResponse(file_of(blobs(request), digest, "bundle"), media_type="application/zip")
+    """A module bundle (zip) by digest: of a module the node runs, or of the user's
+    swarms (404 otherwise, and for a value's digest)."""
+    access = coordinator(request).access
+    holder = principal(request, who)
+    path = await run_in_threadpool(readable_file, blobs(request), access, holder, digest, "bundle")
+    return FileResponse(path, media_type="application/zip")
 
 
 @router.put("/blobs/{digest}", response_model=BlobAnswer)
 async def put_blob(request: Request, digest: str, who: str = Depends(any_auth)) -> BlobAnswer:
     """Store a blob streamed in chunks; 400 if the content does not match the digest."""
     length = await put_streamed(blobs(request), digest, request.stream())
+    await run_in_threadpool(coordinator(request).access.uploaded, principal(request, who), digest)
     return BlobAnswer(digest=digest, length=length)
 
 
 @router.get("/blobs/{digest}", response_class=FileResponse)
 async def get_blob(request: Request, digest: str, who: str = Depends(any_auth)) -> FileResponse:
-    """A blob's bytes, streamed."""
-    return BigChunkFileResponse(
-        file_of(blobs(request), digest), media_type="application/octet-stream"
-    )
+    """A value blob's bytes, streamed: one the node uploaded or was given, or one of
+    the user's swarms (404 otherwise)."""
+    access = coordinator(request).access
+    holder = principal(request, who)
+    path = await run_in_threadpool(readable_file, blobs(request), access, holder, digest)
+    return BigChunkFileResponse(path, media_type="application/octet-stream")
 
 
 class BigChunkFileResponse(FileResponse):

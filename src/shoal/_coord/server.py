@@ -83,6 +83,7 @@ def read_tokens(state_dir: Path | str) -> Tokens:
     """
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state.chmod(0o700)  # also when an older version left it 0755
     return Tokens(
         _token_file(state / JOIN_TOKEN_FILE),
         _token_file(state / USER_TOKEN_FILE),
@@ -108,6 +109,22 @@ def write_endpoint(state_dir: Path | str, url: str, ca_cert: Path | str | None) 
     """Record where the coordinator of ``state_dir`` listens (``coordinator.json``)."""
     doc = {"url": url, "ca_cert": None if ca_cert is None else str(Path(ca_cert).resolve())}
     _write_private(Path(state_dir) / ENDPOINT_FILE, json.dumps(doc) + "\n")
+
+
+def private_database(db_url: str) -> None:
+    """Make a SQLite database file and its ``-wal`` / ``-shm`` files 0600 (files made
+    later are: :func:`serve` sets the umask to 077). Nothing for other databases."""
+    if db_url in ("memory", "memory://"):
+        return
+    from shoal._store.sqlengine import is_sqlite_memory, normalize_url
+
+    url = normalize_url(db_url)
+    if url.get_backend_name() != "sqlite" or is_sqlite_memory(url) or not url.database:
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path = Path(url.database + suffix)
+        if path.exists():
+            path.chmod(0o600)
 
 
 def default_db_url(state_dir: Path | str) -> str:
@@ -163,7 +180,8 @@ def serve(
         Store URL (``sqlite:///...``, ``postgresql://...``); None: SQLite in
         ``state_dir``.
     state_dir
-        Holds the join and user tokens (0600), the default database and blobs.
+        Holds the join and user tokens, the default database and blobs; made private to
+        the coordinator's user (folders 0700, files 0600).
     blobs_dir
         Blob folder (default ``state_dir/blobs``).
     host, port
@@ -194,9 +212,14 @@ def serve(
         logging.basicConfig(
             level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+    # Everything the coordinator writes is private to its user: folders 0700, files
+    # 0600 (the database, its journal files, tokens, blobs), also those made later.
+    os.umask(0o077)
     state = Path(state_dir)
     tokens = read_tokens(state)
-    store = open_store(db_url or default_db_url(state))
+    db_url = db_url or default_db_url(state)
+    store = open_store(db_url)
+    private_database(db_url)
     app = create_app(
         store,
         Path(blobs_dir) if blobs_dir is not None else state / "blobs",

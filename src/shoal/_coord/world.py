@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from shoal._coord.access import BlobAccess
 from shoal._errors import ShoalError
 from shoal._runtime import ops
 from shoal._store.base import Store
@@ -39,7 +40,13 @@ class _NoNodes(Mapping[str, NodeInfo]):
 
 
 class CoordWorld(WorldService):
-    """Answers the world operations of instances running on real nodes."""
+    """Answers the world operations of instances running on real nodes.
+
+    Blob wires are checked and recorded on their way in and out (:mod:`shoal._coord.access`):
+    a value may name only a blob its node holds (it uploaded or was given the bytes),
+    and then belongs to the instance's swarm; every blob an answer hands an instance is
+    granted to its node before the answer leaves, so the node may then download it.
+    """
 
     def __init__(
         self,
@@ -47,12 +54,21 @@ class CoordWorld(WorldService):
         on_stop: Callable[[InstanceInfo], None],
         on_next_iter: Callable[[InstanceInfo, str, tuple[str, ...]], None],
         clock: Callable[[], float] = time.time,
+        access: BlobAccess | None = None,
     ) -> None:
         super().__init__(store, _NoNodes(), on_stop, on_next_iter, clock)
+        self.access = access or BlobAccess(store, lambda node_id, digest: False)
 
     def handle(self, info: InstanceInfo, op: str, args: Mapping[str, Any]) -> Any:
         """Run one request; raise ShoalError for anything the task did wrong."""
         row = ops.find(op)
         if row is not None and row.local:
             raise _local_refused()
-        return super().handle(info, op, args)
+        if row is not None and row.value:
+            wire = args.get("value")
+            if isinstance(wire, dict) and isinstance(wire.get("blob"), str):
+                self.access.sent(info.node_id, info.swarm_id, wire["blob"])
+        answer = super().handle(info, op, args)
+        if row is not None and row.reply is not ops.Reply.PLAIN:
+            self.access.given(info.node_id, info.swarm_id, row.reply, answer)
+        return answer

@@ -26,11 +26,17 @@ from shoal._store.base import Store
 from shoal._world.service import InstanceInfo
 
 
-def instance_info(view: InstanceView) -> InstanceInfo:
-    """What the world service needs to know of an instance the engine placed."""
-    return InstanceInfo(
-        view.swarm_id, view.instance_id, view.node_id, view.alias, view.iteration, view.inputs
-    )
+def upstream_of(plan: Plan, alias: str) -> frozenset[str]:
+    """Aliases of every task ``alias`` is downstream of, transitively (itself only on a
+    cycle, which validation refuses)."""
+    seen: set[str] = set()
+    todo = list(plan.upstream(alias))
+    while todo:
+        up = todo.pop()
+        if up not in seen:
+            seen.add(up)
+            todo.extend(plan.upstream(up))
+    return frozenset(seen)
 
 
 class DriverBase(ABC):
@@ -59,6 +65,7 @@ class DriverBase(ABC):
         self.engine = engine
         self.store = store
         self.validate = validate
+        self._upstream: dict[tuple[str, str], frozenset[str]] = {}
         self._hooks: dict[type[Any], Callable[[Any], None]] = {
             RunInstance: self._on_run,
             CancelInstance: self._on_cancel,
@@ -131,6 +138,26 @@ class DriverBase(ABC):
         for key, b64 in plan.globals.items():
             self.store.global_set(swarm_id, key, {"inline": base64.b64decode(b64)}, iteration=-1)
         self.feed(SwarmSubmitted(swarm_id, plan, self.now(), seed))
+
+    def instance_info(self, inst: RunInstance | InstanceView) -> InstanceInfo:
+        """What the world service needs to know of an instance the engine placed: who
+        it is, its inputs and the tasks it is downstream of (whose results it may read).
+
+        The caller holds whatever guards the engine (the coordinator's lock)."""
+        key = (inst.swarm_id, inst.alias)
+        upstream = self._upstream.get(key)
+        if upstream is None:
+            upstream = upstream_of(self.engine.plan(inst.swarm_id), inst.alias)
+            self._upstream[key] = upstream
+        return InstanceInfo(
+            inst.swarm_id,
+            inst.instance_id,
+            inst.node_id,
+            inst.alias,
+            inst.iteration,
+            inst.inputs,
+            upstream,
+        )
 
     def story(self, instance_id: str) -> list[str]:
         """What happened to an instance, one line per transition or decision.

@@ -50,7 +50,9 @@ class InstanceSpec:
     datasets
         The datasets the task may read (name -> path).
     blob_cache
-        Large values the agent fetched for the task (read-only for the task).
+        The instance's own folder of the large values the agent fetched for it (links
+        into the node's cache; read-only for the task). Never the whole cache, which
+        holds other swarms' values.
     memory_mb, cpu_seconds
         Limits (None: none).
     max_processes

@@ -433,6 +433,12 @@ class OciExecutor:
         self._pruned: set[str] = set()
         self._lock = threading.Lock()
 
+    @property
+    def tasks_as_other_user(self) -> bool:
+        """Whether tasks run as a user other than the agent's (``nobody`` when the agent
+        is root): the agent then leaves the values it hands them readable by others."""
+        return os.getuid() == 0
+
     # ------------------------------------------------------------------ images
     def _runs_shoal(self, ref: str, host_shoal: bool) -> tuple[bool, str]:
         argv = [
@@ -562,7 +568,7 @@ class OciExecutor:
         self._prune(_state_dir(spec))
         (spec.workdir / "tmp").mkdir(parents=True, exist_ok=True)
         if plan.user is not None and plan.user.startswith(f"{NOBODY}:"):
-            _give(spec.workdir, socket_path)
+            _give(spec.workdir, socket_path, spec.blob_cache)
         proc = spawn_with_token(container_argv(plan), token, spec.workdir, _engine_env())
         return ContainerHandle(self.engine, plan.name, proc, plan.limits)
 
@@ -572,9 +578,12 @@ def _state_dir(spec: InstanceSpec) -> Path:
     return spec.workdir.resolve().parent.parent
 
 
-def _give(workdir: Path, socket_path: Path) -> None:
-    """Hand the work dir and the socket to ``nobody`` (the agent runs as root)."""
+def _give(workdir: Path, socket_path: Path, view: Path) -> None:
+    """Hand the work dir and the socket to ``nobody`` (the agent runs as root), and let
+    it list its view of values (the values in it are links the agent keeps readable)."""
     for root, dirs, files in os.walk(workdir):
         for n in (root, *(os.path.join(root, x) for x in dirs + files)):
             os.chown(n, NOBODY, NOBODY)
     os.chown(socket_path, NOBODY, NOBODY)
+    if view.is_dir():
+        os.chown(view, NOBODY, NOBODY)

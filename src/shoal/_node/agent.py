@@ -64,14 +64,19 @@ class Agent:
             config.coordinator, self.stop_event, config.retry_max_s, verify
         )
         self.client.on_unauthorized = self._reenrol
+        # Private to the agent's user, also when an older agent made it 0755.
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.caches = Caches(config.state_dir / "cache", self.client)
-        self.proxy = WorldProxy(self.client, self.caches, config.gpu)
+        config.state_dir.chmod(0o700)
         self.executor = executor or make_executor(config.executor)
+        # An executor that runs tasks as another user must be able to read their values.
+        shared = bool(getattr(self.executor, "tasks_as_other_user", False))
+        self.caches = Caches(config.state_dir / "cache", self.client, shared=shared)
+        self.proxy = WorldProxy(self.client, self.caches, config.gpu)
         self.slots = threading.Semaphore(config.limits.max_concurrent)
         # What a previous agent process left (it was killed): its instances are gone.
         for leftover in ("work", "run"):
             shutil.rmtree(config.state_dir / leftover, ignore_errors=True)
+        (config.state_dir / "work").mkdir(mode=0o700)
         self.socket_dir = config.state_dir / "run"
         if len(str(self.socket_dir)) <= _SOCKET_DIR_MAX:
             self.socket_dir.mkdir(mode=0o700)

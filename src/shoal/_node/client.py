@@ -1,8 +1,8 @@
 """The node agent's HTTP client for the coordinator's node routes (docs/api.md).
 
-Connection errors, 5xx answers and 429 (too many failed authentications from this
-address) are retried with a capped exponential backoff until the call succeeds or the
-agent stops: a coordinator restart costs a pause, not a lost
+Connection errors, 5xx answers (but 507, a full disk) and 429 (too many failed
+authentications from this address) are retried with a capped exponential backoff until
+the call succeeds or the agent stops: a coordinator restart costs a pause, not a lost
 report. An instance's calls also give up when it is cancelled or past its deadline
 (:func:`abandon_when`). A 401 calls ``on_unauthorized`` (the agent re-enrols) and
 retries once.
@@ -11,6 +11,7 @@ retries once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import json
 import logging
@@ -36,6 +37,11 @@ log = logging.getLogger("shoal.node")
 
 CHUNK = 1 << 20
 MSGPACK = "application/msgpack"
+# The coordinator's disk is full: retrying cannot help until an operator frees space, so
+# the call fails (and with it the instance that made it) instead of retrying for ever.
+INSUFFICIENT_STORAGE = 507
+DISK_FULL_CODES = frozenset({"storage.full", "node.disk_full"})
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class Stopped(ShoalError):
@@ -76,7 +82,7 @@ def _check_abandoned() -> None:
 
 
 class Rejected(ShoalError):
-    """The coordinator answered with a 4xx error."""
+    """The coordinator answered with a 4xx error (or 507: its storage is full)."""
 
     def __init__(self, status: int, code: str, message: str, hint: str | None) -> None:
         super().__init__(f"coordinator answered {status}: {message}", code=code, hint=hint)
@@ -206,6 +212,7 @@ class CoordinatorClient:
         path: str,
         *,
         retry: bool = True,
+        retry_full: bool = False,
         reauth: bool = True,
         timeout: float | None = None,
         headers: dict[str, str] | None = None,
@@ -214,6 +221,9 @@ class CoordinatorClient:
     ) -> httpx.Response:
         """One request; retried on connection errors and 5xx while ``retry``.
 
+        A 507 (the coordinator's disk is full) is retried only with ``retry_full``:
+        reports that the swarm needs to end (``started``, ``done``) wait for space; a
+        world call or an upload fails, and with it its instance.
         ``content_factory`` makes a fresh body stream for every try.
         """
         backoff = Backoff(self._stop, self._retry_max_s)
@@ -238,7 +248,9 @@ class CoordinatorClient:
                 )
                 backoff.pause()
                 continue
-            if (resp.status_code >= 500 or resp.status_code == 429) and retry:
+            full = resp.status_code == INSUFFICIENT_STORAGE
+            transient = resp.status_code >= 500 or resp.status_code == 429
+            if transient and retry and (retry_full or not full):
                 (log.debug if backoff.tries else log.warning)(
                     "coordinator answered %d; retrying", resp.status_code
                 )
@@ -309,11 +321,11 @@ class CoordinatorClient:
 
     def started(self, instance_id: str) -> None:
         """Report that an instance started."""
-        self.call("POST", f"/v1/instances/{quote(instance_id)}/started")
+        self.call("POST", f"/v1/instances/{quote(instance_id)}/started", retry_full=True)
 
     def done(self, instance_id: str, body: dict[str, Any]) -> None:
         """Report how an instance ended."""
-        self.call("POST", f"/v1/instances/{quote(instance_id)}/done", json=body)
+        self.call("POST", f"/v1/instances/{quote(instance_id)}/done", json=body, retry_full=True)
 
     def world(self, instance_id: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """Forward one world operation; answers ``{ok: value}`` or ``{error: ...}``."""
@@ -350,6 +362,12 @@ class CoordinatorClient:
                 break
             except (OSError, http.client.HTTPException) as e:
                 tmp.unlink(missing_ok=True)
+                if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+                    raise ShoalError(
+                        f"the node's disk is full: {path} could not be saved to {dest.parent}",
+                        code="node.disk_full",
+                        hint="free disk space in the node's state_dir",
+                    ) from None
                 (log.debug if backoff.tries else log.warning)(
                     "download of %s failed (%s); retrying", path, e
                 )

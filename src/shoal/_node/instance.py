@@ -26,7 +26,13 @@ from shoal._api.schemas import RunInstruction
 from shoal._errors import ShoalError
 from shoal._exec.base import Executor, InstanceSpec, TaskHandle, failure_reason
 from shoal._node.cache import Caches
-from shoal._node.client import Abandoned, CoordinatorClient, Stopped, abandon_when
+from shoal._node.client import (
+    DISK_FULL_CODES,
+    Abandoned,
+    CoordinatorClient,
+    Stopped,
+    abandon_when,
+)
 from shoal._node.config import NodeConfig
 from shoal._node.proxy import InstanceScope, WorldProxy
 from shoal._runtime import ops, protocol
@@ -108,6 +114,7 @@ class InstanceRun:
         self._cancelled = threading.Event()
         self._handle: TaskHandle | None = None
         self._notify_error: str | None = None
+        self._fatal: Ended | None = None  # ends the instance now (a full disk)
 
     def cancel(self, reason: str) -> None:
         """Stop the instance; nothing is reported (the coordinator already decided)."""
@@ -150,8 +157,12 @@ class InstanceRun:
             return CANCELLED
         key = hashlib.sha256(self.instance_id.encode()).hexdigest()[:20]
         workdir = cfg.state_dir / "work" / key
-        shutil.rmtree(workdir, ignore_errors=True)
+        # The values it is given, linked from the cache (which it never sees whole).
+        view = cfg.state_dir / "work" / f"{key}.view"
+        for old in (workdir, view):
+            shutil.rmtree(old, ignore_errors=True)
         (workdir / "outbox").mkdir(parents=True)
+        view.mkdir(mode=0o700)
         sock_path = self.host.socket_dir / f"{key}.sock"
         datasets = {n: cfg.datasets[n] for n in item.datasets if n in cfg.datasets}
         spec = InstanceSpec(
@@ -161,7 +172,7 @@ class InstanceRun:
             workdir,
             folder,
             datasets,
-            self.host.caches.blobs,
+            view,
             cfg.limits.memory_mb,
             cfg.limits.cpu_seconds,
             cfg.limits.max_processes,
@@ -170,7 +181,7 @@ class InstanceRun:
             wall_s=None if (budget := self._budget()) is None else budget + WALL_BACKSTOP_S,
         )
         outbox = (workdir / "outbox").resolve()  # fixed before any task code runs
-        scope = InstanceScope(self.instance_id, cfg.node_id, datasets, outbox)
+        scope = InstanceScope(self.instance_id, cfg.node_id, datasets, outbox, view)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock_path.unlink(missing_ok=True)
@@ -197,6 +208,7 @@ class InstanceRun:
             listener.close()
             sock_path.unlink(missing_ok=True)
             shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(view, ignore_errors=True)
 
     def _explained(self, ended: Ended | None) -> Ended | None:
         """Name the limit that stopped a failed instance, when its executor can tell."""
@@ -347,7 +359,7 @@ class InstanceRun:
                     return Ended(False, "the task sent a frame over the size bound", kind="crash")
                 ended = self._batch(conn, scope, frames)
                 if ended is not None:
-                    if self._handle.wait(EXIT_GRACE_S) is None:
+                    if ended is self._fatal or self._handle.wait(EXIT_GRACE_S) is None:
                         self._handle.kill()
                     return ended
 
@@ -362,13 +374,15 @@ class InstanceRun:
                 notes.append({"op": frame["op"], "args": frame.get("args") or {}})
                 if len(notes) >= ops.MAX_BATCH:
                     self._flush(scope, notes)
+                    if self._fatal is not None:
+                        return self._fatal
                 continue
             self._flush(scope, notes)
-            ended = self._frame(conn, scope, frame)
+            ended = self._fatal or self._frame(conn, scope, frame)
             if ended is not None:
                 return ended
         self._flush(scope, notes)
-        return None
+        return self._fatal
 
     def _flush(self, scope: InstanceScope, notes: list[dict[str, Any]]) -> None:
         if not notes:
@@ -383,8 +397,17 @@ class InstanceRun:
         except Stopped:
             raise
         except Exception as e:  # one-way: the instance fails when it reports done
-            if self._notify_error is None:
-                self._notify_error = f"{calls[0]['op']} failed: {e}"
+            self._failed(f"{calls[0]['op']} failed: {e}", e)
+
+    def _failed(self, reason: str, error: Exception) -> None:
+        """A call of the task failed: note it for its ``done``, or end the instance now
+        when the disk is full (the coordinator's or this node's: no retry helps)."""
+        if isinstance(error, ShoalError) and error.code in DISK_FULL_CODES:
+            if self._fatal is None:
+                log.error("instance %s: %s", self.instance_id, reason)
+                self._fatal = Ended(False, reason)
+        elif self._notify_error is None:
+            self._notify_error = reason
 
     def _frame(
         self, conn: socket.socket, scope: InstanceScope, frame: dict[str, Any]
@@ -407,9 +430,11 @@ class InstanceRun:
             if rid is not None:
                 with contextlib.suppress(OSError):
                     protocol.send(conn, {"id": rid, "error": protocol.error_payload(e)})
-            elif self._notify_error is None:
-                self._notify_error = f"{op} failed: {e}"
-            return None
+                if isinstance(e, ShoalError) and e.code in DISK_FULL_CODES:
+                    self._failed(f"{op} failed: {e}", e)
+            else:
+                self._failed(f"{op} failed: {e}", e)
+            return self._fatal
         if rid is not None:
             with contextlib.suppress(OSError):
                 protocol.send(conn, {"id": rid, "ok": result})

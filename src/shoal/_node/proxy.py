@@ -44,12 +44,16 @@ class InstanceScope:
         The datasets its module declared (name -> path on this node).
     outbox
         The only folder its ``file`` wires may point into (a resolved path).
+    view
+        Its own folder of the values it was given (``Caches.view``): the only blobs it
+        sees, bound read-only into its sandbox. None: it may be handed no blob.
     """
 
     instance_id: str
     node_id: str
     datasets: dict[str, Path]
     outbox: Path
+    view: Path | None = None
     resources: dict[str, int] = field(default_factory=dict)
     notes: int = 0  # log and metric records numbered so far
     # Numbers start at a random multiple of 2**32: an instance that runs again (its
@@ -111,7 +115,7 @@ class WorldProxy:
         answer = self._client.world(scope.instance_id, op, args)
         if "error" in answer:
             raise_payload(answer["error"])
-        return self._incoming(reply, answer.get("ok"))
+        return self._incoming(scope, reply, answer.get("ok"))
 
     def _dataset(self, scope: InstanceScope, name: str) -> str:
         path = scope.datasets.get(name)
@@ -145,18 +149,24 @@ class WorldProxy:
         digest = self._caches.publish(path, offset, length)
         return {"blob": digest, "length": length}
 
-    def _local(self, wire: Wire | None) -> Wire | None:
+    def _local(self, scope: InstanceScope, wire: Wire | None) -> Wire | None:
         if isinstance(wire, dict) and "blob" in wire:
-            path = self._caches.blob(str(wire["blob"]))
+            if scope.view is None:  # never the shared cache: it holds every swarm's values
+                raise ShoalError(
+                    f"instance {scope.instance_id} has no folder for the values it is given",
+                    code="node.sandbox",
+                    hint="this is a bug in the node agent: every instance gets a view",
+                )
+            path = self._caches.view(str(wire["blob"]), scope.view)
             local: FileWire = {"file": str(path), "offset": 0, "length": int(wire["length"])}
             return local
         return wire
 
-    def _incoming(self, reply: ops.Reply, value: Any) -> Any:
+    def _incoming(self, scope: InstanceScope, reply: ops.Reply, value: Any) -> Any:
         if reply is ops.Reply.VERSIONED and isinstance(value, dict) and "value" in value:
-            return {**value, "value": self._local(value["value"])}
+            return {**value, "value": self._local(scope, value["value"])}
         if reply is ops.Reply.RECORDS and isinstance(value, list):
-            return [{**r, "value": self._local(r["value"])} for r in value]
+            return [{**r, "value": self._local(scope, r["value"])} for r in value]
         if reply is ops.Reply.WIRE:
-            return self._local(value)
+            return self._local(scope, value)
         return value

@@ -196,9 +196,7 @@ class Simulation(DriverBase):
 
     # ------------------------------------------------------------ instructions
     def _on_run(self, ins: RunInstance) -> None:
-        info = InstanceInfo(
-            ins.swarm_id, ins.instance_id, ins.node_id, ins.alias, ins.iteration, ins.inputs
-        )
+        info = self.instance_info(ins)
         self._infos[ins.instance_id] = info
         self._c.scheduled += 1
         assert self._executor is not None

@@ -159,7 +159,8 @@ class SwarmRecord:
 
 class Store(Protocol):
     """Everything a driver keeps: nodes, swarms, the engine's event log, globals (with
-    per-iteration history), results, per-node state, logs and metrics."""
+    per-iteration history), results, per-node state, logs and metrics, and which swarms
+    and holders each blob belongs to (the bytes are in a :class:`~shoal._store.blobs.BlobStore`)."""
 
     # ------------------------------------------------------------------ nodes
     def node_upsert(self, node: NodeRecord) -> None:
@@ -293,6 +294,27 @@ class Store(Protocol):
         """Persist per (swarm, node, alias) state."""
         ...
 
+    # ------------------------------------------------------------------ blobs
+    def blob_claim(self, digest: str, swarm_id: str, kind: str) -> None:
+        """Record that blob ``digest`` belongs to a swarm, as one of :data:`BLOB_KINDS`
+        (idempotent; a digest may belong to several swarms, and be both kinds)."""
+        ...
+
+    def blob_claims(self, digest: str) -> list[tuple[str, str]]:
+        """``[(swarm_id, kind)]`` of a blob, sorted (empty: it belongs to no swarm)."""
+        ...
+
+    def blob_grant(self, digest: str, holder: str, swarm_id: str = "") -> None:
+        """Record that ``holder`` (``"node:<id>"``, ``"user"``) has blob ``digest``:
+        it was given it under ``swarm_id``, or it uploaded it (``swarm_id`` ``""``).
+        Idempotent."""
+        ...
+
+    def blob_granted(self, digest: str, holder: str) -> list[str]:
+        """The swarm ids under which ``holder`` has the blob, sorted (``""``: it
+        uploaded it); empty if it never had it."""
+        ...
+
     # ----------------------------------------------------------- logs, metrics
     def log_add(self, row: LogRow) -> None:
         """Append a log record (its ``seq`` is assigned by the store); ignored if a
@@ -326,6 +348,20 @@ class Store(Protocol):
     ) -> list[MetricRow]:
         """Metric values, filtered, in the order they were added."""
         ...
+
+
+#: What a blob is to a swarm: a module bundle or a value (a result, global or state).
+BLOB_KINDS = ("bundle", "value")
+
+
+def check_blob_kind(kind: str) -> None:
+    """Raise ``store.blob_kind`` unless ``kind`` is one of :data:`BLOB_KINDS`."""
+    if kind not in BLOB_KINDS:
+        raise ShoalError(
+            f"blob kind {kind!r} is not one of {BLOB_KINDS}",
+            code="store.blob_kind",
+            hint="claim a blob as a 'bundle' or a 'value'",
+        )
 
 
 def swarm_exists(swarm_id: str) -> ShoalError:

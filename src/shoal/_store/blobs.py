@@ -4,7 +4,7 @@ A blob is named by the sha256 of its bytes, ``"sha256:<64 hex digits>"``, and li
 ``folder/<first 2 hex digits>/<other 62>``. Writes stream into a temporary file in
 ``folder/tmp`` and are renamed into place once complete and verified, so a reader never
 sees a partial blob and a failed write leaves nothing behind. No method holds a whole
-blob in memory.
+blob in memory. Folders are 0700 and blob files 0600: private to the service's user.
 """
 
 from __future__ import annotations
@@ -57,7 +57,11 @@ class BlobStore:
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
         self._tmp = self.folder / "tmp"
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        # Private to the service's user: folders 0700 (also ones an older version made
+        # 0755), blob files 0600.
+        for d in (self.folder, self._tmp):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            d.chmod(0o700)
 
     def _file(self, digest: str) -> Path:
         h = _hex(digest)
@@ -101,8 +105,8 @@ class BlobStore:
                     hint="upload the blob again; it was damaged or named wrongly",
                 )
             final = self._file(digest)
-            final.parent.mkdir(exist_ok=True)
-            os.chmod(tmp, 0o644)
+            final.parent.mkdir(exist_ok=True, mode=0o700)
+            os.chmod(tmp, 0o600)
             os.replace(tmp, final)  # atomic; an existing copy has the same bytes
             _fsync_dir(final.parent)
         except BaseException:

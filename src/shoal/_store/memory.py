@@ -22,6 +22,7 @@ from shoal._store.base import (
     NodeRecord,
     ResultRow,
     SwarmRecord,
+    check_blob_kind,
     swarm_exists,
     swarm_missing,
 )
@@ -59,6 +60,8 @@ class MemoryStore:
         self._by_instance: dict[str, list[ResultRow]] = defaultdict(list)
         self._by_task: dict[tuple[str, int, str], list[ResultRow]] = defaultdict(list)
         self._dropped: set[tuple[str, int]] = set()
+        self._claims: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self._grants: dict[tuple[str, str], set[str]] = defaultdict(set)
         # Versions are unique across stores: a worker process caches globals by version
         # and may serve two runs (or two stores) that both have a "version 1" of a key.
         self._store_id = uuid.uuid4().hex
@@ -313,6 +316,28 @@ class MemoryStore:
         """Persist per (swarm, node, alias) state."""
         with self._lock:
             self._state[(swarm_id, node_id, alias, key)] = value
+
+    # --------------------------------------------------------------------- blobs
+    def blob_claim(self, digest: str, swarm_id: str, kind: str) -> None:
+        """Record that a blob belongs to a swarm as a ``"bundle"`` or a ``"value"``."""
+        check_blob_kind(kind)
+        with self._lock:
+            self._claims[digest].add((swarm_id, kind))
+
+    def blob_claims(self, digest: str) -> list[tuple[str, str]]:
+        """``[(swarm_id, kind)]`` of a blob, sorted."""
+        with self._lock:
+            return sorted(self._claims.get(digest, ()))
+
+    def blob_grant(self, digest: str, holder: str, swarm_id: str = "") -> None:
+        """Record that ``holder`` has the blob (given under ``swarm_id``, or uploaded)."""
+        with self._lock:
+            self._grants[(digest, holder)].add(swarm_id)
+
+    def blob_granted(self, digest: str, holder: str) -> list[str]:
+        """The swarm ids under which ``holder`` has the blob, sorted."""
+        with self._lock:
+            return sorted(self._grants.get((digest, holder), ()))
 
     # ------------------------------------------------------------ logs, metrics
     def log_add(self, row: LogRow) -> None:

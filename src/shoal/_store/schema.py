@@ -156,3 +156,22 @@ metrics = sa.Table(
     sa.Index("ix_shoal_metrics_swarm_name", "swarm_id", "name"),
     sa.Index("uq_shoal_metrics_instance_ordinal", "instance_id", "ordinal", unique=True),
 )
+
+# Which swarms a blob belongs to, and as what ("bundle" or "value"): the coordinator
+# serves a blob only to those its swarms' rules allow (shoal._coord.access).
+blob_claims = sa.Table(
+    "shoal_blob_claims",
+    metadata,
+    sa.Column("digest", sa.String(), primary_key=True),
+    sa.Column("swarm_id", sa.String(), primary_key=True),
+    sa.Column("kind", sa.String(), primary_key=True),
+)
+
+# Who has a blob: "node:<id>" or "user", given it under a swarm or ("") uploading it.
+blob_grants = sa.Table(
+    "shoal_blob_grants",
+    metadata,
+    sa.Column("digest", sa.String(), primary_key=True),
+    sa.Column("holder", sa.String(), primary_key=True),
+    sa.Column("swarm_id", sa.String(), primary_key=True),
+)

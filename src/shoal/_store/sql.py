@@ -31,6 +31,7 @@ from shoal._store.base import (
     NodeRecord,
     ResultRow,
     SwarmRecord,
+    check_blob_kind,
     contiguous,
     swarm_exists,
     swarm_missing,
@@ -605,6 +606,34 @@ class SQLStore:
         }
         with self._write() as conn:
             self._upsert(conn, t.state, ["swarm_id", "node_id", "alias", "key"], values)
+
+    # -------------------------------------------------------------------- blobs
+    def blob_claim(self, digest: str, swarm_id: str, kind: str) -> None:
+        """Record that a blob belongs to a swarm as a ``"bundle"`` or a ``"value"``."""
+        check_blob_kind(kind)
+        values = {"digest": digest, "swarm_id": swarm_id, "kind": kind}
+        with self._write() as conn:
+            self._upsert(conn, t.blob_claims, ["digest", "swarm_id", "kind"], values)
+
+    def blob_claims(self, digest: str) -> list[tuple[str, str]]:
+        """``[(swarm_id, kind)]`` of a blob, sorted."""
+        c = t.blob_claims
+        query = sa.select(c.c.swarm_id, c.c.kind).where(c.c.digest == digest)
+        with self._read() as conn:
+            return sorted((r.swarm_id, r.kind) for r in conn.execute(query))
+
+    def blob_grant(self, digest: str, holder: str, swarm_id: str = "") -> None:
+        """Record that ``holder`` has the blob (given under ``swarm_id``, or uploaded)."""
+        values = {"digest": digest, "holder": holder, "swarm_id": swarm_id}
+        with self._write() as conn:
+            self._upsert(conn, t.blob_grants, ["digest", "holder", "swarm_id"], values)
+
+    def blob_granted(self, digest: str, holder: str) -> list[str]:
+        """The swarm ids under which ``holder`` has the blob, sorted."""
+        g = t.blob_grants
+        query = sa.select(g.c.swarm_id).where(g.c.digest == digest, g.c.holder == holder)
+        with self._read() as conn:
+            return sorted(conn.execute(query).scalars())
 
     # ----------------------------------------------------------- logs, metrics
     def log_add(self, row: LogRow) -> None:

@@ -33,7 +33,19 @@ _HOST: dict[str, int] = {"cpu": os.cpu_count() or 1, "memory": _memory(), "gpu":
 
 @dataclass(frozen=True)
 class InstanceInfo:
-    """What the service knows about a running instance."""
+    """What the service knows about a running instance.
+
+    Attributes
+    ----------
+    swarm_id, instance_id, node_id, alias, iteration
+        Which instance it is.
+    inputs
+        Direct upstream alias -> the instance ids whose results it reads by default.
+    upstream
+        Every task it is downstream of, transitively, in the plan's graph: the tasks
+        whose results it may read (see :meth:`WorldService.check_readable`). Empty
+        unless the driver fills it in, so a driver that forgets may read less, never more.
+    """
 
     swarm_id: str
     instance_id: str
@@ -41,6 +53,7 @@ class InstanceInfo:
     alias: str
     iteration: int
     inputs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    upstream: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -149,20 +162,23 @@ class WorldService:
 
     def _results_list(self, info: InstanceInfo, args: ops.ResultsListArgs) -> list[dict[str, Any]]:
         tag, alias, iteration = args["tag"], args.get("alias"), args.get("iteration")
-        if iteration is not None and self.store.dropped(info.swarm_id, int(iteration)):
+        aliases = [alias] if alias is not None else list(info.inputs)
+        it = info.iteration if iteration is None else int(iteration)
+        by_inputs = iteration is None and (alias is None or alias in info.inputs)
+        if not by_inputs:  # the engine's inputs are readable by construction
+            for a in aliases:
+                self.check_readable(info, a, it)
+        if iteration is not None and self.store.dropped(info.swarm_id, it):
             raise ShoalError(
                 f"the results of iteration {iteration} were dropped to bound disk use",
                 code="world.results_dropped",
                 hint="keep more with simulate(keep_results=K) / --keep-results K",
             )
-        if iteration is None and (alias is None or alias in info.inputs):
-            aliases = [alias] if alias is not None else list(info.inputs)
+        if by_inputs:
             ids = sorted(i for a in aliases for i in info.inputs[a])
             rows = self.store.results_of_instances(ids, tag)
             rows.sort(key=lambda r: (r.alias, r.node_id, r.instance_id))
         else:
-            it = info.iteration if iteration is None else int(iteration)
-            aliases = [alias] if alias is not None else list(info.inputs)
             rows = [
                 r for a in aliases for r in self.store.results_of_task(info.swarm_id, it, a, tag)
             ]
@@ -170,6 +186,38 @@ class WorldService:
             {"alias": r.alias, "node_id": r.node_id, "iteration": r.iteration, "value": r.value}
             for r in rows
         ]
+
+    @staticmethod
+    def check_readable(info: InstanceInfo, alias: str, iteration: int) -> None:
+        """Refuse unless the instance may read the results of task ``alias`` in
+        ``iteration``.
+
+        Results are readable only by the swarm's downstream tasks (DESIGN.md, sections
+        3 and 4): an instance reads the results of every task it is downstream of,
+        transitively in the plan's graph, in its own iteration or an earlier one, and
+        the results of its own task in earlier iterations. Anything else (a sibling or
+        downstream task, a task of another branch, a later iteration) is refused. The
+        owner reads everything through the user API, which does not come here.
+
+        Raises
+        ------
+        ShoalError
+            ``world.results_forbidden``, naming both tasks and the rule.
+        """
+        if alias in info.upstream and iteration <= info.iteration:
+            return
+        if alias == info.alias and iteration < info.iteration:
+            return
+        readable = ", ".join(repr(a) for a in sorted(info.upstream)) or "none"
+        raise ShoalError(
+            f"task {info.alias!r} (iteration {info.iteration}) may not read the results of "
+            f"task {alias!r} in iteration {iteration}: a task reads only the results of the "
+            f"tasks it is downstream of (here: {readable}) in this or an earlier iteration, "
+            "and its own results of earlier iterations",
+            code="world.results_forbidden",
+            hint=f"make {alias!r} an upstream task of {info.alias!r} in execute(), or pass "
+            "the value through world.globals",
+        )
 
     def _stop(self, info: InstanceInfo, args: ops.NoArgs) -> None:
         self._on_stop(info)
