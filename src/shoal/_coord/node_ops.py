@@ -50,6 +50,8 @@ class NodeOps:
 
         def _run_item(self, inst: RunInstance | InstanceView) -> RunInstruction: ...
 
+        def _deaf(self, now: float) -> bool: ...
+
     def _connected(self, node_id: str) -> bool:
         view = self.engine.node(node_id)
         return view is not None and view.connected
@@ -86,6 +88,32 @@ class NodeOps:
         node = self._nodes.get(node_id)
         if node is not None and self._connected(node_id):
             node.last_seen = max(node.last_seen, self.clock())
+
+    def heartbeat_unchanged(
+        self, node_id: str, offer: Offer, session: str | None, running: list[str]
+    ) -> bool:
+        """Whether a heartbeat changes nothing but liveness, which :meth:`seen` already
+        stamped: the node is connected with this offer, its session and the instances
+        it lists are those of its last full heartbeat, and its record was stored less
+        than ``_STORE_LAST_SEEN_EVERY_S`` ago. Runs on the event loop, without the lock
+        (it only reads); a heartbeat it does not pass goes to :meth:`heartbeat`."""
+        node = self._nodes.get(node_id)
+        if node is None or node.running is None:
+            return False
+        if session is not None and session != node.session:
+            return False
+        view = self.engine.node(node_id)
+        if view is None or not view.connected or _offer_of(view) != offer:
+            return False
+        if self.clock() - node.stored_seen > _STORE_LAST_SEEN_EVERY_S:
+            return False
+        return node.running == frozenset(running)
+
+    def touch_unchanged(self, node_id: str) -> bool:
+        """Whether a long poll changes nothing but liveness (:meth:`seen` stamped it):
+        the node is connected. Runs on the event loop, without the lock; a lost node's
+        poll goes to :meth:`touch`, which joins it again."""
+        return node_id in self._nodes and self._connected(node_id)
 
     def enrol(self, node_id: str, offer: Offer) -> str:
         """Register (or re-register) a node; return its new credential.
@@ -136,6 +164,7 @@ class NodeOps:
                     self.queues.push(
                         node_id, CancelInstruction(instance_id=iid, reason="the instance ended")
                     )
+            node.running = frozenset(running)
 
     def touch(self, node_id: str) -> None:
         """A node long-polled: it is alive with its last known offer."""
@@ -152,6 +181,7 @@ class NodeOps:
         node.last_seen = now
         view = self.engine.node(node.node_id)
         if view is None or not view.connected or offer != _offer_of(view):
+            node.running = None  # its next heartbeat checks what it runs in full
             self.feed(NodeJoined(node.node_id, now, offer.datasets, offer.gpu, offer.images))
             self._store_node(node, now)
         elif now - node.stored_seen > _STORE_LAST_SEEN_EVERY_S:
@@ -191,7 +221,19 @@ class NodeOps:
                 out.append(NodeReport(rec, seen, self.engine.node(rec.node_id)))
             return out
 
+    def _late(self, now: float) -> bool:
+        """Whether some connected node looks silent for longer than the timeout (a scan
+        without the lock; :meth:`_check_heartbeats` decides under it)."""
+        if self._deaf(now):
+            return False
+        return any(
+            now - node.last_seen > self.heartbeat_timeout_s and self._connected(node.node_id)
+            for node in list(self._nodes.values())
+        )
+
     def _check_heartbeats(self, now: float) -> None:
+        if self._deaf(now):  # its requests may be waiting unread: the loop is blocked
+            return
         for node in list(self._nodes.values()):
             late = now - node.last_seen > self.heartbeat_timeout_s
             if late and self._connected(node.node_id):

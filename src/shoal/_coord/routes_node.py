@@ -27,11 +27,21 @@ from shoal._coord.http import (
     any_auth,
     coordinator,
     join_token_ok,
+    json_body,
     msgpack_body,
-    msgpack_doc,
     msgpack_response,
     node_auth,
     validate,
+)
+from shoal._coord.openapi import (
+    MSGPACK,
+    Digest,
+    OptSeq,
+    answers,
+    binary_answer,
+    json_doc,
+    msgpack_doc,
+    octets_doc,
 )
 from shoal._coord.schemas import WORLD_ARGS, Batch
 from shoal._coord.state import Offer
@@ -53,9 +63,15 @@ def _offer(datasets: list[str], gpu: bool, images: list[str] | None) -> Offer:
     return Offer(frozenset(datasets), gpu, None if images is None else frozenset(images))
 
 
-@router.post("/nodes/enrol", response_model=EnrolAnswer)
-async def enrol(request: Request, body: EnrolBody) -> EnrolAnswer:
+@router.post(
+    "/nodes/enrol",
+    response_model=EnrolAnswer,
+    openapi_extra=json_doc(EnrolBody),
+    responses=answers(400, 401, 413, 422),
+)
+async def enrol(request: Request) -> EnrolAnswer:
     """Enrol a node with the join token; answers its credential (shown once)."""
+    body = await json_body(request, EnrolBody)  # a few KiB at most (http.body_limit)
     if not join_token_ok(request, body.join_token):
         raise ApiError(
             401,
@@ -68,22 +84,33 @@ async def enrol(request: Request, body: EnrolBody) -> EnrolAnswer:
     return EnrolAnswer(node_id=body.node_id, credential=credential)
 
 
-@router.post("/nodes/heartbeat", response_model=HeartbeatAnswer)
-async def heartbeat(
-    request: Request, body: HeartbeatBody, node_id: str = Depends(node_auth)
-) -> HeartbeatAnswer:
-    """The node is alive and offers ``datasets``, ``gpu`` and ``images``."""
+@router.post(
+    "/nodes/heartbeat",
+    response_model=HeartbeatAnswer,
+    openapi_extra=json_doc(HeartbeatBody),
+    responses=answers(400, 401, 413, 422),
+)
+async def heartbeat(request: Request, node_id: str = Depends(node_auth)) -> HeartbeatAnswer:
+    """The node is alive and offers ``datasets``, ``gpu`` and ``images``.
+
+    The fast path: ``node_auth`` stamped the node seen on arrival, and a heartbeat that
+    changes nothing (same offer, session and running instances, recently stored) is
+    answered right here, without a worker thread or the engine lock. Liveness does not
+    wait for the load of the swarms.
+    """
     coord = coordinator(request)
+    body = await json_body(request, HeartbeatBody)
     offer = _offer(body.datasets, body.gpu, body.images)
-    await run_in_threadpool(coord.heartbeat, node_id, offer, body.session, body.running)
+    if not coord.heartbeat_unchanged(node_id, offer, body.session, body.running):
+        await run_in_threadpool(coord.heartbeat, node_id, offer, body.session, body.running)
     return HeartbeatAnswer(heartbeat_timeout_s=coord.heartbeat_timeout_s)
 
 
-@router.get("/nodes/instructions", response_model=Instructions)
+@router.get("/nodes/instructions", response_model=Instructions, responses=answers(401, 422))
 async def instructions(
     request: Request,
+    after: OptSeq = None,
     wait: float = Query(25.0, ge=0.0, le=MAX_WAIT_S),
-    after: int | None = Query(None, ge=0),
     node_id: str = Depends(node_auth),
 ) -> Instructions:
     """This node's pending instructions; long-polls up to ``wait`` seconds.
@@ -92,9 +119,11 @@ async def instructions(
     delivered again (without it, each is delivered once).
     """
     coord = coordinator(request)
-    # A poll that arrives is a heartbeat too. Its end is not: the node may have been cut
-    # off meanwhile, and touching it then would bring a lost node back while it is away.
-    await run_in_threadpool(coord.touch, node_id)
+    # A poll that arrives is a heartbeat too (node_auth stamped it; a lost node joins
+    # again here). Its end is not: the node may have been cut off meanwhile, and touching
+    # it then would bring a lost node back while it is away.
+    if not coord.touch_unchanged(node_id):
+        await run_in_threadpool(coord.touch, node_id)
     items = await coord.queues.take(node_id, wait, after)
     swarms = {i.swarm_id for i in items if isinstance(i, RunInstruction)}
     if swarms:  # versions as of delivery: the latest the instance can know about
@@ -108,18 +137,24 @@ async def instructions(
     return Instructions(items)
 
 
-@router.post("/instances/{instance_id:path}/started", response_model=Ok)
+@router.post(
+    "/instances/{instance_id:path}/started", response_model=Ok, responses=answers(401, 403, 404)
+)
 async def started(request: Request, instance_id: str, node_id: str = Depends(node_auth)) -> Ok:
     """The node began running the instance."""
     await run_in_threadpool(coordinator(request).started, node_id, instance_id)
     return Ok()
 
 
-@router.post("/instances/{instance_id:path}/done", response_model=Ok)
-async def done(
-    request: Request, instance_id: str, body: DoneBody, node_id: str = Depends(node_auth)
-) -> Ok:
+@router.post(
+    "/instances/{instance_id:path}/done",
+    response_model=Ok,
+    openapi_extra=json_doc(DoneBody),
+    responses=answers(400, 401, 403, 404, 413, 422),
+)
+async def done(request: Request, instance_id: str, node_id: str = Depends(node_auth)) -> Ok:
     """The instance ended; a repeat is acknowledged and ignored."""
+    body = await json_body(request, DoneBody)
     await run_in_threadpool(
         coordinator(request).done,
         node_id,
@@ -130,6 +165,13 @@ async def done(
         body.kind,
     )
     return Ok()
+
+
+def _batch_calls(batch: Batch) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (c["op"], validate(WORLD_ARGS[c["op"]], c["args"]).model_dump(exclude_unset=True))
+        for c in batch.calls
+    ]
 
 
 def _check_blobs(store: BlobStore, args: Mapping[str, Any]) -> None:
@@ -148,7 +190,12 @@ def _check_blobs(store: BlobStore, args: Mapping[str, Any]) -> None:
             raise ApiError(422, f"blob {digest} has {size} bytes, not {length}", code="world.blob")
 
 
-@router.post("/world", openapi_extra=msgpack_doc(WorldRequest), response_class=Response)
+@router.post(
+    "/world",
+    openapi_extra=msgpack_doc(WorldRequest),
+    response_class=Response,
+    responses={**answers(400, 401, 403, 404, 413, 422), **binary_answer(MSGPACK)},
+)
 async def world(request: Request, node_id: str = Depends(node_auth)) -> Response:
     """One world operation of an instance (msgpack). Task-level errors are data."""
     req = await msgpack_body(request, WorldRequest)
@@ -164,10 +211,7 @@ async def world(request: Request, node_id: str = Depends(node_auth)) -> Response
     coord = coordinator(request)
     calls: list[tuple[str, dict[str, Any]]]
     if isinstance(parsed, Batch):
-        calls = [
-            (c["op"], validate(WORLD_ARGS[c["op"]], c["args"]).model_dump(exclude_unset=True))
-            for c in parsed.calls
-        ]
+        calls = await run_in_threadpool(_batch_calls, parsed)
     else:
         args = parsed.model_dump(exclude_unset=True)
         _check_blobs(blobs(request), args)
@@ -181,21 +225,34 @@ async def world(request: Request, node_id: str = Depends(node_auth)) -> Response
     return msgpack_response({"ok": value})
 
 
-@router.get("/bundles/{digest}", response_class=FileResponse)
-async def bundle(request: Request, digest: str, who: str = Depends(any_auth)) -> FileResponse:
+@router.get(
+    "/bundles/{digest}",
+    response_class=FileResponse,
+    responses={**answers(400, 401, 404), **binary_answer("application/zip")},
+)
+async def bundle(request: Request, digest: Digest, who: str = Depends(any_auth)) -> FileResponse:
     """A module bundle (zip) by digest."""
     return FileResponse(file_of(blobs(request), digest, "bundle"), media_type="application/zip")
 
 
-@router.put("/blobs/{digest}", response_model=BlobAnswer)
-async def put_blob(request: Request, digest: str, who: str = Depends(any_auth)) -> BlobAnswer:
+@router.put(
+    "/blobs/{digest}",
+    response_model=BlobAnswer,
+    openapi_extra=octets_doc("The blob's bytes, streamed; their sha256 must be the digest."),
+    responses=answers(400, 401),
+)
+async def put_blob(request: Request, digest: Digest, who: str = Depends(any_auth)) -> BlobAnswer:
     """Store a blob streamed in chunks; 400 if the content does not match the digest."""
     length = await put_streamed(blobs(request), digest, request.stream())
     return BlobAnswer(digest=digest, length=length)
 
 
-@router.get("/blobs/{digest}", response_class=FileResponse)
-async def get_blob(request: Request, digest: str, who: str = Depends(any_auth)) -> FileResponse:
+@router.get(
+    "/blobs/{digest}",
+    response_class=FileResponse,
+    responses={**answers(400, 401, 404), **binary_answer("application/octet-stream")},
+)
+async def get_blob(request: Request, digest: Digest, who: str = Depends(any_auth)) -> FileResponse:
     """A blob's bytes, streamed."""
     return BigChunkFileResponse(
         file_of(blobs(request), digest), media_type="application/octet-stream"

@@ -25,12 +25,15 @@ class Offer:
 
 @dataclass
 class NodeState:
-    """What only the driver knows of a node: when it was heard from, its agent session."""
+    """What only the driver knows of a node: when it was heard from, its agent session,
+    and the instances its last full heartbeat listed (a heartbeat that lists the same
+    ones, with the same offer and session, takes the fast path)."""
 
     node_id: str
     last_seen: float = 0.0
     stored_seen: float = 0.0
     session: str | None = None
+    running: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
