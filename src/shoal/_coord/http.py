@@ -129,7 +129,7 @@ def join_token_ok(request: Request, token: str) -> bool:
 #: list items once made a 164 MB answer).
 MAX_ERRORS_SHOWN = 5
 #: Characters of an error message; longer ones are cut (they may quote the request).
-MAX_MESSAGE_CHARS = 2000
+MAX_MESSAGE_CHARS = 1000
 #: Entries of one msgpack map or array, and its nesting depth (msgpack's own bound).
 MAX_ITEMS = 10_000
 #: Bodies up to this size are decoded on the event loop; larger ones in a worker thread.
