@@ -22,6 +22,7 @@ from typing import Any
 import anyio.to_thread
 import httpx
 import pytest
+from helpers import poll_for
 
 from shoal._coord.app import create_app
 from shoal._coord.state import Offer
@@ -133,9 +134,9 @@ def test_an_unchanged_heartbeat_and_a_poll_need_no_lock_and_no_thread(tmp_path: 
             limiter.total_tokens = 1
             await limiter.acquire()  # and every worker thread is busy
             try:
-                for _ in range(3):
-                    resp = await asyncio.wait_for(http.post("/v1/nodes/heartbeat", json=beat), 2)
-                    assert resp.status_code == 200
+                for running in ([], ["s/0/t/0/0"], []):  # what it runs changes
+                    resp = http.post("/v1/nodes/heartbeat", json={**beat, "running": running})
+                    assert (await asyncio.wait_for(resp, 2)).status_code == 200
                 poll = http.get("/v1/nodes/instructions", params={"wait": 0, "after": 0})
                 assert (await asyncio.wait_for(poll, 2)).json() == []
                 # A heartbeat that changes the offer waits for the engine, and counts.
@@ -200,3 +201,28 @@ def test_a_blocked_event_loop_loses_no_node(tmp_path: Path) -> None:
     asyncio.run(scenario())
     lost = [e for _, e in coord.store.events() if b"NodeLost" in e]
     assert len(lost) == 1
+
+
+def test_what_a_node_runs_is_checked_when_it_joins_and_periodically(tmp_path: Path) -> None:
+    app = create_app(MemoryStore(), tmp_path / "blobs", "join", "user")
+    coord = app.state.coord
+    ghost = "s/0/t/0/0"  # an instance this coordinator never scheduled
+    beat = {"images": ["python"], "session": "s1", "running": [ghost]}
+
+    async def cancels(http: httpx.AsyncClient) -> list[str]:
+        items = (await http.get("/v1/nodes/instructions", params={"wait": 0})).json()
+        return [i["instance_id"] for i in items if i["kind"] == "cancel"]
+
+    async def scenario() -> None:
+        async with _node_client(app) as http:
+            await _enrol(http, beat)  # its first heartbeat is a full one
+            assert await cancels(http) == [ghost]
+            assert (await http.post("/v1/nodes/heartbeat", json=beat)).status_code == 200
+            assert await cancels(http) == []  # the fast path
+            coord._nodes["n1"].stored_seen -= 31  # the periodic check is due
+            assert (await http.post("/v1/nodes/heartbeat", json=beat)).status_code == 200
+
+    asyncio.run(scenario())
+    # It ran after the answer, in a worker thread: the cancel is queued.
+    poll_for(lambda: coord.queues.pending("n1") == 1, 10, "the periodic check's cancel")
+    assert not coord._nodes["n1"].checking

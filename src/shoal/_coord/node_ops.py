@@ -89,25 +89,35 @@ class NodeOps:
         if node is not None and self._connected(node_id):
             node.last_seen = max(node.last_seen, self.clock())
 
-    def heartbeat_unchanged(
-        self, node_id: str, offer: Offer, session: str | None, running: list[str]
-    ) -> bool:
+    def heartbeat_unchanged(self, node_id: str, offer: Offer, session: str | None) -> bool:
         """Whether a heartbeat changes nothing but liveness, which :meth:`seen` already
-        stamped: the node is connected with this offer, its session and the instances
-        it lists are those of its last full heartbeat, and its record was stored less
-        than ``_STORE_LAST_SEEN_EVERY_S`` ago. Runs on the event loop, without the lock
-        (it only reads); a heartbeat it does not pass goes to :meth:`heartbeat`."""
+        stamped: a full heartbeat checked the node since it joined, and it is still
+        connected with this offer and session. Runs on the event loop, without the lock
+        (it only reads); a heartbeat it does not pass goes to :meth:`heartbeat`.
+
+        The instances a node lists need no look on this path: each that ends while its
+        node is connected gets a ``cancel`` from the engine, delivered at least once,
+        and the periodic check (:meth:`check_due`) looks at them too.
+        """
         node = self._nodes.get(node_id)
-        if node is None or node.running is None:
+        if node is None or not node.checked:
             return False
         if session is not None and session != node.session:
             return False
         view = self.engine.node(node_id)
-        if view is None or not view.connected or _offer_of(view) != offer:
+        return view is not None and view.connected and _offer_of(view) == offer
+
+    def check_due(self, node_id: str) -> bool:
+        """Whether a full heartbeat of the node is due (its record's ``last_seen`` was
+        stored ``_STORE_LAST_SEEN_EVERY_S`` ago, and nothing checks it now); if so, it
+        counts as under way until :meth:`heartbeat` ends. On the event loop."""
+        node = self._nodes.get(node_id)
+        if node is None or node.checking:
             return False
-        if self.clock() - node.stored_seen > _STORE_LAST_SEEN_EVERY_S:
+        if self.clock() - node.stored_seen <= _STORE_LAST_SEEN_EVERY_S:
             return False
-        return node.running == frozenset(running)
+        node.checking = True
+        return True
 
     def touch_unchanged(self, node_id: str) -> bool:
         """Whether a long poll changes nothing but liveness (:meth:`seen` stamped it):
@@ -150,21 +160,31 @@ class NodeOps:
         now = self.clock()
         with self._lock:
             node = self._node(node_id)
-            restarted = node.session is not None and session is not None and session != node.session
-            if session is not None:
-                node.session = session
-            if restarted and self._connected(node_id):
-                # Its processes died with the old agent, but the node is back: the
-                # engine decides on retries, which may run on it again.
-                self.feed(NodeRestarted(node_id, now, "the node agent restarted"))
-            self._contact(node, offer, now)
-            for iid in running:
-                inst = self.engine.find_instance(iid)
-                if inst is None or inst.ended or inst.node_id != node_id:
-                    self.queues.push(
-                        node_id, CancelInstruction(instance_id=iid, reason="the instance ended")
-                    )
-            node.running = frozenset(running)
+            try:
+                self._full_heartbeat(node, offer, session, running, now)
+            finally:
+                node.checking = False
+
+    def _full_heartbeat(
+        self, node: NodeState, offer: Offer, session: str | None, running: list[str], now: float
+    ) -> None:
+        # Under the lock.
+        node_id = node.node_id
+        restarted = node.session is not None and session is not None and session != node.session
+        if session is not None:
+            node.session = session
+        if restarted and self._connected(node_id):
+            # Its processes died with the old agent, but the node is back: the engine
+            # decides on retries, which may run on it again.
+            self.feed(NodeRestarted(node_id, now, "the node agent restarted"))
+        self._contact(node, offer, now)
+        for iid in running:
+            inst = self.engine.find_instance(iid)
+            if inst is None or inst.ended or inst.node_id != node_id:
+                self.queues.push(
+                    node_id, CancelInstruction(instance_id=iid, reason="the instance ended")
+                )
+        node.checked = True
 
     def touch(self, node_id: str) -> None:
         """A node long-polled: it is alive with its last known offer."""
@@ -181,7 +201,7 @@ class NodeOps:
         node.last_seen = now
         view = self.engine.node(node.node_id)
         if view is None or not view.connected or offer != _offer_of(view):
-            node.running = None  # its next heartbeat checks what it runs in full
+            node.checked = False  # its next heartbeat is a full one
             self.feed(NodeJoined(node.node_id, now, offer.datasets, offer.gpu, offer.images))
             self._store_node(node, now)
         elif now - node.stored_seen > _STORE_LAST_SEEN_EVERY_S:

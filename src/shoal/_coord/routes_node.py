@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -48,6 +50,7 @@ from shoal._coord.state import Offer
 from shoal._runtime.protocol import error_payload
 from shoal._store.blobs import BlobStore
 
+log = logging.getLogger("shoal.coordinator")
 router = APIRouter(prefix="/v1", tags=["nodes"])
 
 MAX_WAIT_S = 60.0
@@ -101,9 +104,28 @@ async def heartbeat(request: Request, node_id: str = Depends(node_auth)) -> Hear
     coord = coordinator(request)
     body = await json_body(request, HeartbeatBody)
     offer = _offer(body.datasets, body.gpu, body.images)
-    if not coord.heartbeat_unchanged(node_id, offer, body.session, body.running):
-        await run_in_threadpool(coord.heartbeat, node_id, offer, body.session, body.running)
+    args = (node_id, offer, body.session, body.running)
+    if not coord.heartbeat_unchanged(node_id, offer, body.session):
+        await run_in_threadpool(coord.heartbeat, *args)
+    elif coord.check_due(node_id):  # store last_seen, look at what it runs: not awaited
+        _background(run_in_threadpool(coord.heartbeat, *args), f"heartbeat of {node_id}")
     return HeartbeatAnswer(heartbeat_timeout_s=coord.heartbeat_timeout_s)
+
+
+_BACKGROUND: set[asyncio.Task[Any]] = set()
+
+
+def _background(work: Coroutine[Any, Any, Any], what: str) -> None:
+    """Run ``work`` without awaiting it (its failure is logged)."""
+    task = asyncio.ensure_future(work)
+    _BACKGROUND.add(task)
+
+    def done(t: asyncio.Task[Any]) -> None:
+        _BACKGROUND.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.error("%s failed", what, exc_info=t.exception())
+
+    task.add_done_callback(done)
 
 
 @router.get("/nodes/instructions", response_model=Instructions, responses=answers(401, 422))

@@ -26,14 +26,16 @@ class Offer:
 @dataclass
 class NodeState:
     """What only the driver knows of a node: when it was heard from, its agent session,
-    and the instances its last full heartbeat listed (a heartbeat that lists the same
-    ones, with the same offer and session, takes the fast path)."""
+    whether a full heartbeat checked it since it (re)joined (then a heartbeat with the
+    same offer and session takes the fast path), and whether a periodic check of it is
+    under way."""
 
     node_id: str
     last_seen: float = 0.0
     stored_seen: float = 0.0
     session: str | None = None
-    running: frozenset[str] | None = None
+    checked: bool = False
+    checking: bool = False
 
 
 @dataclass(frozen=True)
