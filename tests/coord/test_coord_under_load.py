@@ -221,8 +221,10 @@ def test_what_a_node_runs_is_checked_when_it_joins_and_periodically(tmp_path: Pa
             assert await cancels(http) == []  # the fast path
             coord._nodes["n1"].stored_seen -= 31  # the periodic check is due
             assert (await http.post("/v1/nodes/heartbeat", json=beat)).status_code == 200
+            # It runs after the answer, in a worker thread: the cancel is queued.
+            queued = lambda: coord.queues.pending("n1") == 1  # noqa: E731
+            await asyncio.to_thread(poll_for, queued, 10, "the periodic check's cancel")
+            assert await cancels(http) == [ghost]
 
     asyncio.run(scenario())
-    # It ran after the answer, in a worker thread: the cancel is queued.
-    poll_for(lambda: coord.queues.pending("n1") == 1, 10, "the periodic check's cancel")
-    assert not coord._nodes["n1"].checking
+    poll_for(lambda: not coord._nodes["n1"].checking, 10, "the periodic check to end")
