@@ -213,18 +213,28 @@ def test_what_a_node_runs_is_checked_when_it_joins_and_periodically(tmp_path: Pa
         items = (await http.get("/v1/nodes/instructions", params={"wait": 0})).json()
         return [i["instance_id"] for i in items if i["kind"] == "cancel"]
 
+    def queued() -> bool:
+        return coord.queues.pending("n1") == 1
+
     async def scenario() -> None:
         async with _node_client(app) as http:
-            await _enrol(http, beat)  # its first heartbeat is a full one
+            # Its first heartbeat is answered at once, and starts a full one, which runs
+            # after the answer in a worker thread: it learns the session, queues a cancel.
+            await _enrol(http, beat)
+            await asyncio.to_thread(poll_for, queued, 10, "the first full heartbeat")
             assert await cancels(http) == [ghost]
+            assert coord._nodes["n1"].session == "s1"
             assert (await http.post("/v1/nodes/heartbeat", json=beat)).status_code == 200
             assert await cancels(http) == []  # the fast path
             coord._nodes["n1"].stored_seen -= 31  # the periodic check is due
             assert (await http.post("/v1/nodes/heartbeat", json=beat)).status_code == 200
-            # It runs after the answer, in a worker thread: the cancel is queued.
-            queued = lambda: coord.queues.pending("n1") == 1  # noqa: E731
             await asyncio.to_thread(poll_for, queued, 10, "the periodic check's cancel")
             assert await cancels(http) == [ghost]
+            # A new session (the agent restarted) is heard by the engine before the
+            # answer: its instances (none here) are lost, and it stays connected.
+            restarted = {**beat, "session": "s2", "running": []}
+            assert (await http.post("/v1/nodes/heartbeat", json=restarted)).status_code == 200
+            assert coord._nodes["n1"].session == "s2"
 
     asyncio.run(scenario())
     poll_for(lambda: not coord._nodes["n1"].checking, 10, "the periodic check to end")

@@ -90,31 +90,34 @@ class NodeOps:
             node.last_seen = max(node.last_seen, self.clock())
 
     def heartbeat_unchanged(self, node_id: str, offer: Offer, session: str | None) -> bool:
-        """Whether a heartbeat changes nothing but liveness, which :meth:`seen` already
-        stamped: a full heartbeat checked the node since it joined, and it is still
-        connected with this offer and session. Runs on the event loop, without the lock
-        (it only reads); a heartbeat it does not pass goes to :meth:`heartbeat`.
+        """Whether a heartbeat changes nothing the engine must hear about now, beyond the
+        liveness :meth:`seen` already stamped: the node is connected with this offer,
+        and no new agent session says that it restarted. Runs on the event loop,
+        without the lock (it only reads); a heartbeat it does not pass goes to
+        :meth:`heartbeat`, and one it passes may still start a full one in the
+        background (:meth:`check_due`).
 
         The instances a node lists need no look on this path: each that ends while its
         node is connected gets a ``cancel`` from the engine, delivered at least once,
-        and the periodic check (:meth:`check_due`) looks at them too.
+        and the full heartbeat after a join and every 30 s looks at them too.
         """
         node = self._nodes.get(node_id)
-        if node is None or not node.checked:
+        if node is None:
             return False
-        if session is not None and session != node.session:
+        if session is not None and node.session is not None and session != node.session:
             return False
         view = self.engine.node(node_id)
         return view is not None and view.connected and _offer_of(view) == offer
 
     def check_due(self, node_id: str) -> bool:
-        """Whether a full heartbeat of the node is due (its record's ``last_seen`` was
-        stored ``_STORE_LAST_SEEN_EVERY_S`` ago, and nothing checks it now); if so, it
-        counts as under way until :meth:`heartbeat` ends. On the event loop."""
+        """Whether a full heartbeat of the node is due: none checked it since it joined
+        (its first session, what it runs), or its record's ``last_seen`` was stored
+        ``_STORE_LAST_SEEN_EVERY_S`` ago, and none is under way. If so, one counts as
+        under way until :meth:`heartbeat` ends. On the event loop."""
         node = self._nodes.get(node_id)
         if node is None or node.checking:
             return False
-        if self.clock() - node.stored_seen <= _STORE_LAST_SEEN_EVERY_S:
+        if node.checked and self.clock() - node.stored_seen <= _STORE_LAST_SEEN_EVERY_S:
             return False
         node.checking = True
         return True

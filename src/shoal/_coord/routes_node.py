@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Coroutine, Mapping
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -97,9 +99,10 @@ async def heartbeat(request: Request, node_id: str = Depends(node_auth)) -> Hear
     """The node is alive and offers ``datasets``, ``gpu`` and ``images``.
 
     The fast path: ``node_auth`` stamped the node seen on arrival, and a heartbeat that
-    changes nothing (same offer, session and running instances, recently stored) is
-    answered right here, without a worker thread or the engine lock. Liveness does not
-    wait for the load of the swarms.
+    changes neither the node's offer nor its agent session is answered right here,
+    without a worker thread or the engine lock; the full work (the first session after
+    a join, what it runs, ``last_seen`` in the store) follows in the background after a
+    join and every 30 s. Liveness does not wait for the load of the swarms.
     """
     coord = coordinator(request)
     body = await json_body(request, HeartbeatBody)
@@ -107,7 +110,7 @@ async def heartbeat(request: Request, node_id: str = Depends(node_auth)) -> Hear
     args = (node_id, offer, body.session, body.running)
     if not coord.heartbeat_unchanged(node_id, offer, body.session):
         await run_in_threadpool(coord.heartbeat, *args)
-    elif coord.check_due(node_id):  # store last_seen, look at what it runs: not awaited
+    elif coord.check_due(node_id):  # its session, what it runs, last_seen: not awaited
         _background(run_in_threadpool(coord.heartbeat, *args), f"heartbeat of {node_id}")
     return HeartbeatAnswer(heartbeat_timeout_s=coord.heartbeat_timeout_s)
 
@@ -252,9 +255,61 @@ async def world(request: Request, node_id: str = Depends(node_auth)) -> Response
     response_class=FileResponse,
     responses={**answers(400, 401, 404), **binary_answer("application/zip")},
 )
-async def bundle(request: Request, digest: Digest, who: str = Depends(any_auth)) -> FileResponse:
+async def bundle(request: Request, digest: Digest, who: str = Depends(any_auth)) -> Response:
     """A module bundle (zip) by digest."""
-    return FileResponse(file_of(blobs(request), digest, "bundle"), media_type="application/zip")
+    path = file_of(blobs(request), digest, "bundle")
+    data = await small_files(request).read(path)
+    if data is None:
+        return FileResponse(path, media_type="application/zip")
+    return Response(data, media_type="application/zip")
+
+
+class SmallFiles:
+    """Small files that never change (bundles, named by their digest) kept in memory,
+    at most ``max_file`` bytes each and ``max_total`` in all (the least recently used
+    go first).
+
+    When a swarm's iteration starts, every node fetches its bundle at once: from a
+    file, each answer costs several worker-thread hops, and thousands of them queue
+    ahead of the nodes' reports. From here it costs none.
+    """
+
+    def __init__(self, max_file: int = 1 << 20, max_total: int = 64 << 20) -> None:
+        self.max_file = max_file
+        self.max_total = max_total
+        self._data: OrderedDict[Path, bytes] = OrderedDict()
+        self._total = 0
+
+    async def read(self, path: Path) -> bytes | None:
+        """The file's bytes, or None if it is larger than ``max_file``."""
+        data = self._data.get(path)
+        if data is not None:
+            self._data.move_to_end(path)
+            return data
+        data = await run_in_threadpool(_read_small, path, self.max_file)
+        if data is None:
+            return None
+        if path not in self._data:
+            self._data[path] = data
+            self._total += len(data)
+        while self._total > self.max_total:
+            _, dropped = self._data.popitem(last=False)
+            self._total -= len(dropped)
+        return data
+
+
+def _read_small(path: Path, limit: int) -> bytes | None:
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+def small_files(request: Request) -> SmallFiles:
+    """The app's :class:`SmallFiles` (made on first use)."""
+    cache: SmallFiles | None = getattr(request.app.state, "small_files", None)
+    if cache is None:
+        cache = request.app.state.small_files = SmallFiles()
+    return cache
 
 
 @router.put(

@@ -22,6 +22,8 @@ log = logging.getLogger("shoal.coordinator")
 JOIN_TOKEN_FILE = "join-token"
 USER_TOKEN_FILE = "user-token"
 DEFAULT_PORT = 8750
+#: The listening socket's accept queue (the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 8192
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,10 @@ def serve(
         ssl_certfile=None if tls_cert is None else str(tls_cert),
         ssl_keyfile=None if tls_key is None else str(tls_key),
         timeout_graceful_shutdown=5,
+        # Agents open a connection for most requests (a kept-alive one expires between
+        # two heartbeats): thousands of nodes whose runs arrive together overflow a
+        # short accept queue, and a dropped SYN is retried only after 1, 3, 7 s.
+        backlog=LISTEN_BACKLOG,
         # Long polls hold connections for up to a minute; keep idle ones a bit longer.
         timeout_keep_alive=75,
     )
