@@ -111,6 +111,20 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because an accept queue was full (this
+    network namespace: every listener on the machine, so other jobs' too)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        row = dict(zip(names.split(), values.split(), strict=False))
+        if "ListenOverflows" in row:
+            return int(row["ListenOverflows"])
+    return 0
+
+
 # ------------------------------------------------------------------ client process
 @dataclass
 class Recorder:
@@ -452,14 +466,14 @@ from shoal import Module, Swarm, Task
 
 
 class LoadSwarm(Swarm):
-    def __init__(self, folder, iterations):
+    def __init__(self, folder, iterations, timeout):
         super().__init__()
         self.name = "coord_load"
         self.max_iterations = iterations
         self.set_global("w", 0.0)
-        self.worker = Task(Module(folder / "worker.py"), method="all", timeout=60)
+        self.worker = Task(Module(folder / "worker.py"), method="all", timeout=timeout)
         self.aggregator = Task(
-            Module(folder / "aggregator.py"), method="any", maximum=1, timeout=60
+            Module(folder / "aggregator.py"), method="any", maximum=1, timeout=timeout
         )
 
     def execute(self):
@@ -467,7 +481,7 @@ class LoadSwarm(Swarm):
 """
 
 
-def build_swarm(folder: Path, iterations: int) -> dict[str, Any]:
+def build_swarm(folder: Path, iterations: int, timeout: float = 60.0) -> dict[str, Any]:
     """The submission body of the load swarm (its task code never runs here)."""
     from shoal._define.compile import compile_swarm
 
@@ -476,7 +490,7 @@ def build_swarm(folder: Path, iterations: int) -> dict[str, Any]:
         (folder / f"{name}.py").write_text(f"def main():\n    pass  # {name}\n")
     namespace: dict[str, Any] = {}
     exec(compile(SWARM_SOURCE, str(folder / "swarm.py"), "exec"), namespace)
-    compiled = compile_swarm(namespace["LoadSwarm"](folder, iterations))
+    compiled = compile_swarm(namespace["LoadSwarm"](folder, iterations, timeout))
     return {
         "plan": compiled.plan.to_json(),
         "bundles": {d: b.data for d, b in compiled.bundles.items()},
@@ -640,6 +654,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-swarm", action="store_true", help="heartbeats and polls only")
     p.add_argument("--iterations", type=int, default=3, help="iterations of the swarm")
     p.add_argument("--task-s", type=float, default=1.0, help="longest task time, seconds")
+    p.add_argument(
+        "--task-timeout", type=float, default=60.0, help="the swarm's task timeout, seconds"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.add_argument("--keep", type=Path, default=None, help="keep raw samples and logs here")
     # Internal: run as one client process.
@@ -656,13 +673,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def drive(args: argparse.Namespace) -> int:
     load_start = loadavg()
+    overflows_start = listen_overflows()
     with tempfile.TemporaryDirectory(prefix="shoal-coord-load-") as tmp:
         root = Path(tmp)
         state = root / "coord"
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = root / "coord.log"
-        body = None if args.no_swarm else build_swarm(root / "swarm", args.iterations)
+        body = (
+            None
+            if args.no_swarm
+            else build_swarm(root / "swarm", args.iterations, args.task_timeout)
+        )
         with coordinator(state, port, log) as coord:
             sampler = Sampler(coord.pid)
             sampler.start()
@@ -708,6 +730,7 @@ def drive(args: argparse.Namespace) -> int:
                         proc.wait()
             sampler.stop()
         load_end = loadavg()
+        overflows = listen_overflows() - overflows_start
         coord_log = log.read_text(errors="replace")
         if args.keep is not None:
             args.keep.mkdir(parents=True, exist_ok=True)
@@ -723,7 +746,15 @@ def drive(args: argparse.Namespace) -> int:
                 return 2
             results.append(json.loads(out.read_text()))
     return report(
-        args, results, [user, probed], sampler, swarm, nodes, coord_log, (load_start, load_end)
+        args,
+        results,
+        [user, probed],
+        sampler,
+        swarm,
+        nodes,
+        coord_log,
+        (load_start, load_end),
+        overflows,
     )
 
 
@@ -751,6 +782,7 @@ def report(
     nodes: list[dict[str, Any]],
     coord_log: str,
     load: tuple[str, str],
+    overflows: int = 0,
 ) -> int:
     timed: dict[str, list[tuple[float, float]]] = defaultdict(list)
     errors: dict[str, list[str]] = defaultdict(list)
@@ -806,6 +838,7 @@ def report(
     print(f"| nodes lost (coordinator log) | {len(lost)} |")
     print(f"| errors in the coordinator log | {len(problems)} |")
     print(f"| nodes connected at the end | {connected} / {args.nodes} |")
+    print(f"| connections dropped by a full accept queue (kernel) | {overflows} |")
     fan: list[float] = []
     if swarm:
         fan = fanout(results, swarm)
@@ -882,6 +915,7 @@ def report(
                 if k in latency or k in errors
             },
             "nodes_lost": len(lost),
+            "listen_overflows": overflows,
             "connected": connected,
             "swarm_status": swarm.get("status"),
             "fanout_s": fan,

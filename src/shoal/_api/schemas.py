@@ -226,3 +226,21 @@ def decode(adapter: TypeAdapter[T], doc: Any, what: str, code: str = "api.schema
             code=code,
             hint="use a client of the coordinator's version",
         ) from None
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code (docs/errors.md), a message naming the object,
+    and what to do about it."""
+
+    code: str
+    message: str
+    hint: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx answer of the coordinator: ``{"error": {code, message, hint}}``."""
+
+    error: ErrorDetail

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shoal._coord import join_tokens, routes_admin, routes_node, routes_user
+from shoal._coord import join_tokens, openapi, routes_admin, routes_node, routes_user
 from shoal._coord.driver import Coordinator
 from shoal._coord.http import (
     SizeLimit,
@@ -28,6 +30,18 @@ from shoal._store.blobs import BlobStore
 from shoal._version import __version__
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+#: How often the event loop's watchdog wakes (Coordinator.loop_woke).
+LOOP_WATCH_S = 0.25
+
+
+async def _watch_loop(coord: Coordinator) -> None:
+    """Tell the coordinator, a few times a second, how late the event loop woke: a
+    blocked loop reads no request, so no node's silence may count over it."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time()
+        await asyncio.sleep(LOOP_WATCH_S)
+        coord.loop_woke(loop.time() - asked - LOOP_WATCH_S)
 
 
 def create_app(
@@ -61,7 +75,8 @@ def create_app(
     heartbeat_timeout_s
         A node silent for this long is lost (its instances fail with kind ``lost``).
     max_request_bytes
-        Larger request bodies get 413 (blob uploads are exempt).
+        Larger request bodies get 413 (blob uploads are exempt); most routes have a
+        smaller limit of their own (:func:`shoal._coord.http.body_limit`).
     operator_token
         The bearer token of the operator's routes (``/v1/admin/...``); None: a random
         one nobody knows (the routes are then closed).
@@ -84,9 +99,13 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(coord.recover)
         coord.start()
+        watch = asyncio.create_task(_watch_loop(coord))
         try:
             yield
         finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
             coord.stop()
 
     app = FastAPI(
@@ -110,4 +129,5 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_internal_error)
     app.add_middleware(SizeLimit, limit=max_request_bytes)
+    openapi.install(app)
     return app

@@ -59,6 +59,12 @@ from shoal._store.base import Store, SwarmRecord
 
 log = logging.getLogger("shoal.coordinator")
 
+#: The event loop slept this much longer than it asked: it was blocked and read no
+#: request meanwhile, so no node's silence counts over that time.
+LOOP_STALL_S = 1.0
+#: The ticker logs a warning when it waited this long for the engine lock.
+LOCK_WAIT_WARN_S = 1.0
+
 
 class Coordinator(NodeOps, DriverBase):
     """Drives one engine for every swarm the coordinator hosts.
@@ -96,9 +102,10 @@ class Coordinator(NodeOps, DriverBase):
         self._wake: float | None = None
         self._credentials: dict[str, str] = {}  # node id -> credential hash (cache)
         self._ticker: threading.Thread | None = None
-        self._tick = threading.Condition(self._lock)
+        self._tick = threading.Condition()  # its own lock: the ticker sleeps on it
         self._stopping = False
         self._closing = False
+        self._loop_seen: float | None = None  # when the event loop last woke on time
 
     def now(self) -> float:
         """Wall-clock seconds (events carry wall time, so they survive restarts)."""
@@ -167,7 +174,7 @@ class Coordinator(NodeOps, DriverBase):
 
     def stop(self) -> None:
         """Stop the ticker and release every long-poll."""
-        with self._lock:
+        with self._tick:
             self._stopping = True
             self._tick.notify_all()
         if self._ticker is not None:
@@ -177,8 +184,22 @@ class Coordinator(NodeOps, DriverBase):
     def tick(self) -> float | None:
         """Fire a due engine timer and lose nodes whose heartbeats stopped; return when
         the next engine timer is due (None: none is). The ticker thread calls this;
-        tests on a virtual clock call it directly."""
+        tests on a virtual clock call it directly.
+
+        It takes the engine lock only when there is something to do (a timer is due or
+        a node looks late), so liveness checks do not queue behind the swarms' work;
+        when it did wait for the lock for long, it says so in the log.
+        """
+        now = self.clock()
+        wake = self._wake
+        due = wake is not None and now >= wake
+        if not due and not self._late(now):
+            return self._wake
+        asked = time.monotonic()
         with self._lock:
+            waited = time.monotonic() - asked
+            if waited > LOCK_WAIT_WARN_S:
+                log.warning("the ticker waited %.1f s for the engine lock", waited)
             now = self.clock()
             if self._wake is not None and now >= self._wake:
                 self._wake = None
@@ -188,13 +209,44 @@ class Coordinator(NodeOps, DriverBase):
 
     def _run_ticker(self) -> None:
         check_every = max(0.05, min(1.0, self.heartbeat_timeout_s / 4))
-        with self._lock:
-            while not self._stopping:
-                wake = self.tick()
+        while True:
+            with self._tick:
+                if self._stopping:
+                    return
+                wake = self._wake
                 delay = check_every
                 if wake is not None:
                     delay = min(delay, max(0.0, wake - self.clock()))
-                self._tick.wait(delay)
+                if delay > 0:
+                    self._tick.wait(delay)
+                if self._stopping:
+                    return
+            self.tick()
+
+    # ------------------------------------------------------------ event loop
+    def loop_woke(self, late_s: float) -> None:
+        """The app's event loop woke ``late_s`` seconds later than it asked to (called
+        on the loop, by the app's watchdog, a few times a second).
+
+        A loop that was blocked read no request meanwhile: the nodes' requests waited
+        in their sockets. Every node gets that time back, so that loss means silence
+        of the node, never deafness of the coordinator; while the loop is blocked,
+        nobody is lost (:meth:`_deaf`).
+        """
+        now = self.clock()
+        if late_s > LOOP_STALL_S:
+            for node in list(self._nodes.values()):
+                node.last_seen = min(now, node.last_seen + late_s)
+            log.warning(
+                "the event loop was blocked for %.1f s: no node's silence counts over it",
+                late_s,
+            )
+        self._loop_seen = now
+
+    def _deaf(self, now: float) -> bool:
+        """Whether the event loop has not woken for :data:`LOOP_STALL_S` (it reads no
+        request now); always False without the app's watchdog (tests)."""
+        return self._loop_seen is not None and now - self._loop_seen > LOOP_STALL_S
 
     def _safe_feed(self, event: Event) -> None:
         try:
@@ -239,7 +291,8 @@ class Coordinator(NodeOps, DriverBase):
     def _on_wake(self, ins: WakeAt) -> None:
         self._wake = ins.at
         if not self._replaying:
-            self._tick.notify_all()
+            with self._tick:  # engine lock, then this one; the ticker never the reverse
+                self._tick.notify_all()
 
     def _on_iteration(self, ins: IterationStarted) -> None:
         if not self._replaying:

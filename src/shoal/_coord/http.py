@@ -1,9 +1,19 @@
-"""HTTP plumbing shared by the routes: auth, msgpack bodies, errors, the size limit."""
+"""HTTP plumbing shared by the routes: auth, bodies, bounded errors, size limits.
+
+Nothing a request sends can hold the event loop for long: each route has a body limit
+(:func:`body_limit`: a few KiB where the body is small by nature), a body is read only
+after authentication and decoded in a worker thread when large, msgpack maps and arrays
+are bounded (:data:`MAX_ITEMS`), nesting too deep to decode is a 422, and an error body
+quotes the first few problems and counts the rest.
+"""
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
 import msgpack
@@ -15,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal._coord.driver import Coordinator
@@ -196,14 +207,76 @@ async def any_auth(request: Request, creds: Bearer) -> str:
 
 
 # ------------------------------------------------------------------------ bodies
-def _fields(e: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<body>'}: {err['msg']}" for err in e.errors()
+#: Validation errors quoted in an error body; the rest are counted (an audit's 3 million
+#: list items once made a 164 MB answer).
+MAX_ERRORS_SHOWN = 5
+#: Characters of an error message; longer ones are cut (they may quote the request).
+MAX_MESSAGE_CHARS = 1000
+#: Entries of one msgpack map or array, and its nesting depth (msgpack's own bound).
+MAX_ITEMS = 10_000
+#: Bodies up to this size are decoded on the event loop; larger ones in a worker thread.
+INLINE_DECODE_BYTES = 64 * 1024
+
+
+def _where(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    return ".".join(str(p) for p in loc) or "<body>"
+
+
+def describe_errors(errors: Sequence[Mapping[str, Any]], total: int | None = None) -> str:
+    """The first :data:`MAX_ERRORS_SHOWN` validation errors and how many more there are."""
+    total = len(errors) if total is None else total
+    shown = "; ".join(f"{_where(err['loc'])}: {err['msg']}" for err in errors[:MAX_ERRORS_SHOWN])
+    more = total - min(total, MAX_ERRORS_SHOWN)
+    return shown + (f"; and {more} more errors" if more > 0 else "")
+
+
+def _too_deep(what: str) -> ApiError:
+    return ApiError(
+        422,
+        f"{what} is nested too deeply to decode",
+        code="request.too_deep",
+        hint="send a flatter document (nesting of a few levels is all any route needs)",
     )
 
 
+async def _read(request: Request) -> bytes:
+    try:
+        return await request.body()
+    except ClientDisconnect:  # an agent stopped mid-request: nobody reads the answer
+        raise ApiError(400, "the client disconnected", code="request.disconnected") from None
+
+
+async def _off_loop(func: Callable[..., M], size: int, *args: Any) -> M:
+    """``func(*args)`` on the event loop for a small body, else in a worker thread (a
+    large body must never hold up heartbeats)."""
+    if size <= INLINE_DECODE_BYTES:
+        return func(*args)
+    return await run_in_threadpool(func, *args)
+
+
+def _decode_msgpack(model: type[M], body: bytes) -> M:
+    try:
+        doc = msgpack.unpackb(body, raw=False, max_map_len=MAX_ITEMS, max_array_len=MAX_ITEMS)
+    except msgpack.StackError:
+        raise _too_deep("the msgpack body") from None
+    except ValueError as e:
+        if "exceeds max_" in str(e):
+            raise ApiError(
+                413,
+                f"the msgpack body has a map or array of more than {MAX_ITEMS} entries ({e})",
+                code="request.too_many",
+                hint="send large collections as blobs (PUT /v1/blobs/{digest})",
+            ) from None
+        raise ApiError(400, f"the body is not msgpack: {e}", code="request.msgpack") from None
+    except Exception as e:  # msgpack raises several unrelated types on bad input
+        raise ApiError(400, f"the body is not msgpack: {e}", code="request.msgpack") from None
+    return validate(model, doc)
+
+
 async def msgpack_body(request: Request, model: type[M]) -> M:
-    """Decode and validate a msgpack body (400 if not msgpack, 422 on a schema mismatch)."""
+    """Decode and validate a msgpack body (400 if not msgpack, 413 past
+    :data:`MAX_ITEMS` entries, 422 on a schema mismatch or too deep a nesting); a large
+    body is decoded in a worker thread."""
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith(MSGPACK):
         raise ApiError(
@@ -212,25 +285,50 @@ async def msgpack_body(request: Request, model: type[M]) -> M:
             code="request.content_type",
             hint=f"send Content-Type: {MSGPACK}",
         )
+    body = await _read(request)
+    return await _off_loop(_decode_msgpack, len(body), model, body)
+
+
+def _decode_json(model: type[M], body: bytes) -> M:
     try:
-        body = await request.body()
-    except ClientDisconnect:  # an agent stopped mid-request: nobody reads the answer
-        raise ApiError(400, "the client disconnected", code="request.disconnected") from None
-    try:
-        doc = msgpack.unpackb(body, raw=False)
-    except Exception as e:  # msgpack raises several unrelated types on bad input
-        raise ApiError(400, f"the body is not msgpack: {e}", code="request.msgpack") from None
+        doc = json.loads(body)
+    except RecursionError:
+        raise _too_deep("the JSON body") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise ApiError(
+            400, f"the body is not JSON: {e}", code="request.json", hint="send a JSON object"
+        ) from None
     return validate(model, doc)
 
 
+async def json_body(request: Request, model: type[M]) -> M:
+    """Decode and validate a JSON body, read only now (after authentication), in a
+    worker thread when large (400 if not JSON, 422 on a schema mismatch)."""
+    ctype = request.headers.get("content-type", "")
+    if ctype and "json" not in ctype:
+        raise ApiError(
+            400,
+            f"expected an application/json body, got {ctype!r}",
+            code="request.content_type",
+            hint="send Content-Type: application/json",
+        )
+    body = await _read(request)
+    return await _off_loop(_decode_json, len(body), model, body)
+
+
 def validate(model: type[M], doc: Any) -> M:
-    """Validate a decoded document against ``model`` (422 naming the fields)."""
+    """Validate a decoded document against ``model`` (422 naming the first fields)."""
     try:
         return model.model_validate(doc)
     except ValidationError as e:
         raise ApiError(
-            422, f"{model.__name__}: {_fields(e)}", code="request.schema", hint="see /openapi.json"
+            422,
+            f"{model.__name__}: {describe_errors(e.errors(include_url=False), e.error_count())}",
+            code="request.schema",
+            hint="see /openapi.json",
         ) from None
+    except RecursionError:
+        raise _too_deep(model.__name__) from None
 
 
 def msgpack_response(value: Any) -> Response:
@@ -238,25 +336,25 @@ def msgpack_response(value: Any) -> Response:
     return Response(msgpack.packb(value, use_bin_type=True), media_type=MSGPACK)
 
 
-def msgpack_doc(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` documenting a msgpack request body."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {MSGPACK: {"schema": model.model_json_schema(ref_template="#/{model}")}},
-        }
-    }
-
-
 # ------------------------------------------------------------------------ errors
+def _cut(text: str) -> str:
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    return f"{text[:MAX_MESSAGE_CHARS]}... ({len(text)} characters in all)"
+
+
 def _json_error(
     status: int,
     code: str,
     message: str,
     hint: str | None = None,
-    headers: dict[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    return JSONResponse(error_body(code, message, hint), status_code=status, headers=headers)
+    return JSONResponse(
+        error_body(code, _cut(message), None if hint is None else _cut(hint)),
+        status_code=status,
+        headers=headers,
+    )
 
 
 async def on_api_error(request: Request, exc: Exception) -> Response:
@@ -269,20 +367,40 @@ async def on_api_error(request: Request, exc: Exception) -> Response:
 
 
 async def on_validation_error(request: Request, exc: Exception) -> Response:
-    """FastAPI's request validation -> 422 in the shared shape."""
+    """FastAPI's request validation (query and path parameters) -> 422 in the shared
+    shape, naming the first few fields."""
     assert isinstance(exc, RequestValidationError)
-    fields = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-    )
-    return _json_error(422, "request.schema", fields, "see /openapi.json")
+    return _json_error(422, "request.schema", describe_errors(exc.errors()), "see /openapi.json")
+
+
+def _routes(routes: Iterable[Any]) -> Iterator[BaseRoute]:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI's included routers
+        if included is not None:
+            yield from _routes(included.routes)
+        elif isinstance(route, BaseRoute):
+            yield route
+
+
+def _allowed_methods(request: Request) -> str:
+    scope = {**request.scope, "method": "GET"}
+    methods: set[str] = set()
+    for route in _routes(request.app.router.routes):
+        if route.matches(scope)[0] is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's HTTP errors (unknown route, 413, ...) in the shared shape."""
+    """Starlette's HTTP errors (unknown route, 405, 413, ...) in the shared shape; a 405
+    says in ``Allow`` which methods the path has."""
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc, TooLarge):
         return _json_error(413, "request.too_large", exc.detail, exc.hint)
-    return _json_error(exc.status_code, f"http.{exc.status_code}", str(exc.detail))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+    return _json_error(exc.status_code, f"http.{exc.status_code}", str(exc.detail), None, headers)
 
 
 async def on_internal_error(request: Request, exc: Exception) -> Response:
@@ -294,28 +412,58 @@ async def on_internal_error(request: Request, exc: Exception) -> Response:
     return _json_error(500, "internal", "internal error; see the coordinator's log")
 
 
-# ------------------------------------------------------------------- size limit
+# ------------------------------------------------------------------- size limits
+#: The body limit of routes whose bodies are small by nature (no body at all, an
+#: enrolment): a request to them can never make the coordinator read or parse much.
+SMALL_BODY_BYTES = 64 * 1024
+#: A heartbeat lists the instances its node runs: at ~70 bytes an id, a few thousand.
+HEARTBEAT_BODY_BYTES = 256 * 1024
+#: Routes that may carry up to the coordinator's --max-request-mb: each reads its body
+#: only after authentication, and decodes a large one in a worker thread.
+_LARGE = re.compile(r"^/v1/(swarms|world|instances/.+/done)$")
+
+
+def body_limit(method: str, path: str, limit: int) -> int | None:
+    """The most bytes a request to ``method path`` may send (None: no limit, streamed).
+
+    Blob uploads stream to disk; submissions, world calls and ``done`` reports may be as
+    large as ``limit`` (``--max-request-mb``); a heartbeat has
+    :data:`HEARTBEAT_BODY_BYTES`, and every other route (an enrolment, or no body at
+    all) :data:`SMALL_BODY_BYTES`.
+    """
+    if method == "PUT" and path.startswith("/v1/blobs/"):
+        return None
+    if method == "POST" and _LARGE.match(path):
+        return limit
+    if method == "POST" and path == "/v1/nodes/heartbeat":
+        return min(limit, HEARTBEAT_BODY_BYTES)
+    return min(limit, SMALL_BODY_BYTES)
+
+
 class TooLarge(StarletteHTTPException):
     """A request body over the limit (an HTTPException so FastAPI passes it through)."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body exceeds {limit} bytes")
-        self.hint = "send large values as blobs, or start the coordinator with --max-request-mb"
+        super().__init__(413, f"the request body exceeds {limit} bytes, this route's limit")
+        self.hint = (
+            "send large values as blobs (PUT /v1/blobs/{digest}); submissions, world calls "
+            "and done reports may grow to --max-request-mb"
+        )
 
 
 class SizeLimit:
-    """Answers 413 for request bodies over ``limit`` bytes; blob uploads are exempt
-    (they stream to disk)."""
+    """Answers 413 for a request body over its route's limit (:func:`body_limit`), as
+    declared or as it streams in; blob uploads are exempt (they stream to disk)."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        exempt = scope["type"] != "http" or (
-            scope["method"] == "PUT" and scope["path"].startswith("/v1/blobs/")
-        )
-        if exempt:
+        limit = None
+        if scope["type"] == "http":
+            limit = body_limit(scope["method"], scope["path"], self.limit)
+        if limit is None:
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", ()):
@@ -324,9 +472,12 @@ class SizeLimit:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared > self.limit:
-                    exc = TooLarge(self.limit)
-                    resp = _json_error(413, "request.too_large", exc.detail, exc.hint)
+                if declared > limit:
+                    exc = TooLarge(limit)
+                    # Connection: close, as the body is left unread.
+                    resp = _json_error(
+                        413, "request.too_large", exc.detail, exc.hint, {"Connection": "close"}
+                    )
                     await resp(scope, receive, send)
                     return
         received = 0
@@ -336,8 +487,8 @@ class SizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise TooLarge(self.limit)
+                if received > limit:
+                    raise TooLarge(limit)
             return message
 
         await self.app(scope, limited, send)

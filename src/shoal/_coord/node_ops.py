@@ -60,6 +60,8 @@ class NodeOps:
 
         def _run_item(self, inst: RunInstance | InstanceView) -> RunInstruction: ...
 
+        def _deaf(self, now: float) -> bool: ...
+
     def _connected(self, node_id: str) -> bool:
         view = self.engine.node(node_id)
         return view is not None and view.connected
@@ -258,6 +260,45 @@ class NodeOps:
         if node is not None and self._connected(node_id):
             node.last_seen = max(node.last_seen, self.clock())
 
+    def heartbeat_unchanged(self, node_id: str, offer: Offer, session: str | None) -> bool:
+        """Whether a heartbeat changes nothing the engine must hear about now, beyond the
+        liveness :meth:`seen` already stamped: the node is connected with this offer,
+        and no new agent session says that it restarted. Runs on the event loop,
+        without the lock (it only reads); a heartbeat it does not pass goes to
+        :meth:`heartbeat`, and one it passes may still start a full one in the
+        background (:meth:`check_due`).
+
+        The instances a node lists need no look on this path: each that ends while its
+        node is connected gets a ``cancel`` from the engine, delivered at least once,
+        and the full heartbeat after a join and every 30 s looks at them too.
+        """
+        node = self._nodes.get(node_id)
+        if node is None:
+            return False
+        if session is not None and node.session is not None and session != node.session:
+            return False
+        view = self.engine.node(node_id)
+        return view is not None and view.connected and _offer_of(view) == offer
+
+    def check_due(self, node_id: str) -> bool:
+        """Whether a full heartbeat of the node is due: none checked it since it joined
+        (its first session, what it runs), or its record's ``last_seen`` was stored
+        ``_STORE_LAST_SEEN_EVERY_S`` ago, and none is under way. If so, one counts as
+        under way until :meth:`heartbeat` ends. On the event loop."""
+        node = self._nodes.get(node_id)
+        if node is None or node.checking:
+            return False
+        if node.checked and self.clock() - node.stored_seen <= _STORE_LAST_SEEN_EVERY_S:
+            return False
+        node.checking = True
+        return True
+
+    def touch_unchanged(self, node_id: str) -> bool:
+        """Whether a long poll changes nothing but liveness (:meth:`seen` stamped it):
+        the node is connected. Runs on the event loop, without the lock; a lost node's
+        poll goes to :meth:`touch`, which joins it again."""
+        return node_id in self._nodes and self._connected(node_id)
+
     def enrol(self, node_id: str, offer: Offer, credential: str | None = None) -> str:
         """Register (or re-register) a node without any check; return its new
         credential. :meth:`admit` decides whether a request may (in-process tests call
@@ -297,20 +338,31 @@ class NodeOps:
         with self._lock:
             self._check_not_revoked(node_id)
             node = self._node(node_id)
-            restarted = node.session is not None and session is not None and session != node.session
-            if session is not None:
-                node.session = session
-            if restarted and self._connected(node_id):
-                # Its processes died with the old agent, but the node is back: the
-                # engine decides on retries, which may run on it again.
-                self.feed(NodeRestarted(node_id, now, "the node agent restarted"))
-            self._contact(node, offer, now)
-            for iid in running:
-                inst = self.engine.find_instance(iid)
-                if inst is None or inst.ended or inst.node_id != node_id:
-                    self.queues.push(
-                        node_id, CancelInstruction(instance_id=iid, reason="the instance ended")
-                    )
+            try:
+                self._full_heartbeat(node, offer, session, running, now)
+            finally:
+                node.checking = False
+
+    def _full_heartbeat(
+        self, node: NodeState, offer: Offer, session: str | None, running: list[str], now: float
+    ) -> None:
+        # Under the lock.
+        node_id = node.node_id
+        restarted = node.session is not None and session is not None and session != node.session
+        if session is not None:
+            node.session = session
+        if restarted and self._connected(node_id):
+            # Its processes died with the old agent, but the node is back: the engine
+            # decides on retries, which may run on it again.
+            self.feed(NodeRestarted(node_id, now, "the node agent restarted"))
+        self._contact(node, offer, now)
+        for iid in running:
+            inst = self.engine.find_instance(iid)
+            if inst is None or inst.ended or inst.node_id != node_id:
+                self.queues.push(
+                    node_id, CancelInstruction(instance_id=iid, reason="the instance ended")
+                )
+        node.checked = True
 
     def touch(self, node_id: str) -> None:
         """A node long-polled: it is alive with its last known offer."""
@@ -328,6 +380,7 @@ class NodeOps:
         node.last_seen = now
         view = self.engine.node(node.node_id)
         if view is None or not view.connected or offer != _offer_of(view):
+            node.checked = False  # its next heartbeat is a full one
             self.feed(NodeJoined(node.node_id, now, offer.datasets, offer.gpu, offer.images))
             self._store_node(node, now)
         elif now - node.stored_seen > _STORE_LAST_SEEN_EVERY_S:
@@ -367,7 +420,19 @@ class NodeOps:
                 out.append(NodeReport(rec, seen, self.engine.node(rec.node_id)))
             return out
 
+    def _late(self, now: float) -> bool:
+        """Whether some connected node looks silent for longer than the timeout (a scan
+        without the lock; :meth:`_check_heartbeats` decides under it)."""
+        if self._deaf(now):
+            return False
+        return any(
+            now - node.last_seen > self.heartbeat_timeout_s and self._connected(node.node_id)
+            for node in list(self._nodes.values())
+        )
+
     def _check_heartbeats(self, now: float) -> None:
+        if self._deaf(now):  # its requests may be waiting unread: the loop is blocked
+            return
         for node in list(self._nodes.values()):
             late = now - node.last_seen > self.heartbeat_timeout_s
             if late and self._connected(node.node_id):

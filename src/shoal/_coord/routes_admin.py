@@ -23,6 +23,7 @@ from shoal._api.schemas import NODE_ID
 from shoal._coord import join_tokens
 from shoal._coord.errors import ApiError
 from shoal._coord.http import coordinator, operator_auth
+from shoal._coord.openapi import answers
 from shoal._store.base import JoinTokenRecord
 
 router = APIRouter(prefix="/v1/admin", tags=["operator"], dependencies=[Depends(operator_auth)])
@@ -42,7 +43,7 @@ def _info(record: JoinTokenRecord, now: float) -> JoinTokenInfo:
     )
 
 
-@router.post("/join-tokens", response_model=JoinTokenCreated)
+@router.post("/join-tokens", response_model=JoinTokenCreated, responses=answers(400, 401, 413, 422))
 async def create_join_token(request: Request, body: JoinTokenBody) -> JoinTokenCreated:
     """Make a join token; its secret is in this answer only (the store keeps a hash)."""
     coord = coordinator(request)
@@ -61,7 +62,7 @@ async def create_join_token(request: Request, body: JoinTokenBody) -> JoinTokenC
     return JoinTokenCreated(**_info(record, now).model_dump(), token=secret)
 
 
-@router.get("/join-tokens", response_model=list[JoinTokenInfo])
+@router.get("/join-tokens", response_model=list[JoinTokenInfo], responses=answers(401))
 async def list_join_tokens(request: Request) -> list[JoinTokenInfo]:
     """Every join token, oldest first, with its state (never a secret)."""
     coord = coordinator(request)
@@ -70,7 +71,9 @@ async def list_join_tokens(request: Request) -> list[JoinTokenInfo]:
     return [_info(r, now) for r in records]
 
 
-@router.post("/join-tokens/{token_id}/revoke", response_model=JoinTokenInfo)
+@router.post(
+    "/join-tokens/{token_id}/revoke", response_model=JoinTokenInfo, responses=answers(401, 404, 422)
+)
 async def revoke_join_token(
     request: Request, token_id: str = Path(pattern=TOKEN_ID)
 ) -> JoinTokenInfo:
@@ -91,7 +94,9 @@ async def revoke_join_token(
     return _info(record, now)
 
 
-@router.post("/nodes/{node_id}/revoke", response_model=NodeIdentityAnswer)
+@router.post(
+    "/nodes/{node_id}/revoke", response_model=NodeIdentityAnswer, responses=answers(401, 422)
+)
 async def revoke_node(request: Request, node_id: str = Path(pattern=NODE_ID)) -> NodeIdentityAnswer:
     """End a node's credential at once; its live instances count as its node lost. The
     id stays taken: it enrols again only with a join token bound to it, or after a
@@ -100,7 +105,9 @@ async def revoke_node(request: Request, node_id: str = Path(pattern=NODE_ID)) ->
     return NodeIdentityAnswer(node_id=node_id, revoked=True, lost_instances=lost)
 
 
-@router.post("/nodes/{node_id}/reset", response_model=NodeIdentityAnswer)
+@router.post(
+    "/nodes/{node_id}/reset", response_model=NodeIdentityAnswer, responses=answers(401, 422)
+)
 async def reset_node(request: Request, node_id: str = Path(pattern=NODE_ID)) -> NodeIdentityAnswer:
     """End a node's credential at once (its live instances count as lost) and free its
     id: the next enrolment with a valid join token takes it."""
@@ -108,7 +115,7 @@ async def reset_node(request: Request, node_id: str = Path(pattern=NODE_ID)) -> 
     return NodeIdentityAnswer(node_id=node_id, revoked=False, lost_instances=lost)
 
 
-@router.post("/user-token", response_model=TokenAnswer)
+@router.post("/user-token", response_model=TokenAnswer, responses=answers(401))
 async def rotate_user_token(request: Request) -> TokenAnswer:
     """A new user API token (in this answer and in ``<state>/user-token``); the old one
     stops working at once."""

@@ -29,13 +29,17 @@ from shoal._api.schemas import Health, Ok, Story, SubmitBody, SwarmAnswer
 from shoal._bundle import MANIFEST
 from shoal._coord.driver import Coordinator
 from shoal._coord.errors import ApiError, not_found
-from shoal._coord.http import coordinator, msgpack_body, msgpack_doc, msgpack_response, user_auth
+from shoal._coord.http import coordinator, msgpack_body, msgpack_response, user_auth
+from shoal._coord.openapi import MSGPACK, OptSeq, Seq, answers, binary_answer, msgpack_doc
 from shoal._coord.routes_node import MAX_WAIT_S, blobs
 from shoal._coord.state import NodeReport, SwarmReport
 from shoal._plan import Plan, load_plan
+from shoal._store.blobs import BlobStore
 from shoal._version import __version__
 
-router = APIRouter(prefix="/v1", tags=["users"], dependencies=[Depends(user_auth)])
+router = APIRouter(
+    prefix="/v1", tags=["users"], dependencies=[Depends(user_auth)], responses=answers(401)
+)
 public = APIRouter(prefix="/v1", tags=["health"])
 
 SSE_KEEPALIVE_S = 15.0
@@ -68,16 +72,22 @@ def _check_bundle(digest: str, data: bytes) -> None:
         ) from None
 
 
-@router.post("/swarms", response_model=SwarmAnswer, openapi_extra=msgpack_doc(SubmitBody))
-async def submit(request: Request) -> SwarmAnswer:
-    """Submit a plan with its bundles (msgpack)."""
-    body = await msgpack_body(request, SubmitBody)
-    plan = load_plan(body.plan)  # PlanError -> 422
-    store = blobs(request)
-    for digest, data in body.bundles.items():
+def _prepare(plan_text: str, bundles: dict[str, bytes], store: BlobStore) -> Plan:
+    """Check and store a submission (in a worker thread: it parses and hashes
+    megabytes)."""
+    try:
+        plan = load_plan(plan_text)  # PlanError -> 422
+    except RecursionError:
+        raise ApiError(
+            422,
+            "the plan document is nested too deeply to decode",
+            code="request.too_deep",
+            hint="build plans with `shoal export` or shoal.Client",
+        ) from None
+    for digest, data in bundles.items():
         _check_bundle(digest, data)
-    for data in body.bundles.values():
-        await run_in_threadpool(store.put_bytes, data)
+    for data in bundles.values():
+        store.put_bytes(data)
     digests = {m.digest: m.name for m in plan.modules.values()}  # modules may share one
     missing = [f"{name} ({d})" for d, name in digests.items() if not store.exists(d)]
     if missing:
@@ -87,6 +97,19 @@ async def submit(request: Request) -> SwarmAnswer:
             code="swarm.bundle_missing",
             hint="send every module's bundle under its digest in 'bundles'",
         )
+    return plan
+
+
+@router.post(
+    "/swarms",
+    response_model=SwarmAnswer,
+    openapi_extra=msgpack_doc(SubmitBody),
+    responses=answers(400, 413, 422),
+)
+async def submit(request: Request) -> SwarmAnswer:
+    """Submit a plan with its bundles (msgpack)."""
+    body = await msgpack_body(request, SubmitBody)
+    plan = await run_in_threadpool(_prepare, body.plan, body.bundles, blobs(request))
     swarm_id = await run_in_threadpool(coordinator(request).submit, plan, body.seed)
     return SwarmAnswer(swarm_id=swarm_id)
 
@@ -134,13 +157,13 @@ def _status(coord: Coordinator, swarm_id: str) -> SwarmStatus:
     return status_doc(coord.status(swarm_id))
 
 
-@router.get("/swarms/{swarm_id}", response_model=SwarmStatus)
+@router.get("/swarms/{swarm_id}", response_model=SwarmStatus, responses=answers(404))
 async def status(request: Request, swarm_id: str) -> SwarmStatus:
     """Status, failures with tracebacks, and task counts of the current iteration."""
     return await run_in_threadpool(_status, coordinator(request), swarm_id)
 
 
-@router.get("/instances/{instance_id:path}/story", response_model=Story)
+@router.get("/instances/{instance_id:path}/story", response_model=Story, responses=answers(404))
 async def story(request: Request, instance_id: str) -> Story:
     """What happened to one instance: each transition and engine decision, with the
     time and the id of the event that caused it."""
@@ -148,7 +171,11 @@ async def story(request: Request, instance_id: str) -> Story:
     return Story(instance_id=instance_id, story=lines)
 
 
-@router.get("/swarms/{swarm_id}/events", response_class=StreamingResponse)
+@router.get(
+    "/swarms/{swarm_id}/events",
+    response_class=StreamingResponse,
+    responses={**answers(404), **binary_answer("text/event-stream")},
+)
 async def events(request: Request, swarm_id: str) -> StreamingResponse:
     """Server-sent events: the swarm's status whenever it changes, until it ends."""
     coord = coordinator(request)
@@ -174,15 +201,15 @@ async def events(request: Request, swarm_id: str) -> StreamingResponse:
     )
 
 
-@router.get("/swarms/{swarm_id}/logs", response_model=list[LogRecord])
+@router.get("/swarms/{swarm_id}/logs", response_model=list[LogRecord], responses=answers(404, 422))
 async def logs(
     request: Request,
     swarm_id: str,
     node: str | None = None,
     task: str | None = None,
     level: str | None = None,
-    iteration: int | None = None,
-    after: int = Query(0, ge=0),
+    iteration: OptSeq = None,
+    after: Seq = 0,
     wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S),
     limit: int = Query(10_000, ge=1, le=100_000),
 ) -> list[LogRecord]:
@@ -203,7 +230,7 @@ async def logs(
         await coord.log_changes.wait(seen, left)
 
 
-@router.get("/swarms/{swarm_id}/metrics", response_model=list[MetricRecord])
+@router.get("/swarms/{swarm_id}/metrics", response_model=list[MetricRecord], responses=answers(404))
 async def metrics(
     request: Request,
     swarm_id: str,
@@ -219,7 +246,11 @@ async def metrics(
     return [metric_record(r) for r in rows]
 
 
-@router.get("/swarms/{swarm_id}/globals/{key}", response_class=Response)
+@router.get(
+    "/swarms/{swarm_id}/globals/{key}",
+    response_class=Response,
+    responses={**answers(404), **binary_answer(MSGPACK)},
+)
 async def global_value(request: Request, swarm_id: str, key: str) -> Response:
     """msgpack ``{version, value: wire}``."""
     store = coordinator(request).store
@@ -239,13 +270,17 @@ def _plan(request: Request, swarm_id: str) -> tuple[Plan, int]:
     return report.view.plan, report.view.iteration
 
 
-@router.get("/swarms/{swarm_id}/results/{tag}", response_class=Response)
+@router.get(
+    "/swarms/{swarm_id}/results/{tag}",
+    response_class=Response,
+    responses={**answers(404, 422), **binary_answer(MSGPACK)},
+)
 async def results(
     request: Request,
     swarm_id: str,
     tag: str,
     alias: str | None = None,
-    iteration: int | None = None,
+    iteration: OptSeq = None,
 ) -> Response:
     """msgpack ``[{alias, node_id, iteration, value: wire}]`` (default: the last
     started iteration, every task)."""
@@ -266,7 +301,7 @@ async def results(
     )
 
 
-@router.post("/swarms/{swarm_id}/stop", response_model=Ok)
+@router.post("/swarms/{swarm_id}/stop", response_model=Ok, responses=answers(404))
 async def stop(request: Request, swarm_id: str) -> Ok:
     """Stop a swarm now (a no-op once it finished)."""
     await run_in_threadpool(coordinator(request).stop_swarm, swarm_id)

@@ -32,6 +32,8 @@ USER_TOKEN_FILE = "user-token"
 OPERATOR_TOKEN_FILE = "operator-token"
 ENDPOINT_FILE = "coordinator.json"
 DEFAULT_PORT = 8750
+#: The listening socket's accept queue (the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 8192
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,10 @@ def serve(
         ssl_certfile=None if tls_cert is None else str(tls_cert),
         ssl_keyfile=None if tls_key is None else str(tls_key),
         timeout_graceful_shutdown=5,
+        # Agents open a connection for most requests (a kept-alive one expires between
+        # two heartbeats): thousands of nodes whose runs arrive together overflow a
+        # short accept queue, and a dropped SYN is retried only after 1, 3, 7 s.
+        backlog=LISTEN_BACKLOG,
         # Long polls hold connections for up to a minute; keep idle ones a bit longer.
         timeout_keep_alive=75,
     )

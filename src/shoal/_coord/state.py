@@ -25,12 +25,17 @@ class Offer:
 
 @dataclass
 class NodeState:
-    """What only the driver knows of a node: when it was heard from, its agent session."""
+    """What only the driver knows of a node: when it was heard from, its agent session,
+    whether a full heartbeat checked it since it (re)joined (then a heartbeat with the
+    same offer and session takes the fast path), and whether a periodic check of it is
+    under way."""
 
     node_id: str
     last_seen: float = 0.0
     stored_seen: float = 0.0
     session: str | None = None
+    checked: bool = False
+    checking: bool = False
 
 
 @dataclass(frozen=True)
