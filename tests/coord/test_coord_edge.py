@@ -236,6 +236,11 @@ def test_integers_past_64_bits_in_queries_are_422(user: httpx.Client, coord: Coo
         f"{coord.url}/v1/nodes/instructions", params={"wait": 0, "after": huge}, headers=node
     )
     assert "after" in _error(poll, 422)["message"]
+    # msgpack carries up to 2**64 - 1; a record number past 2**63 - 1 is refused too.
+    record = {"level": "info", "message": "m", "n": 2**64 - 1}
+    call = msgpack.packb({"instance_id": "s/0/t/0/0", "op": "log", "args": record})
+    world = httpx.post(f"{coord.url}/v1/world", content=call, headers={**node, **MSGPACK})
+    assert _error(world, 422)["code"] == "request.schema"
     user.post(f"/v1/swarms/{swarm_id}/stop").raise_for_status()
 
 

@@ -33,7 +33,7 @@ def _net_wire(wire: NetWire) -> NetWire:
 
 
 NetValue = Annotated[NetWire, AfterValidator(_net_wire)]
-Ordinal = Annotated[int, Field(ge=0)] | None
+Ordinal = Annotated[int, Field(ge=0, le=2**63 - 1)] | None  # the store keeps 64 bits
 
 
 def args_model(op: ops.Op[Any]) -> type[BaseModel]:
