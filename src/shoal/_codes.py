@@ -158,6 +158,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "swarm.invalid": "Preparing a swarm found problems (each one listed with its own code).",
         "swarm.max_iterations": "A swarm's max_iterations is not an int >= 1 or None.",
         "swarm.placement_timeout": "A swarm's placement_timeout is not a number of seconds >= 0.",
+        "swarm.quota": "A swarm's values would pass its storage quota (--swarm-quota-mb).",
         "swarm.stopped": "raise_for_status() on a simulation run whose swarm was stopped.",
         "swarm.unknown": "The coordinator knows no swarm with this id (404).",
         "task.alias": "Two different tasks share an alias.",

@@ -777,6 +777,20 @@ def test_blob_claims_and_grants(store: Store) -> None:
     assert store.blob_claims(D2) == []
 
 
+def test_a_swarms_blob_bytes_count_each_value_blob_once(store: Store) -> None:
+    """What a swarm's upload quota counts: its distinct value blobs, by the length the
+    first claim gave; bundles and other swarms' values do not count."""
+    assert store.swarm_blob_bytes("s1") == 0
+    store.blob_claim(D1, "s1", "value", 100)
+    store.blob_claim(D1, "s1", "value", 999)  # a repeat keeps the first length
+    store.blob_claim(D2, "s1", "value", 50)
+    store.blob_claim(D2, "s1", "bundle", 7)
+    store.blob_claim(D1, "s2", "value", 100)
+    assert store.swarm_blob_bytes("s1") == 150
+    assert store.swarm_blob_bytes("s2") == 100
+    assert store.swarm_blob_bytes("s3") == 0
+
+
 def test_blob_claims_and_grants_survive_a_restart(sql_backend: Backend) -> None:
     url = sql_backend.new_url()
     first = sql_backend.open(url)

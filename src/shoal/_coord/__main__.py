@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from shoal._coord.app import DEFAULT_SWARM_QUOTA_BYTES
 from shoal._coord.ratelimit import DEFAULT_MAX_FAILURES, DEFAULT_WINDOW_S
 from shoal._coord.server import DEFAULT_PORT, serve
 
@@ -31,6 +32,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--auth-window", type=float, default=DEFAULT_WINDOW_S, help="that window, in seconds"
     )
+    p.add_argument(
+        "--swarm-quota-mb",
+        type=float,
+        default=DEFAULT_SWARM_QUOTA_BYTES / 2**20,
+        help="the most MiB of values (blobs) one swarm may store (0: no bound)",
+    )
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -47,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         log_level=a.log_level,
         auth_max_failures=a.auth_max_failures,
         auth_window_s=a.auth_window,
+        swarm_quota_mb=a.swarm_quota_mb,
     )
 
 

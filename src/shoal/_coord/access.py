@@ -95,11 +95,20 @@ class BlobAccess:
     runs_bundle
         ``(node_id, digest) -> bool``: whether the node runs an instance of a module
         with that bundle now (the engine knows).
+    swarm_quota_bytes
+        The most bytes of values stored as blobs that one swarm may claim (None: no
+        bound). Inline values (under 64 KiB) are bounded by the request size instead.
     """
 
-    def __init__(self, store: Store, runs_bundle: Callable[[str, str], bool]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        runs_bundle: Callable[[str, str], bool],
+        swarm_quota_bytes: int | None = None,
+    ) -> None:
         self.store = store
         self._runs_bundle = runs_bundle
+        self.swarm_quota_bytes = swarm_quota_bytes
         self._lock = threading.Lock()
         self._known: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
@@ -125,17 +134,32 @@ class BlobAccess:
         for digest in digests:
             self.store.blob_claim(digest, swarm_id, "bundle")
 
-    def sent(self, node_id: str, swarm_id: str, digest: str) -> None:
-        """An instance of ``swarm_id`` on ``node_id`` stores a value in blob ``digest``.
+    def sent(self, node_id: str, swarm_id: str, digest: str, length: int) -> None:
+        """An instance of ``swarm_id`` on ``node_id`` stores a value in blob ``digest``
+        of ``length`` bytes.
 
         Raises
         ------
         ApiError
-            403 ``blob.not_held`` unless the node uploaded the bytes or was given them.
+            403 ``blob.not_held`` unless the node uploaded the bytes or was given them;
+            413 ``swarm.quota`` if the swarm's values would pass its quota (a blob the
+            swarm already holds costs nothing again).
         """
         if not self.store.blob_granted(digest, node_holder(node_id)):
             raise not_held(digest, node_id)
-        self.store.blob_claim(digest, swarm_id, "value")
+        quota = self.swarm_quota_bytes
+        if quota is not None and (swarm_id, "value") not in self.store.blob_claims(digest):
+            used = self.store.swarm_blob_bytes(swarm_id)
+            if used + length > quota:
+                raise ApiError(
+                    413,
+                    f"swarm {swarm_id} would store {used + length} bytes of values, over "
+                    f"its quota of {quota} bytes (value blob {digest}, {length} bytes)",
+                    code="swarm.quota",
+                    hint="store smaller values, or start the coordinator with a larger "
+                    "--swarm-quota-mb",
+                )
+        self.store.blob_claim(digest, swarm_id, "value", length)
         self._grant(digest, node_holder(node_id), swarm_id)
 
     def given(self, node_id: str, swarm_id: str, reply: ops.Reply, value: Any) -> None:

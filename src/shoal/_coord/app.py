@@ -30,6 +30,9 @@ from shoal._store.blobs import BlobStore
 from shoal._version import __version__
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# The most bytes of values (stored as blobs) one swarm may keep: far above a model's
+# rounds, low enough that one runaway swarm cannot fill the coordinator's disk alone.
+DEFAULT_SWARM_QUOTA_BYTES = 100 * 2**30
 #: How often the event loop's watchdog wakes (Coordinator.loop_woke).
 LOOP_WATCH_S = 0.25
 
@@ -55,6 +58,7 @@ def create_app(
     save_user_token: Callable[[str], None] | None = None,
     auth_max_failures: int = DEFAULT_MAX_FAILURES,
     auth_window_s: float = DEFAULT_WINDOW_S,
+    swarm_quota_bytes: int | None = DEFAULT_SWARM_QUOTA_BYTES,
 ) -> FastAPI:
     """Build the coordinator app over a store and a blob folder.
 
@@ -92,7 +96,9 @@ def create_app(
     FastAPI
         The app; ``app.state.coord`` is its :class:`~shoal._coord.driver.Coordinator`.
     """
-    coord = Coordinator(store, heartbeat_timeout_s=heartbeat_timeout_s)
+    coord = Coordinator(
+        store, heartbeat_timeout_s=heartbeat_timeout_s, swarm_quota_bytes=swarm_quota_bytes
+    )
     join_tokens.ensure_default(store, join_token, coord.clock())
 
     @asynccontextmanager

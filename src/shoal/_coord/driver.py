@@ -87,6 +87,7 @@ class Coordinator(NodeOps, DriverBase):
         heartbeat_timeout_s: float = 15.0,
         clock: Callable[[], float] = time.time,
         validate: bool = False,
+        swarm_quota_bytes: int | None = None,
     ) -> None:
         DriverBase.__init__(self, Engine(), store, validate=validate)
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -94,7 +95,7 @@ class Coordinator(NodeOps, DriverBase):
         self.queues = NodeQueues()
         self.changes = Broadcast()  # swarm status, iteration or task counts changed
         self.log_changes = Broadcast()  # a log record was added
-        self.access = BlobAccess(store, self.runs_bundle)
+        self.access = BlobAccess(store, self.runs_bundle, swarm_quota_bytes)
         self.world = CoordWorld(store, self.world_stop, self.world_next_iter, clock, self.access)
         self._lock = threading.RLock()
         self._replaying = False

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from shoal._coord.app import DEFAULT_MAX_REQUEST_BYTES, create_app
+from shoal._coord.app import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SWARM_QUOTA_BYTES, create_app
 from shoal._coord.ratelimit import DEFAULT_MAX_FAILURES, DEFAULT_WINDOW_S
 from shoal._errors import ShoalError
 from shoal._store.base import Store
@@ -173,6 +173,7 @@ def serve(
     access_log: bool = False,
     auth_max_failures: int = DEFAULT_MAX_FAILURES,
     auth_window_s: float = DEFAULT_WINDOW_S,
+    swarm_quota_mb: float = DEFAULT_SWARM_QUOTA_BYTES / 2**20,
 ) -> None:
     """Serve the coordinator until interrupted (SIGINT / SIGTERM).
 
@@ -201,6 +202,9 @@ def serve(
     auth_max_failures, auth_window_s
         A source address that failed to authenticate this many times in this many
         seconds gets 429 until the window has passed (0: no limit).
+    swarm_quota_mb
+        The most MiB of values (stored as blobs) one swarm may keep; past it a world
+        call gets 413 ``swarm.quota`` and its instance fails (0: no bound).
     """
     import uvicorn
 
@@ -233,6 +237,7 @@ def serve(
         save_user_token=lambda token: save_user_token(state, token),
         auth_max_failures=auth_max_failures,
         auth_window_s=auth_window_s,
+        swarm_quota_bytes=int(swarm_quota_mb * 2**20) or None,
     )
     write_endpoint(state, local_url(host, port, tls_cert is not None), tls_cert)
     config = uvicorn.Config(

@@ -67,7 +67,9 @@ class CoordWorld(WorldService):
         if row is not None and row.value:
             wire = args.get("value")
             if isinstance(wire, dict) and isinstance(wire.get("blob"), str):
-                self.access.sent(info.node_id, info.swarm_id, wire["blob"])
+                self.access.sent(
+                    info.node_id, info.swarm_id, wire["blob"], int(wire.get("length", 0))
+                )
         answer = super().handle(info, op, args)
         if row is not None and row.reply is not ops.Reply.PLAIN:
             self.access.given(info.node_id, info.swarm_id, row.reply, answer)

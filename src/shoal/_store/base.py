@@ -295,9 +295,15 @@ class Store(Protocol):
         ...
 
     # ------------------------------------------------------------------ blobs
-    def blob_claim(self, digest: str, swarm_id: str, kind: str) -> None:
-        """Record that blob ``digest`` belongs to a swarm, as one of :data:`BLOB_KINDS`
-        (idempotent; a digest may belong to several swarms, and be both kinds)."""
+    def blob_claim(self, digest: str, swarm_id: str, kind: str, length: int = 0) -> None:
+        """Record that blob ``digest`` (``length`` bytes) belongs to a swarm, as one of
+        :data:`BLOB_KINDS` (idempotent: a repeat keeps the first length; a digest may
+        belong to several swarms, and be both kinds)."""
+        ...
+
+    def swarm_blob_bytes(self, swarm_id: str) -> int:
+        """The bytes of the distinct value blobs claimed by a swarm (its upload quota's
+        use)."""
         ...
 
     def blob_claims(self, digest: str) -> list[tuple[str, str]]:

@@ -61,6 +61,7 @@ class MemoryStore:
         self._by_task: dict[tuple[str, int, str], list[ResultRow]] = defaultdict(list)
         self._dropped: set[tuple[str, int]] = set()
         self._claims: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        self._claim_bytes: dict[tuple[str, str, str], int] = {}
         self._grants: dict[tuple[str, str], set[str]] = defaultdict(set)
         # Versions are unique across stores: a worker process caches globals by version
         # and may serve two runs (or two stores) that both have a "version 1" of a key.
@@ -318,11 +319,19 @@ class MemoryStore:
             self._state[(swarm_id, node_id, alias, key)] = value
 
     # --------------------------------------------------------------------- blobs
-    def blob_claim(self, digest: str, swarm_id: str, kind: str) -> None:
+    def blob_claim(self, digest: str, swarm_id: str, kind: str, length: int = 0) -> None:
         """Record that a blob belongs to a swarm as a ``"bundle"`` or a ``"value"``."""
         check_blob_kind(kind)
         with self._lock:
             self._claims[digest].add((swarm_id, kind))
+            self._claim_bytes.setdefault((digest, swarm_id, kind), length)
+
+    def swarm_blob_bytes(self, swarm_id: str) -> int:
+        """The bytes of the distinct value blobs claimed by a swarm."""
+        with self._lock:
+            return sum(
+                n for (_, s, k), n in self._claim_bytes.items() if s == swarm_id and k == "value"
+            )
 
     def blob_claims(self, digest: str) -> list[tuple[str, str]]:
         """``[(swarm_id, kind)]`` of a blob, sorted."""

@@ -165,6 +165,8 @@ blob_claims = sa.Table(
     sa.Column("digest", sa.String(), primary_key=True),
     sa.Column("swarm_id", sa.String(), primary_key=True),
     sa.Column("kind", sa.String(), primary_key=True),
+    # Its size in bytes as the claim gave it (a swarm's values count against its quota).
+    sa.Column("length", sa.BigInteger(), nullable=False, server_default="0"),
 )
 
 # Who has a blob: "node:<id>" or "user", given it under a swarm or ("") uploading it.

@@ -608,12 +608,23 @@ class SQLStore:
             self._upsert(conn, t.state, ["swarm_id", "node_id", "alias", "key"], values)
 
     # -------------------------------------------------------------------- blobs
-    def blob_claim(self, digest: str, swarm_id: str, kind: str) -> None:
+    def blob_claim(self, digest: str, swarm_id: str, kind: str, length: int = 0) -> None:
         """Record that a blob belongs to a swarm as a ``"bundle"`` or a ``"value"``."""
         check_blob_kind(kind)
-        values = {"digest": digest, "swarm_id": swarm_id, "kind": kind}
-        with self._write() as conn:
-            self._upsert(conn, t.blob_claims, ["digest", "swarm_id", "kind"], values)
+        values = {"digest": digest, "swarm_id": swarm_id, "kind": kind, "length": length}
+        stmt = self._insert(t.blob_claims).values(**values)
+        stmt = stmt.on_conflict_do_nothing(index_elements=["digest", "swarm_id", "kind"])
+        with self._write() as conn:  # a repeat keeps the first length
+            conn.execute(stmt)
+
+    def swarm_blob_bytes(self, swarm_id: str) -> int:
+        """The bytes of the distinct value blobs claimed by a swarm."""
+        c = t.blob_claims
+        query = sa.select(sa.func.coalesce(sa.func.sum(c.c.length), 0)).where(
+            c.c.swarm_id == swarm_id, c.c.kind == "value"
+        )
+        with self._read() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def blob_claims(self, digest: str) -> list[tuple[str, str]]:
         """``[(swarm_id, kind)]`` of a blob, sorted."""

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(), primary_key=True),
         sa.Column("swarm_id", sa.String(), primary_key=True),
         sa.Column("kind", sa.String(), primary_key=True),
+        sa.Column("length", sa.BigInteger(), nullable=False, server_default="0"),
     )
     op.create_table(
         "shoal_blob_grants",
