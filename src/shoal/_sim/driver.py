@@ -137,11 +137,13 @@ class Simulation(DriverBase):
         self._keep_results = keep_results
         for sub in ("blobs", "modules"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
-        self._folders = {
-            d: extract_bundle(b.data, d, run_dir / "modules") for d, b in bundles.items()
+        folders = {d: extract_bundle(b.data, d, run_dir / "modules") for d, b in bundles.items()}
+        # Per plan module, once: its bundle's digest and folder, and the datasets it
+        # declares (a sandboxed pool shows a worker only these).
+        self._modules = {
+            key: (m.digest, folders[m.digest], frozenset(m.datasets))
+            for key, m in self.plan.modules.items()
         }
-        # The datasets each module declares (a sandboxed pool shows a worker only these).
-        self._declared = {d: frozenset(m.datasets) for d, m in self.plan.modules.items()}
         # A virtual node's instance exists once a worker runs it, not while it waits
         # for one: with 10,000 nodes on 2 workers that wait can be longer than a timeout.
         # The node set never changes, so placement failures are reported at once.
@@ -200,9 +202,8 @@ class Simulation(DriverBase):
         self._infos[ins.instance_id] = info
         self._c.scheduled += 1
         assert self._executor is not None
-        digest = self.plan.modules[ins.module].digest  # a module key names its bundle
-        declared = self._declared[ins.module]
-        self._executor.submit(Job(info, ins.attempt, digest, self._folders[digest], declared))
+        digest, folder, declared = self._modules[ins.module]
+        self._executor.submit(Job(info, ins.attempt, digest, folder, declared))
 
     def _on_cancel(self, ins: CancelInstance) -> None:
         assert self._executor is not None
