@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -61,8 +62,9 @@ def simulate(
     nodes_dir
         A folder with one subfolder per node holding that node's dataset files.
     run_dir
-        Where to keep the run's data, blobs and logs (default: a temporary folder
-        removed when the returned run is garbage-collected).
+        Where to keep the run's blobs and logs (default: a temporary folder removed
+        when the returned run is garbage-collected). Partitioned datasets are split
+        into ``run_dir/data`` for the run only: that folder is removed when it ends.
     progress
         Called as ``progress(what, iteration, done, scheduled)``.
     keep_results
@@ -100,24 +102,31 @@ def simulate(
     root = Path(tempfile.mkdtemp(prefix="shoal-sim-")) if run_dir is None else Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()  # workers may run elsewhere (a sandbox): paths must be absolute
-    node_list = build_nodes(
-        nodes,
-        datasets,
-        partition,
-        seed,
-        root / "data",
-        Path(nodes_dir) if nodes_dir is not None else None,
-    )
-    sim = Simulation(
-        plan,
-        compiled.bundles,
-        node_list,
-        root,
-        executor=executor,
-        workers=workers or min(default_workers(), len(node_list)),
-        seed=seed,
-        progress=progress,
-        cleanup=cleanup,
-        keep_results=keep_results,
-    )
-    return sim.run()
+    # Partitioned shares live in RUN_DIR/data for the run only, and go when it ends,
+    # whatever its end: a seeded split is written again in less time than the run
+    # takes, while copies kept per run would fill the disk (docs/simulator.md).
+    shares = root / "data"
+    try:
+        node_list = build_nodes(
+            nodes,
+            datasets,
+            partition,
+            seed,
+            shares,
+            Path(nodes_dir) if nodes_dir is not None else None,
+        )
+        sim = Simulation(
+            plan,
+            compiled.bundles,
+            node_list,
+            root,
+            executor=executor,
+            workers=workers or min(default_workers(), len(node_list)),
+            seed=seed,
+            progress=progress,
+            cleanup=cleanup,
+            keep_results=keep_results,
+        )
+        return sim.run()
+    finally:
+        shutil.rmtree(shares, ignore_errors=True)
