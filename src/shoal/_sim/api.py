@@ -14,7 +14,7 @@ from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
 from shoal._exec.jobs import default_workers, normalize_executor
 from shoal._exec.pool_bwrap import check_bwrap
-from shoal._sim.driver import Progress, Simulation
+from shoal._sim.driver import OnMetrics, Progress, Simulation
 from shoal._sim.run import SimulationRun
 
 
@@ -31,6 +31,7 @@ def simulate(
     run_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     keep_results: int | None = 2,
+    on_metrics: OnMetrics | None = None,
 ) -> SimulationRun:
     """Run ``swarm`` on virtual nodes and return the run.
 
@@ -70,6 +71,11 @@ def simulate(
     keep_results
         Results of how many past iterations to keep besides the current one (older
         ones are dropped to bound disk use; ``None`` keeps every iteration).
+    on_metrics
+        Called with each batch of new metric values (a list of
+        :class:`~shoal.MetricRecord`) as the run goes: at most twice a second, when an
+        iteration starts and once at the end (``shoal simulate`` shows the latest
+        values and streams them to ``--track`` this way).
 
     Returns
     -------
@@ -126,6 +132,7 @@ def simulate(
             progress=progress,
             cleanup=cleanup,
             keep_results=keep_results,
+            on_metrics=on_metrics,
         )
         return sim.run()
     finally:
