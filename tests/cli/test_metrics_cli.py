@@ -147,3 +147,18 @@ def test_track_streams_to_tensorboard_and_mlflow(
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
         (i, pytest.approx(v)) for i, v in enumerate(MEAN_ACC)
     ]
+
+
+def test_a_tracker_spec_that_names_no_tracker_or_a_missing_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shoal._errors import ShoalError
+    from shoal._metrics.track import open_tracker
+
+    with pytest.raises(ShoalError) as e:
+        open_tracker("wandb:project", "Curves", "run")
+    assert e.value.code == "track.spec" and "tensorboard:DIR" in str(e.value)
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    with pytest.raises(ShoalError) as e:
+        open_tracker(f"tensorboard:{tmp_path}", "Curves", "run")
+    assert e.value.code == "track.missing" and "shoal[tensorboard]" in str(e.value)
