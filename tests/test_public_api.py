@@ -75,6 +75,13 @@ def test_nothing_else_public_leaks_from_shoal() -> None:
     assert public <= PINNED[shoal]
 
 
+@pytest.mark.parametrize("module", [shoal.runtime, shoal.testing], ids=lambda m: m.__name__)
+def test_nothing_else_public_in_the_public_submodules(module: ModuleType) -> None:
+    # Modules count too: `from shoal.testing import os` must not work (issue #16).
+    public = {n for n in vars(module) if not n.startswith("_") and n != "annotations"}
+    assert public == set(module.__all__), sorted(public - set(module.__all__))
+
+
 def test_seed_002s_driver_is_the_network_driver() -> None:
     assert shoal.Driver is shoal.NetworkDriver
     assert shoal.Driver.BRIDGE.value == "bridge"

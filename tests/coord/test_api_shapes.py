@@ -223,4 +223,4 @@ def test_status_nodes_logs_and_metrics_serve_the_documents_they_did(app: _App) -
         assert (failure.node_id, failure.kind, failure.traceback) == ("n1", "error", "tb")
         assert [n.to_dict() for n in client.nodes()] == [node]
         assert [r.to_dict() for r in client.logs(swarm_id)] == [log]
-        assert [m.to_dict() for m in client.metrics(swarm_id)] == [metric]
+        assert [m.to_dict() for m in client.metrics(swarm_id, frame=False)] == [metric]

@@ -199,7 +199,7 @@ def test_results_logs_metrics_large_values_and_failures(
         assert np.array_equal(client.get_global(swarm_id, "big"), np.arange(20_000))
         logs = client.logs(swarm_id, node="node-00001")
         assert [r.message for r in logs] == ["holding 5 rows"]
-        assert [m.value for m in client.metrics(swarm_id, name="rows")] == [5.0, 5.0]
+        assert [m.value for m in client.metrics(swarm_id, name="rows", frame=False)] == [5.0, 5.0]
         assert list(client.follow_logs(swarm_id, level="info"))[-1].message.startswith("holding")
 
     shown = up.shoal("logs", swarm_id, "--node", "node-00000")

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from shoal._api.records import LogRecord, SwarmStatus
 from shoal._cli.app import app, err, fail
+from shoal._cli.headline import Headline, MetricsPoll
 from shoal._cli.render import (
     DESCRIPTION,
     nodes_table,
@@ -26,10 +27,12 @@ from shoal._cli.render import (
     swarms_table,
     write_values,
 )
+from shoal._cli.tracking import open_trackers
 from shoal._errors import ShoalError
 
 if TYPE_CHECKING:
     from shoal._client import Client
+    from shoal._metrics.track import Tracker
 
 out = Console()
 
@@ -63,33 +66,64 @@ def connected(coordinator: str | None, token: str | None) -> Iterator[Client]:
         fail(e)
 
 
-def follow(client: Client, swarm_id: str, timeout: float | None, console: Console) -> str:
+def follow(
+    client: Client,
+    swarm_id: str,
+    timeout: float | None,
+    console: Console,
+    trackers: Sequence[Tracker] = (),
+) -> str:
     """Show a swarm's status as it changes until it finishes; return the final status.
 
-    A terminal gets a live display; a pipe gets one line per change.
+    A terminal gets a live display; a pipe gets one line per change. Under the status,
+    the headline metrics (``shoal._cli.headline``) as they arrive; ``trackers`` get
+    every new metric value too.
     """
     last: SwarmStatus | None = None
+    headline = Headline()
+    metrics = MetricsPoll(client, swarm_id)
+
+    def new_metrics(st: SwarmStatus) -> None:
+        new = metrics.poll(force=st.finished)
+        headline.add(new)
+        for t in trackers:
+            t.add(new)
+
     try:
         if console.is_terminal:
             with Live(console=console, auto_refresh=False, transient=True) as live:
                 for st in client.watch(swarm_id, timeout=timeout):
                     last = st
-                    live.update(status_view(st, tracebacks=False), refresh=True)
+                    new_metrics(st)
+                    view = headline.view()
+                    shown_now = status_view(st, tracebacks=False)
+                    live.update(shown_now if view is None else Group(shown_now, view), refresh=True)
         else:
             # One line per iteration, status change or new failure: a log, not a film.
             shown: tuple[Any, ...] | None = None
+            said: str | None = None
             for st in client.watch(swarm_id, timeout=timeout):
                 last = st
+                new_metrics(st)
                 key = (st.status, st.iteration, len(st.failures))
                 if key != shown:
                     shown = key
                     console.print(progress_line(st), highlight=False, markup=False)
-                    console.file.flush()
+                line = headline.line()
+                if line is not None and line != said:
+                    said = line
+                    console.print(line, highlight=False, markup=False)
+                console.file.flush()
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     if last is None:  # pragma: no cover - watch always yields the current status
         last = client.status(swarm_id)
+    for t in trackers:
+        t.close(last.status)
     console.print(status_view(last), highlight=False, crop=False)
+    view = headline.view()
+    if view is not None:
+        console.print(view)
     return last.status
 
 
@@ -128,12 +162,22 @@ def status(
         float | None,
         typer.Option(help="With --watch: give up after this many seconds.", show_default=False),
     ] = None,
+    track: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --watch: stream metrics to tensorboard:DIR or mlflow:URI (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
     coordinator: Coordinator = None,
     token: Token = None,
 ) -> None:
-    """Show every swarm, or one swarm with its task counts and failures (node, traceback)."""
+    """Show every swarm, or one swarm with its task counts and failures (node, traceback)
+    and the latest value of its metrics."""
     if watch and swarm is None:
         fail("--watch needs a swarm id: shoal status SWARM --watch")
+    if track and not watch:
+        fail("--track streams metrics while following a swarm: add --watch")
     with connected(coordinator, token) as client:
         if swarm is None:
             swarms = client.swarms()
@@ -144,8 +188,14 @@ def status(
             return
         if not watch:
             out.print(status_view(client.status(swarm)), highlight=False, crop=False)
+            latest = Headline()
+            latest.add(client.metrics(swarm, frame=False))
+            view = latest.view()
+            if view is not None:
+                out.print(view)
             return
-        final = follow(client, swarm, timeout, out)
+        trackers = open_trackers(track or [], client.status(swarm).name, swarm)
+        final = follow(client, swarm, timeout, out, trackers)
     if final != "succeeded":
         raise typer.Exit(1)
 
@@ -184,6 +234,13 @@ def results(
     alias: Annotated[
         str | None, typer.Option(help="Only results of this task.", show_default=False)
     ] = None,
+    all_iterations: Annotated[
+        bool,
+        typer.Option(
+            "--all-iterations",
+            help="Every iteration whose results the coordinator keeps, oldest first.",
+        ),
+    ] = False,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -197,11 +254,27 @@ def results(
     coordinator: Coordinator = None,
     token: Token = None,
 ) -> None:
-    """Show the results a swarm's tasks stored under TAG, one per node."""
+    """Show the results a swarm's tasks stored under TAG, one per node (and iteration)."""
+    if all_iterations and iteration is not None:
+        fail("give --iteration N or --all-iterations, not both")
     with connected(coordinator, token) as client:
-        records = client.result_records(swarm, tag, alias=alias, iteration=iteration)
+        if all_iterations:
+            last = client.status(swarm).iteration
+            records = [
+                r
+                for it in range(last + 1)
+                for r in client.result_records(swarm, tag, alias=alias, iteration=it)
+            ]
+        else:
+            records = client.result_records(swarm, tag, alias=alias, iteration=iteration)
     if not records:
-        where = f"iteration {iteration}" if iteration is not None else "the last iteration"
+        where = (
+            "any iteration"
+            if all_iterations
+            else f"iteration {iteration}"
+            if iteration is not None
+            else "the last iteration"
+        )
         fail(
             f"swarm {swarm} has no results tagged {tag!r} in {where}"
             + (f" from task {alias!r}" if alias else "")
@@ -217,9 +290,14 @@ def results(
     out.print(t)
     if output is None:
         return
-    # Keys are node ids; ALIAS/NODE when several tasks stored the tag.
+    # Keys are node ids; ALIAS/NODE when several tasks stored the tag; ITERATION/...
+    # with --all-iterations.
     several = len({r.alias for r in records}) > 1
-    values = {(f"{r.alias}/{r.node_id}" if several else r.node_id): r.value for r in records}
+    values = {
+        (f"{r.iteration}/" if all_iterations else "")
+        + (f"{r.alias}/{r.node_id}" if several else r.node_id): r.value
+        for r in records
+    }
     path, fmt, why = write_values(values, output)
     err.print(
         f"wrote {len(values)} value(s) to {path} as {DESCRIPTION[fmt]}"

@@ -89,6 +89,12 @@ def coordinator_start(
     max_request_mb: Annotated[
         float, typer.Option(help="Larger request bodies get 413 (blob uploads are exempt).")
     ] = 64.0,
+    log_level: Annotated[
+        str,
+        typer.Option(
+            help="debug | info | warning | error (debug also shows the store's migrations)."
+        ),
+    ] = "info",
 ) -> None:
     """Start the coordinator and print the user token line (keep it secret)."""
     if (tls_cert is None) != (tls_key is None):
@@ -98,6 +104,8 @@ def coordinator_start(
             fail(f"{path} does not exist; give the PEM file of the certificate and its key")
     if not 1 <= port <= 65535:
         fail(f"--port {port} is not a port number (1-65535)")
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        fail(f"--log-level {log_level!r} is not one of debug, info, warning, error")
     if not max_request_mb > 0:
         fail(f"--max-request-mb {max_request_mb:g} must be positive")
     state = state.resolve()
@@ -115,7 +123,15 @@ def coordinator_start(
     typer.echo(f"nodes join with the token of: shoal coordinator token --state {state}")
     try:
         server.serve(
-            db_url, state, blobs_dir, host, port, tls_cert, tls_key, max_request_mb=max_request_mb
+            db_url,
+            state,
+            blobs_dir,
+            host,
+            port,
+            tls_cert,
+            tls_key,
+            max_request_mb=max_request_mb,
+            log_level=log_level.lower(),
         )
     except ShoalError as e:
         fail(e)

@@ -9,12 +9,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import shoal
 from shoal._cli.app import app, fail
+from shoal._cli.headline import Headline, HeadlineProgress
 from shoal._cli.render import show
+from shoal._cli.tracking import close_trackers, open_trackers
 from shoal._errors import ShoalError
 
 out = Console()
@@ -62,6 +64,13 @@ def simulate(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write status, globals, metrics as JSON.")
     ] = None,
+    track: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Stream metrics to tensorboard:DIR or mlflow:URI (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a swarm on virtual nodes on this machine."""
     from shoal._define.loader import load_swarm
@@ -71,7 +80,9 @@ def simulate(
         swarm, _ = load_swarm(target)
     except ShoalError as e:
         fail(e)
-    bar = Progress(
+    headline = Headline()
+    trackers = open_trackers(track or [], type(swarm).__name__, run_dir.name)
+    bar = HeadlineProgress(
         TextColumn("iteration {task.fields[iteration]}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -79,11 +90,17 @@ def simulate(
         TimeElapsedColumn(),
         console=out,
         transient=False,
+        headline=headline,
     )
     task_id = bar.add_task("run", total=None, iteration=0)
 
     def progress(what: str, iteration: int, done: int, scheduled: int) -> None:
         bar.update(task_id, completed=done, total=scheduled, iteration=iteration)
+
+    def on_metrics(records: list[shoal.MetricRecord]) -> None:
+        headline.add(records)
+        for t in trackers:
+            t.add(records)
 
     try:
         with bar:
@@ -100,9 +117,12 @@ def simulate(
                 run_dir=run_dir,
                 progress=progress,
                 keep_results=None if keep_results < 0 else keep_results,
+                on_metrics=on_metrics,
             )
     except ShoalError as e:
+        close_trackers(trackers, "failed")
         fail(e)
+    close_trackers(trackers, run.status)
     # From the run's plan: compiling the swarm a second time just for this note was waste.
     images = sorted({m.image for m in run.plan.modules.values()})
     if images != ["python"]:
@@ -123,6 +143,9 @@ def _save_logs(run: shoal.SimulationRun, run_dir: Path) -> None:
     with open(run_dir / "logs.jsonl", "w", encoding="utf-8") as f:
         for r in run.logs():
             f.write(json.dumps(r.to_dict()) + "\n")
+    with open(run_dir / "metrics.jsonl", "w", encoding="utf-8") as f:  # `shoal metrics`
+        for m in run.metrics(frame=False):
+            f.write(json.dumps(m.to_dict()) + "\n")
     (run_dir / "summary.json").write_text(json.dumps(run.summary(), indent=2, default=str))
     # What happened to each failed instance (`shoal story ID --run RUN_DIR`).
     stories = {f.instance_id: run.story(f.instance_id) for f in run.failures}
@@ -173,7 +196,7 @@ def _summary(run: shoal.SimulationRun) -> None:
         if rt.row_count:
             out.print(rt)
         last: dict[tuple[str, str], float] = {}
-        for m in run.metrics():
+        for m in run.metrics(frame=False):
             if m.alias in sinks or not sinks:
                 last[(m.alias, m.name)] = m.value
         if last:

@@ -35,6 +35,7 @@ from shoal._client.http import clean, path_part, raise_for_status, sse, wait_tim
 from shoal._codec import decode
 from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
+from shoal._metrics.table import frame_or_records
 from shoal._runtime.api import ResultRecord
 from shoal._version import __version__
 
@@ -492,10 +493,30 @@ class Client:
         name: str | None = None,
         node: str | None = None,
         task: str | None = None,
-    ) -> list[MetricRecord]:
-        """A swarm's metric values (``name``, ``value``, ``step``, ``node_id``,
-        ``alias``, ``iteration``, ``time``), filtered by metric name, node id and task
-        alias."""
+        *,
+        frame: bool | None = None,
+    ) -> Any:
+        """A swarm's metric values, filtered by metric name, node id and task alias.
+
+        Parameters
+        ----------
+        swarm_id
+            The swarm.
+        name, node, task
+            Only values of this metric name, node id and task alias.
+        frame
+            None (default): a pandas DataFrame when pandas is installed, else a list of
+            records. True: always a DataFrame (``metrics.pandas`` if pandas is
+            missing). False: always the list of :class:`~shoal.MetricRecord` (``name``,
+            ``value``, ``step``, ``node_id``, ``alias``, ``iteration``, ``time``).
+
+        Returns
+        -------
+        pandas.DataFrame or list of MetricRecord
+            The DataFrame is tidy: one row per value, columns ``swarm`` (the swarm
+            id), ``iteration``, ``node``, ``task``, ``name``, ``value``, ``step``,
+            ``time``.
+        """
         what = f"metrics of swarm {swarm_id}"
         doc = self._json(
             "GET",
@@ -503,7 +524,8 @@ class Client:
             what,
             params={"name": name, "node": node, "task": task},
         )
-        return self._typed(schemas.METRIC_LIST, doc, what)
+        records: list[MetricRecord] = self._typed(schemas.METRIC_LIST, doc, what)
+        return frame_or_records(records, swarm_id, frame)
 
     # ------------------------------------------------------------------ values
 

@@ -218,6 +218,10 @@ def serve(
         logging.basicConfig(
             level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+    # alembic tells every migration step (and plugin set-up) at INFO, at each start:
+    # noise for an operator; `--log-level debug` shows it.
+    quiet = log_level.lower() != "debug"
+    logging.getLogger("alembic").setLevel(logging.WARNING if quiet else logging.DEBUG)
     # Everything the coordinator writes is private to its user: folders 0700, files
     # 0600 (the database, its journal files, tokens, blobs), also those made later.
     os.umask(0o077)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,7 +14,7 @@ from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
 from shoal._exec.jobs import default_workers, normalize_executor
 from shoal._exec.pool_bwrap import check_bwrap
-from shoal._sim.driver import Progress, Simulation
+from shoal._sim.driver import OnMetrics, Progress, Simulation
 from shoal._sim.run import SimulationRun
 
 
@@ -30,6 +31,7 @@ def simulate(
     run_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     keep_results: int | None = 2,
+    on_metrics: OnMetrics | None = None,
 ) -> SimulationRun:
     """Run ``swarm`` on virtual nodes and return the run.
 
@@ -61,13 +63,19 @@ def simulate(
     nodes_dir
         A folder with one subfolder per node holding that node's dataset files.
     run_dir
-        Where to keep the run's data, blobs and logs (default: a temporary folder
-        removed when the returned run is garbage-collected).
+        Where to keep the run's blobs and logs (default: a temporary folder removed
+        when the returned run is garbage-collected). Partitioned datasets are split
+        into ``run_dir/data`` for the run only: that folder is removed when it ends.
     progress
         Called as ``progress(what, iteration, done, scheduled)``.
     keep_results
         Results of how many past iterations to keep besides the current one (older
         ones are dropped to bound disk use; ``None`` keeps every iteration).
+    on_metrics
+        Called with each batch of new metric values (a list of
+        :class:`~shoal.MetricRecord`) as the run goes: at most twice a second, when an
+        iteration starts and once at the end (``shoal simulate`` shows the latest
+        values and streams them to ``--track`` this way).
 
     Returns
     -------
@@ -100,24 +108,32 @@ def simulate(
     root = Path(tempfile.mkdtemp(prefix="shoal-sim-")) if run_dir is None else Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()  # workers may run elsewhere (a sandbox): paths must be absolute
-    node_list = build_nodes(
-        nodes,
-        datasets,
-        partition,
-        seed,
-        root / "data",
-        Path(nodes_dir) if nodes_dir is not None else None,
-    )
-    sim = Simulation(
-        plan,
-        compiled.bundles,
-        node_list,
-        root,
-        executor=executor,
-        workers=workers or min(default_workers(), len(node_list)),
-        seed=seed,
-        progress=progress,
-        cleanup=cleanup,
-        keep_results=keep_results,
-    )
-    return sim.run()
+    # Partitioned shares live in RUN_DIR/data for the run only, and go when it ends,
+    # whatever its end: a seeded split is written again in less time than the run
+    # takes, while copies kept per run would fill the disk (docs/simulator.md).
+    shares = root / "data"
+    try:
+        node_list = build_nodes(
+            nodes,
+            datasets,
+            partition,
+            seed,
+            shares,
+            Path(nodes_dir) if nodes_dir is not None else None,
+        )
+        sim = Simulation(
+            plan,
+            compiled.bundles,
+            node_list,
+            root,
+            executor=executor,
+            workers=workers or min(default_workers(), len(node_list)),
+            seed=seed,
+            progress=progress,
+            cleanup=cleanup,
+            keep_results=keep_results,
+            on_metrics=on_metrics,
+        )
+        return sim.run()
+    finally:
+        shutil.rmtree(shares, ignore_errors=True)

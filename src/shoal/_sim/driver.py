@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from shoal._api.records import failure_record
+from shoal._api.records import MetricRecord, failure_record, metric_record
 from shoal._bundle import Bundle
 from shoal._driver import DriverBase
 from shoal._engine import Engine
@@ -48,6 +48,11 @@ from shoal._store.memory import MemoryStore
 from shoal._world.service import InstanceInfo, NodeInfo, WorldService
 
 Progress = Callable[[str, int, int, int], None]  # (what, iteration, done, scheduled)
+OnMetrics = Callable[[list[MetricRecord]], None]  # each batch of new metric values
+
+#: The most often new metrics are handed to ``on_metrics`` (seconds; also at each
+#: iteration's start and at the end): reading the store costs O(all metrics).
+METRICS_EVERY_S = 0.5
 
 
 class Clock(Protocol):
@@ -126,8 +131,12 @@ class Simulation(DriverBase):
         clock: Clock | None = None,
         executor_factory: Callable[[Simulation], SimExecutor] | None = None,
         validate: bool = False,
+        on_metrics: OnMetrics | None = None,
     ) -> None:
         self.plan = plan
+        self._on_metrics = on_metrics
+        self._metrics_seen = 0  # the store returns metrics in the order they came
+        self._metrics_at = (-1.0, -1)  # (monotonic time, iteration) of the last handout
         self.nodes = {n.node_id: n for n in nodes}
         self.run_dir = run_dir
         self.seed = seed
@@ -231,6 +240,22 @@ class Simulation(DriverBase):
             self.feed(self._events.popleft())
         if self._progress:
             self._progress("progress", self._c.iteration, self._c.done, self._c.scheduled)
+        self._hand_out_metrics(force=False)
+
+    def _hand_out_metrics(self, force: bool) -> None:
+        # Outside feed(): a callback that raises cannot leave the engine half-stepped.
+        if self._on_metrics is None:
+            return
+        at, iteration = self._metrics_at
+        now = time.monotonic()
+        if not force and iteration == self._c.iteration and now - at < METRICS_EVERY_S:
+            return
+        self._metrics_at = (now, self._c.iteration)
+        rows = self.store.metrics(self.swarm_id)
+        if len(rows) > self._metrics_seen:
+            new = rows[self._metrics_seen :]
+            self._metrics_seen = len(rows)
+            self._on_metrics([metric_record(r) for r in new])
 
     def _make_executor(self) -> SimExecutor:
         if self._executor_factory is not None:
@@ -281,6 +306,7 @@ class Simulation(DriverBase):
         finally:
             executor.close()
             self.store.settle()
+        self._hand_out_metrics(force=True)
         return self._result()
 
     def _result(self) -> SimulationRun:

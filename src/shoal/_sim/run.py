@@ -13,12 +13,13 @@ from typing import Any
 from shoal._api.records import (
     FailureRecord,
     LogRecord,
-    MetricRecord,
     log_record,
     metric_record,
 )
 from shoal._engine import Engine
 from shoal._errors import ShoalError
+from shoal._metrics.plot import plot as plot_metric
+from shoal._metrics.table import frame_or_records
 from shoal._plan import Plan
 from shoal._runtime.api import ResultRecord
 from shoal._store.base import Store
@@ -200,11 +201,57 @@ class SimulationRun:
         return [log_record(r) for r in rows]
 
     def metrics(
-        self, name: str | None = None, node: str | None = None, task: str | None = None
-    ) -> list[MetricRecord]:
-        """Metric values, filtered by name, node and task (alias)."""
+        self,
+        name: str | None = None,
+        node: str | None = None,
+        task: str | None = None,
+        *,
+        frame: bool | None = None,
+    ) -> Any:
+        """Metric values, filtered by name, node and task (alias).
+
+        Parameters
+        ----------
+        name, node, task
+            Only values of this metric name, node id and task alias.
+        frame
+            None (default): a pandas DataFrame when pandas is installed, else a list of
+            records. True: always a DataFrame (``metrics.pandas`` if pandas is
+            missing). False: always the list of :class:`~shoal.MetricRecord`.
+
+        Returns
+        -------
+        pandas.DataFrame or list of MetricRecord
+            The DataFrame is tidy: one row per value, columns ``swarm`` (the swarm's
+            name), ``iteration``, ``node``, ``task``, ``name``, ``value``, ``step``,
+            ``time``; e.g. ``run.metrics("val_accuracy").groupby("iteration").value.mean()``.
+        """
         rows = self._store.metrics(self.swarm_id, name=name, node=node, task=task)
-        return [metric_record(r) for r in rows]
+        return frame_or_records([metric_record(r) for r in rows], self.plan.name, frame)
+
+    def plot(self, name: str, ax: Any = None) -> Any:
+        """Draw metric ``name`` per iteration with matplotlib: a thin line per node (a
+        min-max band above 50 nodes) and the mean over nodes.
+
+        Parameters
+        ----------
+        name
+            The metric, as given to ``self.logger.metric(name, value)``.
+        ax
+            The matplotlib Axes to draw on (default: a new figure).
+
+        Returns
+        -------
+        matplotlib.axes.Axes
+            The axes (``ax.figure`` is its figure).
+
+        Raises
+        ------
+        ShoalError
+            ``metrics.matplotlib`` without matplotlib (``pip install 'shoal[plot]'``),
+            ``metrics.unknown`` if no value of ``name`` was logged.
+        """
+        return plot_metric(self.metrics(frame=False), name, ax, title=f"{self.plan.name}: {name}")
 
     def summary(self) -> dict[str, Any]:
         """A JSON-representable summary: status, iterations, globals, metrics."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from shoal._public import publish as _publish
 from shoal._runtime.api import Globals, Local, Logger, Resources, ResultRecord, Results, World
-from shoal._runtime.context import current
+from shoal._runtime.context import current as _current
 
 __all__ = [
     "Globals",
@@ -43,17 +43,17 @@ class Task:
     @property
     def world(self) -> World:
         """Swarm-wide globals and results, iteration and identity."""
-        return World(current())
+        return World(_current())
 
     @property
     def local(self) -> Local:
         """The node's datasets, state and resources."""
-        return Local(current())
+        return Local(_current())
 
     @property
     def logger(self) -> Logger:
         """Logs and metrics, collected by the driver."""
-        return Logger(current())
+        return Logger(_current())
 
     def run(self) -> None:
         """The task's work; override it."""

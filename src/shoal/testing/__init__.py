@@ -12,28 +12,32 @@ Run a swarm's real task code in this process, deterministically and without slee
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+# Every import is private (an underscore name): the module's public names are its
+# __all__ and nothing else (tests/test_public_api.py).
+import os as _os
+import tempfile as _tempfile
+from collections.abc import Mapping as _Mapping
+from dataclasses import dataclass as _dataclass
+from pathlib import Path as _Path
+from typing import Literal as _Literal
 
 import shoal as _shoal
-from shoal._data.nodes import build_nodes, node_id
-from shoal._define.compile import compile_swarm
-from shoal._define.swarm import Swarm
-from shoal._errors import ShoalError
-from shoal._exec.inline import InlineExecutor
-from shoal._exec.jobs import SimExecutor
+from shoal._data.nodes import build_nodes as _build_nodes
+from shoal._data.nodes import node_id as _node_id
+from shoal._define.compile import compile_swarm as _compile_swarm
+from shoal._define.swarm import Swarm as _Swarm
+from shoal._errors import ShoalError as _ShoalError
+from shoal._exec.inline import InlineExecutor as _InlineExecutor
+from shoal._exec.jobs import SimExecutor as _SimExecutor
 from shoal._public import publish as _publish
-from shoal._sim.driver import Simulation
-from shoal._sim.run import SimulationRun
-from shoal._world.service import InstanceInfo, NodeInfo
+from shoal._sim.driver import Simulation as _Simulation
+from shoal._sim.run import SimulationRun as _SimulationRun
+from shoal._world.service import InstanceInfo as _InstanceInfo
+from shoal._world.service import NodeInfo as _NodeInfo
 
 __all__ = ["Fault", "Federation", "VirtualClock"]
 
-FaultKind = Literal["raise", "crash", "hang"]
+_FaultKind = _Literal["raise", "crash", "hang"]
 
 
 class VirtualClock:
@@ -53,11 +57,11 @@ class VirtualClock:
     def advance(self, seconds: float) -> None:
         """Move the clock forward."""
         if seconds < 0:
-            raise ShoalError(f"cannot move a clock back by {seconds}s", code="testing.clock")
+            raise _ShoalError(f"cannot move a clock back by {seconds}s", code="testing.clock")
         self._now += seconds
 
 
-@dataclass(frozen=True)
+@_dataclass(frozen=True)
 class Fault:
     """An injected failure: matching instances raise, crash or hang instead of running.
 
@@ -65,13 +69,13 @@ class Fault:
     to the first attempt so that retries can succeed.
     """
 
-    kind: FaultKind
+    kind: _FaultKind
     node: str | None = None
     task: str | None = None
     iteration: int | None = None
     attempt: int | None = 0
 
-    def matches(self, info: InstanceInfo, attempt: int) -> bool:
+    def matches(self, info: _InstanceInfo, attempt: int) -> bool:
         """Whether this fault applies to the instance."""
         return (
             (self.node is None or self.node == info.node_id)
@@ -97,8 +101,8 @@ class Federation:
 
     def __init__(
         self,
-        nodes: int | Mapping[str, Mapping[str, str | os.PathLike[str]]] = 3,
-        datasets: Mapping[str, str | os.PathLike[str]] | None = None,
+        nodes: int | _Mapping[str, _Mapping[str, str | _os.PathLike[str]]] = 3,
+        datasets: _Mapping[str, str | _os.PathLike[str]] | None = None,
         seed: int = 0,
     ) -> None:
         self.clock = VirtualClock()
@@ -110,12 +114,12 @@ class Federation:
     def node_ids(self) -> list[str]:
         """The ids of the federation's nodes."""
         if isinstance(self._nodes, int):
-            return [node_id(i) for i in range(self._nodes)]
+            return [_node_id(i) for i in range(self._nodes)]
         return list(self._nodes)
 
     def inject(
         self,
-        kind: FaultKind,
+        kind: _FaultKind,
         node: str | None = None,
         task: str | None = None,
         iteration: int | None = None,
@@ -123,7 +127,7 @@ class Federation:
     ) -> Fault:
         """Make matching instances ``raise``, ``crash`` or ``hang`` (until their timeout)."""
         if kind not in ("raise", "crash", "hang"):
-            raise ShoalError(
+            raise _ShoalError(
                 f"unknown fault kind {kind!r}",
                 code="testing.fault",
                 hint="use 'raise', 'crash' or 'hang'",
@@ -132,30 +136,30 @@ class Federation:
         self.faults.append(fault)
         return fault
 
-    def _fault(self, info: InstanceInfo, attempt: int) -> str | None:
+    def _fault(self, info: _InstanceInfo, attempt: int) -> str | None:
         return next((f.kind for f in self.faults if f.matches(info, attempt)), None)
 
-    def run(self, swarm: Swarm, max_iterations: int | None = None) -> SimulationRun:
+    def run(self, swarm: _Swarm, max_iterations: int | None = None) -> _SimulationRun:
         """Run ``swarm`` to its end and return the run (it never raises for a failed swarm)."""
-        plan_bundles = compile_swarm(swarm)
+        plan_bundles = _compile_swarm(swarm)
         plan = plan_bundles.plan
         if max_iterations is not None:
             plan = plan.model_copy(
                 update={"limits": plan.limits.model_copy(update={"max_iterations": max_iterations})}
             )
-        root = Path(tempfile.mkdtemp(prefix="shoal-test-"))
+        root = _Path(_tempfile.mkdtemp(prefix="shoal-test-"))
         if isinstance(self._nodes, int):
-            nodes = build_nodes(self._nodes, self._datasets, None, self.seed, root / "data")
+            nodes = _build_nodes(self._nodes, self._datasets, None, self.seed, root / "data")
         else:
             nodes = [
-                NodeInfo(n, {k: Path(v) for k, v in {**d, **self._datasets}.items()})
+                _NodeInfo(n, {k: _Path(v) for k, v in {**d, **self._datasets}.items()})
                 for n, d in self._nodes.items()
             ]
 
-        def executor(sim: Simulation) -> SimExecutor:
-            return InlineExecutor(sim.service, sim.started, sim.done, fault=self._fault)
+        def executor(sim: _Simulation) -> _SimExecutor:
+            return _InlineExecutor(sim.service, sim.started, sim.done, fault=self._fault)
 
-        sim = Simulation(
+        sim = _Simulation(
             plan,
             plan_bundles.bundles,
             nodes,
