@@ -91,6 +91,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "module.package": "A module's folder has no __init__.py.",
         "module.path": "A module's python_program does not exist or is not a .py file.",
         "module.program": "A module was given no python_program.",
+        "module.resources": "A module's resources have an unknown key or a bad quantity.",
         "module.syntax": "A module's code has a syntax error.",
         "name.alias": "A task alias is outside the name character set (letters, digits, . _ -).",
         "name.dataset": "A dataset name is outside the name character set.",

@@ -443,7 +443,12 @@ class Coordinator(NodeOps, DriverBase):
         with self._lock:
             if self.plan_of(swarm_id) is None:
                 return SwarmReport(rec, None, {})
-            return SwarmReport(rec, self.engine.swarm(swarm_id), self.engine.counts(swarm_id))
+            return SwarmReport(
+                rec,
+                self.engine.swarm(swarm_id),
+                self.engine.counts(swarm_id),
+                self.engine.waiting(swarm_id),
+            )
 
     def story(self, instance_id: str) -> list[str]:
         """What happened to an instance (see :meth:`DriverBase.story`); 404 if unknown."""
