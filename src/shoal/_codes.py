@@ -138,6 +138,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "sim.dataset": "A simulated dataset's path does not exist.",
         "sim.executor": "An unknown simulator executor.",
         "sim.max_iterations": "simulate() was given a max_iterations that is not an int >= 1.",
+        "sim.node_profile": "A simulator node profile or nodes file has a bad key or value.",
         "sim.nodes": "A simulation was asked for fewer than one node.",
         "sim.nodes_dir": "The nodes folder of a simulation is missing or malformed.",
         "sim.stalled": "A simulation stalled with nothing running or scheduled (a bug in shoal).",

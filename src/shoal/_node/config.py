@@ -9,7 +9,7 @@ Example::
     executor = "auto"                           # bwrap if it works here, else process
     heartbeat_interval_s = 5
     # ca_cert = "/etc/shoal/ca.pem"             # trust a self-signed coordinator CA
-    # gpu = false
+    # gpu = false                             # default: detected with nvidia-smi
 
     [datasets]
     mnist = "/data/mnist.npz"
@@ -118,7 +118,9 @@ class NodeConfig(BaseModel):
     ca_cert
         A CA bundle to verify the coordinator's TLS certificate with.
     gpu
-        Whether this node offers a GPU.
+        Whether this node offers its GPUs: None (the default) offers the GPUs
+        ``nvidia-smi`` detects, ``false`` none, ``true`` the detected ones (one GPU of
+        unknown memory, with a warning, when none is detected).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -135,7 +137,7 @@ class NodeConfig(BaseModel):
     heartbeat_interval_s: Annotated[float, Field(gt=0)] = 5.0
     retry_max_s: Annotated[float, Field(gt=0)] = 30.0
     ca_cert: Path | None = None
-    gpu: bool = False
+    gpu: bool | None = None
 
     def read_join_token(self) -> str | None:
         """The join token, from the config or its file (None if neither is set)."""

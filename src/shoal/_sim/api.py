@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from shoal._data.nodes import build_nodes
 from shoal._define.compile import compile_swarm
@@ -14,12 +15,13 @@ from shoal._errors import ShoalError
 from shoal._exec.jobs import default_workers, normalize_executor
 from shoal._exec.pool_bwrap import check_bwrap
 from shoal._sim.driver import Progress, Simulation
+from shoal._sim.profiles import NodeProfile, profiled_nodes
 from shoal._sim.run import SimulationRun
 
 
 def simulate(
     swarm: Swarm,
-    nodes: int | None = 10,
+    nodes: int | Sequence[NodeProfile | Mapping[str, Any]] | None = 10,
     datasets: Mapping[str, str | os.PathLike[str]] | None = None,
     partition: str | None = None,
     seed: int = 0,
@@ -38,7 +40,11 @@ def simulate(
     swarm
         The swarm to run (it is validated and compiled first).
     nodes
-        How many virtual nodes (``node-00000``, ...). Ignored with ``nodes_dir``.
+        How many virtual nodes (``node-00000``, ...), or a list of
+        :class:`~shoal.NodeProfile` (or dicts with its keys) for a heterogeneous fleet:
+        per kind of node its count, CPUs, memory, GPUs, datasets, images, load and link.
+        Profiled nodes advertise their facts, so placement checks ``gpu=True`` and each
+        module's ``resources`` against them. Ignored with ``nodes_dir``.
     datasets
         ``{name: path}`` every node maps; split across nodes with ``partition``, or
         shared whole by every node when ``partition`` is None.
@@ -100,14 +106,17 @@ def simulate(
     root = Path(tempfile.mkdtemp(prefix="shoal-sim-")) if run_dir is None else Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()  # workers may run elsewhere (a sandbox): paths must be absolute
-    node_list = build_nodes(
-        nodes,
-        datasets,
-        partition,
-        seed,
-        root / "data",
-        Path(nodes_dir) if nodes_dir is not None else None,
-    )
+    if nodes_dir is None and nodes is not None and not isinstance(nodes, int):
+        node_list = profiled_nodes(nodes, datasets, partition, seed, root / "data")
+    else:
+        node_list = build_nodes(
+            nodes if isinstance(nodes, int) else None,
+            datasets,
+            partition,
+            seed,
+            root / "data",
+            Path(nodes_dir) if nodes_dir is not None else None,
+        )
     sim = Simulation(
         plan,
         compiled.bundles,
