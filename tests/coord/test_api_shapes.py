@@ -54,6 +54,10 @@ def _golden_run(swarm_id: str, iid: str, module: str, seq: int) -> dict[str, Any
         "datasets": ["d"],
         "image": "python",
         "timeout_s": 30.0,
+        "requirements": [],
+        "cpu": 0.0,
+        "memory": 0,
+        "gpu": 0,
         "global_versions": {},
         "seq": seq,
     }

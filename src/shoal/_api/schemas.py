@@ -145,7 +145,13 @@ class WorldRequest(Body):
 
 class RunInstruction(BaseModel):
     """Run an instance. ``global_versions`` (the swarm's globals' versions) is filled
-    in when the instruction is delivered; ``seq`` when it is queued."""
+    in when the instruction is delivered; ``seq`` when it is queued.
+
+    ``requirements`` are the module's (the node refuses the instance when its image
+    lacks one); ``cpu`` (cores), ``memory`` (bytes) and ``gpu`` (a count, at least 1 for
+    a ``gpu=True`` task) are its module's resources as numbers, 0 where none is asked:
+    the node applies cpu and memory as the instance's limits and shows a GPU task the
+    GPU's device files."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -159,6 +165,10 @@ class RunInstruction(BaseModel):
     datasets: list[str]
     image: str
     timeout_s: float | None
+    requirements: list[str] = []
+    cpu: float = 0.0
+    memory: int = 0
+    gpu: int = 0
     global_versions: dict[str, str] = {}
     seq: int = 0
 

@@ -32,10 +32,18 @@ from shoal._exec.registry import make_executor
 from shoal._node.cache import Caches
 from shoal._node.client import Backoff, CoordinatorClient, Rejected, Stopped
 from shoal._node.config import DEFAULT_IMAGE, NodeConfig, load_config
-from shoal._node.facts import Gpu, LinkStats, cpu_count, detect_gpus, memory_total
+from shoal._node.facts import (
+    Gpu,
+    LinkStats,
+    cpu_count,
+    detect_gpus,
+    gpu_devices,
+    memory_total,
+)
 from shoal._node.identity import CredentialFile, new_credential
 from shoal._node.instance import InstanceRun
 from shoal._node.proxy import WorldProxy
+from shoal._node.requirements import RequirementChecker
 
 log = logging.getLogger("shoal.node")
 
@@ -76,6 +84,9 @@ class Agent:
         self.gpus = _gpus(config.gpu)
         self.link = LinkStats()  # heartbeats' round trips: local.get_network_quality()
         self.proxy = WorldProxy(self.client, self.caches, self.gpus, self.link)
+        self.requirements = RequirementChecker()
+        # The device files a GPU task is shown (none on a node without a GPU).
+        self.gpu_devices = tuple(gpu_devices()) if self.gpus else ()
         self.slots = threading.Semaphore(config.limits.max_concurrent)
         # What a previous agent process left (it was killed): its instances are gone.
         for leftover in ("work", "run"):
@@ -291,9 +302,11 @@ class Agent:
             self._load_or_enrol()
             # The first heartbeat carries the new session before any instruction is
             # taken, so the coordinator knows this agent lost its old instances.
+            start = time.monotonic()
             self.client.call(
                 "POST", "/v1/nodes/heartbeat", json=self._heartbeat_body().model_dump()
             )
+            self.link.record(time.monotonic() - start)
             beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
             beat.start()
             # The long poll blocks for up to POLL_WAIT_S; it runs in its own thread so a
