@@ -141,6 +141,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "sim.node_profile": "A simulator node profile or nodes file has a bad key or value.",
         "sim.nodes": "A simulation was asked for fewer than one node.",
         "sim.nodes_dir": "The nodes folder of a simulation is missing or malformed.",
+        "sim.requirements": "This Python lacks a module's requirements (the simulator runs all).",
         "sim.stalled": "A simulation stalled with nothing running or scheduled (a bug in shoal).",
         "sim.workers": "A simulation was asked for fewer than one worker.",
         "storage.full": "The coordinator's disk is full: a blob or database write failed (507).",

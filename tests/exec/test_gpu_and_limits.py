@@ -16,11 +16,11 @@ from task_harness import make_spec
 from shoal._api.schemas import RunInstruction
 from shoal._exec.bwrap import bwrap_argv
 from shoal._exec.oci import OciImage, container_argv, plan_container
+from shoal._exec.requirements import Installed, unmet
 from shoal._exec.restrictions import SANDBOX
 from shoal._node.config import Limits
 from shoal._node.facts import LinkStats, detect_gpus, gpu_devices, performance
 from shoal._node.instance import requested_limits
-from shoal._node.requirements import Installed, unmet
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -134,7 +134,7 @@ def test_requirements_are_checked_against_what_an_image_has() -> None:
 
 
 def test_the_agents_own_interpreter_is_probed_once() -> None:
-    from shoal._node.requirements import RequirementChecker
+    from shoal._exec.requirements import RequirementChecker
 
     checker = RequirementChecker()
     interp = Path(sys.executable)

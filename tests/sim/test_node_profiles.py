@@ -253,3 +253,23 @@ def test_shoal_simulate_takes_a_nodes_file_and_inline_profiles(tmp_path: Path) -
     assert "node one-gpu: lacks dataset 'mnist', has 1 GPU, needs 2" in " ".join(
         failed.stdout.split()
     )
+
+
+def test_the_simulator_refuses_requirements_its_python_lacks(tmp_path: Path) -> None:
+    # Seed 001's directory module with a requirements.txt.
+    folder = tmp_path / "worker"
+    folder.mkdir()
+    (folder / "__init__.py").write_text(CODE)
+    (folder / "requirements.txt").write_text("numpy\nshoal-no-such-dist>=1  # pinned\n")
+
+    class Needs(Swarm):
+        max_iterations = 1
+
+        def execute(self) -> Task:
+            return Task(Module(folder, "pytorch", requirements=["numpy>=1.0"]))()
+
+    with pytest.raises(ShoalError, match=r"module 'worker' needs shoal-no-such-dist>=1 \(not") as e:
+        shoal.simulate(Needs(), nodes=2, executor="inline")
+    assert e.value.code == "sim.requirements"
+    (folder / "requirements.txt").write_text("numpy\n")
+    assert shoal.simulate(Needs(), nodes=2, executor="inline").ok

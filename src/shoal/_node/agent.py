@@ -29,6 +29,7 @@ from shoal._api.schemas import CancelInstruction, HeartbeatBody, Instruction
 from shoal._errors import ShoalError
 from shoal._exec.base import Executor
 from shoal._exec.registry import make_executor
+from shoal._exec.requirements import RequirementChecker
 from shoal._node.cache import Caches
 from shoal._node.client import Backoff, CoordinatorClient, Rejected, Stopped
 from shoal._node.config import DEFAULT_IMAGE, NodeConfig, load_config
@@ -43,7 +44,6 @@ from shoal._node.facts import (
 from shoal._node.identity import CredentialFile, new_credential
 from shoal._node.instance import InstanceRun
 from shoal._node.proxy import WorldProxy
-from shoal._node.requirements import RequirementChecker
 
 log = logging.getLogger("shoal.node")
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from shoal._api.schemas import RunInstruction
 from shoal._errors import ShoalError
 from shoal._exec.base import Executor, InstanceSpec, TaskHandle, failure_reason
+from shoal._exec.requirements import RequirementChecker
 from shoal._node.cache import Caches
 from shoal._node.client import (
     DISK_FULL_CODES,
@@ -35,7 +36,6 @@ from shoal._node.client import (
 )
 from shoal._node.config import OCI_EXECUTORS, Limits, NodeConfig
 from shoal._node.proxy import InstanceScope, WorldProxy
-from shoal._node.requirements import RequirementChecker
 from shoal._runtime import ops, protocol
 
 log = logging.getLogger("shoal.node")

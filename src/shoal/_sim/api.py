@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,9 +15,32 @@ from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
 from shoal._exec.jobs import default_workers, normalize_executor
 from shoal._exec.pool_bwrap import check_bwrap
+from shoal._exec.requirements import RequirementChecker
+from shoal._plan import Plan
 from shoal._sim.driver import Progress, Simulation
 from shoal._sim.profiles import NodeProfile, profiled_nodes
 from shoal._sim.run import SimulationRun
+
+
+def _check_requirements(plan: Plan) -> None:
+    """Every virtual node runs modules with this Python: refuse a module whose
+    requirements it lacks, as a node refuses one its image lacks."""
+    problems = []
+    for module in plan.modules.values():
+        unmet = _CHECKER.missing(list(module.requirements), Path(sys.executable))
+        if unmet:
+            problems.append(f"module {module.name!r} needs {'; '.join(unmet)}")
+    if problems:
+        raise ShoalError(
+            "the simulator runs every module with this Python, which lacks requirements: "
+            + ", ".join(problems),
+            code="sim.requirements",
+            hint=f"install them into this environment ({sys.prefix}), or drop them from "
+            "requirements= / requirements.txt",
+        )
+
+
+_CHECKER = RequirementChecker()
 
 
 def simulate(
@@ -85,8 +109,9 @@ def simulate(
     Raises
     ------
     ShoalError
-        For an invalid swarm or argument, e.g. ``sim.executor`` (an unknown executor)
-        or ``sim.bwrap`` (bubblewrap is missing or does not work here).
+        For an invalid swarm or argument, e.g. ``sim.executor`` (an unknown executor),
+        ``sim.bwrap`` (bubblewrap is missing or does not work here) or
+        ``sim.requirements`` (this Python lacks a module's ``requirements``).
     """
     if max_iterations is not None and (not isinstance(max_iterations, int) or max_iterations < 1):
         raise ShoalError(
@@ -98,6 +123,7 @@ def simulate(
         check_bwrap()  # before any partitioning work: say at once what is missing
     compiled = compile_swarm(swarm)
     plan = compiled.plan
+    _check_requirements(plan)
     if max_iterations is not None:
         plan = plan.model_copy(
             update={"limits": plan.limits.model_copy(update={"max_iterations": max_iterations})}
