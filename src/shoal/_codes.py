@@ -107,6 +107,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "node.hello": "A task's first frame on its instance socket was not a valid hello.",
         "node.image": "The image a module names is not usable by the node's executor.",
         "node.protocol": "The coordinator answered a node something it cannot read.",
+        "node.requirements": "A node could not install a module's requirements from its own index.",
         "node.sandbox": "The sandbox of an instance could not be set up.",
         "node.stopped": "The node agent is stopping; the call was abandoned.",
         "node.unknown": "The coordinator knows no node with this id (404).",

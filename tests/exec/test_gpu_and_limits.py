@@ -153,3 +153,17 @@ def test_load_and_link_facts() -> None:
         link.record(rtt)
     # The window keeps the last 4: None, 0.03, 0.02, None.
     assert link.quality() == {"rtt_s": 0.025, "loss": 0.5, "samples": 4.0}
+
+
+def test_installing_requirements_needs_a_package_index(tmp_path: Path) -> None:
+    from shoal._errors import ShoalError
+    from shoal._node.config import parse_config
+
+    base = {"node_id": "n", "coordinator": "http://127.0.0.1:1", "state_dir": "state"}
+    with pytest.raises(ShoalError, match="install_requirements: true needs package_index"):
+        parse_config({**base, "install_requirements": True}, tmp_path)
+    cfg = parse_config({**base, "install_requirements": True, "package_index": "wheels"}, tmp_path)
+    assert cfg.package_index == str(tmp_path / "wheels")
+    url = "https://pypi.example/simple"
+    assert parse_config({**base, "package_index": url}, tmp_path).package_index == url
+    assert parse_config(base, tmp_path).gpu is None  # detected unless set

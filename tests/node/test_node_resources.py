@@ -221,3 +221,68 @@ def test_seed001_adaptive_worker_reads_its_nodes_load_and_link(user: httpx.Clien
         assert s["loss"] == 0.0 and 0.0 < s["rtt_s"] < 0.1 and s["quality"] > 0.5, s
         expected = "lightweight" if s["cpu_usage"] > 0.8 else "standard"
         assert strategy[node] == expected
+
+
+def _wheel(folder: Path, name: str, version: str, code: str) -> Path:
+    """A pure-Python wheel written by hand (no build tools, no network)."""
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": code,
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for path, text in files.items():
+            z.writestr(path, text)
+        z.writestr(f"{dist}/RECORD", record)
+    return wheel
+
+
+USES_DEP = """
+from shoal.runtime import Task
+
+class Uses(Task):
+    def run(self):
+        import shoal_test_dep
+        self.world.results.add("answer", shoal_test_dep.ANSWER)
+
+def main():
+    Uses().run()
+"""
+
+
+def test_a_node_that_may_install_builds_a_cached_environment_from_its_own_index(
+    tmp_path: Path,
+) -> None:
+    wheels = tmp_path / "wheels"
+    _wheel(wheels, "shoal_test_dep", "1.0", "ANSWER = 42\n")
+    with deployment(tmp_path) as d:
+        coord = d.coordinator()
+        extra = f'{PROCESS}\ninstall_requirements = true\npackage_index = "{wheels}"'
+        _, folder = d.node(coord, "builder", extra=extra)
+        with coord.user() as user:
+            wait_nodes(user, ["builder"])
+            module = Module(USES_DEP, requirements=["shoal-test-dep==1.0", "numpy"])
+            for _ in range(2):  # the second run reuses the environment
+                swarm_id = submit(user, _one(module))
+                status = wait_status(user, swarm_id)
+                assert status["status"] == "succeeded", json.dumps(status, indent=1)
+                (row,) = results(user, swarm_id, "answer", alias="t")
+                assert row["value"] == 42
+            envs = [p for p in (folder / "state" / "envs").iterdir()]
+            assert len(envs) == 1 and (envs[0] / ".complete").read_text() == (
+                "shoal-test-dep==1.0\n"  # only what the image lacked; numpy is the image's
+            )
+            # What the index does not hold is refused, naming pip's answer.
+            module = Module(USES_DEP, requirements=["shoal-test-dep==2.0"])
+            status = wait_status(user, submit(user, _one(module)))
+            assert status["status"] == "failed"
+            error = status["failures"][0]["error"]
+            assert "node builder: installing shoal-test-dep==2.0 from" in error
+            assert "No matching distribution" in error

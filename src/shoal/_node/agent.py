@@ -29,7 +29,7 @@ from shoal._api.schemas import CancelInstruction, HeartbeatBody, Instruction
 from shoal._errors import ShoalError
 from shoal._exec.base import Executor
 from shoal._exec.registry import make_executor
-from shoal._exec.requirements import RequirementChecker
+from shoal._exec.requirements import OverlayBuilder, RequirementChecker
 from shoal._node.cache import Caches
 from shoal._node.client import Backoff, CoordinatorClient, Rejected, Stopped
 from shoal._node.config import DEFAULT_IMAGE, NodeConfig, load_config
@@ -85,6 +85,12 @@ class Agent:
         self.link = LinkStats()  # heartbeats' round trips: local.get_network_quality()
         self.proxy = WorldProxy(self.client, self.caches, self.gpus, self.link)
         self.requirements = RequirementChecker()
+        # Installing what an image lacks only where the node's owner allows it.
+        self.overlays = (
+            OverlayBuilder(config.state_dir / "envs", config.package_index)
+            if config.install_requirements and config.package_index
+            else None
+        )
         # The device files a GPU task is shown (none on a node without a GPU).
         self.gpu_devices = tuple(gpu_devices()) if self.gpus else ()
         self.slots = threading.Semaphore(config.limits.max_concurrent)

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 import selectors
 import shutil
@@ -25,7 +26,13 @@ from typing import Any, Protocol
 from shoal._api.schemas import RunInstruction
 from shoal._errors import ShoalError
 from shoal._exec.base import Executor, InstanceSpec, TaskHandle, failure_reason
-from shoal._exec.requirements import RequirementChecker
+from shoal._exec.requirements import (
+    Installed,
+    OverlayBuilder,
+    RequirementChecker,
+    overlay_dists,
+    unmet_pairs,
+)
 from shoal._node.cache import Caches
 from shoal._node.client import (
     DISK_FULL_CODES,
@@ -77,6 +84,7 @@ class Host(Protocol):
     slots: threading.Semaphore
     socket_dir: Path
     requirements: RequirementChecker
+    overlays: OverlayBuilder | None
     gpu_devices: tuple[Path, ...]
 
     def image_path(self, image: str) -> tuple[Path, str | None] | None:
@@ -161,17 +169,30 @@ class InstanceRun:
             self.host.finished(self.instance_id)
 
     # ------------------------------------------------------------------ phases
-    def _unmet_requirements(self, interpreter: Path) -> Ended | None:
-        """The refusal of an instance whose image lacks some of its requirements."""
+    def _unmet_requirements(self, interpreter: Path) -> Ended | Path | None:
+        """The refusal of an instance whose image lacks some of its requirements; or,
+        where the node's owner allows installing them, the folder that holds them."""
         item = self.item
         if not item.requirements or self.host.executor.name in OCI_EXECUTORS:
             return None  # an OCI image is not probed here (its interpreter is inside)
         try:
-            unmet = self.host.requirements.missing(item.requirements, interpreter)
+            have = self.host.requirements.installed(interpreter)
         except Exception as e:  # the image's interpreter cannot be asked
             return Ended(False, f"checking the module's requirements failed: {e}", kind="crash")
-        if not unmet:
+        pairs = unmet_pairs(item.requirements, have)
+        if not pairs:
             return None
+        builder = self.host.overlays
+        if builder is not None:
+            try:
+                folder = builder.overlay(interpreter, [text for text, _ in pairs], have)
+            except Exception as e:
+                return Ended(False, f"node {self.host.config.node_id}: {e}")
+            merged = Installed({**have.dists, **overlay_dists(folder)}, have.env)
+            pairs = unmet_pairs(item.requirements, merged)
+            if not pairs:
+                return folder
+        unmet = [why for _, why in pairs]
         return Ended(
             False,
             f"node {self.host.config.node_id} refuses the task: its image {item.image!r} "
@@ -186,8 +207,10 @@ class InstanceRun:
         if image is None:
             return Ended(False, f"node {cfg.node_id} has no image {item.image!r}")
         refused = self._unmet_requirements(image[0])
-        if refused is not None:
+        if isinstance(refused, Ended):
             return refused
+        if refused is not None:  # the requirements it lacked, installed for it
+            image = (image[0], os.pathsep.join(p for p in (str(refused), image[1]) if p))
         try:
             folder = self.host.caches.bundle(item.module)
         except Stopped:
