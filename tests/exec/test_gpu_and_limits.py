@@ -167,3 +167,18 @@ def test_installing_requirements_needs_a_package_index(tmp_path: Path) -> None:
     url = "https://pypi.example/simple"
     assert parse_config({**base, "package_index": url}, tmp_path).package_index == url
     assert parse_config(base, tmp_path).gpu is None  # detected unless set
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is None, reason="no GPU here (no nvidia-smi)")
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+def test_a_real_gpu_is_detected_and_shown_to_a_sandboxed_gpu_task(tmp_path: Path) -> None:
+    gpus = detect_gpus()
+    assert gpus and all(g.name and g.memory for g in gpus), gpus
+    devices = tuple(gpu_devices())
+    assert {"nvidia0", "nvidiactl"} <= {d.name for d in devices}
+    spec = make_spec(tmp_path, devices=devices, memory_mb=None)
+    smi = shutil.which("nvidia-smi")
+    argv = bwrap_argv([str(smi), "-L"], spec.restrictions(SANDBOX), workdir=spec.workdir)
+    listed = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count("GPU ") == len(gpus)
