@@ -27,6 +27,7 @@ PINNED = {
         "MetricRecord",
         "Module",
         "NetworkDriver",
+        "NodeProfile",
         "NodeRecord",
         "Plan",
         "PlanError",
@@ -48,6 +49,7 @@ PINNED = {
         "Globals",
         "Local",
         "Logger",
+        "NetworkQuality",
         "Resources",
         "ResultRecord",
         "Results",
@@ -116,6 +118,7 @@ def _one_run() -> tuple[shoal.SimulationRun, dict[str, str]]:
             "ResultRecord": self.world.results.select_all("v")[0],
             "Local": self.local,
             "Resources": self.local.get_resources(),
+            "NetworkQuality": self.local.get_network_quality(),
             "Logger": self.logger,
         }
         self.world.results.add("reprs", {k: repr(v) for k, v in seen.items()})"""
@@ -160,6 +163,7 @@ def _instances() -> dict[str, Callable[[], object]]:
         "shoal.FailureRecord": lambda: failure,
         "shoal.LogRecord": lambda: shoal.LogRecord(1, "n1", "t", 0, "s/0/t/0/0", "info", "hi", 1.0),
         "shoal.MetricRecord": lambda: shoal.MetricRecord("loss", 0.5, 0, "n1", "t", 0, 1.0),
+        "shoal.NodeProfile": lambda: shoal.NodeProfile(count=2, gpus=1, memory="16Gi"),
         "shoal.NodeRecord": lambda: shoal.NodeRecord("n1", True, ("d",), False, None, 1.0, 0),
         "shoal.SwarmStatus": lambda: shoal.SwarmStatus(
             "s",

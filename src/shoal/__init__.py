@@ -39,6 +39,7 @@ if _typing.TYPE_CHECKING:
     from shoal._client import Client
     from shoal._plan import Plan, load_plan
     from shoal._sim.api import simulate
+    from shoal._sim.profiles import NodeProfile
     from shoal._sim.run import SimulationRun
 
 # Imported on first use: every simulator worker process imports this package, and needs
@@ -55,6 +56,7 @@ _LAZY = {
     "Plan": "shoal._plan",
     "load_plan": "shoal._plan",
     "simulate": "shoal._sim.api",
+    "NodeProfile": "shoal._sim.profiles",
     "SimulationRun": "shoal._sim.run",
 }
 
@@ -94,6 +96,7 @@ __all__ = [
     "MetricRecord",
     "Module",
     "NetworkDriver",
+    "NodeProfile",
     "NodeRecord",
     "Plan",
     "PlanError",

@@ -54,6 +54,10 @@ def _golden_run(swarm_id: str, iid: str, module: str, seq: int) -> dict[str, Any
         "datasets": ["d"],
         "image": "python",
         "timeout_s": 30.0,
+        "requirements": [],
+        "cpu": 0.0,
+        "memory": 0,
+        "gpu": 0,
         "global_versions": {},
         "seq": seq,
     }
@@ -171,6 +175,7 @@ def test_status_nodes_logs_and_metrics_serve_the_documents_they_did(app: _App) -
             }
         ],
         "tasks": {"t": {"scheduled": 1, "running": 0, "succeeded": 0, "failed": 1}},
+        "waiting": {},
     }
     assert isinstance(served["created"], float) and "boom" in served["reason"]
     assert list(served) == [f for f in SwarmStatus.__dataclass_fields__]
@@ -181,6 +186,7 @@ def test_status_nodes_logs_and_metrics_serve_the_documents_they_did(app: _App) -
     assert listed == {k: served[k] for k in listed} and set(listed) == set(served) - {
         "failures",
         "tasks",
+        "waiting",
     }
 
     (node,) = app.http.get("/v1/nodes", headers=app.user).json()
@@ -192,6 +198,10 @@ def test_status_nodes_logs_and_metrics_serve_the_documents_they_did(app: _App) -
         "images": ["python"],
         "last_seen": node["last_seen"],
         "running": 0,
+        "cpu": None,
+        "memory": None,
+        "gpus": None,
+        "gpu_memory": None,
     }
     (log,) = app.http.get(f"/v1/swarms/{swarm_id}/logs", headers=app.user).json()
     assert log == {

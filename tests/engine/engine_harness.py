@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterable, Sequence
 
 from shoal._engine import Engine, EngineError, InstanceState
+from shoal._engine.capacity import Capacity
 from shoal._engine.core import TimeoutFrom
 from shoal._engine.messages import (
     CancelInstance,
@@ -31,9 +32,20 @@ def digest(n: int) -> str:
     return "sha256:" + f"{n:064x}"
 
 
-def module(n: int, *, datasets: Sequence[str] = (), image: str = "python") -> ModuleRef:
+def module(
+    n: int,
+    *,
+    datasets: Sequence[str] = (),
+    image: str = "python",
+    resources: dict[str, str | int | float | bool] | None = None,
+) -> ModuleRef:
     return ModuleRef(
-        digest=digest(n), name=f"m{n}", kind="source", image=image, datasets=tuple(datasets)
+        digest=digest(n),
+        name=f"m{n}",
+        kind="source",
+        image=image,
+        datasets=tuple(datasets),
+        resources=resources or {},
     )
 
 
@@ -168,6 +180,7 @@ class Harness:
         datasets: Iterable[str] = (),
         gpu: bool = False,
         images: Iterable[str] | None = None,
+        capacity: Capacity | None = None,
     ) -> list[Instruction]:
         out: list[Instruction] = []
         for n in node_ids:
@@ -178,6 +191,7 @@ class Harness:
                     frozenset(datasets),
                     gpu,
                     None if images is None else frozenset(images),
+                    capacity,
                 )
             )
         return out

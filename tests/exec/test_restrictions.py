@@ -45,7 +45,7 @@ def test_the_presets_say_what_they_restrict() -> None:
         SANDBOX.network = True  # type: ignore[misc]
     full = Restrictions(False, False, (), (), 1, 2, 0.5, 3, 4.0)
     assert full.active() == ENFORCEABLE
-    assert ENFORCEABLE <= FIELDS and {"ro_binds", "rw_binds"} == FIELDS - ENFORCEABLE
+    assert ENFORCEABLE <= FIELDS and {"ro_binds", "rw_binds", "devices"} == FIELDS - ENFORCEABLE
     assert full.describe() == (
         "no network; binds only (0 ro, 0 rw); 1 MB; 2 processes; 0.5 CPUs; 3 CPU s; 4 s wall"
     )

@@ -112,10 +112,14 @@ class SwarmStatus(SwarmSummary):
         Every failed instance with its node id and traceback.
     tasks
         ``{alias: TaskCounts}`` of the current iteration.
+    waiting
+        ``{alias: why}`` for each task that waits for an eligible node: the nodes each
+        constraint excludes (a missing dataset or image, a resource shortfall).
     """
 
     failures: tuple[FailureRecord, ...] = ()
     tasks: Mapping[str, TaskCounts] = field(default_factory=dict)
+    waiting: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,9 @@ class NodeRecord(Record):
         When the coordinator last heard of it (epoch seconds).
     running
         How many instances it runs now.
+    cpu, memory, gpus, gpu_memory
+        What it advertised for one instance: cores, bytes, GPUs detected and bytes of
+        its largest GPU (None: not advertised).
     """
 
     node_id: str
@@ -166,6 +173,10 @@ class NodeRecord(Record):
     images: tuple[str, ...] | None
     last_seen: float
     running: int
+    cpu: float | None = None
+    memory: int | None = None
+    gpus: int | None = None
+    gpu_memory: int | None = None
 
 
 # --------------------------------------------------------------- from drivers' rows

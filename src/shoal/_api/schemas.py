@@ -45,6 +45,24 @@ class Body(BaseModel):
 # ----------------------------------------------------------------------------- nodes
 
 
+class GpuFacts(Body):
+    """One GPU a node detected (``nvidia-smi``): its name and memory in bytes."""
+
+    name: Annotated[StrictStr, Field(max_length=200)] = ""
+    memory: Annotated[StrictInt, Field(ge=0)] | None = None
+
+
+class NodeFacts(Body):
+    """What a node has for one instance: ``cpu`` cores and ``memory`` bytes (the
+    machine's, or its per-instance limits when lower) and the GPUs it detected. The
+    engine admits a node for a module only if these cover the module's ``resources``;
+    a fact left None is not checked."""
+
+    cpu: Annotated[float, Field(ge=0)] | None = None
+    memory: Annotated[StrictInt, Field(ge=0)] | None = None
+    gpus: Annotated[list[GpuFacts], Field(max_length=64)] = []
+
+
 class EnrolBody(Body):
     """``POST /v1/nodes/enrol``. ``join_token`` may be empty when the request carries
     the node's current credential (re-enrolment of a known node). ``credential``: the
@@ -58,6 +76,7 @@ class EnrolBody(Body):
     datasets: list[StrictStr] = []
     gpu: StrictBool = False
     images: list[StrictStr] | None = None
+    facts: NodeFacts | None = None
 
 
 class EnrolAnswer(BaseModel):
@@ -78,6 +97,7 @@ class HeartbeatBody(Body):
     datasets: list[StrictStr] = []
     gpu: StrictBool = False
     images: list[StrictStr] | None = None
+    facts: NodeFacts | None = None
     session: StrictStr | None = None
     running: list[StrictStr] = []
 
@@ -125,7 +145,13 @@ class WorldRequest(Body):
 
 class RunInstruction(BaseModel):
     """Run an instance. ``global_versions`` (the swarm's globals' versions) is filled
-    in when the instruction is delivered; ``seq`` when it is queued."""
+    in when the instruction is delivered; ``seq`` when it is queued.
+
+    ``requirements`` are the module's (the node refuses the instance when its image
+    lacks one); ``cpu`` (cores), ``memory`` (bytes) and ``gpu`` (a count, at least 1 for
+    a ``gpu=True`` task) are its module's resources as numbers, 0 where none is asked:
+    the node applies cpu and memory as the instance's limits and shows a GPU task the
+    GPU's device files."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -139,6 +165,10 @@ class RunInstruction(BaseModel):
     datasets: list[str]
     image: str
     timeout_s: float | None
+    requirements: list[str] = []
+    cpu: float = 0.0
+    memory: int = 0
+    gpu: int = 0
     global_versions: dict[str, str] = {}
     seq: int = 0
 

@@ -128,6 +128,10 @@ def status_view(st: SwarmStatus, tracebacks: bool = True) -> RenderableType:
                 Text(str(c.failed), style="red" if c.failed else ""),
             )
         parts.append(t)
+    for alias, why in st.waiting.items():
+        parts.append(
+            Text.assemble(("waiting ", "bold yellow"), f"{alias} for an eligible node: {why}")
+        )
     for f in st.failures:
         parts.append(
             Text.assemble(
@@ -145,19 +149,34 @@ def status_view(st: SwarmStatus, tracebacks: bool = True) -> RenderableType:
 def nodes_table(nodes: list[NodeRecord]) -> Table:
     """The table of ``shoal nodes``."""
     t = Table(show_edge=False)
-    for col in ("node", "connected", "datasets", "gpu", "images", "last seen", "running"):
-        t.add_column(col, justify="right" if col == "running" else "left", no_wrap=col == "node")
+    cols = ("node", "connected", "datasets", "cpu", "memory", "gpu", "images", "last seen")
+    for col in (*cols, "running"):
+        right = col in ("running", "cpu", "memory")
+        t.add_column(col, justify="right" if right else "left", no_wrap=col == "node")
     for n in nodes:
         t.add_row(
             n.node_id,
             Text("yes", style="green") if n.connected else Text("no", style="red"),
             ", ".join(n.datasets),
-            "yes" if n.gpu else "no",
+            "?" if n.cpu is None else f"{n.cpu:g}",
+            "?" if n.memory is None else _gib(n.memory),
+            _gpus(n),
             "any" if n.images is None else ", ".join(n.images),
             ago(n.last_seen),
             str(n.running),
         )
     return t
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f}Gi"
+
+
+def _gpus(n: NodeRecord) -> str:
+    """``no``, ``yes`` (declared, none detected) or ``2 (24.0Gi)`` (detected)."""
+    if not n.gpus:
+        return "yes" if n.gpu else "no"
+    return f"{n.gpus}" + ("" if n.gpu_memory is None else f" ({_gib(n.gpu_memory)})")
 
 
 # ---------------------------------------------------------------------- writing values

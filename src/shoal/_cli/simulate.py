@@ -32,6 +32,19 @@ def _datasets(items: list[str]) -> dict[str, str]:
     return result
 
 
+def _profiles(items: list[str]) -> list[shoal.NodeProfile]:
+    """``--node-profile`` values: a nodes file path, or an inline KEY=VALUE list."""
+    out: list[shoal.NodeProfile] = []
+    for item in items:
+        if "=" not in item and Path(item).exists():
+            out += shoal.NodeProfile.load(item)
+        elif "=" in item:
+            out.append(shoal.NodeProfile.parse(item))
+        else:
+            fail(f"--node-profile {item!r} is neither a nodes file nor KEY=VALUE,...")
+    return out
+
+
 @app.command()
 def simulate(
     target: Annotated[str, typer.Argument(help="path/to/swarm.py[:ClassName]")],
@@ -44,6 +57,15 @@ def simulate(
     ] = None,
     nodes_dir: Annotated[
         Path | None, typer.Option(help="One subfolder per node holding that node's files.")
+    ] = None,
+    node_profile: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A kind of node, repeatable: a TOML nodes file ([[nodes]] tables) or "
+            'KEY=VALUE,... e.g. "count=10,gpus=1,memory=64Gi,gpu_memory=24Gi" (keys: count, '
+            "name, cpu, memory, gpus, gpu_memory, images (a+b), cpu_usage, memory_usage, "
+            "rtt_ms, loss). Replaces --nodes.",
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for placement and partitioning.")] = 0,
     max_iterations: Annotated[int | None, typer.Option(help="Override max_iterations.")] = None,
@@ -78,6 +100,7 @@ def simulate(
     run_dir = run_dir or Path(".shoal") / "runs" / time.strftime("%Y%m%d-%H%M%S")
     try:
         swarm, _ = load_swarm(target)
+        fleet = _profiles(node_profile or [])
     except ShoalError as e:
         fail(e)
     headline = Headline()
@@ -106,7 +129,7 @@ def simulate(
         with bar:
             run = shoal.simulate(
                 swarm,
-                nodes=nodes,
+                nodes=fleet or nodes,
                 datasets=_datasets(dataset or []),
                 partition=partition,
                 seed=seed,

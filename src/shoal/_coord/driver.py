@@ -54,6 +54,7 @@ from shoal._engine.messages import (
 )
 from shoal._errors import ShoalError
 from shoal._plan import Plan
+from shoal._plan.resources import NO_NEED, parse_resources
 from shoal._runtime import ops
 from shoal._store.base import Store, SwarmRecord
 
@@ -315,7 +316,12 @@ class Coordinator(NodeOps, DriverBase):
 
     def _run_item(self, inst: RunInstance | InstanceView) -> RunInstruction:
         """A run instruction; ``global_versions`` is filled in when it is delivered."""
-        module = self.engine.plan(inst.swarm_id).modules[inst.module]
+        plan = self.engine.plan(inst.swarm_id)
+        module = plan.modules[inst.module]
+        try:
+            need = parse_resources(module.resources).with_gpu(plan.task(inst.alias).placement.gpu)
+        except ValueError:  # the engine failed such a swarm at submission
+            need = NO_NEED
         return RunInstruction(
             swarm_id=inst.swarm_id,
             instance_id=inst.instance_id,
@@ -326,6 +332,10 @@ class Coordinator(NodeOps, DriverBase):
             datasets=list(module.datasets),
             image=module.image,
             timeout_s=inst.timeout_s,
+            requirements=list(module.requirements),
+            cpu=need.cpu,
+            memory=need.memory,
+            gpu=need.gpu,
         )
 
     # -------------------------------------------------------------- instances
@@ -443,7 +453,12 @@ class Coordinator(NodeOps, DriverBase):
         with self._lock:
             if self.plan_of(swarm_id) is None:
                 return SwarmReport(rec, None, {})
-            return SwarmReport(rec, self.engine.swarm(swarm_id), self.engine.counts(swarm_id))
+            return SwarmReport(
+                rec,
+                self.engine.swarm(swarm_id),
+                self.engine.counts(swarm_id),
+                self.engine.waiting(swarm_id),
+            )
 
     def story(self, instance_id: str) -> list[str]:
         """What happened to an instance (see :meth:`DriverBase.story`); 404 if unknown."""

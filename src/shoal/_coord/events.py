@@ -8,10 +8,12 @@ by a different version fails loudly instead of replaying into a wrong engine sta
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from typing import Any
 
 import msgpack
 
+from shoal._engine.capacity import Capacity
 from shoal._engine.messages import (
     Event,
     FailureKind,
@@ -44,6 +46,8 @@ def encode_event(event: Event) -> bytes:
                 gpu=event.gpu,
                 images=None if event.images is None else sorted(event.images),
             )
+            if event.capacity is not None:  # absent in records of older versions
+                doc["capacity"] = asdict(event.capacity)
         case NodeLost() | NodeRestarted():
             doc.update(node_id=event.node_id, reason=event.reason)
         case SwarmSubmitted():
@@ -92,6 +96,22 @@ def _strs(doc: dict[str, Any], name: str) -> list[str]:
     return list(items)
 
 
+def _capacity(doc: dict[str, Any]) -> Capacity | None:
+    raw = doc.get("capacity")
+    if raw is None:
+        return None
+    ok = isinstance(raw, dict) and set(raw) <= {f.name for f in fields(Capacity)}
+    if not ok or not all(
+        v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in raw.values()
+    ):
+        raise ShoalError(
+            f"event log record {doc.get('type')!r} has a bad field 'capacity': {raw!r}",
+            code="coord.event_log",
+            hint="the database was written by another version of shoal, or is damaged",
+        )
+    return Capacity(**raw)
+
+
 def decode_event(data: bytes) -> Event:
     """Parse a record written by :func:`encode_event`.
 
@@ -125,6 +145,7 @@ def decode_event(data: bytes) -> Event:
                 frozenset(_strs(doc, "datasets")),
                 bool(_field(doc, "gpu", bool)),
                 None if images is None else frozenset(_strs(doc, "images")),
+                _capacity(doc),
             )
         case "NodeLost":
             return NodeLost(_field(doc, "node_id", str), now, _field(doc, "reason", str))

@@ -372,7 +372,7 @@ class NodeOps:
             node = self._node(node_id)
             view = self.engine.node(node_id)
             if view is not None:
-                self._contact(node, Offer(view.datasets, view.gpu, view.images), now)
+                self._contact(node, _offer_of(view), now)
             else:
                 node.last_seen = now  # it will say what it offers in its next heartbeat
 
@@ -381,7 +381,11 @@ class NodeOps:
         view = self.engine.node(node.node_id)
         if view is None or not view.connected or offer != _offer_of(view):
             node.checked = False  # its next heartbeat is a full one
-            self.feed(NodeJoined(node.node_id, now, offer.datasets, offer.gpu, offer.images))
+            self.feed(
+                NodeJoined(
+                    node.node_id, now, offer.datasets, offer.gpu, offer.images, offer.capacity
+                )
+            )
             self._store_node(node, now)
         elif now - node.stored_seen > _STORE_LAST_SEEN_EVERY_S:
             self._store_node(node, now)
@@ -464,4 +468,4 @@ _ASK_OPERATOR = (
 
 
 def _offer_of(view: NodeView) -> Offer:
-    return Offer(view.datasets, view.gpu, view.images)
+    return Offer(view.datasets, view.gpu, view.images, view.capacity)

@@ -22,6 +22,7 @@ from shoal._api.schemas import (
     HeartbeatAnswer,
     HeartbeatBody,
     Instructions,
+    NodeFacts,
     Ok,
     RunInstruction,
     WorldRequest,
@@ -53,6 +54,7 @@ from shoal._coord.openapi import (
 from shoal._coord.schemas import WORLD_ARGS, Batch
 from shoal._coord.state import Offer
 from shoal._coord.storage import storage_full
+from shoal._engine.capacity import Capacity
 from shoal._runtime.protocol import error_payload
 from shoal._store.blobs import BlobStore
 
@@ -69,8 +71,22 @@ def blobs(request: Request) -> BlobStore:
     return store
 
 
-def _offer(datasets: list[str], gpu: bool, images: list[str] | None) -> Offer:
-    return Offer(frozenset(datasets), gpu, None if images is None else frozenset(images))
+def _offer(body: EnrolBody | HeartbeatBody) -> Offer:
+    images = None if body.images is None else frozenset(body.images)
+    return Offer(frozenset(body.datasets), body.gpu, images, capacity_of(body.facts))
+
+
+def capacity_of(facts: NodeFacts | None) -> Capacity | None:
+    """The engine's capacity of a node's advertised facts (None: none advertised)."""
+    if facts is None:
+        return None
+    memories = [g.memory for g in facts.gpus if g.memory is not None]
+    return Capacity(
+        cpu=facts.cpu,
+        memory=facts.memory,
+        gpu=len(facts.gpus),
+        gpu_memory=max(memories) if memories else None,
+    )
 
 
 @router.post(
@@ -88,7 +104,7 @@ async def enrol(
     credential (``Authorization: Bearer``) or a join token the operator bound to it.
     """
     body = await json_body(request, EnrolBody)  # a few KiB at most (http.body_limit)
-    offer = _offer(body.datasets, body.gpu, body.images)
+    offer = _offer(body)
     credential = None if creds is None or not creds.credentials else creds.credentials
     try:
         issued = await run_in_threadpool(
@@ -144,7 +160,7 @@ async def heartbeat(request: Request, node_id: str = Depends(node_auth)) -> Hear
     """
     coord = coordinator(request)
     body = await json_body(request, HeartbeatBody)
-    offer = _offer(body.datasets, body.gpu, body.images)
+    offer = _offer(body)
     args = (node_id, offer, body.session, body.running)
     if not coord.heartbeat_unchanged(node_id, offer, body.session):
         await run_in_threadpool(coord.heartbeat, *args)

@@ -33,6 +33,7 @@ from shoal._coord.http import coordinator, msgpack_body, msgpack_response, user_
 from shoal._coord.openapi import MSGPACK, OptSeq, Seq, answers, binary_answer, msgpack_doc
 from shoal._coord.routes_node import MAX_WAIT_S, blobs
 from shoal._coord.state import NodeReport, SwarmReport
+from shoal._engine.capacity import Capacity
 from shoal._plan import Plan, load_plan
 from shoal._store.blobs import BlobStore
 from shoal._version import __version__
@@ -150,6 +151,7 @@ def status_doc(report: SwarmReport) -> SwarmStatus:
             a: TaskCounts(c.scheduled, c.running, c.succeeded, c.failed)
             for a, c in report.counts.items()
         },
+        waiting=dict(report.waiting),
     )
 
 
@@ -317,6 +319,7 @@ def node_doc(report: NodeReport) -> NodeRecord:
             rec.node_id, False, tuple(rec.datasets), rec.gpu, images, report.last_seen, 0
         )
     images = None if view.images is None else tuple(sorted(view.images))
+    cap = view.capacity or Capacity()
     return NodeRecord(
         rec.node_id,
         view.connected,
@@ -325,6 +328,10 @@ def node_doc(report: NodeReport) -> NodeRecord:
         images,
         report.last_seen,
         view.running,
+        cpu=cap.cpu,
+        memory=cap.memory,
+        gpus=cap.gpu,
+        gpu_memory=cap.gpu_memory,
     )
 
 

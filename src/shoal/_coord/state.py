@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shoal._engine import NodeView, SwarmView, TaskCounts
+from shoal._engine.capacity import Capacity
 from shoal._store.base import NodeRecord, SwarmRecord
 
 
@@ -21,6 +22,7 @@ class Offer:
     datasets: frozenset[str] = frozenset()
     gpu: bool = False
     images: frozenset[str] | None = None
+    capacity: Capacity | None = None
 
 
 @dataclass
@@ -51,11 +53,14 @@ class SwarmReport:
         recorded, but the coordinator stopped before the engine saw it).
     counts
         Instance counts per task in the current iteration.
+    waiting
+        Why each task that waits for a node has none (alias -> the engine's reasons).
     """
 
     record: SwarmRecord
     view: SwarmView | None
     counts: dict[str, TaskCounts]
+    waiting: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

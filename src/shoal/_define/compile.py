@@ -25,6 +25,7 @@ from shoal._plan import (
     module_key,
     name_problem,
 )
+from shoal._plan.resources import resource_problem
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,16 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
         modules.setdefault(id(t.module), t.module)
     for m in modules.values():
         problems += m.problems(f"module {m.name!r}")
+        if (bad := resource_problem(m.resources)) is not None:
+            problems.append(
+                Problem(
+                    "module.resources",
+                    f"module {m.name!r}",
+                    f"resources={m.resources!r}: {bad}",
+                    'use cpu (cores, e.g. 2 or "500m"), memory (e.g. "16Gi"), gpu (a count) '
+                    'and gpu_memory (e.g. "24Gi")',
+                )
+            )
     problems += _name_problems(tasks, aliases, list(modules.values()))
     mi = swarm.max_iterations
     if mi is not None and (not isinstance(mi, int) or isinstance(mi, bool) or mi < 1):
@@ -331,7 +342,7 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
             kind=b.kind,
             image=m.image,
             datasets=m.datasets,
-            requirements=m.requirements,
+            requirements=m.all_requirements(),
             resources=_plain(m.resources),
         )
         keys[mid] = module_key(ref)

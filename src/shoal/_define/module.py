@@ -172,6 +172,20 @@ class Module:
             path.read_text(encoding="utf-8", errors="replace"), f"{obj} ({path})", fix_main
         )
 
+    def all_requirements(self) -> tuple[str, ...]:
+        """``requirements`` plus the lines of a ``requirements.txt`` in the module's
+        folder (seed 001's directory module), in that order, each once. Comments, blank
+        lines and pip options (``-r``, ``--index-url``) are skipped: the node checks
+        distributions, it does not run pip with the file."""
+        out = list(self.requirements)
+        txt = self._path / "requirements.txt" if self._path is not None else None
+        if txt is not None and txt.is_file():
+            for line in txt.read_text(encoding="utf-8", errors="replace").splitlines():
+                line = line.split(" #", 1)[0].strip()
+                if line and not line.startswith(("#", "-")):
+                    out.append(line)
+        return tuple(dict.fromkeys(out))
+
     def bundle(self) -> Bundle:
         """Build (once) and return the module's deterministic bundle."""
         if self._bundle is None:

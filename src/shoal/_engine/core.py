@@ -231,6 +231,7 @@ class EngineCore:
             excepted=frozenset(p.excepted_ids),
             narrowed=swarm.narrow.get((run.iteration, run.alias)),
             pinned=swarm.pins.get(run.alias) if p.fixed else None,
+            need=swarm.need(run.spec.module),
         )
 
     def _make_ready(self, run: TaskRun) -> None:
@@ -241,7 +242,7 @@ class EngineCore:
             self._place(run, eligible)
             return
         timeout = swarm.plan.limits.placement_timeout_s
-        if timeout == 0 or self._fixed_nodes:
+        if timeout == 0 or self._fixed_nodes or self._image_refused(run):
             self._finish(swarm, SwarmStatus.FAILED, self._placement_failure(run))
             return
         run.phase = RunPhase.WAITING
@@ -408,13 +409,32 @@ class EngineCore:
             )
         return reason
 
+    def _image_refused(self, run: TaskRun) -> bool:
+        """Whether at least one node is connected and every connected node said it
+        lacks the task's image: waiting for the placement timeout would only delay the
+        same failure (a node that has the image may still join, but a deployment whose
+        connected nodes all lack it is almost always a typo). Stops at the first
+        connected node that has the image, so a join costs O(nodes) only when it fails."""
+        image = run.swarm.plan.modules[run.spec.module].image
+        connected = False
+        for node in self._nodes.values():
+            if not node.connected:
+                continue
+            if node.images is None or image in node.images:
+                return False
+            connected = True
+        return connected
+
     def _placement_failure(self, run: TaskRun) -> str:
         limits = run.swarm.plan.limits
-        within = (
-            "(no node can join: the node set is fixed)"
-            if self._fixed_nodes
-            else f"within the placement timeout of {limits.placement_timeout_s:g}s"
-        )
+        if self._fixed_nodes:
+            within = "(no node can join: the node set is fixed)"
+        elif self._image_refused(run):
+            within = "(every connected node lacks its image)"
+        elif limits.placement_timeout_s == 0:
+            within = "(placement_timeout=0: no waiting for a node to join)"
+        else:
+            within = f"within the placement timeout of {limits.placement_timeout_s:g}s"
         return (
             f"task '{run.alias}' (method {run.spec.placement.method.value}) found no "
             f"eligible node in iteration {run.iteration} {within}: "

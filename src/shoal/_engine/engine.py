@@ -29,6 +29,7 @@ from shoal._engine.messages import (
     SwarmSubmitted,
     TimerFired,
 )
+from shoal._engine.placement import explain
 from shoal._engine.state import (
     TERMINAL,
     Instance,
@@ -126,6 +127,17 @@ class Engine(EngineCore):
         if swarm is None:
             raise EngineError(f"unknown swarm {swarm_id!r}", code="engine.unknown_swarm")
         return swarm_view(swarm)
+
+    def waiting(self, swarm_id: str) -> dict[str, str]:
+        """Tasks of the swarm's current iteration that wait for an eligible node, each
+        with why every node is excluded (what ``shoal status`` shows while it waits)."""
+        swarm = self._swarms.get(swarm_id)
+        if swarm is None:
+            raise EngineError(f"unknown swarm {swarm_id!r}", code="engine.unknown_swarm")
+        return {
+            alias: explain(self._requirements(run), self._nodes)
+            for (_, alias), run in sorted(swarm.waiting.items())
+        }
 
     def swarm_ids(self) -> list[str]:
         """Every swarm submitted to this engine, in submission order."""
@@ -285,16 +297,20 @@ class Engine(EngineCore):
     def _on_node_joined(self, e: NodeJoined) -> None:
         node = self._nodes.get(e.node_id)
         if node is None:
-            self._nodes[e.node_id] = node = Node(e.node_id, e.datasets, e.gpu, e.images)
+            node = Node(e.node_id, e.datasets, e.gpu, e.images, e.capacity)
+            self._nodes[e.node_id] = node
         else:
             node.connected = True
             node.datasets, node.gpu, node.images = e.datasets, e.gpu, e.images
+            node.capacity = e.capacity
         # Only this node changed, so a waiting task is worth re-placing only if this
         # node admits it; that keeps a join O(waiting tasks), not O(nodes).
         for run in list(self._waiting.values()):
             live = run.phase is RunPhase.WAITING and run.swarm.status is _RUNNING
             if live and self._requirements(run).admits(node):
                 self._place(run, None)
+            elif live and self._image_refused(run):
+                self._finish(run.swarm, SwarmStatus.FAILED, self._placement_failure(run))
 
     def _known_node(self, event: NodeLost | NodeRestarted) -> Node:
         node = self._nodes.get(event.node_id)
@@ -335,6 +351,10 @@ class Engine(EngineCore):
         cycle = swarm.cycle()
         if cycle:
             self._finish(swarm, SwarmStatus.FAILED, f"plan has a cycle through tasks {cycle}")
+            return
+        bad = swarm.resource_problem()
+        if bad is not None:
+            self._finish(swarm, SwarmStatus.FAILED, bad)
             return
         self._start_iteration(swarm)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from shoal._engine.capacity import Capacity
 from shoal._plan import Plan
 
 
@@ -35,6 +36,7 @@ class NodeJoined:
     datasets: frozenset[str] = frozenset()
     gpu: bool = False
     images: frozenset[str] | None = None  # None: accepts every image (simulator)
+    capacity: Capacity | None = None  # None: resources are not checked (simulator)
 
 
 @dataclass(frozen=True)

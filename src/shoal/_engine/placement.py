@@ -14,8 +14,10 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from shoal._engine.capacity import fits, shortfall
 from shoal._engine.state import Node
 from shoal._plan import Method, Placement
+from shoal._plan.resources import NO_NEED, ResourceNeed
 
 # Ids listed per exclusion reason before "and N more": keeps the message of a failed
 # placement readable with 10,000 nodes.
@@ -33,6 +35,7 @@ class Requirements:
     excepted: frozenset[str]
     narrowed: frozenset[str] | None  # schedule_next_iter, this iteration only
     pinned: frozenset[str] | None  # fixed=True, nodes of the first placement
+    need: ResourceNeed = NO_NEED  # the module's resources (capacity.py checks)
 
     def admits(self, node: Node) -> bool:
         """Whether ``node`` is eligible (the fast path of :meth:`reasons`)."""
@@ -45,6 +48,7 @@ class Requirements:
             and (node.images is None or self.image in node.images)
             and (self.narrowed is None or node.node_id in self.narrowed)
             and (self.pinned is None or node.node_id in self.pinned)
+            and fits(self.need, node.gpu, node.capacity)
         )
 
     def reasons(self, node: Node) -> list[str]:
@@ -61,6 +65,7 @@ class Requirements:
             out.append(", ".join(f"lacks dataset {d!r}" for d in missing))
         if self.gpu and not node.gpu:
             out.append("no GPU")
+        out.extend(r for r in shortfall(self.need, node.gpu, node.capacity) if r not in out)
         if node.images is not None and self.image not in node.images:
             out.append(f"lacks image {self.image!r}")
         if self.narrowed is not None and node.node_id not in self.narrowed:

@@ -11,8 +11,10 @@ from __future__ import annotations
 from enum import Enum
 from typing import Final
 
+from shoal._engine.capacity import Capacity
 from shoal._engine.messages import FailureKind
 from shoal._plan import ConditionKind, Plan, TaskSpec
+from shoal._plan.resources import ResourceNeed, parse_resources
 
 
 class InstanceState(str, Enum):
@@ -95,16 +97,22 @@ class SlotOutcome(str, Enum):
 class Node:
     """A node as the engine knows it."""
 
-    __slots__ = ("active", "connected", "datasets", "gpu", "images", "node_id")
+    __slots__ = ("active", "capacity", "connected", "datasets", "gpu", "images", "node_id")
 
     def __init__(
-        self, node_id: str, datasets: frozenset[str], gpu: bool, images: frozenset[str] | None
+        self,
+        node_id: str,
+        datasets: frozenset[str],
+        gpu: bool,
+        images: frozenset[str] | None,
+        capacity: Capacity | None = None,
     ) -> None:
         self.node_id = node_id
         self.connected = True
         self.datasets = datasets
         self.gpu = gpu
         self.images = images
+        self.capacity = capacity  # None: not advertised (resources are not checked)
         # Non-terminal instances on this node, across swarms; len() is the node's load.
         self.active: dict[str, Instance] = {}
 
@@ -234,6 +242,7 @@ class SwarmState:
         "downstream",
         "failed",
         "narrow",
+        "needs",
         "pins",
         "plan",
         "reason",
@@ -276,6 +285,23 @@ class SwarmState:
         self.narrow: dict[tuple[int, str], frozenset[str]] = {}
         self.sinks_ended: dict[int, int] = {}
         self.waiting: dict[tuple[int, str], TaskRun] = {}
+        # Each module's resources as numbers; a module whose resources do not parse is
+        # named by resource_problem() and fails the swarm at submission.
+        self.needs: dict[str, ResourceNeed | str] = {}
+        for digest, module in plan.modules.items():
+            try:
+                self.needs[digest] = parse_resources(module.resources)
+            except ValueError as e:
+                self.needs[digest] = f"module {module.name!r} has bad resources: {e}"
+
+    def need(self, module: str) -> ResourceNeed:
+        """What one instance of ``module`` needs of a node."""
+        need = self.needs.get(module)
+        return need if isinstance(need, ResourceNeed) else ResourceNeed()
+
+    def resource_problem(self) -> str | None:
+        """The first module whose ``resources`` do not parse, or None."""
+        return next((n for n in self.needs.values() if isinstance(n, str)), None)
 
     @property
     def iteration(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shoal._engine.capacity import Capacity
 from shoal._engine.messages import FailureKind, InstanceFailure
 from shoal._engine.state import TERMINAL, Instance, InstanceState, Node, SwarmState, TaskRun
 from shoal._plan import Plan
@@ -114,6 +115,8 @@ class NodeView:
         What it offered when it last joined (``images`` None: any image).
     running
         Its live (scheduled or running) instances, across swarms.
+    capacity
+        The CPUs, memory and GPUs it advertised (None: none, resources unchecked).
     """
 
     node_id: str
@@ -122,6 +125,7 @@ class NodeView:
     gpu: bool
     images: frozenset[str] | None
     running: int
+    capacity: Capacity | None = None
 
 
 def failure_of(inst: Instance) -> InstanceFailure:
@@ -192,5 +196,11 @@ def task_counts(run: TaskRun) -> TaskCounts:
 def node_view(node: Node) -> NodeView:
     """Snapshot of ``node``."""
     return NodeView(
-        node.node_id, node.connected, node.datasets, node.gpu, node.images, len(node.active)
+        node.node_id,
+        node.connected,
+        node.datasets,
+        node.gpu,
+        node.images,
+        len(node.active),
+        node.capacity,
     )

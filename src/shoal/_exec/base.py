@@ -65,6 +65,8 @@ class InstanceSpec:
         checked under that name; the others use ``interpreter``).
     wall_s
         Wall-clock seconds after which the handle kills the instance (None: none).
+    devices
+        Device files the task is shown at ``/dev/<name>`` (a GPU task's ``/dev/nvidia*``).
     """
 
     instance_id: str
@@ -80,6 +82,7 @@ class InstanceSpec:
     cpus: float | None = None
     image: str = "python"
     wall_s: float | None = None
+    devices: tuple[Path, ...] = ()
 
     def restrictions(self, preset: Restrictions, sockets: Sequence[Path] = ()) -> Restrictions:
         """``preset`` applied to this instance.
@@ -112,6 +115,7 @@ class InstanceSpec:
             cpus=pick(self.cpus, preset.cpus),
             cpu_s=self.cpu_seconds if self.cpu_seconds is not None else preset.cpu_s,
             wall_s=pick(self.wall_s, preset.wall_s),
+            devices=(*preset.devices, *self.devices),
         )
 
 

@@ -135,6 +135,8 @@ def bwrap_argv(
         raise ValueError("bwrap_argv shows only binds: pass restrictions with host_files=False")
     argv = ["bwrap", *_system_view()]
     argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    for device in limits.devices:  # a GPU task's /dev/nvidia*: after the fresh /dev
+        argv += ["--dev-bind", str(device), f"/dev/{Path(device).name}"]
     binds: dict[Path, str] = {}
     for p in map(Path, limits.ro_binds):
         if not _is_system(p):

@@ -200,6 +200,8 @@ def container_argv(plan: ContainerPlan) -> list[str]:
         argv += ["--memory", f"{limits.memory_mb}m", "--memory-swap", f"{limits.memory_mb}m"]
     if limits.cpus is not None:
         argv += ["--cpus", f"{limits.cpus:g}"]
+    for device in limits.devices:  # a GPU task's /dev/nvidia*
+        argv += ["--device", f"{device}:/dev/{Path(device).name}"]
     if plan.keep_id:
         argv += ["--userns", "keep-id"]
     if plan.user is not None:

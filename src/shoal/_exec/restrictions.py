@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import ClassVar
 
 #: Every restriction an executor can enforce (the names of the fields of
-#: :class:`Restrictions`; ``ro_binds`` and ``rw_binds`` belong to ``host_files``).
+#: :class:`Restrictions`; ``ro_binds``, ``rw_binds`` and ``devices`` belong to
+#: ``host_files``).
 ENFORCEABLE = frozenset(
     {"network", "host_files", "memory_mb", "max_processes", "cpus", "cpu_s", "wall_s"}
 )
@@ -68,6 +69,9 @@ class Restrictions:
         CPU seconds (the task runner's RLIMIT_CPU: SIGXCPU at the limit).
     wall_s
         Wall-clock seconds from the start; the handle kills the instance past them.
+    devices
+        Device files shown at ``/dev/<name>`` (the GPU's ``/dev/nvidia*`` for a task
+        that asked for a GPU; none otherwise: a sandbox's ``/dev`` is a fresh minimal one).
     """
 
     network: bool = True
@@ -79,6 +83,7 @@ class Restrictions:
     cpus: float | None = None
     cpu_s: int | None = None
     wall_s: float | None = None
+    devices: tuple[Path, ...] = ()
 
     TRUSTED: ClassVar[Restrictions]
     SANDBOX: ClassVar[Restrictions]

@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -28,9 +29,18 @@ from shoal._api.schemas import CancelInstruction, HeartbeatBody, Instruction
 from shoal._errors import ShoalError
 from shoal._exec.base import Executor
 from shoal._exec.registry import make_executor
+from shoal._exec.requirements import OverlayBuilder, RequirementChecker
 from shoal._node.cache import Caches
 from shoal._node.client import Backoff, CoordinatorClient, Rejected, Stopped
 from shoal._node.config import DEFAULT_IMAGE, NodeConfig, load_config
+from shoal._node.facts import (
+    Gpu,
+    LinkStats,
+    cpu_count,
+    detect_gpus,
+    gpu_devices,
+    memory_total,
+)
 from shoal._node.identity import CredentialFile, new_credential
 from shoal._node.instance import InstanceRun
 from shoal._node.proxy import WorldProxy
@@ -71,7 +81,18 @@ class Agent:
         # An executor that runs tasks as another user must be able to read their values.
         shared = bool(getattr(self.executor, "tasks_as_other_user", False))
         self.caches = Caches(config.state_dir / "cache", self.client, shared=shared)
-        self.proxy = WorldProxy(self.client, self.caches, config.gpu)
+        self.gpus = _gpus(config.gpu)
+        self.link = LinkStats()  # heartbeats' round trips: local.get_network_quality()
+        self.proxy = WorldProxy(self.client, self.caches, self.gpus, self.link)
+        self.requirements = RequirementChecker()
+        # Installing what an image lacks only where the node's owner allows it.
+        self.overlays = (
+            OverlayBuilder(config.state_dir / "envs", config.package_index)
+            if config.install_requirements and config.package_index
+            else None
+        )
+        # The device files a GPU task is shown (none on a node without a GPU).
+        self.gpu_devices = tuple(gpu_devices()) if self.gpus else ()
         self.slots = threading.Semaphore(config.limits.max_concurrent)
         # What a previous agent process left (it was killed): its instances are gone.
         for leftover in ("work", "run"):
@@ -138,11 +159,22 @@ class Agent:
         return self._images.get(image)
 
     def offer(self) -> dict[str, Any]:
-        """What this node offers: datasets, gpu, images."""
+        """What this node offers: datasets, gpu, images, and its facts (the CPUs and
+        memory one instance may use, the GPUs detected) for placement."""
+        limits = self.config.limits
+        cpu = float(cpu_count()) if limits.cpus is None else min(cpu_count(), limits.cpus)
+        memory = memory_total()
+        if limits.memory_mb is not None:
+            memory = min(memory, limits.memory_mb * 2**20) if memory else limits.memory_mb * 2**20
         return {
             "datasets": sorted(self.config.datasets),
-            "gpu": self.config.gpu,
+            "gpu": bool(self.gpus),
             "images": sorted(self._images),
+            "facts": {
+                "cpu": cpu,
+                "memory": memory or None,
+                "gpus": [{"name": g.name, "memory": g.memory} for g in self.gpus],
+            },
         }
 
     # --------------------------------------------------------------- identity
@@ -206,12 +238,17 @@ class Agent:
 
     def _heartbeats(self) -> None:
         while not self.stop_event.wait(self.config.heartbeat_interval_s):
+            body = self._heartbeat_body()
+            start = time.monotonic()
             try:
-                self.client.heartbeat(self._heartbeat_body())
+                self.client.heartbeat(body)
             except Stopped:
                 return
             except Exception as e:  # the next beat is the retry
+                self.link.record(None)
                 log.debug("heartbeat failed: %s", e)
+            else:
+                self.link.record(time.monotonic() - start)
 
     def _poll(self) -> None:
         backoff = Backoff(self.stop_event, self.config.retry_max_s)
@@ -271,9 +308,11 @@ class Agent:
             self._load_or_enrol()
             # The first heartbeat carries the new session before any instruction is
             # taken, so the coordinator knows this agent lost its old instances.
+            start = time.monotonic()
             self.client.call(
                 "POST", "/v1/nodes/heartbeat", json=self._heartbeat_body().model_dump()
             )
+            self.link.record(time.monotonic() - start)
             beat = threading.Thread(target=self._heartbeats, name="heartbeat", daemon=True)
             beat.start()
             # The long poll blocks for up to POLL_WAIT_S; it runs in its own thread so a
@@ -305,6 +344,22 @@ class Agent:
             beat.join(timeout=5)
         self.client.close()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+def _gpus(configured: bool | None) -> list[Gpu]:
+    """The GPUs this node offers (see ``NodeConfig.gpu``)."""
+    if configured is False:
+        return []
+    found = detect_gpus()
+    if found:
+        log.info("GPUs detected: %s", ", ".join(g.name for g in found))
+    elif configured:
+        log.warning(
+            "gpu = true but nvidia-smi finds no GPU: offering one GPU of unknown memory; "
+            "check the driver, or set gpu = false"
+        )
+        found = [Gpu("declared in the node config", None)]
+    return found
 
 
 def _imports_shoal(interp: Path, pythonpath: str | None) -> bool:

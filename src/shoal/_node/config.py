@@ -9,7 +9,9 @@ Example::
     executor = "auto"                           # bwrap if it works here, else process
     heartbeat_interval_s = 5
     # ca_cert = "/etc/shoal/ca.pem"             # trust a self-signed coordinator CA
-    # gpu = false
+    # gpu = false                             # default: detected with nvidia-smi
+    # install_requirements = false            # true: install what an image lacks ...
+    # package_index = "/srv/wheels"           # ... from this folder of wheels or index URL
 
     [datasets]
     mnist = "/data/mnist.npz"
@@ -117,8 +119,17 @@ class NodeConfig(BaseModel):
         The longest pause between retries when the coordinator is unreachable.
     ca_cert
         A CA bundle to verify the coordinator's TLS certificate with.
+    install_requirements
+        Whether a module's ``requirements`` that an image lacks are installed (from
+        ``package_index`` only, into a folder cached per image and requirements) instead
+        of refusing the task with the list (the default).
+    package_index
+        The node's own package index: a folder of wheels (``pip --no-index
+        --find-links``) or an index URL.
     gpu
-        Whether this node offers a GPU.
+        Whether this node offers its GPUs: None (the default) offers the GPUs
+        ``nvidia-smi`` detects, ``false`` none, ``true`` the detected ones (one GPU of
+        unknown memory, with a warning, when none is detected).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -135,7 +146,9 @@ class NodeConfig(BaseModel):
     heartbeat_interval_s: Annotated[float, Field(gt=0)] = 5.0
     retry_max_s: Annotated[float, Field(gt=0)] = 30.0
     ca_cert: Path | None = None
-    gpu: bool = False
+    gpu: bool | None = None
+    install_requirements: bool = False
+    package_index: str | None = None
 
     def read_join_token(self) -> str | None:
         """The join token, from the config or its file (None if neither is set)."""
@@ -171,6 +184,9 @@ def _resolve(doc: dict[str, Any], base: Path) -> dict[str, Any]:
     for key in ("state_dir", "join_token_file", "ca_cert"):
         if key in out:
             out[key] = rel(out[key])
+    index = out.get("package_index")
+    if isinstance(index, str) and "://" not in index:  # a folder, not a URL
+        out["package_index"] = rel(index)
     oci = out.get("executor") in OCI_EXECUTORS  # images are references, not paths
     for table in ("datasets",) if oci else ("datasets", "images"):
         if isinstance(out.get(table), dict):
@@ -209,6 +225,11 @@ def _check_paths(cfg: NodeConfig) -> list[str]:
         problems.append(f"executor: {cfg.executor!r} is not an executor name")
     if cfg.ca_cert is not None and not cfg.ca_cert.is_file():
         problems.append(f"ca_cert: {cfg.ca_cert} does not exist (fix the path)")
+    if cfg.install_requirements and not cfg.package_index:
+        problems.append(
+            "install_requirements: true needs package_index (a folder of wheels or an "
+            "index URL the node may install from)"
+        )
     if cfg.join_token_file is not None and cfg.join_token is not None:
         problems.append("join_token and join_token_file are both set (keep one)")
     return problems

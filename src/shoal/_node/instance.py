@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 import selectors
 import shutil
@@ -25,6 +26,13 @@ from typing import Any, Protocol
 from shoal._api.schemas import RunInstruction
 from shoal._errors import ShoalError
 from shoal._exec.base import Executor, InstanceSpec, TaskHandle, failure_reason
+from shoal._exec.requirements import (
+    Installed,
+    OverlayBuilder,
+    RequirementChecker,
+    overlay_dists,
+    unmet_pairs,
+)
 from shoal._node.cache import Caches
 from shoal._node.client import (
     DISK_FULL_CODES,
@@ -33,7 +41,7 @@ from shoal._node.client import (
     Stopped,
     abandon_when,
 )
-from shoal._node.config import NodeConfig
+from shoal._node.config import OCI_EXECUTORS, Limits, NodeConfig
 from shoal._node.proxy import InstanceScope, WorldProxy
 from shoal._runtime import ops, protocol
 
@@ -75,6 +83,9 @@ class Host(Protocol):
     executor: Executor
     slots: threading.Semaphore
     socket_dir: Path
+    requirements: RequirementChecker
+    overlays: OverlayBuilder | None
+    gpu_devices: tuple[Path, ...]
 
     def image_path(self, image: str) -> tuple[Path, str | None] | None:
         """The interpreter of an image and the PYTHONPATH it needs, or None."""
@@ -83,6 +94,22 @@ class Host(Protocol):
     def finished(self, instance_id: str) -> None:
         """The instance's thread is done with it."""
         ...
+
+
+def requested_limits(
+    item: RunInstruction, limits: Limits
+) -> tuple[int | None, int | None, int | None, float | None]:
+    """``memory_mb``, ``cpu_seconds``, ``max_processes``, ``cpus`` of an instance: the
+    node's limits, lowered to the module's memory and CPU requests (a module asking for
+    ``{"memory": "4Gi", "cpu": 2}`` gets at most 4 GiB and two cores; the placement
+    already checked that the node has them)."""
+    memory_mb, cpus = limits.memory_mb, limits.cpus
+    if item.memory:
+        asked = max(16, -(-item.memory // 2**20))  # MiB, rounded up; the config's floor
+        memory_mb = asked if memory_mb is None else min(memory_mb, asked)
+    if item.cpu:
+        cpus = item.cpu if cpus is None else min(cpus, item.cpu)
+    return memory_mb, limits.cpu_seconds, limits.max_processes, cpus
 
 
 def _recv_hello(conn: socket.socket) -> dict[str, Any]:
@@ -142,11 +169,48 @@ class InstanceRun:
             self.host.finished(self.instance_id)
 
     # ------------------------------------------------------------------ phases
+    def _unmet_requirements(self, interpreter: Path) -> Ended | Path | None:
+        """The refusal of an instance whose image lacks some of its requirements; or,
+        where the node's owner allows installing them, the folder that holds them."""
+        item = self.item
+        if not item.requirements or self.host.executor.name in OCI_EXECUTORS:
+            return None  # an OCI image is not probed here (its interpreter is inside)
+        try:
+            have = self.host.requirements.installed(interpreter)
+        except Exception as e:  # the image's interpreter cannot be asked
+            return Ended(False, f"checking the module's requirements failed: {e}", kind="crash")
+        pairs = unmet_pairs(item.requirements, have)
+        if not pairs:
+            return None
+        builder = self.host.overlays
+        if builder is not None:
+            try:
+                folder = builder.overlay(interpreter, [text for text, _ in pairs], have)
+            except Exception as e:
+                return Ended(False, f"node {self.host.config.node_id}: {e}")
+            merged = Installed({**have.dists, **overlay_dists(folder)}, have.env)
+            pairs = unmet_pairs(item.requirements, merged)
+            if not pairs:
+                return folder
+        unmet = [why for _, why in pairs]
+        return Ended(
+            False,
+            f"node {self.host.config.node_id} refuses the task: its image {item.image!r} "
+            f"lacks requirements {'; '.join(unmet)} (install them into that image's "
+            "environment, or map the image to an environment that has them in [images] "
+            "of node.toml)",
+        )
+
     def _run(self) -> Ended | None:
         item, cfg = self.item, self.host.config
         image = self.host.image_path(item.image)
         if image is None:
             return Ended(False, f"node {cfg.node_id} has no image {item.image!r}")
+        refused = self._unmet_requirements(image[0])
+        if isinstance(refused, Ended):
+            return refused
+        if refused is not None:  # the requirements it lacked, installed for it
+            image = (image[0], os.pathsep.join(p for p in (str(refused), image[1]) if p))
         try:
             folder = self.host.caches.bundle(item.module)
         except Stopped:
@@ -173,12 +237,11 @@ class InstanceRun:
             folder,
             datasets,
             view,
-            cfg.limits.memory_mb,
-            cfg.limits.cpu_seconds,
-            cfg.limits.max_processes,
-            cfg.limits.cpus,
+            *requested_limits(item, cfg.limits),
             image=item.image,
             wall_s=None if (budget := self._budget()) is None else budget + WALL_BACKSTOP_S,
+            # Only a task that asked for a GPU sees the GPU's device files.
+            devices=self.host.gpu_devices if item.gpu else (),
         )
         outbox = (workdir / "outbox").resolve()  # fixed before any task code runs
         scope = InstanceScope(self.instance_id, cfg.node_id, datasets, outbox, view)

@@ -20,16 +20,10 @@ from typing import Any
 from shoal._errors import ShoalError
 from shoal._node.cache import Caches
 from shoal._node.client import CoordinatorClient
+from shoal._node.facts import Gpu, LinkStats, cpu_count, memory_total, performance
 from shoal._runtime import ops
 from shoal._runtime.protocol import raise_payload
 from shoal._wire import FileWire, Wire
-
-
-def _memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 0
 
 
 @dataclass
@@ -70,14 +64,29 @@ class InstanceScope:
 class WorldProxy:
     """Answers or forwards the world requests of every instance on this node."""
 
-    def __init__(self, client: CoordinatorClient, caches: Caches, gpu: bool) -> None:
+    def __init__(
+        self,
+        client: CoordinatorClient,
+        caches: Caches,
+        gpu: bool | list[Gpu],
+        link: LinkStats | None = None,
+    ) -> None:
         self._client = client
         self._caches = caches
-        self._resources = {"cpu": os.cpu_count() or 1, "memory": _memory(), "gpu": int(gpu)}
+        gpus = gpu if isinstance(gpu, list) else [Gpu("", None)] * int(gpu)
+        self._resources = {
+            "cpu": cpu_count(),
+            "memory": memory_total(),
+            "gpu": len(gpus),
+            "gpu_memory": max((g.memory or 0 for g in gpus), default=0),
+        }
+        self._link = link or LinkStats()
         # The operations this node answers itself: one handler per local row.
         self._answers: dict[str, Callable[[InstanceScope, Mapping[str, Any]], Any]] = {
             ops.LOCAL_DATASET.name: lambda scope, args: self._dataset(scope, str(args.get("name"))),
             ops.LOCAL_RESOURCES.name: lambda scope, args: dict(self._resources),
+            ops.LOCAL_PERFORMANCE.name: lambda scope, args: performance(),
+            ops.LOCAL_NETWORK.name: lambda scope, args: self._link.quality(),
         }
         ops.check_handlers(self._answers, type(self).__name__, ops.names(local=True))
 

@@ -267,6 +267,55 @@ class Local:
         """CPU count, memory and GPU facts of the node."""
         return Resources(**ops.LOCAL_RESOURCES.send(self._ctx.channel, {}))
 
+    def get_performance_metrics(self) -> dict[str, float]:
+        """The node's load now (seed 001's adaptive module).
+
+        Returns
+        -------
+        dict[str, float]
+            ``cpu_usage`` (0 to 1: the 1-minute load average per CPU, capped at 1),
+            ``memory_usage`` (0 to 1: the share of memory in use), ``cpu_count``,
+            ``memory_total`` and ``memory_available`` (bytes). In the simulator, the
+            node profile's values.
+        """
+        reply = ops.LOCAL_PERFORMANCE.send(self._ctx.channel, {})
+        return {str(k): float(v) for k, v in reply.items()}
+
+    def get_network_quality(self) -> NetworkQuality:
+        """The quality of the node's link to the coordinator, from 0 (none) to 1.
+
+        A number (seed 001 compares it: ``if network_quality < 0.5``) that also carries
+        what it is made of: ``rtt_s`` (the median round-trip time of the node's recent
+        heartbeats), ``loss`` (the share of recent heartbeats that got no answer) and
+        ``samples``. The score is ``(1 - loss) * 0.1 / (0.1 + rtt_s)``: 1 for a perfect
+        link, 0.5 at 100 ms or at half the heartbeats lost. In the simulator, from the
+        node profile (``rtt_ms``, ``loss``).
+        """
+        reply = ops.LOCAL_NETWORK.send(self._ctx.channel, {})
+        return NetworkQuality.of(float(reply["rtt_s"]), float(reply["loss"]), int(reply["samples"]))
+
+
+class NetworkQuality(float):
+    """A link quality score in [0, 1] with the round-trip time and loss behind it."""
+
+    rtt_s: float
+    loss: float
+    samples: int
+
+    @classmethod
+    def of(cls, rtt_s: float, loss: float, samples: int) -> NetworkQuality:
+        """The score of a link with ``rtt_s`` seconds of round trip and ``loss``."""
+        rtt_s, loss = max(0.0, rtt_s), min(1.0, max(0.0, loss))
+        q = cls((1.0 - loss) * 0.1 / (0.1 + rtt_s))
+        q.rtt_s, q.loss, q.samples = rtt_s, loss, samples
+        return q
+
+    def __repr__(self) -> str:
+        return (
+            f"NetworkQuality({float(self):.3f}, rtt_s={self.rtt_s:.4f}, loss={self.loss:.3f}, "
+            f"samples={self.samples})"
+        )
+
 
 def load_dataset(path: Path) -> Any:
     """Load a dataset file by its suffix (see :meth:`Local.get_dataset`)."""

@@ -231,6 +231,9 @@ STATE_GET = Op("state.get", KeyArgs, reply=Reply.WIRE)
 STATE_SET = Op("state.set", StateSetArgs, value=True)
 LOCAL_DATASET = Op("local.dataset", DatasetArgs, local=True)
 LOCAL_RESOURCES = Op("local.resources", NoArgs, local=True)
+# Seed 001's adaptive module: the node's load, and its link to the coordinator.
+LOCAL_PERFORMANCE = Op("local.performance", NoArgs, local=True)
+LOCAL_NETWORK = Op("local.network", NoArgs, local=True)
 LOG = Op("log", LogArgs, numbered=True, one_way=True, batched=True)
 METRIC = Op("metric", MetricArgs, numbered=True, one_way=True, batched=True)
 
@@ -249,6 +252,8 @@ TABLE: Mapping[str, Op[Any]] = {
         STATE_SET,
         LOCAL_DATASET,
         LOCAL_RESOURCES,
+        LOCAL_PERFORMANCE,
+        LOCAL_NETWORK,
         LOG,
         METRIC,
     )

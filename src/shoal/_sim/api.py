@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from shoal._data.nodes import build_nodes
 from shoal._define.compile import compile_swarm
@@ -14,13 +16,37 @@ from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
 from shoal._exec.jobs import default_workers, normalize_executor
 from shoal._exec.pool_bwrap import check_bwrap
+from shoal._exec.requirements import RequirementChecker
+from shoal._plan import Plan
 from shoal._sim.driver import OnMetrics, Progress, Simulation
+from shoal._sim.profiles import NodeProfile, profiled_nodes
 from shoal._sim.run import SimulationRun
+
+
+def _check_requirements(plan: Plan) -> None:
+    """Every virtual node runs modules with this Python: refuse a module whose
+    requirements it lacks, as a node refuses one its image lacks."""
+    problems = []
+    for module in plan.modules.values():
+        unmet = _CHECKER.missing(list(module.requirements), Path(sys.executable))
+        if unmet:
+            problems.append(f"module {module.name!r} needs {'; '.join(unmet)}")
+    if problems:
+        raise ShoalError(
+            "the simulator runs every module with this Python, which lacks requirements: "
+            + ", ".join(problems),
+            code="sim.requirements",
+            hint=f"install them into this environment ({sys.prefix}), or drop them from "
+            "requirements= / requirements.txt",
+        )
+
+
+_CHECKER = RequirementChecker()
 
 
 def simulate(
     swarm: Swarm,
-    nodes: int | None = 10,
+    nodes: int | Sequence[NodeProfile | Mapping[str, Any]] | None = 10,
     datasets: Mapping[str, str | os.PathLike[str]] | None = None,
     partition: str | None = None,
     seed: int = 0,
@@ -40,7 +66,11 @@ def simulate(
     swarm
         The swarm to run (it is validated and compiled first).
     nodes
-        How many virtual nodes (``node-00000``, ...). Ignored with ``nodes_dir``.
+        How many virtual nodes (``node-00000``, ...), or a list of
+        :class:`~shoal.NodeProfile` (or dicts with its keys) for a heterogeneous fleet:
+        per kind of node its count, CPUs, memory, GPUs, datasets, images, load and link.
+        Profiled nodes advertise their facts, so placement checks ``gpu=True`` and each
+        module's ``resources`` against them. Ignored with ``nodes_dir``.
     datasets
         ``{name: path}`` every node maps; split across nodes with ``partition``, or
         shared whole by every node when ``partition`` is None.
@@ -87,8 +117,9 @@ def simulate(
     Raises
     ------
     ShoalError
-        For an invalid swarm or argument, e.g. ``sim.executor`` (an unknown executor)
-        or ``sim.bwrap`` (bubblewrap is missing or does not work here).
+        For an invalid swarm or argument, e.g. ``sim.executor`` (an unknown executor),
+        ``sim.bwrap`` (bubblewrap is missing or does not work here) or
+        ``sim.requirements`` (this Python lacks a module's ``requirements``).
     """
     if max_iterations is not None and (not isinstance(max_iterations, int) or max_iterations < 1):
         raise ShoalError(
@@ -100,6 +131,7 @@ def simulate(
         check_bwrap()  # before any partitioning work: say at once what is missing
     compiled = compile_swarm(swarm)
     plan = compiled.plan
+    _check_requirements(plan)
     if max_iterations is not None:
         plan = plan.model_copy(
             update={"limits": plan.limits.model_copy(update={"max_iterations": max_iterations})}
@@ -113,14 +145,17 @@ def simulate(
     # takes, while copies kept per run would fill the disk (docs/simulator.md).
     shares = root / "data"
     try:
-        node_list = build_nodes(
-            nodes,
-            datasets,
-            partition,
-            seed,
-            shares,
-            Path(nodes_dir) if nodes_dir is not None else None,
-        )
+        if nodes_dir is None and nodes is not None and not isinstance(nodes, int):
+            node_list = profiled_nodes(nodes, datasets, partition, seed, shares)
+        else:
+            node_list = build_nodes(
+                nodes if isinstance(nodes, int) else None,
+                datasets,
+                partition,
+                seed,
+                shares,
+                Path(nodes_dir) if nodes_dir is not None else None,
+            )
         sim = Simulation(
             plan,
             compiled.bundles,

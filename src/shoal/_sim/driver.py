@@ -20,6 +20,7 @@ from shoal._api.records import MetricRecord, failure_record, metric_record
 from shoal._bundle import Bundle
 from shoal._driver import DriverBase
 from shoal._engine import Engine
+from shoal._engine.capacity import Capacity
 from shoal._engine.messages import (
     CancelInstance,
     Event,
@@ -104,6 +105,28 @@ def _fewer_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*before)
+
+
+def joined(node: NodeInfo, now: float) -> NodeJoined:
+    """The event of a virtual node joining: a profiled node advertises its facts (its
+    resources are checked), one without a profile offers any image and resources."""
+    res = node.resources
+    capacity = None
+    if node.advertised:
+        capacity = Capacity(
+            cpu=float(res.get("cpu", 1)),
+            memory=int(res.get("memory", 0)),
+            gpu=int(res.get("gpu", 0)),
+            gpu_memory=int(res.get("gpu_memory", 0)) or None,
+        )
+    return NodeJoined(
+        node.node_id,
+        now,
+        frozenset(node.datasets),
+        gpu=node.advertised and int(res.get("gpu", 0)) > 0,
+        images=node.images,
+        capacity=capacity,
+    )
 
 
 class Simulation(DriverBase):
@@ -284,7 +307,7 @@ class Simulation(DriverBase):
         self._executor = executor = self._make_executor()
         try:
             for n in self.nodes.values():
-                self.feed(NodeJoined(n.node_id, self.now(), frozenset(n.datasets)))
+                self.feed(joined(n, self.now()))
             self.submit_swarm(self.swarm_id, self.plan, self.seed)
             self._drain()
             while self._finished is None:

@@ -58,11 +58,29 @@ class InstanceInfo:
 
 @dataclass
 class NodeInfo:
-    """A node's datasets and resources as the service exposes them."""
+    """A node's datasets and resources as the service exposes them.
+
+    Attributes
+    ----------
+    resources
+        What ``local.get_resources()`` answers: ``cpu``, ``memory`` (bytes), ``gpu``
+        (a count) and ``gpu_memory`` (bytes). Without a profile: this machine's.
+    advertised
+        Whether placement checks ``resources`` (a simulator node profile said them);
+        False: the node takes any module's resources, as it takes any image.
+    images
+        The images it offers (None: every image).
+    load
+        What ``local.get_performance_metrics()`` and ``local.get_network_quality()``
+        answer: ``cpu_usage`` and ``memory_usage`` (0 to 1), ``rtt_s`` and ``loss``.
+    """
 
     node_id: str
     datasets: Mapping[str, Path]
     resources: dict[str, int] = field(default_factory=lambda: dict(_HOST))
+    advertised: bool = False
+    images: frozenset[str] | None = None
+    load: Mapping[str, float] = field(default_factory=dict)
 
 
 Handler = Callable[["InstanceInfo", Any], Any]
@@ -105,6 +123,8 @@ class WorldService:
             ops.STATE_SET.name: self._state_set,
             ops.LOCAL_DATASET.name: self._dataset,
             ops.LOCAL_RESOURCES.name: self._resources,
+            ops.LOCAL_PERFORMANCE.name: self._performance,
+            ops.LOCAL_NETWORK.name: self._network,
             ops.LOG.name: self._log,
             ops.METRIC.name: self._metric,
         }
@@ -139,6 +159,27 @@ class WorldService:
 
     def _resources(self, info: InstanceInfo, args: ops.NoArgs) -> dict[str, int]:
         return dict(self.nodes[info.node_id].resources)
+
+    def _performance(self, info: InstanceInfo, args: ops.NoArgs) -> dict[str, float]:
+        node = self.nodes[info.node_id]
+        total = float(node.resources.get("memory", 0))
+        used = float(node.load.get("memory_usage", 0.0))
+        return {
+            "cpu_usage": float(node.load.get("cpu_usage", 0.0)),
+            "memory_usage": used,
+            "cpu_count": float(node.resources.get("cpu", 1)),
+            "memory_total": total,
+            "memory_available": total * (1.0 - used),
+        }
+
+    def _network(self, info: InstanceInfo, args: ops.NoArgs) -> dict[str, float]:
+        node = self.nodes[info.node_id]
+        # A virtual node's link is what its profile says (perfect by default).
+        return {
+            "rtt_s": float(node.load.get("rtt_s", 0.0)),
+            "loss": float(node.load.get("loss", 0.0)),
+            "samples": 0,
+        }
 
     def _results_add(self, info: InstanceInfo, args: ops.ResultsAddArgs) -> None:
         tag = args["tag"]

@@ -17,13 +17,23 @@ A module's entry point is ``main()``, as in Manta::
 from __future__ import annotations
 
 from shoal._public import publish as _publish
-from shoal._runtime.api import Globals, Local, Logger, Resources, ResultRecord, Results, World
+from shoal._runtime.api import (
+    Globals,
+    Local,
+    Logger,
+    NetworkQuality,
+    Resources,
+    ResultRecord,
+    Results,
+    World,
+)
 from shoal._runtime.context import current as _current
 
 __all__ = [
     "Globals",
     "Local",
     "Logger",
+    "NetworkQuality",
     "Resources",
     "ResultRecord",
     "Results",
