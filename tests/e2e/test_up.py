@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -219,3 +221,42 @@ def test_results_logs_metrics_large_values_and_failures(
     assert "failed" in shown.stdout and "node-00001" in shown.stdout
     assert 'raise ValueError("corrupt shard on this node")' in shown.stdout
     assert "ValueError: corrupt shard on this node" in shown.stdout
+
+
+def test_credentials_flow_by_themselves_and_a_taken_port_is_named(
+    start_up: Callable[..., Any], tmp_path: Path
+) -> None:
+    up = start_up("--nodes", "1")
+    up.wait_ready()
+    printed = up.stdout() + (up.tmp / "up.stderr").read_text()
+    assert up.token not in printed, "shoal up printed the token"
+    assert str(up.state / "profile.toml") in up.stdout()
+    local = up.config_home / "shoal" / "profiles" / "local.toml"
+    assert str(local) in up.stdout()
+    for path in (up.state / "profile.toml", local):
+        assert oct(path.stat().st_mode & 0o777) == "0o600", path
+
+    plain = up.plain_env()  # no SHOAL_COORDINATOR / SHOAL_TOKEN
+    (up.tmp / "sub").mkdir()
+    for folder in (up.tmp, up.tmp / "sub"):  # where `shoal up` ran, or a folder below
+        shown = up.shoal("nodes", env=plain, cwd=folder)
+        assert shown.returncode == 0 and "node-00000" in shown.stdout, shown.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    lost = up.shoal("nodes", env=plain, cwd=elsewhere)
+    assert lost.returncode == 2 and "no coordinator URL" in lost.stderr
+    found = up.shoal("status", "--profile", "local", env=plain, cwd=elsewhere)
+    assert found.returncode == 0 and "no swarms yet" in found.stderr, found.stderr
+
+    port = up.url.rsplit(":", 1)[1]
+    second = subprocess.run(
+        [sys.executable, "-m", "shoal", "up", "--nodes", "1", "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=plain,
+        cwd=elsewhere,
+    )
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"port {port} on 127.0.0.1 is taken" in second.stderr
+    assert "--port 0" in second.stderr

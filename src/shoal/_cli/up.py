@@ -24,6 +24,7 @@ from rich.text import Text
 from shoal._cli.app import app, err, fail
 from shoal._cli.procs import Children
 from shoal._cli.services import DEFAULT_PORT, load_service, public_url, tokens
+from shoal._client.config import PROJECT_PROFILE, profile_path, write_profile
 from shoal._errors import ShoalError
 
 out = Console()
@@ -92,6 +93,23 @@ def _free_port(host: str) -> int:
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail now if something listens on ``host:port``: otherwise the nodes would join
+    whatever answers there (another ``shoal up``) and fail on its join token."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # As uvicorn does: a port left in TIME_WAIT by a coordinator just stopped is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            fail(
+                f"port {port} on {host} is taken ({e.strerror}): another `shoal up` or "
+                f"coordinator may be running there; stop it, or pass --port 0 for any free "
+                "port (or another --port)"
+            )
 
 
 def _toml_str(value: str | Path) -> str:
@@ -189,6 +207,13 @@ def up(
         float | None,
         typer.Option(help="With --deploy: give up on the swarm after this many seconds."),
     ] = None,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="Also write the URL and token to ~/.config/shoal/profiles/NAME.toml, for "
+            "`shoal ... --profile NAME` from any folder."
+        ),
+    ] = "local",
 ) -> None:
     """Start a coordinator and N node agents on this machine; Ctrl-C stops them all."""
     from shoal._data.nodes import node_id
@@ -196,6 +221,10 @@ def up(
 
     if nodes < 1:
         fail(f"--nodes {nodes}: start at least one node")
+    try:
+        profile_file = profile_path(profile)
+    except ShoalError as e:
+        fail(e)
     if not 0 <= port <= 65535:
         fail(f"--port {port} is not a port number (0-65535)")
     sources = _datasets(dataset or [])
@@ -218,6 +247,8 @@ def up(
         fail(e)
     except OSError as e:
         fail(f"cannot prepare {state}: {e}")
+    if port:
+        _check_port(host, port)
     port = port or _free_port(host)
     url = public_url(host, port, tls=False)
     children = Children()
@@ -227,7 +258,7 @@ def up(
             user = _bring_up(
                 children, signals, url, host, port, state, ids, maps, executor, timeout
             )
-            _ready(url, user, ids, state)
+            _ready(url, user, ids, state, profile, profile_file)
             if deploy is None:
                 while True:  # until Ctrl-C / SIGTERM, or a child dies
                     _died(children)
@@ -332,11 +363,31 @@ def _joined(url: str, token: str, ids: list[str]) -> bool:
     return set(ids) <= connected
 
 
-def _ready(url: str, token: str, ids: list[str], state: Path) -> None:
+def _ready(
+    url: str, token: str, ids: list[str], state: Path, profile: str, profile_file: Path
+) -> None:
     span = ids[0] if len(ids) == 1 else f"{ids[0]} ... {ids[-1]}"
-    # Plain lines, never wrapped: they are copied and parsed.
+    here = state / "profile.toml"
+    note_line = f"written by `shoal up` for the coordinator at {url} (state {state})"
+    try:
+        write_profile(here, url, token, note_line)
+        write_profile(profile_file, url, token, note_line)
+    except OSError as e:
+        fail(f"cannot write the credentials profile: {e}", 1)
+    # Plain lines, never wrapped: they are copied and parsed. The token is never printed.
     typer.echo(f"shoal up: coordinator {url} with {len(ids)} node(s) ({span}) is ready")
-    typer.echo(f"export SHOAL_COORDINATOR={url} SHOAL_TOKEN={token}")
+    if state.parts[-2:] == PROJECT_PROFILE.parts[:2]:
+        project = state.parent.parent
+        where = "this folder" if project == Path.cwd().resolve() else str(project)
+        typer.echo(
+            f"credentials (mode 0600, token not shown): {here}, found by shoal commands run "
+            f"in {where} or below, and {profile_file}, for --profile {profile} anywhere"
+        )
+    else:
+        typer.echo(
+            f"credentials (mode 0600, token not shown): {here} and {profile_file}; "
+            f"shoal commands find them with --profile {profile}"
+        )
     typer.echo("deploy a swarm with: shoal deploy path/to/swarm.py")
     typer.echo(
         f"logs: {state / 'coordinator.log'} and {state / 'nodes'}/NODE/agent.log; "
