@@ -112,11 +112,18 @@ class _Watch:
             )
         elif child.restarts >= MAX_RESTARTS:
             text += f"\nnot restarting it again: it died {child.restarts + 1} times"
-        elif self.children.restart(child):
-            text += (
-                f"\nrestarted it (restart {child.restarts} of at most {MAX_RESTARTS}); "
-                "the coordinator retries its lost instances as each task's retries allow"
-            )
+        else:
+            try:
+                restarted = self.children.restart(child)
+            except OSError as e:
+                text += f"\ncannot restart it: {e}"
+            else:
+                if restarted:
+                    text += (
+                        f"\nrestarted it (restart {child.restarts} of at most "
+                        f"{MAX_RESTARTS}); the coordinator retries its lost instances as "
+                        "each task's retries allow"
+                    )
         err.print(text, style="yellow", highlight=False, markup=False, soft_wrap=True)
 
 
