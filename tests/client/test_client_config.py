@@ -12,7 +12,7 @@ import pytest
 from helpers import free_port
 
 import shoal
-from shoal._client.config import _parse_flat_toml, resolve
+from shoal._client.config import _parse_flat_toml, profile_path, resolve, write_profile
 from shoal._client.http import sse
 
 
@@ -22,7 +22,9 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.delenv("SHOAL_COORDINATOR", raising=False)
     monkeypatch.delenv("SHOAL_TOKEN", raising=False)
     monkeypatch.delenv("SHOAL_CA_CERT", raising=False)
+    monkeypatch.delenv("SHOAL_PROFILE", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.chdir(tmp_path)  # no project profile (.shoal/up/profile.toml) above it
     return tmp_path / "config" / "shoal" / "config.toml"
 
 
@@ -42,6 +44,56 @@ def test_arguments_win_over_env_and_env_over_file(
     monkeypatch.setenv("SHOAL_TOKEN", "from-env")
     assert resolve() == ("http://env:2", "from-env")
     assert resolve("https://arg:3", "from-arg") == ("https://arg:3", "from-arg")
+
+
+def test_profiles_written_by_shoal_up_are_found_by_themselves(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _write_config(tmp_path, 'coordinator = "http://file:1"\ntoken = "from-file"\n')
+    project = tmp_path / "project"
+    write_profile(project / ".shoal" / "up" / "profile.toml", "http://up:8750", "from-up", "x")
+    write_profile(profile_path("local"), "http://named:9", "from-named")
+    for path in (project / ".shoal" / "up" / "profile.toml", profile_path("local")):
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert oct(profile_path("local").parent.stat().st_mode & 0o777) == "0o700"
+
+    assert resolve() == ("http://file:1", "from-file")  # not in the project: the file
+    (project / "src" / "deep").mkdir(parents=True)
+    for folder in (project, project / "src" / "deep"):  # the project or a folder below it
+        monkeypatch.chdir(folder)
+        assert resolve() == ("http://up:8750", "from-up")
+    monkeypatch.setenv("SHOAL_COORDINATOR", "http://env:2")
+    monkeypatch.setenv("SHOAL_TOKEN", "from-env")
+    assert resolve() == ("http://env:2", "from-env")  # the environment wins over it
+    assert resolve(profile="local") == ("http://named:9", "from-named")  # --profile wins
+    monkeypatch.setenv("SHOAL_PROFILE", "local")
+    assert resolve() == ("http://named:9", "from-named")
+    assert resolve("http://arg:3", "from-arg", profile="local") == ("http://arg:3", "from-arg")
+
+
+def test_a_profile_token_goes_with_its_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _write_config(tmp_path, 'token = "from-file"\n')
+    write_profile(tmp_path / ".shoal" / "up" / "profile.toml", "http://up:8750", "from-up")
+    assert resolve() == ("http://up:8750", "from-up")
+    monkeypatch.setenv("SHOAL_COORDINATOR", "http://env:2")
+    assert resolve() == ("http://env:2", "from-up")  # the env gives no token: look on
+
+
+def test_an_unknown_profile_names_the_known_ones() -> None:
+    write_profile(profile_path("local"), "http://named:9", "t")
+    with pytest.raises(shoal.ShoalError) as e:
+        resolve(profile="lab")
+    text = str(e.value)
+    assert e.value.code == "client.config"
+    assert "no profile 'lab'" in text and "known profiles: local" in text
+    with pytest.raises(shoal.ShoalError, match="not a profile name"):
+        resolve(profile="../etc")
+
+
+def test_missing_url_names_shoal_up_and_profiles() -> None:
+    with pytest.raises(shoal.ShoalError) as e:
+        resolve()
+    assert "shoal up" in str(e.value) and "--profile" in str(e.value)
 
 
 def test_url_from_env_and_token_from_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

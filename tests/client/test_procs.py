@@ -92,3 +92,55 @@ def test_children_get_sigterm_when_their_parent_dies_hard(tmp_path: Path) -> Non
             parent.kill()
             parent.wait(10)
     poll_for(lambda: not alive(child), 10, "the orphaned child to die", interval=0.05)
+
+
+# A child that starts a grandchild in a session of its own (as a node agent starts a
+# task), prints the grandchild's pid, then sleeps.
+SPAWNER = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    g = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                         start_new_session=True)
+    print(g.pid, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_CHILD_SUBREAPER")
+def test_a_dead_child_is_restarted_and_no_orphan_outlives_stop(tmp_path: Path) -> None:
+    # In a process of its own: a subreaper adopts orphans, which pytest must not do.
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys
+        from pathlib import Path
+        from helpers import poll_for
+        from shoal._cli.procs import Children
+        log = Path({str(tmp_path / "spawner.log")!r})
+        def pids(n):
+            return poll_for(lambda: (log.read_text().split() + [None] * n)[n - 1] and
+                            log.read_text().split(), 30, f"{{n}} pid(s) in the log")
+        children = Children(subreaper=True)
+        assert children.subreaper
+        c = children.start("spawner", [sys.executable, "-c", {SPAWNER!r}], log)
+        first = c.proc.pid
+        [orphan] = pids(1)
+        os.kill(first, signal.SIGKILL)  # its grandchild, in its own session, lives on
+        c.proc.wait(10)
+        assert children.orphans() == [int(orphan)], children.orphans()
+        assert children.kill_orphans() == [int(orphan)] and not children.orphans()
+        assert children.restart(c) and c.proc.pid != first and c.restarts == 1
+        second = pids(2)[1]
+        children.stop(timeout=5)  # SIGTERM orphans the new grandchild: stop kills it
+        assert not children.restart(c)  # never after stop
+        print(orphan, second, c.proc.returncode, flush=True)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    orphan, second, code = done.stdout.split()
+    assert not alive(int(orphan)) and not alive(int(second))
+    assert code == str(-signal.SIGTERM)

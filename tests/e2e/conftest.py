@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from helpers import free_port, poll_for
 
+from shoal._client.config import _read_config
+
 MARKER = "SHOAL_E2E_MARKER"
 
 
@@ -32,13 +34,14 @@ class Up:
     def __init__(self, tmp: Path, args: list[str]) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp
-        self.state = tmp / "up"
+        self.state = tmp / ".shoal" / "up"  # the default --state's layout, under tmp
+        self.config_home = tmp / "config"  # XDG_CONFIG_HOME: profiles stay in tmp
         self.marker = uuid.uuid4().hex
         self.url = ""
         self.token = ""
         self.lines: list[str] = []
         self._ready = threading.Event()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+        env = self.plain_env()
         env.update({MARKER: self.marker, "PYTHONUNBUFFERED": "1"})
         self.stderr_path = tmp / "up.stderr"
         argv = [sys.executable, "-m", "shoal", "up", "--state", str(self.state)]
@@ -62,13 +65,10 @@ class Up:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
-            if line.startswith("export SHOAL_COORDINATOR="):
-                for word in line.split()[1:]:
-                    key, _, value = word.partition("=")
-                    if key == "SHOAL_COORDINATOR":
-                        self.url = value
-                    elif key == "SHOAL_TOKEN":
-                        self.token = value
+            if line.startswith("logs: ") and "Ctrl-C stops everything" in line:  # the last
+                # The token is never printed: read it from the profile shoal up wrote.
+                profile = _read_config(self.state / "profile.toml")
+                self.url, self.token = profile["coordinator"], profile["token"]
                 self._ready.set()
         self._ready.set()
 
@@ -86,20 +86,33 @@ class Up:
         self._ready.wait(timeout)
         assert self.url and self.token, f"shoal up did not get ready\n{self.diagnostics()}"
 
-    def env(self) -> dict[str, str]:
+    def plain_env(self) -> dict[str, str]:
+        """The environment without SHOAL_* variables, profiles kept under tmp."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+        env["XDG_CONFIG_HOME"] = str(self.config_home)
+        return env
+
+    def env(self) -> dict[str, str]:
+        env = self.plain_env()
         env.update(SHOAL_COORDINATOR=self.url, SHOAL_TOKEN=self.token)
         return env
 
-    def shoal(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run a CLI command against this federation."""
+    def shoal(
+        self,
+        *args: str,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a CLI command against this federation (by default with SHOAL_COORDINATOR
+        and SHOAL_TOKEN set, in the folder ``shoal up`` runs in)."""
         return subprocess.run(
             [sys.executable, "-m", "shoal", *args],
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=self.env(),
-            cwd=self.tmp,
+            env=self.env() if env is None else env,
+            cwd=self.tmp if cwd is None else cwd,
         )
 
     def signal(self, sig: int = signal.SIGINT, timeout: float = 45) -> int:

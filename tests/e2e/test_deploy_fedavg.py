@@ -50,7 +50,7 @@ def test_deployed_fedavg_matches_the_simulator(
         *("--partition", PARTITION, "--seed", str(SEED)),
     )
     up.wait_ready()
-    assert f"export SHOAL_COORDINATOR={up.url} SHOAL_TOKEN={up.token}" in up.stdout()
+    assert up.token not in up.stdout() and "credentials (mode 0600" in up.stdout()
 
     nodes = up.shoal("nodes")
     assert nodes.returncode == 0, up.diagnostics()

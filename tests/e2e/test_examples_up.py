@@ -62,3 +62,25 @@ def test_federated_mean_on_shoal_up_equals_pandas(
     columns = list(pooled.columns)
     assert all(count[c] == pooled[c].count() for c in columns)
     assert np.allclose([mean[c] for c in columns], pooled.mean()[columns].to_numpy())
+
+
+def test_fedavg_torch_on_shoal_up(start_up: Callable[..., Any], tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")  # in the dev extra: CI runs this
+    spec = importlib.util.spec_from_file_location("torch_run", EXAMPLES / "fedavg_torch" / "run.py")
+    assert spec and spec.loader
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    X_fed, y_fed, X_test, y_test = example.digits(0)
+    path = tmp_path / "digits.npz"
+    np.savez(path, X=X_fed, y=y_fed)
+    up = start_up("--nodes", "3", "--dataset", f"digits={path}", "--partition", "iid")
+    up.wait_ready()
+    swarm_id = _deploy_and_wait(up, EXAMPLES / "fedavg_torch" / "swarm.py")
+    with shoal.Client(up.url, up.token) as client:
+        weights = client.get_global(swarm_id, "weights")
+        curve = [m.value for m in client.metrics(swarm_id, name="val_accuracy")]
+    assert all(isinstance(v, torch.Tensor) for v in weights.values())
+    model = example.make_model(0)
+    model.load_state_dict(weights)
+    assert len(curve) == 5
+    assert example.count_correct(model, X_test, y_test) / len(y_test) >= 0.85

@@ -53,3 +53,14 @@ def test_wordcount_through_the_cli(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "succeeded" in out.stdout
+
+
+@pytest.mark.timeout(300)
+def test_fedavg_torch_trains_a_cnn_in_the_simulator() -> None:
+    pytest.importorskip("torch")  # in the dev extra: CI runs this
+    out = run(str(EXAMPLES / "fedavg_torch" / "run.py"), "--nodes", "3", "--rounds", "4")
+    assert out.returncode == 0, out.stdout + out.stderr
+    curve = re.search(r"per round: (.*)", out.stdout).group(1)  # type: ignore[union-attr]
+    assert len(curve.split(", ")) == 4
+    accuracy = float(re.search(r"test accuracy: ([0-9.]+)", out.stdout).group(1))  # type: ignore[union-attr]
+    assert accuracy >= 0.85

@@ -16,7 +16,7 @@ from rich.table import Table
 from shoal._api.records import MetricRecord
 from shoal._cli.app import app, err, fail
 from shoal._cli.chart import line_chart
-from shoal._cli.remote import Coordinator, Token, connected
+from shoal._cli.remote import Coordinator, Profile, Token, connected
 from shoal._metrics.table import COLUMNS, by_iteration, names, rows
 
 out = Console()
@@ -122,6 +122,7 @@ def metrics(
     ] = True,
     coordinator: Coordinator = None,
     token: Token = None,
+    profile: Profile = None,
 ) -> None:
     """Show a swarm's metrics per iteration: a table and a chart (mean, min and max over
     the nodes' last value in each iteration)."""
@@ -134,7 +135,7 @@ def metrics(
         fail(f"run folder {target} does not exist; give the folder `shoal simulate` printed")
     else:
         swarm = target
-        with connected(coordinator, token) as client:
+        with connected(coordinator, token, profile) as client:
             every = client.metrics(target, frame=False)
     records = [
         r

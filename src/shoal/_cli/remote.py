@@ -40,7 +40,17 @@ Coordinator = Annotated[
     str | None,
     typer.Option(
         "--coordinator",
-        help="Coordinator URL (default: $SHOAL_COORDINATOR, else ~/.config/shoal/config.toml).",
+        help="Coordinator URL (default: --profile, else $SHOAL_COORDINATOR, else the profile "
+        "`shoal up` wrote in this folder, else ~/.config/shoal/config.toml).",
+        show_default=False,
+    ),
+]
+Profile = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        help="Take URL and token from ~/.config/shoal/profiles/NAME.toml (`shoal up` writes "
+        "'local'; default: $SHOAL_PROFILE).",
         show_default=False,
     ),
 ]
@@ -55,12 +65,17 @@ Token = Annotated[
 
 
 @contextmanager
-def connected(coordinator: str | None, token: str | None) -> Iterator[Client]:
+def connected(
+    coordinator: str | None, token: str | None, profile: str | None = None
+) -> Iterator[Client]:
     """A client for the command; every ShoalError becomes one readable paragraph."""
     from shoal._client import Client  # httpx: only for the commands that need it
+    from shoal._client.config import ca_from_config, resolve
 
     try:
-        with Client(coordinator, token) as client:
+        url, secret = resolve(coordinator, token, profile)
+        ca = ca_from_config(profile) if url.startswith("https://") else None
+        with Client(url, secret, verify=ca or True) as client:
             yield client
     except ShoalError as e:
         fail(e)
@@ -133,9 +148,10 @@ def deploy(
     coordinator: Coordinator = None,
     token: Token = None,
     seed: Annotated[int, typer.Option(help="Seed of the coordinator's random placement.")] = 0,
+    profile: Profile = None,
 ) -> None:
     """Compile a swarm and submit it to a coordinator; print its id (only) on stdout."""
-    with connected(coordinator, token) as client:
+    with connected(coordinator, token, profile) as client:
         swarm_id = client.deploy(target, seed=seed)
     typer.echo(swarm_id)
     err.print(
@@ -171,6 +187,7 @@ def status(
     ] = None,
     coordinator: Coordinator = None,
     token: Token = None,
+    profile: Profile = None,
 ) -> None:
     """Show every swarm, or one swarm with its task counts and failures (node, traceback)
     and the latest value of its metrics."""
@@ -178,7 +195,7 @@ def status(
         fail("--watch needs a swarm id: shoal status SWARM --watch")
     if track and not watch:
         fail("--track streams metrics while following a swarm: add --watch")
-    with connected(coordinator, token) as client:
+    with connected(coordinator, token, profile) as client:
         if swarm is None:
             swarms = client.swarms()
             if not swarms:
@@ -205,17 +222,18 @@ def stop(
     swarm: Annotated[str, typer.Argument(help="The swarm id.")],
     coordinator: Coordinator = None,
     token: Token = None,
+    profile: Profile = None,
 ) -> None:
     """Stop a swarm: its running instances are cancelled."""
-    with connected(coordinator, token) as client:
+    with connected(coordinator, token, profile) as client:
         client.stop(swarm)
     out.print(f"stop requested for swarm {swarm}", highlight=False)
 
 
 @app.command()
-def nodes(coordinator: Coordinator = None, token: Token = None) -> None:
+def nodes(coordinator: Coordinator = None, token: Token = None, profile: Profile = None) -> None:
     """List the nodes the coordinator knows, connected or not."""
-    with connected(coordinator, token) as client:
+    with connected(coordinator, token, profile) as client:
         found = client.nodes()
     if not found:
         err.print("no nodes have joined yet; start one with: shoal node start --config node.toml")
@@ -253,11 +271,12 @@ def results(
     ] = None,
     coordinator: Coordinator = None,
     token: Token = None,
+    profile: Profile = None,
 ) -> None:
     """Show the results a swarm's tasks stored under TAG, one per node (and iteration)."""
     if all_iterations and iteration is not None:
         fail("give --iteration N or --all-iterations, not both")
-    with connected(coordinator, token) as client:
+    with connected(coordinator, token, profile) as client:
         if all_iterations:
             last = client.status(swarm).iteration
             records = [
@@ -321,6 +340,7 @@ def logs(
     ] = False,
     coordinator: Coordinator = None,
     token: Token = None,
+    profile: Profile = None,
 ) -> None:
     """Show a swarm's logs, or the logs a simulation saved in its run folder.
 
@@ -333,7 +353,7 @@ def logs(
             fail("--follow needs a swarm on a coordinator; a run folder's logs are complete")
         _local_logs(run_dir, node, task, level, iteration)
         return
-    with connected(coordinator, token) as client:
+    with connected(coordinator, token, profile) as client:
         try:
             if follow_:
                 for r in client.follow_logs(target, node, task, level, iteration):
@@ -360,6 +380,7 @@ def story(
     ] = None,
     coordinator: Coordinator = None,
     token: Token = None,
+    profile: Profile = None,
 ) -> None:
     """Tell what happened to one instance: each transition and engine decision, with the
     time and the id of the event that caused it."""
@@ -375,7 +396,7 @@ def story(
             )
         lines = stories[instance]
     else:
-        with connected(coordinator, token) as client:
+        with connected(coordinator, token, profile) as client:
             lines = client.story(instance)
     for line in lines:
         out.print(line, highlight=False, markup=False)

@@ -4,14 +4,22 @@ Each node gets its share of every dataset (``--partition``, as in ``shoal simula
 and the node id the simulator would give it (``node-00000``, ...), so a swarm deployed
 here computes what ``shoal simulate`` computes with the same nodes, seed and partition.
 Ctrl-C or SIGTERM stops every process it started.
+
+Once the federation is up, a node agent that dies is reported (its node id, exit code
+and the tail of its log) and the rest keeps running, so the engine's retries and
+``min_results`` decide what happens to the swarm under way, as on real sites;
+``--restart-nodes`` starts a dead agent again. Only the coordinator's death stops
+everything.
 """
 
 from __future__ import annotations
 
+import _thread
 import json
 import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -22,8 +30,9 @@ from rich.console import Console
 from rich.text import Text
 
 from shoal._cli.app import app, err, fail
-from shoal._cli.procs import Children
+from shoal._cli.procs import Child, Children
 from shoal._cli.services import DEFAULT_PORT, load_service, public_url, tokens
+from shoal._client.config import PROJECT_PROFILE, profile_path, write_profile
 from shoal._errors import ShoalError
 
 out = Console()
@@ -37,6 +46,92 @@ def note(message: str) -> None:
 
 class _Stop(BaseException):
     """Raised in the main thread by SIGINT/SIGTERM once it is safe to unwind."""
+
+
+MAX_RESTARTS = 5  # per node: an agent that keeps dying is left dead, not restarted in a loop
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"exit code {code} (killed by {signal.Signals(-code).name})"
+        except ValueError:
+            pass
+    return f"exit code {code}"
+
+
+class _Watch:
+    """Watches the processes once the federation is up, on a thread of its own.
+
+    A node agent's death is reported and, with ``restart``, the agent is started again
+    (at most :data:`MAX_RESTARTS` times); the task processes it left behind are killed
+    (their instances are lost: the coordinator retries or fails them). The
+    coordinator's death is fatal: :attr:`fatal` says why and the main thread is
+    interrupted as by SIGTERM.
+    """
+
+    def __init__(self, children: Children, restart: bool) -> None:
+        self.children = children
+        self.restart = restart
+        self.fatal: str | None = None
+        self._done = threading.Event()
+        self._seen: set[int] = set()  # pids whose death was handled
+        self._thread = threading.Thread(target=self._loop, name="shoal-up-watch", daemon=True)
+
+    def start(self) -> None:
+        """Begin watching."""
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop watching (bounded)."""
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join(5.0)
+
+    def _loop(self) -> None:
+        while not self._done.wait(0.3):
+            for child in list(self.children.children):
+                code = child.proc.poll()
+                if code is None or child.proc.pid in self._seen:
+                    continue
+                self._seen.add(child.proc.pid)
+                if child.name == COORDINATOR:
+                    self.fatal = _death(child, code) + "; stopping the nodes"
+                    _thread.interrupt_main(signal.SIGTERM)
+                    return
+                self._node_died(child, code)
+
+    def _node_died(self, child: Child, code: int) -> None:
+        self.children.kill_orphans()  # its task processes: nobody serves them any more
+        text = _death(child, code)
+        if not self.restart:
+            text += (
+                "\nthe federation keeps running without it: the coordinator counts its "
+                "instances as lost once their heartbeat stops, then each task's retries "
+                "and min_results decide; --restart-nodes starts a dead agent again"
+            )
+        elif child.restarts >= MAX_RESTARTS:
+            text += f"\nnot restarting it again: it died {child.restarts + 1} times"
+        else:
+            try:
+                restarted = self.children.restart(child)
+            except OSError as e:
+                text += f"\ncannot restart it: {e}"
+            else:
+                if restarted:
+                    text += (
+                        f"\nrestarted it (restart {child.restarts} of at most "
+                        f"{MAX_RESTARTS}); the coordinator retries its lost instances as "
+                        "each task's retries allow"
+                    )
+        err.print(text, style="yellow", highlight=False, markup=False, soft_wrap=True)
+
+
+def _death(child: Child, code: int) -> str:
+    tail = child.tail()
+    return f"{child.name} died with {_exit_text(code)} (log {child.log})" + (
+        f"; its last lines:\n{tail}" if tail else ""
+    )
 
 
 class _Signals:
@@ -92,6 +187,23 @@ def _free_port(host: str) -> int:
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail now if something listens on ``host:port``: otherwise the nodes would join
+    whatever answers there (another ``shoal up``) and fail on its join token."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # As uvicorn does: a port left in TIME_WAIT by a coordinator just stopped is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            fail(
+                f"port {port} on {host} is taken ({e.strerror}): another `shoal up` or "
+                f"coordinator may be running there; stop it, or pass --port 0 for any free "
+                "port (or another --port)"
+            )
 
 
 def _toml_str(value: str | Path) -> str:
@@ -189,6 +301,20 @@ def up(
         float | None,
         typer.Option(help="With --deploy: give up on the swarm after this many seconds."),
     ] = None,
+    restart_nodes: Annotated[
+        bool,
+        typer.Option(
+            "--restart-nodes",
+            help=f"Start a node agent that died again (at most {MAX_RESTARTS} times each).",
+        ),
+    ] = False,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="Also write the URL and token to ~/.config/shoal/profiles/NAME.toml, for "
+            "`shoal ... --profile NAME` from any folder."
+        ),
+    ] = "local",
 ) -> None:
     """Start a coordinator and N node agents on this machine; Ctrl-C stops them all."""
     from shoal._data.nodes import node_id
@@ -196,6 +322,10 @@ def up(
 
     if nodes < 1:
         fail(f"--nodes {nodes}: start at least one node")
+    try:
+        profile_file = profile_path(profile)
+    except ShoalError as e:
+        fail(e)
     if not 0 <= port <= 65535:
         fail(f"--port {port} is not a port number (0-65535)")
     sources = _datasets(dataset or [])
@@ -218,25 +348,37 @@ def up(
         fail(e)
     except OSError as e:
         fail(f"cannot prepare {state}: {e}")
+    if port:
+        _check_port(host, port)
     port = port or _free_port(host)
     url = public_url(host, port, tls=False)
-    children = Children()
+    children = Children(subreaper=True)
+    watch = _Watch(children, restart_nodes)
     code = 0
     with _Signals() as signals:
         try:
             user = _bring_up(
                 children, signals, url, host, port, state, ids, maps, executor, timeout
             )
-            _ready(url, user, ids, state)
+            watch.start()  # from now on a node's death is reported, not fatal
+            _ready(url, user, ids, state, profile, profile_file)
             if deploy is None:
-                while True:  # until Ctrl-C / SIGTERM, or a child dies
-                    _died(children)
-                    time.sleep(0.5)
+                while True:  # until Ctrl-C / SIGTERM, or the coordinator dies
+                    time.sleep(1.0)
             code = _run(url, user, deploy, seed, run_timeout)
         except _Stop:
-            code = 130 if deploy is not None else 0
+            if watch.fatal is not None:
+                err.print(
+                    Text.assemble(("error:", "bold red"), f" {watch.fatal}"),
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                code = 1
+            else:
+                code = 130 if deploy is not None else 0
         finally:
             signals.hold()  # a second Ctrl-C must not cut the cleanup short
+            watch.close()
             if children.children:
                 note("stopping the nodes and the coordinator...")
                 first = [c for c in children.children if c.name != COORDINATOR]
@@ -332,11 +474,31 @@ def _joined(url: str, token: str, ids: list[str]) -> bool:
     return set(ids) <= connected
 
 
-def _ready(url: str, token: str, ids: list[str], state: Path) -> None:
+def _ready(
+    url: str, token: str, ids: list[str], state: Path, profile: str, profile_file: Path
+) -> None:
     span = ids[0] if len(ids) == 1 else f"{ids[0]} ... {ids[-1]}"
-    # Plain lines, never wrapped: they are copied and parsed.
+    here = state / "profile.toml"
+    note_line = f"written by `shoal up` for the coordinator at {url} (state {state})"
+    try:
+        write_profile(here, url, token, note_line)
+        write_profile(profile_file, url, token, note_line)
+    except OSError as e:
+        fail(f"cannot write the credentials profile: {e}", 1)
+    # Plain lines, never wrapped: they are copied and parsed. The token is never printed.
     typer.echo(f"shoal up: coordinator {url} with {len(ids)} node(s) ({span}) is ready")
-    typer.echo(f"export SHOAL_COORDINATOR={url} SHOAL_TOKEN={token}")
+    if state.parts[-2:] == PROJECT_PROFILE.parts[:2]:
+        project = state.parent.parent
+        where = "this folder" if project == Path.cwd().resolve() else str(project)
+        typer.echo(
+            f"credentials (mode 0600, token not shown): {here}, found by shoal commands run "
+            f"in {where} or below, and {profile_file}, for --profile {profile} anywhere"
+        )
+    else:
+        typer.echo(
+            f"credentials (mode 0600, token not shown): {here} and {profile_file}; "
+            f"shoal commands find them with --profile {profile}"
+        )
     typer.echo("deploy a swarm with: shoal deploy path/to/swarm.py")
     typer.echo(
         f"logs: {state / 'coordinator.log'} and {state / 'nodes'}/NODE/agent.log; "
