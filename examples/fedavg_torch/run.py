@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model = make_model(args.seed)
     model.load_state_dict(run.globals["weights"])
-    curve = [m.value for m in run.metrics("val_accuracy")]
+    curve = [m.value for m in run.metrics("val_accuracy", frame=False)]
     print("federated validation accuracy per round: " + ", ".join(f"{a:.3f}" for a in curve))
     print(f"test accuracy: {count_correct(model, X_test, y_test) / len(y_test):.3f}")
     return 0
