@@ -99,10 +99,17 @@ def deploy(
     coordinator: Coordinator = None,
     token: Token = None,
     seed: Annotated[int, typer.Option(help="Seed of the coordinator's random placement.")] = 0,
+    task_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds: the timeout of tasks declared without one (default 600).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Compile a swarm and submit it to a coordinator; print its id (only) on stdout."""
     with connected(coordinator, token) as client:
-        swarm_id = client.deploy(target, seed=seed)
+        swarm_id = client.deploy(target, seed=seed, task_timeout=task_timeout)
     typer.echo(swarm_id)
     err.print(
         f"deployed {target} as swarm {swarm_id}; follow it with: shoal status {swarm_id} --watch",

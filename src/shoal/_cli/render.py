@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -238,3 +239,49 @@ def write_values(values: dict[str, Any], path: Path) -> tuple[Path, str, str | N
     else:
         path.write_bytes(encode(values))
     return path, fmt, why
+
+
+class Running(Protocol):
+    """An instance running now (``shoal.simulate(watch=...)`` hands these over)."""
+
+    @property
+    def alias(self) -> str: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def iteration(self) -> int: ...
+    @property
+    def age_s(self) -> float: ...
+    @property
+    def timeout_s(self) -> float | None: ...
+
+
+def duration(seconds: float) -> str:
+    """Seconds as ``42s``, ``3m05s`` or ``1h02m``."""
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def running_view(running: Sequence[Running], limit: int = 5) -> RenderableType:
+    """The longest-running instances with their node, age and timeout: the ones a user
+    looks at when a run seems stuck (the rest are counted, not listed)."""
+    if not running:
+        return Text("")
+    t = Table(
+        title=f"running now: {len(running)} instance(s), oldest first",
+        title_justify="left",
+        show_edge=False,
+        box=None,
+    )
+    for col in ("task", "node", "iteration", "running for", "times out after"):
+        t.add_column(col, justify="left" if col in ("task", "node") else "right")
+    for r in running[:limit]:
+        timeout = "" if r.timeout_s is None else duration(r.timeout_s)
+        t.add_row(r.alias, r.node_id, str(r.iteration), duration(r.age_s), timeout)
+    if len(running) > limit:
+        t.add_row(f"... and {len(running) - limit} more", "", "", "", "")
+    return t

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import shoal
 from shoal._cli.app import app, fail
-from shoal._cli.render import show
+from shoal._cli.render import Running, running_view, show
 from shoal._errors import ShoalError
 
 out = Console()
@@ -62,6 +64,13 @@ def simulate(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write status, globals, metrics as JSON.")
     ] = None,
+    task_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds: the timeout of tasks declared without one (default 600).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a swarm on virtual nodes on this machine."""
     from shoal._define.loader import load_swarm
@@ -81,12 +90,18 @@ def simulate(
         transient=False,
     )
     task_id = bar.add_task("run", total=None, iteration=0)
+    running = _RunningNow()
 
     def progress(what: str, iteration: int, done: int, scheduled: int) -> None:
         bar.update(task_id, completed=done, total=scheduled, iteration=iteration)
 
+    default = "600s" if task_timeout is None else f"{task_timeout:g}s"
+    out.print(
+        f"[dim]tasks declared without a timeout time out after {default} (--task-timeout)[/]",
+        highlight=False,
+    )
     try:
-        with bar:
+        with Live(Group(bar, running), console=out, refresh_per_second=4, transient=False):
             run = shoal.simulate(
                 swarm,
                 nodes=nodes,
@@ -100,7 +115,10 @@ def simulate(
                 run_dir=run_dir,
                 progress=progress,
                 keep_results=None if keep_results < 0 else keep_results,
+                task_timeout=task_timeout,
+                watch=running.update,
             )
+            running.update([])  # the final display shows no stale instances
     except ShoalError as e:
         fail(e)
     # From the run's plan: compiling the swarm a second time just for this note was waste.
@@ -117,6 +135,19 @@ def simulate(
     out.print(f"logs: shoal logs {run_dir}")
     if not run.ok:
         raise typer.Exit(1)
+
+
+class _RunningNow:
+    """The live display's list of running instances (task, node, age)."""
+
+    def __init__(self) -> None:
+        self._running: Sequence[Running] = []
+
+    def update(self, running: Sequence[Running]) -> None:
+        self._running = running
+
+    def __rich__(self) -> RenderableType:
+        return running_view(self._running)
 
 
 def _save_logs(run: shoal.SimulationRun, run_dir: Path) -> None:

@@ -8,6 +8,7 @@ naming the URL when the coordinator cannot be reached.
 from __future__ import annotations
 
 import hashlib
+import math
 import mmap
 import os
 import ssl
@@ -224,7 +225,12 @@ class Client:
         result: dict[str, Any] = self._json("GET", "/v1/health", "health check")
         return result
 
-    def deploy(self, swarm: Swarm | str | os.PathLike[str], seed: int = 0) -> str:
+    def deploy(
+        self,
+        swarm: Swarm | str | os.PathLike[str],
+        seed: int = 0,
+        task_timeout: float | None = None,
+    ) -> str:
         """Compile a swarm and submit it to the coordinator.
 
         Parameters
@@ -258,14 +264,24 @@ class Client:
             raise ShoalError(
                 f"seed={seed!r} is not an int", code="client.seed", hint="pass a whole number"
             )
-        body = msgpack.packb(
-            {
-                "plan": compiled.plan.to_json(),
-                "bundles": {d: b.data for d, b in compiled.bundles.items()},
-                "seed": seed,
-            },
-            use_bin_type=True,
-        )
+        doc: dict[str, Any] = {
+            "plan": compiled.plan.to_json(),
+            "bundles": {d: b.data for d, b in compiled.bundles.items()},
+            "seed": seed,
+        }
+        if task_timeout is not None:
+            if (
+                isinstance(task_timeout, bool)
+                or not isinstance(task_timeout, (int, float))
+                or not 0 < task_timeout < math.inf
+            ):
+                raise ShoalError(
+                    f"task_timeout={task_timeout!r} is not a number of seconds > 0",
+                    code="client.task_timeout",
+                    hint="pass seconds, e.g. task_timeout=1800, or None for the default",
+                )
+            doc["task_timeout_s"] = float(task_timeout)
+        body = msgpack.packb(doc, use_bin_type=True)
         answer = self._json(
             "POST",
             "/v1/swarms",

@@ -393,14 +393,17 @@ class Coordinator(NodeOps, DriverBase):
                 self.feed(event)
 
     # ----------------------------------------------------------------- swarms
-    def submit(self, plan: Plan, seed: int, owner: str = "user") -> str:
-        """Record a swarm, write its initial globals and hand it to the engine."""
+    def submit(
+        self, plan: Plan, seed: int, owner: str = "user", task_timeout_s: float | None = None
+    ) -> str:
+        """Record a swarm, write its initial globals and hand it to the engine
+        (``task_timeout_s``: its tasks' timeout where they declare none)."""
         swarm_id = uuid.uuid4().hex[:16]
         self.store.swarm_create(
             SwarmRecord(swarm_id, plan.name, plan.to_json(), owner, self.clock())
         )
         self.access.bundles(swarm_id, sorted({m.digest for m in plan.modules.values()}))
-        self.submit_swarm(swarm_id, plan, seed)
+        self.submit_swarm(swarm_id, plan, seed, task_timeout_s)
         return swarm_id
 
     def runs_bundle(self, node_id: str, digest: str) -> bool:

@@ -110,7 +110,9 @@ async def submit(request: Request) -> SwarmAnswer:
     """Submit a plan with its bundles (msgpack)."""
     body = await msgpack_body(request, SubmitBody)
     plan = await run_in_threadpool(_prepare, body.plan, body.bundles, blobs(request))
-    swarm_id = await run_in_threadpool(coordinator(request).submit, plan, body.seed)
+    swarm_id = await run_in_threadpool(
+        coordinator(request).submit, plan, body.seed, "user", body.task_timeout_s
+    )
     return SwarmAnswer(swarm_id=swarm_id)
 
 

@@ -132,12 +132,15 @@ class DriverBase(ABC):
         """A swarm ended (default: nothing)."""
 
     # ----------------------------------------------------------------- swarms
-    def submit_swarm(self, swarm_id: str, plan: Plan, seed: int) -> None:
+    def submit_swarm(
+        self, swarm_id: str, plan: Plan, seed: int, task_timeout_s: float | None = None
+    ) -> None:
         """Write the plan's initial globals (iteration -1), then hand the swarm to the
-        engine."""
+        engine; ``task_timeout_s`` is the timeout of its tasks declared without one
+        (None: the engine's default)."""
         for key, b64 in plan.globals.items():
             self.store.global_set(swarm_id, key, {"inline": base64.b64decode(b64)}, iteration=-1)
-        self.feed(SwarmSubmitted(swarm_id, plan, self.now(), seed))
+        self.feed(SwarmSubmitted(swarm_id, plan, self.now(), seed, task_timeout_s))
 
     def instance_info(self, inst: RunInstance | InstanceView) -> InstanceInfo:
         """What the world service needs to know of an instance the engine placed: who

@@ -39,6 +39,7 @@ from shoal._engine.state import (
     SwarmState,
     SwarmStatus,
 )
+from shoal._engine.timers import DEFAULT_TASK_TIMEOUT_S, check_task_timeout
 from shoal._engine.views import (
     InstanceView,
     NodeView,
@@ -230,9 +231,8 @@ class Engine(EngineCore):
         if inst is None:
             return
         self._move(inst, Move.STARTED, "started")
-        timeout = inst.run.spec.timeout_s
-        if self._timeout_at_start and timeout is not None:
-            inst.deadline = self._now + timeout
+        if self._timeout_at_start:
+            inst.deadline = self._now + self._timeout_of(inst.run)
             self._timers.push(inst.deadline, inst)
 
     def _on_succeeded(self, e: InstanceSucceeded) -> None:
@@ -330,7 +330,16 @@ class Engine(EngineCore):
             raise EngineError(
                 f"swarm {e.swarm_id!r} was already submitted", code="engine.duplicate_swarm"
             )
-        swarm = SwarmState(e.swarm_id, e.plan, e.seed)
+        try:
+            task_timeout = check_task_timeout(e.task_timeout_s)
+        except ValueError as why:
+            raise EngineError(
+                f"swarm {e.swarm_id!r}: {why}",
+                code="engine.task_timeout",
+                hint="give the default task timeout in seconds (> 0), or None for "
+                f"the engine's default of {DEFAULT_TASK_TIMEOUT_S:g}s",
+            ) from None
+        swarm = SwarmState(e.swarm_id, e.plan, e.seed, task_timeout)
         self._swarms[e.swarm_id] = swarm
         cycle = swarm.cycle()
         if cycle:
@@ -350,7 +359,7 @@ class Engine(EngineCore):
             if not self._live(at, target):
                 continue
             if isinstance(target, Instance):
-                error = f"timed out after {target.run.spec.timeout_s:g}s"
+                error = self._timeout_error(target)
                 self._fail(target, Move.TIMEOUT, FailureKind.TIMEOUT, error, "", by_engine=True)
             else:
                 reason = self._placement_failure(target)

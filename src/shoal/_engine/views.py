@@ -163,7 +163,9 @@ def instance_view(inst: Instance) -> InstanceView:
         attempt=inst.attempt,
         state=inst.state,
         module=inst.run.spec.module,
-        timeout_s=inst.run.spec.timeout_s,
+        timeout_s=inst.run.spec.timeout_s
+        if inst.run.spec.timeout_s is not None
+        else inst.run.swarm.task_timeout_s,
         inputs=dict(inst.inputs),
         kind=inst.kind,
         error=inst.error,

@@ -10,10 +10,11 @@ from pathlib import Path
 from shoal._data.nodes import build_nodes
 from shoal._define.compile import compile_swarm
 from shoal._define.swarm import Swarm
+from shoal._engine.timers import DEFAULT_TASK_TIMEOUT_S, check_task_timeout
 from shoal._errors import ShoalError
 from shoal._exec.jobs import default_workers, normalize_executor
 from shoal._exec.pool_bwrap import check_bwrap
-from shoal._sim.driver import Progress, Simulation
+from shoal._sim.driver import Progress, Simulation, Watch
 from shoal._sim.run import SimulationRun
 
 
@@ -30,6 +31,8 @@ def simulate(
     run_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     keep_results: int | None = 2,
+    task_timeout: float | None = None,
+    watch: Watch | None = None,
 ) -> SimulationRun:
     """Run ``swarm`` on virtual nodes and return the run.
 
@@ -68,6 +71,14 @@ def simulate(
     keep_results
         Results of how many past iterations to keep besides the current one (older
         ones are dropped to bound disk use; ``None`` keeps every iteration).
+    task_timeout
+        Seconds: the timeout of every task declared without one (``Task(timeout=None)``).
+        None: the engine's default, 600 s. Nothing waits forever: a task that never
+        returns fails at its timeout, naming its node and task.
+    watch
+        Called about four times a second with the instances running now
+        (:class:`~shoal._sim.run.RunningInstance`: task, node, age, timeout), oldest
+        first; a live display shows which node is slow or stuck.
 
     Returns
     -------
@@ -88,6 +99,16 @@ def simulate(
             code="sim.max_iterations",
             hint="pass a positive int",
         )
+    if task_timeout is not None:
+        try:
+            task_timeout = check_task_timeout(task_timeout)
+        except ValueError as e:
+            raise ShoalError(
+                f"task_timeout={task_timeout!r}: {e}",
+                code="sim.task_timeout",
+                hint="pass seconds, e.g. task_timeout=1800, or None for the default "
+                f"({DEFAULT_TASK_TIMEOUT_S:g}s)",
+            ) from None
     if normalize_executor(executor) == "bwrap":
         check_bwrap()  # before any partitioning work: say at once what is missing
     compiled = compile_swarm(swarm)
@@ -119,5 +140,7 @@ def simulate(
         progress=progress,
         cleanup=cleanup,
         keep_results=keep_results,
+        task_timeout_s=task_timeout,
+        watch=watch,
     )
     return sim.run()

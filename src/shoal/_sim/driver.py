@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +43,16 @@ from shoal._exec.pool import ProcessPoolExecutor
 from shoal._exec.pool_bwrap import BwrapSandbox
 from shoal._plan import Plan
 from shoal._runtime.loader import Outcome, extract_bundle
-from shoal._sim.run import SimulationRun, TaskTiming
+from shoal._sim.run import RunningInstance, SimulationRun, TaskTiming
 from shoal._store.memory import MemoryStore
 from shoal._world.service import InstanceInfo, NodeInfo, WorldService
 
 Progress = Callable[[str, int, int, int], None]  # (what, iteration, done, scheduled)
+Watch = Callable[[Sequence[RunningInstance]], None]  # the instances running now, oldest first
+
+# How often (clock seconds) the running instances are handed to a watcher: listing them
+# is a pass over what runs, too much to do after every event of a large run.
+WATCH_EVERY_S = 0.25
 
 
 class Clock(Protocol):
@@ -126,6 +131,8 @@ class Simulation(DriverBase):
         clock: Clock | None = None,
         executor_factory: Callable[[Simulation], SimExecutor] | None = None,
         validate: bool = False,
+        task_timeout_s: float | None = None,
+        watch: Watch | None = None,
     ) -> None:
         self.plan = plan
         self.nodes = {n.node_id: n for n in nodes}
@@ -163,6 +170,9 @@ class Simulation(DriverBase):
         self._workers = workers
         self._executor_factory = executor_factory
         self._executor: SimExecutor | None = None
+        self.task_timeout_s = task_timeout_s
+        self._watch = watch
+        self._watched_at = -WATCH_EVERY_S
 
     def now(self) -> float:
         """Seconds since the simulation started."""
@@ -231,6 +241,26 @@ class Simulation(DriverBase):
             self.feed(self._events.popleft())
         if self._progress:
             self._progress("progress", self._c.iteration, self._c.done, self._c.scheduled)
+        if self._watch is not None and self.now() - self._watched_at >= WATCH_EVERY_S:
+            self._watched_at = self.now()
+            self._watch(self.running())
+
+    def running(self) -> list[RunningInstance]:
+        """The instances a worker runs now, with their node and age, oldest first."""
+        now = self.clock.now()
+        out = []
+        for iid, started in self._c.started_at.items():
+            info = self._infos.get(iid)
+            if info is not None:  # not cancelled
+                view = self.engine.find_instance(iid)
+                timeout = view.timeout_s if view is not None else None
+                out.append(
+                    RunningInstance(
+                        iid, info.alias, info.node_id, info.iteration, now - started, timeout
+                    )
+                )
+        out.sort(key=lambda r: -r.age_s)
+        return out
 
     def _make_executor(self) -> SimExecutor:
         if self._executor_factory is not None:
@@ -260,17 +290,15 @@ class Simulation(DriverBase):
         try:
             for n in self.nodes.values():
                 self.feed(NodeJoined(n.node_id, self.now(), frozenset(n.datasets)))
-            self.submit_swarm(self.swarm_id, self.plan, self.seed)
+            self.submit_swarm(self.swarm_id, self.plan, self.seed, self.task_timeout_s)
             self._drain()
             while self._finished is None:
                 timeout = None if self._wake is None else max(0.0, self._wake - self.now())
+                if self._watch is not None:  # come back to show how long what runs has run
+                    timeout = WATCH_EVERY_S if timeout is None else min(timeout, WATCH_EVERY_S)
                 if not executor.busy() and not self._events:
                     if self._wake is None:
-                        raise ShoalError(
-                            "the simulation stalled: nothing runs and nothing is scheduled "
-                            "(this is a bug in shoal; please report it with the plan)",
-                            code="sim.stalled",
-                        )
+                        raise self._stalled()
                     self.clock.sleep(timeout or 0.0)
                 else:
                     executor.poll(timeout)
@@ -282,6 +310,29 @@ class Simulation(DriverBase):
             executor.close()
             self.store.settle()
         return self._result()
+
+    def _stalled(self) -> ShoalError:
+        """Nothing can end what still runs. Every task has a finite timeout, so the
+        engine always has a deadline while an instance runs; name what is stuck."""
+        stuck = self.running()
+        if stuck:
+            what = "; ".join(
+                f"task '{r.alias}' on node {r.node_id} (iteration {r.iteration}, "
+                f"running for {r.age_s:.1f}s)"
+                for r in stuck[:10]
+            )
+            return ShoalError(
+                f"the simulation stalled: {len(stuck)} instance(s) never returned and no "
+                f"timeout is pending: {what}",
+                code="sim.stalled",
+                hint="give the task a timeout (Task(timeout=...)); the inline executor "
+                "cannot stop a task that never returns",
+            )
+        return ShoalError(
+            "the simulation stalled: nothing runs, nothing is scheduled and no timeout "
+            "is pending (this is a bug in shoal; please report it with the plan)",
+            code="sim.stalled",
+        )
 
     def _result(self) -> SimulationRun:
         fin = self._finished

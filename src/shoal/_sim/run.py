@@ -36,6 +36,18 @@ class TaskTiming:
     max_s: float
 
 
+@dataclass(frozen=True)
+class RunningInstance:
+    """An instance a worker runs now, as a live display shows it."""
+
+    instance_id: str
+    alias: str
+    node_id: str
+    iteration: int
+    age_s: float
+    timeout_s: float | None
+
+
 class RunGlobals:
     """``run.globals[key]``: the final value of each global."""
 

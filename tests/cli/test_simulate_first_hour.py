@@ -1,0 +1,100 @@
+"""`shoal simulate` and `shoal logs` as a new user meets them (issue 16): a stuck task
+is named and fails the run at the task timeout, Ctrl-C stops cleanly, errors help.
+Real processes, real files."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SWARM = """
+from shoal import Module, Swarm, Task
+
+class Demo(Swarm):
+    max_iterations = {iterations}
+
+    def __init__(self):
+        self.worker = Task(Module("worker.py", datasets={datasets}), alias="worker")
+
+    def execute(self):
+        return self.worker()
+"""
+
+WORKER = """
+import time
+from shoal.runtime import Task
+
+class Worker(Task):
+    def run(self):
+        self.logger.info("working on " + self.world.node_id)
+        self.logger.warning("a warning from " + self.world.node_id)
+        self.logger.metric("m", 1.0)
+        if self.world.node_id == "{stuck}":
+            time.sleep(10**6)  # never returns; the task declares no timeout
+
+def main():
+    Worker().run()
+"""
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
+
+
+def _write(tmp: Path, stuck: str = "", iterations: int = 1, datasets: str = "[]") -> Path:
+    (tmp / "swarm.py").write_text(SWARM.format(iterations=iterations, datasets=datasets))
+    (tmp / "worker.py").write_text(WORKER.format(stuck=stuck))
+    return tmp / "swarm.py"
+
+
+def shoal(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shoal", *args],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
+    )
+
+
+def test_a_task_that_sleeps_forever_fails_the_run_at_the_task_timeout_naming_node_and_task(
+    tmp_path: Path,
+) -> None:
+    swarm = _write(tmp_path, stuck="node-00001")
+    # A terminal (FORCE_COLOR), so that the live display draws as a user sees it.
+    out = shoal(
+        "simulate", str(swarm), "--nodes", "3", "--task-timeout", "3", "--run-dir", "run",
+        cwd=tmp_path, env={"FORCE_COLOR": "1", "COLUMNS": "120"},
+    )  # fmt: skip
+    text = ANSI.sub("", out.stdout + out.stderr)
+    assert out.returncode == 1, text
+    assert "time out after 3s (--task-timeout)" in text  # the default is shown up front
+    # While it hung, the live display listed it: task, node, how long it has run.
+    ages = re.findall(r"worker\s+node-00001\s+0\s+(\d+\.\d)s\s+3\.0s", text)
+    assert ages and max(map(float, ages)) >= 1.0, text
+    # The failure names the user's stuck task and its node, and the knobs.
+    assert "failed worker on node node-00001" in text
+    assert "timed out after 3s, the run's default task timeout" in text
+    assert "bug in shoal" not in text
+
+
+def test_running_view_lists_the_oldest_instances_with_node_age_and_timeout() -> None:
+    from rich.console import Console
+
+    from shoal._cli.render import running_view
+
+    class R:
+        def __init__(self, node: str, age: float) -> None:
+            self.alias, self.node_id, self.iteration = "worker", node, 2
+            self.age_s, self.timeout_s = age, 600.0
+
+    console = Console(width=100, record=True)
+    console.print(running_view([R(f"node-{i:05d}", 700.0 - i) for i in range(8)], limit=3))
+    text = console.export_text()
+    assert "running now: 8 instance(s), oldest first" in text
+    assert re.search(r"worker\s+node-00000\s+2\s+11m40s\s+10m00s", text)
+    assert "node-00003" not in text and "... and 5 more" in text
