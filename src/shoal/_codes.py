@@ -156,7 +156,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "swarm.bundle": "A swarm was submitted with a bundle whose bytes do not match its digest.",
         "swarm.bundle_missing": "A swarm was submitted without the bundle of one of its modules.",
         "swarm.execute": "A swarm's execute() is missing or returned something other than tasks.",
-        "swarm.failed": "raise_for_status() on a simulation run whose swarm failed.",
+        "swarm.failed": "A swarm failed: simulate(), Client.wait() and raise_for_status() raise.",
         "swarm.global": "A swarm's initial global cannot be encoded.",
         "swarm.invalid": "Preparing a swarm found problems (each one listed with its own code).",
         "swarm.max_iterations": "A swarm's max_iterations is not an int >= 1 or None.",

@@ -117,6 +117,7 @@ def simulate(
                 keep_results=None if keep_results < 0 else keep_results,
                 task_timeout=task_timeout,
                 watch=running.update,
+                raise_on_failure=False,  # printed below, then exit 1
             )
             running.update([])  # the final display shows no stale instances
     except ShoalError as e:

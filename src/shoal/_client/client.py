@@ -35,7 +35,7 @@ from shoal._client.config import ca_from_config, resolve
 from shoal._client.http import clean, path_part, raise_for_status, sse, wait_timeout
 from shoal._codec import decode
 from shoal._define.swarm import Swarm
-from shoal._errors import ShoalError
+from shoal._errors import ShoalError, SwarmFailedError
 from shoal._runtime.api import ResultRecord
 from shoal._version import __version__
 
@@ -391,7 +391,9 @@ class Client:
                 return
             time.sleep(0.2)
 
-    def wait(self, swarm_id: str, timeout: float = 600.0) -> SwarmStatus:
+    def wait(
+        self, swarm_id: str, timeout: float = 600.0, raise_on_failure: bool = True
+    ) -> SwarmStatus:
         """Block until a swarm finishes and return its final status (as :meth:`status`).
 
         Parameters
@@ -400,9 +402,15 @@ class Client:
             The swarm to wait for.
         timeout
             Most seconds to wait.
+        raise_on_failure
+            Raise :class:`~shoal.SwarmFailedError` if the swarm failed (the default).
+            ``False`` returns the failed status.
 
         Raises
         ------
+        SwarmFailedError
+            If the swarm failed (and ``raise_on_failure``): every failure's task, node
+            and traceback; ``.result`` is the final :class:`~shoal.SwarmStatus`.
         ShoalError
             ``client.timeout``, naming the swarm and its last status, if it has not
             finished within ``timeout`` seconds.
@@ -410,7 +418,12 @@ class Client:
         last: SwarmStatus | None = None
         for status in self.watch(swarm_id, timeout=timeout):
             last = status
-        return last if last is not None else self.status(swarm_id)
+        final = last if last is not None else self.status(swarm_id)
+        if raise_on_failure and final.status == "failed":
+            raise SwarmFailedError(
+                f"{final.name} ({swarm_id})", final.reason, final.failures, final
+            )
+        return final
 
     def stop(self, swarm_id: str) -> None:
         """Ask the coordinator to stop a swarm: running instances are cancelled and its

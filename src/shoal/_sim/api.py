@@ -33,6 +33,7 @@ def simulate(
     keep_results: int | None = 2,
     task_timeout: float | None = None,
     watch: Watch | None = None,
+    raise_on_failure: bool = True,
 ) -> SimulationRun:
     """Run ``swarm`` on virtual nodes and return the run.
 
@@ -79,16 +80,22 @@ def simulate(
         Called about four times a second with the instances running now
         (:class:`~shoal._sim.run.RunningInstance`: task, node, age, timeout), oldest
         first; a live display shows which node is slow or stuck.
+    raise_on_failure
+        Raise :class:`~shoal.SwarmFailedError` if the swarm fails (the default: a failed
+        run is never mistaken for a trained one). ``False`` returns the failed run.
 
     Returns
     -------
     SimulationRun
         Status, iterations, failures (node id and traceback), final globals, results,
-        logs and metrics. A failed swarm does not raise: check ``run.ok`` or call
-        ``run.raise_for_status()``.
+        logs and metrics.
 
     Raises
     ------
+    SwarmFailedError
+        If the swarm failed and ``raise_on_failure`` is true: its message shows every
+        failure's task, node and traceback; ``.failures`` has them all and ``.result``
+        is the failed run (logs, metrics, stories).
     ShoalError
         For an invalid swarm or argument, e.g. ``sim.executor`` (an unknown executor)
         or ``sim.bwrap`` (bubblewrap is missing or does not work here).
@@ -143,4 +150,7 @@ def simulate(
         task_timeout_s=task_timeout,
         watch=watch,
     )
-    return sim.run()
+    run = sim.run()
+    if raise_on_failure and run.status == "failed":
+        run.raise_for_status()
+    return run

@@ -18,7 +18,7 @@ from shoal._api.records import (
     metric_record,
 )
 from shoal._engine import Engine
-from shoal._errors import ShoalError
+from shoal._errors import ShoalError, SwarmFailedError
 from shoal._plan import Plan
 from shoal._runtime.api import ResultRecord
 from shoal._store.base import Store
@@ -177,7 +177,18 @@ class SimulationRun:
         return self.status == "succeeded"
 
     def raise_for_status(self) -> None:
-        """Raise a ShoalError carrying the failures unless the swarm succeeded."""
+        """Raise unless the swarm succeeded.
+
+        Raises
+        ------
+        SwarmFailedError
+            If it failed: every failure's task, node and traceback (``.result`` is
+            this run).
+        ShoalError
+            ``swarm.stopped`` if it was stopped.
+        """
+        if self.status == "failed":
+            raise SwarmFailedError(self.plan.name, self.reason, self.failures, self)
         if not self.ok:
             raise ShoalError(
                 f"swarm {self.plan.name!r} {self.status}: {self.reason}",
