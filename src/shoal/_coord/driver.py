@@ -55,6 +55,7 @@ from shoal._engine.messages import (
 from shoal._errors import ShoalError
 from shoal._plan import Plan
 from shoal._runtime import ops
+from shoal._runtime.loader import user_paths
 from shoal._store.base import Store, SwarmRecord
 
 log = logging.getLogger("shoal.coordinator")
@@ -351,12 +352,16 @@ class Coordinator(NodeOps, DriverBase):
         """The instance ended on its node; a repeat (or a report after the engine ended
         it) is acknowledged and ignored."""
         with self._lock:
-            if self._owned(node_id, instance_id) is None:
+            inst = self._owned(node_id, instance_id)
+            if inst is None:
                 return
             now = self.clock()
             if ok:
                 self.feed(InstanceSucceeded(instance_id, now))
             else:
+                # The user's files are not on this machine: name modules as declared.
+                labels = self.module_labels(inst.swarm_id)
+                error, tb = user_paths(error, labels), user_paths(tb, labels)
                 self.feed(InstanceFailed(instance_id, now, error, tb, FailureKind(kind)))
 
     def world_calls(

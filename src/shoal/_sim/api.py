@@ -149,6 +149,7 @@ def simulate(
         keep_results=keep_results,
         task_timeout_s=task_timeout,
         watch=watch,
+        sources=compiled.sources,
     )
     run = sim.run()
     if raise_on_failure and run.status == "failed":

@@ -19,6 +19,7 @@ from typing import Protocol
 from shoal._api.records import failure_record
 from shoal._bundle import Bundle
 from shoal._driver import DriverBase
+from shoal._driver.base import module_labels
 from shoal._engine import Engine
 from shoal._engine.messages import (
     CancelInstance,
@@ -42,7 +43,7 @@ from shoal._exec.jobs import Job, Kind, SimExecutor, normalize_executor
 from shoal._exec.pool import ProcessPoolExecutor
 from shoal._exec.pool_bwrap import BwrapSandbox
 from shoal._plan import Plan
-from shoal._runtime.loader import Outcome, extract_bundle
+from shoal._runtime.loader import Outcome, extract_bundle, user_paths
 from shoal._sim.run import RunningInstance, SimulationRun, TaskTiming
 from shoal._store.memory import MemoryStore
 from shoal._world.service import InstanceInfo, NodeInfo, WorldService
@@ -133,6 +134,7 @@ class Simulation(DriverBase):
         validate: bool = False,
         task_timeout_s: float | None = None,
         watch: Watch | None = None,
+        sources: dict[str, Path] | None = None,
     ) -> None:
         self.plan = plan
         self.nodes = {n.node_id: n for n in nodes}
@@ -171,6 +173,10 @@ class Simulation(DriverBase):
         self._executor_factory = executor_factory
         self._executor: SimExecutor | None = None
         self.task_timeout_s = task_timeout_s
+        # Tracebacks name the user's files: a module declared by path by its folder on
+        # this machine, one given as source text by name@version (there is no file).
+        self._labels = module_labels(plan)
+        self._labels.update({d: str(p) for d, p in (sources or {}).items()})
         self._watch = watch
         self._watched_at = -WATCH_EVERY_S
 
@@ -196,10 +202,10 @@ class Simulation(DriverBase):
         if outcome.ok:
             self._events.append(InstanceSucceeded(instance_id, self.now()))
         else:
+            error = user_paths(outcome.error, self._labels)
+            tb = user_paths(outcome.traceback, self._labels)
             self._events.append(
-                InstanceFailed(
-                    instance_id, self.now(), outcome.error, outcome.traceback, FailureKind(kind)
-                )
+                InstanceFailed(instance_id, self.now(), error, tb, FailureKind(kind))
             )
 
     def _world_event(self, event: StopSwarmCalled | NextIterScheduled) -> None:

@@ -175,6 +175,7 @@ class Federation:
             executor_factory=executor,
             validate=True,  # every engine invariant, after every event
             task_timeout_s=task_timeout,
+            sources=plan_bundles.sources,
         )
         return sim.run()
 
