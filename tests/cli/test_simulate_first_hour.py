@@ -4,11 +4,15 @@ Real processes, real files."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from helpers import poll_for
 
 SWARM = """
 from shoal import Module, Swarm, Task
@@ -33,6 +37,7 @@ class Worker(Task):
         self.logger.warning("a warning from " + self.world.node_id)
         self.logger.metric("m", 1.0)
         if self.world.node_id == "{stuck}":
+            open("stuck.marker", "w").close()  # (in the run's working folder)
             time.sleep(10**6)  # never returns; the task declares no timeout
 
 def main():
@@ -98,3 +103,47 @@ def test_running_view_lists_the_oldest_instances_with_node_age_and_timeout() -> 
     assert "running now: 8 instance(s), oldest first" in text
     assert re.search(r"worker\s+node-00000\s+2\s+11m40s\s+10m00s", text)
     assert "node-00003" not in text and "... and 5 more" in text
+
+
+def test_ctrl_c_stops_cleanly_keeps_logs_and_metrics_and_marks_the_run_stopped(
+    tmp_path: Path,
+) -> None:
+    swarm = _write(tmp_path, stuck="node-00002", iterations=3)
+    run_dir = tmp_path / "run"
+    # A session of its own, so that SIGINT goes to its whole process group, as a
+    # terminal's Ctrl-C does (the driver and, unless they are elsewhere, its workers).
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shoal", "simulate", str(swarm), "--nodes", "3",
+         "--workers", "2", "--run-dir", str(run_dir)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        poll_for(lambda: (tmp_path / "stuck.marker").exists(), 60, "the stuck task to start")
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    text = stdout + stderr
+    assert proc.returncode == 130, text
+    assert "stopped after 1 iteration(s)" in text and "stopped by the user (Ctrl-C)" in text
+    assert "KeyboardInterrupt" not in text and "Traceback" not in text, text
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "stopped" and summary["reason"] == "stopped by the user (Ctrl-C)"
+    assert {m["node"] for m in summary["metrics"]} >= {"node-00000", "node-00001"}
+    logs = [json.loads(line) for line in (run_dir / "logs.jsonl").read_text().splitlines()]
+    assert {r["node_id"] for r in logs} >= {"node-00000", "node-00001", "node-00002"}
+    # `shoal logs` reads the stopped run.
+    out = shoal("logs", str(run_dir), "--node", "node-00002", cwd=tmp_path)
+    assert out.returncode == 0 and "working on node-00002" in out.stdout, out.stderr
+    # Nothing of the run is left running (its workers were stopped with it).
+    left = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(run_dir).encode() in cmdline.read_bytes():
+                left.append(cmdline.parent.name)
+        except OSError:
+            continue
+    assert left == [], f"processes of the run still alive: {left}"

@@ -20,6 +20,7 @@ from shoal._cli.render import Running, running_view, show
 from shoal._errors import ShoalError
 
 out = Console()
+err = Console(stderr=True)
 
 
 def _datasets(items: list[str]) -> dict[str, str]:
@@ -102,26 +103,41 @@ def simulate(
     )
     try:
         with Live(Group(bar, running), console=out, refresh_per_second=4, transient=False):
-            run = shoal.simulate(
-                swarm,
-                nodes=nodes,
-                datasets=_datasets(dataset or []),
-                partition=partition,
-                seed=seed,
-                executor=executor,
-                workers=workers,
-                max_iterations=max_iterations,
-                nodes_dir=nodes_dir,
-                run_dir=run_dir,
-                progress=progress,
-                keep_results=None if keep_results < 0 else keep_results,
-                task_timeout=task_timeout,
-                watch=running.update,
-                raise_on_failure=False,  # printed below, then exit 1
-            )
-            running.update([])  # the final display shows no stale instances
+            try:
+                run = shoal.simulate(
+                    swarm,
+                    nodes=nodes,
+                    datasets=_datasets(dataset or []),
+                    partition=partition,
+                    seed=seed,
+                    executor=executor,
+                    workers=workers,
+                    max_iterations=max_iterations,
+                    nodes_dir=nodes_dir,
+                    run_dir=run_dir,
+                    progress=progress,
+                    keep_results=None if keep_results < 0 else keep_results,
+                    task_timeout=task_timeout,
+                    watch=running.update,
+                    raise_on_failure=False,  # printed below, then exit 1
+                )
+            finally:
+                running.update([])  # the final display shows no stale instances
     except ShoalError as e:
         fail(e)
+    except KeyboardInterrupt as e:
+        # The first Ctrl-C stops the run cleanly and hands back the stopped run; keep
+        # what it did (logs, metrics, summary), so that `shoal logs` reads it.
+        stopped: shoal.SimulationRun | None = getattr(e, "run", None)
+        if stopped is None:  # a second Ctrl-C: nothing could be kept
+            err.print("interrupted", style="yellow")
+            raise typer.Exit(130) from None
+        _save_logs(stopped, run_dir)
+        _summary(stopped)
+        if json_out is not None:
+            json_out.write_text(json.dumps(stopped.summary(), indent=2, default=str) + "\n")
+        out.print(f"logs: shoal logs {run_dir}")
+        raise typer.Exit(130) from None
     # From the run's plan: compiling the swarm a second time just for this note was waste.
     images = sorted({m.image for m in run.plan.modules.values()})
     if images != ["python"]:

@@ -92,6 +92,11 @@ def simulate(
 
     Raises
     ------
+    KeyboardInterrupt
+        After a Ctrl-C, which stops the swarm cleanly (its instances are cancelled and
+        the workers stopped): the exception's ``run`` attribute is the stopped run
+        (status ``"stopped"``) with every log, metric and result so far. A second Ctrl-C
+        interrupts at once.
     SwarmFailedError
         If the swarm failed and ``raise_on_failure`` is true: its message shows every
         failure's task, node and traceback; ``.failures`` has them all and ``.result``

@@ -8,6 +8,8 @@ engine's.
 from __future__ import annotations
 
 import gc
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +34,7 @@ from shoal._engine.messages import (
     NextIterScheduled,
     NodeJoined,
     RunInstance,
+    StopRequested,
     StopSwarmCalled,
     SwarmFinished,
     TimerFired,
@@ -44,7 +47,7 @@ from shoal._exec.pool import ProcessPoolExecutor
 from shoal._exec.pool_bwrap import BwrapSandbox
 from shoal._plan import Plan
 from shoal._runtime.loader import Outcome, extract_bundle, user_paths
-from shoal._sim.run import RunningInstance, SimulationRun, TaskTiming
+from shoal._sim.run import RunningInstance, SimulationInterrupted, SimulationRun, TaskTiming
 from shoal._store.memory import MemoryStore
 from shoal._world.service import InstanceInfo, NodeInfo, WorldService
 
@@ -54,6 +57,7 @@ Watch = Callable[[Sequence[RunningInstance]], None]  # the instances running now
 # How often (clock seconds) the running instances are handed to a watcher: listing them
 # is a pass over what runs, too much to do after every event of a large run.
 WATCH_EVERY_S = 0.25
+INTERRUPTED = "stopped by the user (Ctrl-C)"
 
 
 class Clock(Protocol):
@@ -87,6 +91,34 @@ class _Counters:
     done: int = 0
     started_at: dict[str, float] = field(default_factory=dict)
     durations: dict[str, list[float]] = field(default_factory=dict)
+
+
+class _Interrupts:
+    """Ctrl-C while a simulation runs: the first asks for a clean stop, which the
+    driver's loop carries out (the engine stops the swarm, the executor its workers);
+    a second one raises ``KeyboardInterrupt`` at once, as usual."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self.installed = False
+
+    def _first(self, signum: int, frame: object) -> None:
+        self.asked = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextmanager
+def _stop_on_interrupt() -> Iterator[_Interrupts]:
+    state = _Interrupts()
+    if threading.current_thread() is not threading.main_thread():
+        yield state  # signal handlers belong to the main thread
+        return
+    previous = signal.signal(signal.SIGINT, state._first)
+    state.installed = True
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager
@@ -172,6 +204,7 @@ class Simulation(DriverBase):
         self._workers = workers
         self._executor_factory = executor_factory
         self._executor: SimExecutor | None = None
+        self._interrupts = _Interrupts()
         self.task_timeout_s = task_timeout_s
         # Tracebacks name the user's files: a module declared by path by its folder on
         # this machine, one given as source text by name@version (there is no file).
@@ -287,9 +320,21 @@ class Simulation(DriverBase):
         )
 
     def run(self) -> SimulationRun:
-        """Run until the swarm finishes; never waits without a bound."""
-        with _fewer_collections():
-            return self._run()
+        """Run until the swarm finishes; never waits without a bound.
+
+        Raises
+        ------
+        SimulationInterrupted
+            (a ``KeyboardInterrupt``) after a Ctrl-C stopped the swarm cleanly: its
+            ``run`` is the stopped run (status ``"stopped"``), with every log, metric
+            and result so far.
+        """
+        with _fewer_collections(), _stop_on_interrupt() as interrupts:
+            self._interrupts = interrupts
+            run = self._run()
+        if interrupts.asked and run.status == "stopped":
+            raise SimulationInterrupted(run)
+        return run
 
     def _run(self) -> SimulationRun:
         self._executor = executor = self._make_executor()
@@ -298,9 +343,20 @@ class Simulation(DriverBase):
                 self.feed(NodeJoined(n.node_id, self.now(), frozenset(n.datasets)))
             self.submit_swarm(self.swarm_id, self.plan, self.seed, self.task_timeout_s)
             self._drain()
+            stopping = False
+            # Come back often enough to show how long what runs has run, and to see a
+            # Ctrl-C (its handler only sets a flag: the engine is never interrupted).
+            often = self._watch is not None or (
+                self._interrupts.installed and isinstance(self.clock, RealClock)
+            )
             while self._finished is None:
+                if self._interrupts.asked and not stopping:
+                    stopping = True
+                    self._events.append(StopRequested(self.swarm_id, self.now(), INTERRUPTED))
+                    self._drain()
+                    continue
                 timeout = None if self._wake is None else max(0.0, self._wake - self.now())
-                if self._watch is not None:  # come back to show how long what runs has run
+                if often:
                     timeout = WATCH_EVERY_S if timeout is None else min(timeout, WATCH_EVERY_S)
                 if not executor.busy() and not self._events:
                     if self._wake is None:

@@ -48,6 +48,15 @@ class RunningInstance:
     timeout_s: float | None
 
 
+class SimulationInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a simulation cleanly; ``run`` is the stopped run (status
+    ``"stopped"``) with every log, metric and result so far."""
+
+    def __init__(self, run: SimulationRun) -> None:
+        super().__init__(f"swarm {run.plan.name!r} stopped by Ctrl-C")
+        self.run = run
+
+
 class RunGlobals:
     """``run.globals[key]``: the final value of each global."""
 
