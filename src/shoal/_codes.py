@@ -137,6 +137,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "shoal": "A shoal error given no more specific code.",
         "sim.bwrap": "The simulator's bwrap executor cannot run here.",
         "sim.dataset": "A simulated dataset's path does not exist.",
+        "sim.dataset_name": "A swarm needs a dataset no node has, and one given is used by none.",
         "sim.executor": "An unknown simulator executor.",
         "sim.max_iterations": "simulate() was given a max_iterations that is not an int >= 1.",
         "sim.nodes": "A simulation was asked for fewer than one node.",

@@ -147,3 +147,49 @@ def test_ctrl_c_stops_cleanly_keeps_logs_and_metrics_and_marks_the_run_stopped(
         except OSError:
             continue
     assert left == [], f"processes of the run still alive: {left}"
+
+
+def test_a_misspelt_dataset_is_named_with_the_likely_fix(tmp_path: Path) -> None:
+    swarm = _write(tmp_path, datasets='["digits"]')
+    (tmp_path / "d.txt").write_text("x")
+    out = shoal("simulate", str(swarm), "--nodes", "2", "--dataset", "digit=d.txt", cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    text = " ".join(out.stderr.split())
+    assert "task 'worker' needs dataset 'digits', which no node has" in text
+    assert "dataset 'digit' was given and not used (did you mean 'digits'?)" in text
+    assert "Traceback" not in text
+
+
+def test_logs_names_unknown_tasks_and_nodes_takes_a_minimum_level_and_a_missing_folder(
+    tmp_path: Path,
+) -> None:
+    swarm = _write(tmp_path)
+    out = shoal("simulate", str(swarm), "--nodes", "3", "--run-dir", "run", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+    def logs(*args: str) -> subprocess.CompletedProcess[str]:
+        return shoal("logs", *args, cwd=tmp_path)
+
+    out = logs("run", "--task", "wroker")
+    assert out.returncode == 2 and out.stdout == ""
+    text = " ".join(out.stderr.split())
+    assert "task 'wroker' is unknown in run run (did you mean 'worker'?)" in text
+    assert "known tasks: worker" in text
+    out = logs("run", "--node", "node-7")
+    assert out.returncode == 2
+    assert "node 'node-7' is unknown" in out.stderr
+    assert "known nodes: node-00000, node-00001, node-00002" in " ".join(out.stderr.split())
+    # --level is a minimum: warning shows warnings (and errors), not info.
+    out = logs("run", "--level", "warning")
+    assert out.returncode == 0 and out.stdout.count("a warning from") == 3, out.stderr
+    assert "working on" not in out.stdout
+    out = logs("run", "--level", "info")
+    assert out.stdout.count("a warning from") == 3 and out.stdout.count("working on") == 3
+    assert logs("run", "--level", "error").stdout == ""
+    out = logs("run", "--level", "loud")
+    assert out.returncode == 2 and "debug, info, warning, error" in out.stderr
+    # A run folder that does not exist is said to be one, not taken for a swarm id.
+    out = logs(".shoal/runs/20990101-000000")
+    assert out.returncode == 2
+    assert "run folder .shoal/runs/20990101-000000 does not exist" in out.stderr
+    assert "coordinator" not in out.stderr

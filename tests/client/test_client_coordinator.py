@@ -239,3 +239,21 @@ def test_wait_raises_for_a_failed_swarm_unless_told_not_to(
         timeout=10,
     )
     assert answer.status_code == 422 and "task_timeout_s" in answer.text
+
+
+def test_logs_of_a_swarm_say_an_unknown_task_or_node_and_list_the_known(
+    coord: Coordinator, swarm_file: Path
+) -> None:
+    with coord.client() as client:
+        swarm_id = client.deploy(str(swarm_file))
+        client.stop(swarm_id)
+    out = coord.shoal("logs", swarm_id, "--task", "wroker")
+    assert out.returncode == 2 and out.stdout == ""
+    text = " ".join(out.stderr.split())
+    assert f"task 'wroker' is unknown in swarm {swarm_id} (did you mean 'worker'?)" in text
+    assert "known tasks: worker" in text
+    out = coord.shoal("logs", swarm_id, "--node", "hospital-z")
+    assert out.returncode == 2
+    assert "node 'hospital-z' is unknown in the coordinator" in " ".join(out.stderr.split())
+    out = coord.shoal("logs", swarm_id, "--task", "worker", "--level", "warning")
+    assert out.returncode == 0 and out.stdout == "", out.stderr

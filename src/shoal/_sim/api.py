@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import tempfile
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from shoal._engine.timers import DEFAULT_TASK_TIMEOUT_S, check_task_timeout
 from shoal._errors import ShoalError
 from shoal._exec.jobs import default_workers, normalize_executor
 from shoal._exec.pool_bwrap import check_bwrap
+from shoal._plan import Plan
 from shoal._sim.driver import Progress, Simulation, Watch
 from shoal._sim.run import SimulationRun
 
@@ -129,6 +131,8 @@ def simulate(
         plan = plan.model_copy(
             update={"limits": plan.limits.model_copy(update={"max_iterations": max_iterations})}
         )
+    if nodes_dir is None:  # before partitioning: a misspelt name is found at once
+        _check_dataset_names(plan, set(datasets or {}))
     cleanup = run_dir is None
     root = Path(tempfile.mkdtemp(prefix="shoal-sim-")) if run_dir is None else Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -141,6 +145,8 @@ def simulate(
         root / "data",
         Path(nodes_dir) if nodes_dir is not None else None,
     )
+    if nodes_dir is not None:
+        _check_dataset_names(plan, {d for n in node_list for d in n.datasets})
     sim = Simulation(
         plan,
         compiled.bundles,
@@ -160,3 +166,34 @@ def simulate(
     if raise_on_failure and run.status == "failed":
         run.raise_for_status()
     return run
+
+
+def _check_dataset_names(plan: Plan, given: set[str]) -> None:
+    """A dataset the swarm needs that no node has, next to one given that no module
+    declares, is most likely a misspelling: say both, with the likely fix (the engine
+    alone would only say that every node lacks the dataset)."""
+    needed: dict[str, list[str]] = {}
+    for t in plan.tasks:
+        for d in plan.modules[t.module].datasets:
+            needed.setdefault(d, []).append(t.alias)
+    missing = [d for d in needed if d not in given]
+    unused = sorted(given - set(needed))
+    if not missing or not unused:
+        return
+    lines, explained = [], set()
+    for d in missing:
+        tasks = ", ".join(repr(a) for a in needed[d])
+        line = f"task {tasks} needs dataset {d!r}, which no node has"
+        close = difflib.get_close_matches(d, unused, n=1)
+        if close:
+            explained.add(close[0])
+            line += f"; dataset {close[0]!r} was given and not used (did you mean {d!r}?)"
+        lines.append(line)
+    rest = [u for u in unused if u not in explained]
+    if rest:
+        lines.append(f"given and not used: {', '.join(map(repr, rest))}")
+    raise ShoalError(
+        "; ".join(lines),
+        code="sim.dataset_name",
+        hint=f"name each dataset as the modules declare it, e.g. --dataset {missing[0]}=PATH",
+    )

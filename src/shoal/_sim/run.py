@@ -279,4 +279,7 @@ class SimulationRun:
                 for f in self.failures
             ],
             "timings": [t.__dict__ for t in self.timings],
+            # What `shoal logs RUN --task/--node` checks names against.
+            "tasks": [t.alias for t in self.plan.tasks],
+            "nodes": [n.node_id for n in self._engine.nodes()],
         }
