@@ -142,7 +142,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "sim.max_iterations": "simulate() was given a max_iterations that is not an int >= 1.",
         "sim.nodes": "A simulation was asked for fewer than one node.",
         "sim.nodes_dir": "The nodes folder of a simulation is missing or malformed.",
-        "sim.stalled": "A simulation stalled with nothing running or scheduled (a bug in shoal).",
+        "sim.stalled": "A simulation stalled: no timeout is pending for what runs (names it).",
         "sim.task_timeout": "simulate() was given a task_timeout that is not seconds > 0.",
         "sim.workers": "A simulation was asked for fewer than one worker.",
         "storage.full": "The coordinator's disk is full: a blob or database write failed (507).",

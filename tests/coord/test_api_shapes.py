@@ -171,6 +171,7 @@ def test_status_nodes_logs_and_metrics_serve_the_documents_they_did(app: _App) -
             }
         ],
         "tasks": {"t": {"scheduled": 1, "running": 0, "succeeded": 0, "failed": 1}},
+        "running": [],  # live instances, oldest first (none: it has ended)
     }
     assert isinstance(served["created"], float) and "boom" in served["reason"]
     assert list(served) == [f for f in SwarmStatus.__dataclass_fields__]
@@ -181,6 +182,7 @@ def test_status_nodes_logs_and_metrics_serve_the_documents_they_did(app: _App) -
     assert listed == {k: served[k] for k in listed} and set(listed) == set(served) - {
         "failures",
         "tasks",
+        "running",
     }
 
     (node,) = app.http.get("/v1/nodes", headers=app.user).json()

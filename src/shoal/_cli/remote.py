@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -64,6 +64,15 @@ def connected(coordinator: str | None, token: str | None) -> Iterator[Client]:
         fail(e)
 
 
+class _Latest:
+    """The live display of ``follow``: the latest status, drawn at each refresh."""
+
+    status: SwarmStatus | None = None
+
+    def __rich__(self) -> RenderableType:
+        return Text("") if self.status is None else status_view(self.status, tracebacks=False)
+
+
 def follow(client: Client, swarm_id: str, timeout: float | None, console: Console) -> str:
     """Show a swarm's status as it changes until it finishes; return the final status.
 
@@ -72,10 +81,11 @@ def follow(client: Client, swarm_id: str, timeout: float | None, console: Consol
     last: SwarmStatus | None = None
     try:
         if console.is_terminal:
-            with Live(console=console, auto_refresh=False, transient=True) as live:
+            latest = _Latest()  # drawn again every second: the running instances age
+            with Live(latest, console=console, refresh_per_second=1, transient=True) as live:
                 for st in client.watch(swarm_id, timeout=timeout):
-                    last = st
-                    live.update(status_view(st, tracebacks=False), refresh=True)
+                    last = latest.status = st
+                    live.refresh()
         else:
             # One line per iteration, status change or new failure: a log, not a film.
             shown: tuple[Any, ...] | None = None

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from shoal._api.records import NodeRecord, SwarmStatus, SwarmSummary
+    from shoal._api.records import InstanceRecord, NodeRecord, SwarmStatus, SwarmSummary
 
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "stopped": "yellow", "running": "cyan"}
 
@@ -129,6 +129,8 @@ def status_view(st: SwarmStatus, tracebacks: bool = True) -> RenderableType:
                 Text(str(c.failed), style="red" if c.failed else ""),
             )
         parts.append(t)
+    if st.running and st.status == "running":
+        parts.append(running_view(_ages(st.running, time.time()), limit=5))
     for f in st.failures:
         parts.append(
             Text.assemble(
@@ -285,3 +287,15 @@ def running_view(running: Sequence[Running], limit: int = 5) -> RenderableType:
     if len(running) > limit:
         t.add_row(f"... and {len(running) - limit} more", "", "", "", "")
     return t
+
+
+class _Age:
+    """An :class:`InstanceRecord` as :func:`running_view` shows it (age from now)."""
+
+    def __init__(self, r: InstanceRecord, now: float) -> None:
+        self.alias, self.node_id, self.iteration = r.alias, r.node_id, r.iteration
+        self.age_s, self.timeout_s = max(0.0, now - r.since), r.timeout_s
+
+
+def _ages(running: Sequence[InstanceRecord], now: float) -> list[_Age]:
+    return sorted((_Age(r, now) for r in running), key=lambda a: -a.age_s)

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from shoal._api.records import RUNNING_SHOWN
 from shoal._api.schemas import RunInstruction
 from shoal._coord.access import BlobAccess
 from shoal._coord.errors import forbidden, not_found
@@ -451,7 +452,10 @@ class Coordinator(NodeOps, DriverBase):
         with self._lock:
             if self.plan_of(swarm_id) is None:
                 return SwarmReport(rec, None, {})
-            return SwarmReport(rec, self.engine.swarm(swarm_id), self.engine.counts(swarm_id))
+            running = self.engine.active(swarm_id=swarm_id, limit=RUNNING_SHOWN)
+            return SwarmReport(
+                rec, self.engine.swarm(swarm_id), self.engine.counts(swarm_id), tuple(running)
+            )
 
     def story(self, instance_id: str) -> list[str]:
         """What happened to an instance (see :meth:`DriverBase.story`); 404 if unknown."""

@@ -15,6 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from shoal._api.records import (
+    InstanceRecord,
     LogRecord,
     MetricRecord,
     NodeRecord,
@@ -152,6 +153,19 @@ def status_doc(report: SwarmReport) -> SwarmStatus:
             a: TaskCounts(c.scheduled, c.running, c.succeeded, c.failed)
             for a, c in report.counts.items()
         },
+        running=tuple(
+            InstanceRecord(
+                i.instance_id,
+                i.alias,
+                i.node_id,
+                i.iteration,
+                i.attempt,
+                i.state.value,
+                i.since,
+                i.timeout_s,
+            )
+            for i in sorted(report.running, key=lambda i: i.since)
+        ),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from shoal._engine import NodeView, SwarmView, TaskCounts
+from shoal._engine import InstanceView, NodeView, SwarmView, TaskCounts
 from shoal._store.base import NodeRecord, SwarmRecord
 
 
@@ -51,11 +51,14 @@ class SwarmReport:
         recorded, but the coordinator stopped before the engine saw it).
     counts
         Instance counts per task in the current iteration.
+    running
+        Its live instances scheduled first (oldest first), a few.
     """
 
     record: SwarmRecord
     view: SwarmView | None
     counts: dict[str, TaskCounts]
+    running: tuple[InstanceView, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ rebuilds its state after a restart. The rules are written down in docs/engine.md
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 
 from shoal._engine import invariants
 from shoal._engine.core import EngineCore
@@ -148,8 +149,16 @@ class Engine(EngineCore):
         inst = self._instances.get(instance_id)
         return None if inst is None else instance_view(inst)
 
-    def active(self, node_id: str | None = None) -> list[InstanceView]:
-        """The live (scheduled or running) instances, of one node or of all."""
+    def active(
+        self, node_id: str | None = None, swarm_id: str | None = None, limit: int | None = None
+    ) -> list[InstanceView]:
+        """The live (scheduled or running) instances, of one node or of all; of one
+        swarm, in scheduling order (oldest first), at most ``limit`` of them."""
+        if swarm_id is not None:
+            swarm = self._swarms.get(swarm_id)
+            if swarm is None:
+                return []
+            return [instance_view(i) for i in islice(swarm.active.values(), limit)]
         if node_id is not None:
             node = self._nodes.get(node_id)
             return [] if node is None else [instance_view(i) for i in node.active.values()]
