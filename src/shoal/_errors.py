@@ -155,6 +155,10 @@ class SwarmFailedError(ShoalError):
             "failed run back instead of this error",
         )
 
+    def __str__(self) -> str:
+        # The hint on a line of its own, not glued to the last traceback line.
+        return f"{self.message}\n{self.hint}" if self.hint else self.message
+
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_failed, (self.swarm, self.reason, self.failures, self.hint))
 

@@ -166,6 +166,10 @@ def test_logs_names_unknown_tasks_and_nodes_takes_a_minimum_level_and_a_missing_
     swarm = _write(tmp_path)
     out = shoal("simulate", str(swarm), "--nodes", "3", "--run-dir", "run", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
+    # The default task timeout is shown up front, as the engine has it.
+    from shoal._engine.timers import DEFAULT_TASK_TIMEOUT_S
+
+    assert f"time out after {DEFAULT_TASK_TIMEOUT_S:g}s (--task-timeout)" in out.stdout
 
     def logs(*args: str) -> subprocess.CompletedProcess[str]:
         return shoal("logs", *args, cwd=tmp_path)

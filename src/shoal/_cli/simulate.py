@@ -96,6 +96,8 @@ def simulate(
     def progress(what: str, iteration: int, done: int, scheduled: int) -> None:
         bar.update(task_id, completed=done, total=scheduled, iteration=iteration)
 
+    # 600 s: the engine's DEFAULT_TASK_TIMEOUT_S (the CLI does not import the engine;
+    # tests/cli/test_simulate_first_hour.py checks that the two agree).
     default = "600s" if task_timeout is None else f"{task_timeout:g}s"
     out.print(
         f"[dim]tasks declared without a timeout time out after {default} (--task-timeout)[/]",
