@@ -85,7 +85,9 @@ def run_shoal(clients: int, rounds: int, params: int, out: Path, workers: int | 
         if what == "iteration":
             starts.append(time.monotonic())
 
-    run = shoal.simulate(FedAvgBench(), nodes=clients, workers=workers, progress=progress)
+    run = shoal.simulate(
+        FedAvgBench(), nodes=clients, workers=workers, progress=progress, raise_on_failure=False
+    )  # a failed run is recorded as not correct
     end = time.monotonic()
     bounds = [*starts, end]
     round_times = [b - a for a, b in itertools.pairwise(bounds)]

@@ -50,20 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "digits.npz"
         np.savez(path, X=X_fed, y=y_fed)
-        run = shoal.simulate(
-            FedAvgDigits(max_rounds=args.max_iterations, seed=args.seed),
-            nodes=args.nodes,
-            datasets={"digits": path},
-            partition=args.partition,
-            seed=args.seed,
-        )
-    if not run.ok:
-        print(f"swarm {run.status}: {run.reason}", file=sys.stderr)
-        for failure in run.failures:
-            print(
-                f"--- {failure.alias} on {failure.node_id}:\n{failure.traceback}", file=sys.stderr
+        try:
+            run = shoal.simulate(
+                FedAvgDigits(max_rounds=args.max_iterations, seed=args.seed),
+                nodes=args.nodes,
+                datasets={"digits": path},
+                partition=args.partition,
+                seed=args.seed,
             )
-        return 1
+        except shoal.SwarmFailedError as failed:  # every failure's node and traceback
+            print(failed, file=sys.stderr)
+            return 1
 
     weights = run.globals["weights"]
     history = run.globals["val_history"]

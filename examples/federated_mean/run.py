@@ -37,20 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cancer.csv"
         pooled.to_csv(path, index=False)
-        run = shoal.simulate(
-            FederatedMean(),
-            nodes=args.nodes,
-            datasets={"cancer": path},
-            partition=args.partition,
-            seed=args.seed,
-        )
-    if not run.ok:
-        print(f"swarm {run.status}: {run.reason}", file=sys.stderr)
-        for failure in run.failures:
-            print(
-                f"--- {failure.alias} on {failure.node_id}:\n{failure.traceback}", file=sys.stderr
+        try:
+            run = shoal.simulate(
+                FederatedMean(),
+                nodes=args.nodes,
+                datasets={"cancer": path},
+                partition=args.partition,
+                seed=args.seed,
             )
-        return 1
+        except shoal.SwarmFailedError as failed:  # every failure's node and traceback
+            print(failed, file=sys.stderr)
+            return 1
 
     count, mean = run.globals["count"], run.globals["mean"]
     columns = list(pooled.columns)

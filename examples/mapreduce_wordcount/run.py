@@ -31,19 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # The folder's files are dealt out over the nodes: each node gets a folder.
-    run = shoal.simulate(
-        WordCount(),
-        nodes=args.nodes,
-        datasets={"texts": DATA},
-        partition="iid",
-        seed=args.seed,
-    )
-    if not run.ok:
-        print(f"swarm {run.status}: {run.reason}", file=sys.stderr)
-        for failure in run.failures:
-            print(
-                f"--- {failure.alias} on {failure.node_id}:\n{failure.traceback}", file=sys.stderr
-            )
+    try:
+        run = shoal.simulate(
+            WordCount(),
+            nodes=args.nodes,
+            datasets={"texts": DATA},
+            partition="iid",
+            seed=args.seed,
+        )
+    except shoal.SwarmFailedError as failed:  # every failure's node and traceback
+        print(failed, file=sys.stderr)
         return 1
     distributed = Counter(run.globals["counts"])
 

@@ -17,6 +17,7 @@ from shoal._errors import (
     Problem,
     ShoalError,
     ShoalWarning,
+    SwarmFailedError,
     SwarmValidationError,
 )
 from shoal._public import publish as _publish
@@ -105,6 +106,7 @@ __all__ = [
     "ShoalWarning",
     "SimulationRun",
     "Swarm",
+    "SwarmFailedError",
     "SwarmStatus",
     "SwarmSummary",
     "SwarmValidationError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 
 class ShoalError(Exception):
@@ -90,6 +91,100 @@ class SwarmValidationError(ShoalError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.swarm, self.problems))
+
+
+class _Failure(Protocol):
+    """What :class:`SwarmFailedError` shows of a failed instance (a ``FailureRecord``)."""
+
+    @property
+    def alias(self) -> str: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def iteration(self) -> int: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def traceback(self) -> str: ...
+
+
+class SwarmFailedError(ShoalError):
+    """A swarm failed: raised by :func:`shoal.simulate` and :meth:`shoal.Client.wait`
+    unless they are given ``raise_on_failure=False``.
+
+    Attributes
+    ----------
+    swarm
+        The swarm's name (or id).
+    reason
+        Why it failed, as the engine said.
+    failures
+        Every failed instance (:class:`~shoal.FailureRecord`): task, node id, kind,
+        error and traceback. The message shows them too (the first tracebacks whole).
+    result
+        The failed run (:class:`~shoal.SimulationRun`) or final status
+        (:class:`~shoal.SwarmStatus`), with its logs and metrics; None after unpickling.
+    """
+
+    code = "swarm.failed"
+    #: How many failures the message shows with their whole traceback; the rest get a line.
+    SHOWN_TRACEBACKS = 3
+    SHOWN_LINES = 20
+
+    def __init__(
+        self,
+        swarm: str,
+        reason: str,
+        failures: Sequence[_Failure],
+        result: Any = None,
+        *,
+        hint: str | None = None,
+    ) -> None:
+        self.swarm = swarm
+        self.reason = reason
+        self.failures = tuple(failures)
+        self.result = result
+        super().__init__(
+            _failed_message(swarm, reason, self.failures, self.SHOWN_TRACEBACKS, self.SHOWN_LINES),
+            hint=hint
+            or "fix the task at the first traceback; pass raise_on_failure=False to get the "
+            "failed run back instead of this error",
+        )
+
+    def __str__(self) -> str:
+        # The hint on a line of its own, not glued to the last traceback line.
+        return f"{self.message}\n{self.hint}" if self.hint else self.message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_failed, (self.swarm, self.reason, self.failures, self.hint))
+
+
+def _rebuild_failed(
+    swarm: str, reason: str, failures: tuple[_Failure, ...], hint: str | None
+) -> SwarmFailedError:
+    return SwarmFailedError(swarm, reason, failures, hint=hint)
+
+
+def _failed_message(
+    swarm: str, reason: str, failures: tuple[_Failure, ...], tracebacks: int, lines: int
+) -> str:
+    out = [f"swarm {swarm!r} failed: {reason}"]
+    if failures:
+        out.append(f"{len(failures)} failed instance(s):")
+    for i, f in enumerate(failures[:lines]):
+        out.append(
+            f"- task '{f.alias}' on node {f.node_id} (iteration {f.iteration}, attempt "
+            f"{f.attempt}, {f.kind}): {f.error}"
+        )
+        if i < tracebacks and f.traceback.strip():
+            out.extend("    " + line for line in f.traceback.rstrip().splitlines())
+    if len(failures) > lines:
+        out.append(f"... and {len(failures) - lines} more (every one is in .failures)")
+    return "\n".join(out)
 
 
 class PlanError(ShoalError):

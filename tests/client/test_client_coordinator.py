@@ -207,3 +207,53 @@ def test_cli_results_without_any_and_empty_nodes(coord: Coordinator, swarm_file:
     assert out.returncode == 0 and out.stdout == ""
     out = coord.shoal("nodes")
     assert out.returncode == 0 and "no nodes have joined yet" in out.stderr
+
+
+def test_wait_raises_for_a_failed_swarm_unless_told_not_to(
+    coord: Coordinator, tmp_path: Path
+) -> None:
+    # No node has its dataset and it waits 0 s for one: the coordinator fails it at once.
+    path = tmp_path / "failing.py"
+    path.write_text(SWARM.replace("placement_timeout = 600.0", "placement_timeout = 0"))
+    with coord.client() as client:
+        swarm_id = client.deploy(str(path), task_timeout=30)
+        with pytest.raises(shoal.SwarmFailedError) as e:
+            client.wait(swarm_id, timeout=30)
+        assert e.value.code == "swarm.failed" and swarm_id in str(e.value)
+        assert "found no eligible node" in str(e.value) and "raise_on_failure=False" in str(e.value)
+        assert isinstance(e.value.result, shoal.SwarmStatus)
+        assert e.value.result.status == "failed"
+        status = client.wait(swarm_id, timeout=30, raise_on_failure=False)
+        assert status.status == "failed"
+        with pytest.raises(shoal.ShoalError) as bad:
+            client.deploy(str(path), task_timeout=0)
+        assert bad.value.code == "client.task_timeout"
+    # The coordinator refuses a bad default task timeout too (422), and stores nothing.
+    body = {"plan": "{}", "bundles": {}, "seed": 0, "task_timeout_s": -1.0}
+    import msgpack
+
+    answer = httpx.post(
+        f"{coord.url}/v1/swarms",
+        content=msgpack.packb(body),
+        headers={"Authorization": f"Bearer {coord.token}", "Content-Type": "application/msgpack"},
+        timeout=10,
+    )
+    assert answer.status_code == 422 and "task_timeout_s" in answer.text
+
+
+def test_logs_of_a_swarm_say_an_unknown_task_or_node_and_list_the_known(
+    coord: Coordinator, swarm_file: Path
+) -> None:
+    with coord.client() as client:
+        swarm_id = client.deploy(str(swarm_file))
+        client.stop(swarm_id)
+    out = coord.shoal("logs", swarm_id, "--task", "wroker")
+    assert out.returncode == 2 and out.stdout == ""
+    text = " ".join(out.stderr.split())
+    assert f"task 'wroker' is unknown in swarm {swarm_id} (did you mean 'worker'?)" in text
+    assert "known tasks: worker" in text
+    out = coord.shoal("logs", swarm_id, "--node", "hospital-z")
+    assert out.returncode == 2
+    assert "node 'hospital-z' is unknown in the coordinator" in " ".join(out.stderr.split())
+    out = coord.shoal("logs", swarm_id, "--task", "worker", "--level", "warning")
+    assert out.returncode == 0 and out.stdout == "", out.stderr

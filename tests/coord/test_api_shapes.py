@@ -176,6 +176,7 @@ def test_status_nodes_logs_and_metrics_serve_the_documents_they_did(app: _App) -
         ],
         "tasks": {"t": {"scheduled": 1, "running": 0, "succeeded": 0, "failed": 1}},
         "waiting": {},
+        "running": [],  # live instances, oldest first (none: it has ended)
     }
     assert isinstance(served["created"], float) and "boom" in served["reason"]
     assert list(served) == [f for f in SwarmStatus.__dataclass_fields__]
@@ -187,6 +188,7 @@ def test_status_nodes_logs_and_metrics_serve_the_documents_they_did(app: _App) -
         "failures",
         "tasks",
         "waiting",
+        "running",
     }
 
     (node,) = app.http.get("/v1/nodes", headers=app.user).json()

@@ -131,6 +131,23 @@ SCENARIOS = [
         globals={"base": 1.0, "seen": ["node-00000", "node-00002"]},
     ),
     Scenario(
+        "a_hung_instance_without_a_timeout_fails_at_the_default_task_timeout",
+        fedavg,
+        faults=[("hang", {"node": "node-00001", "task": "worker"})],
+        status="failed",
+        iterations=1,
+        failures=[
+            (
+                "worker",
+                "node-00001",
+                "timeout",
+                "timed out after 600s, the run's default task timeout: task 'worker' on "
+                "node node-00001 did not return",
+            )
+        ],
+        reason="task 'worker' on node node-00001",
+    ),
+    Scenario(
         "stop_swarm_ends_the_run_after_its_iteration",
         lambda: Graph(
             [

@@ -22,6 +22,7 @@ from shoal._engine.messages import (
     StopRequested,
     StopSwarmCalled,
 )
+from shoal._engine.timers import DEFAULT_TASK_TIMEOUT_S
 from shoal._plan import ConditionKind, Method
 
 
@@ -33,7 +34,9 @@ def test_fedavg_one_iteration() -> None:
     workers = runs(out, "worker")
     assert [r.node_id for r in workers] == ["n1", "n2", "n3"]
     assert [r.instance_id for r in workers] == [f"s/0/worker/{i}/0" for i in range(3)]
-    assert all(r.inputs == {} and r.attempt == 0 and r.timeout_s is None for r in workers)
+    # timeout=None: the run's default task timeout, which is finite (DESIGN §3 Failure).
+    assert all(r.inputs == {} and r.attempt == 0 for r in workers)
+    assert all(r.timeout_s == DEFAULT_TASK_TIMEOUT_S for r in workers)
     for r in workers[:2]:
         assert not runs(h.run_ok(r.instance_id))
     out = h.run_ok(workers[2].instance_id)

@@ -173,7 +173,13 @@ if self.world.node_id == "node-00002":
     raise ValueError("bad shard")
 """
     )
-    run = shoal.simulate(Graph([("w", boom, {}, [])]), nodes=4, executor="processes", workers=2)
+    run = shoal.simulate(
+        Graph([("w", boom, {}, [])]),
+        nodes=4,
+        executor="processes",
+        workers=2,
+        raise_on_failure=False,
+    )
     assert run.status == "failed"
     (f,) = run.failures
     assert f.node_id == "node-00002" and f.error == "ValueError: bad shard"
@@ -219,7 +225,9 @@ self.world.results.add("ok", True)
     run = shoal.simulate(Graph([("w", corrupt, {"retries": 1}, [])]), nodes=3, workers=2)
     assert run.ok, run.reason
     assert len(run.results.select("ok")) == 3
-    once = shoal.simulate(Graph([("w", corrupt, {}, [])]), nodes=3, workers=2)
+    once = shoal.simulate(
+        Graph([("w", corrupt, {}, [])]), nodes=3, workers=2, raise_on_failure=False
+    )
     assert not once.ok
     (failure,) = once.failures
     assert failure.kind == "crash"
@@ -229,7 +237,9 @@ self.world.results.add("ok", True)
 def test_timeout_kills_a_hanging_instance_within_bounds() -> None:
     sleeper = src("import time\ntime.sleep(600)")
     t0 = time.monotonic()
-    run = shoal.simulate(Graph([("w", sleeper, {"timeout": 1.0}, [])]), nodes=2, workers=2)
+    run = shoal.simulate(
+        Graph([("w", sleeper, {"timeout": 1.0}, [])]), nodes=2, workers=2, raise_on_failure=False
+    )
     assert time.monotonic() - t0 < 30
     assert run.status == "failed"
     assert {f.kind for f in run.failures} == {"timeout"}

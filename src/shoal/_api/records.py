@@ -103,6 +103,21 @@ class SwarmSummary(Record):
 
 
 @dataclass(frozen=True)
+class InstanceRecord(Record):
+    """A live instance: where it runs and since when (epoch seconds: when it started,
+    or when it was scheduled if it has not started yet)."""
+
+    instance_id: str
+    alias: str
+    node_id: str
+    iteration: int
+    attempt: int
+    state: str
+    since: float
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
 class SwarmStatus(SwarmSummary):
     """One swarm's status, as :meth:`shoal.Client.status` returns it.
 
@@ -115,11 +130,19 @@ class SwarmStatus(SwarmSummary):
     waiting
         ``{alias: why}`` for each task that waits for an eligible node: the nodes each
         constraint excludes (a missing dataset or image, a resource shortfall).
+    running
+        The live instances that have been at it longest (at most
+        ``RUNNING_SHOWN``, oldest first), with their node: who a stuck run waits for.
     """
 
     failures: tuple[FailureRecord, ...] = ()
     tasks: Mapping[str, TaskCounts] = field(default_factory=dict)
     waiting: Mapping[str, str] = field(default_factory=dict)
+    running: tuple[InstanceRecord, ...] = ()
+
+
+#: How many live instances a status lists (the counts cover the rest).
+RUNNING_SHOWN = 10
 
 
 @dataclass(frozen=True)

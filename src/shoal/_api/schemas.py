@@ -204,6 +204,8 @@ class SubmitBody(Body):
     plan: StrictStr
     bundles: dict[StrictStr, StrictBytes] = {}
     seed: StrictInt = 0
+    # The timeout of the swarm's tasks declared without one; None: the engine's default.
+    task_timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 class SwarmAnswer(BaseModel):

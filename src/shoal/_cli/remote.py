@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -81,6 +82,22 @@ def connected(
         fail(e)
 
 
+class _Latest:
+    """The live display of ``follow``: the latest status and headline metrics, drawn
+    at each refresh (the running instances age between two statuses)."""
+
+    def __init__(self, headline: Headline) -> None:
+        self.status: SwarmStatus | None = None
+        self.headline = headline
+
+    def __rich__(self) -> RenderableType:
+        if self.status is None:
+            return Text("")
+        shown = status_view(self.status, tracebacks=False)
+        view = self.headline.view()
+        return shown if view is None else Group(shown, view)
+
+
 def follow(
     client: Client,
     swarm_id: str,
@@ -106,13 +123,12 @@ def follow(
 
     try:
         if console.is_terminal:
-            with Live(console=console, auto_refresh=False, transient=True) as live:
+            latest = _Latest(headline)  # drawn every second: the running instances age
+            with Live(latest, console=console, refresh_per_second=1, transient=True) as live:
                 for st in client.watch(swarm_id, timeout=timeout):
-                    last = st
+                    last = latest.status = st
                     new_metrics(st)
-                    view = headline.view()
-                    shown_now = status_view(st, tracebacks=False)
-                    live.update(shown_now if view is None else Group(shown_now, view), refresh=True)
+                    live.refresh()
         else:
             # One line per iteration, status change or new failure: a log, not a film.
             shown: tuple[Any, ...] | None = None
@@ -148,11 +164,18 @@ def deploy(
     coordinator: Coordinator = None,
     token: Token = None,
     seed: Annotated[int, typer.Option(help="Seed of the coordinator's random placement.")] = 0,
+    task_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds: the timeout of tasks declared without one (default 600).",
+            show_default=False,
+        ),
+    ] = None,
     profile: Profile = None,
 ) -> None:
     """Compile a swarm and submit it to a coordinator; print its id (only) on stdout."""
     with connected(coordinator, token, profile) as client:
-        swarm_id = client.deploy(target, seed=seed)
+        swarm_id = client.deploy(target, seed=seed, task_timeout=task_timeout)
     typer.echo(swarm_id)
     err.print(
         f"deployed {target} as swarm {swarm_id}; follow it with: shoal status {swarm_id} --watch",
@@ -332,7 +355,10 @@ def logs(
     ],
     node: Annotated[str | None, typer.Option(help="Only this node.")] = None,
     task: Annotated[str | None, typer.Option(help="Only this task (alias).")] = None,
-    level: Annotated[str | None, typer.Option(help="Only this level.")] = None,
+    level: Annotated[
+        str | None,
+        typer.Option(help="Only this level and above: debug < info < warning < error."),
+    ] = None,
     iteration: Annotated[int | None, typer.Option(help="Only this iteration.")] = None,
     follow_: Annotated[
         bool,
@@ -344,31 +370,69 @@ def logs(
 ) -> None:
     """Show a swarm's logs, or the logs a simulation saved in its run folder.
 
-    Filtered by node, task, level and iteration. TARGET is a run folder if it is an
-    existing folder, else a swarm id on the coordinator.
+    Filtered by node, task, level (a minimum: ``--level warning`` shows warnings and
+    errors) and iteration. TARGET is a run folder if it is an existing folder or a path
+    (it holds a ``/``), else a swarm id on the coordinator. An unknown node or task is
+    an error that lists the known ones.
     """
+    levels = _levels_from(level)
     run_dir = Path(target)
     if run_dir.is_dir():
         if follow_:
             fail("--follow needs a swarm on a coordinator; a run folder's logs are complete")
-        _local_logs(run_dir, node, task, level, iteration)
+        _local_logs(run_dir, node, task, levels, iteration)
         return
+    if "/" in target or target.startswith("."):  # swarm ids are plain names
+        fail(f"run folder {target} does not exist; give the folder `shoal simulate` printed")
     with connected(coordinator, token, profile) as client:
+        if task is not None or node is not None:
+            status = client.status(target)
+            _known("task", task, list(status.tasks), f"swarm {target}")
+            if node is not None:
+                _known("node", node, [n.node_id for n in client.nodes()], "the coordinator")
+        # The coordinator matches one level: ask for all of them (the minimum is
+        # applied here), or for the one level when only "error" and above is wanted.
+        one = levels[0] if len(levels) == 1 else None
         try:
             if follow_:
-                for r in client.follow_logs(target, node, task, level, iteration):
-                    _print_log(r)
+                for r in client.follow_logs(target, node, task, one, iteration):
+                    if r.level in levels or levels == ALL_LEVELS:
+                        _print_log(r)
                 return
             after = 0
             while True:
-                page = client.logs(target, node, task, level, iteration, after=after)
+                page = client.logs(target, node, task, one, iteration, after=after)
                 for r in page:
-                    _print_log(r)
+                    if r.level in levels or levels == ALL_LEVELS:
+                        _print_log(r)
                 if not page or page[-1].seq <= after:
                     break
                 after = page[-1].seq
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+
+
+#: Log levels, lowest first (``shoal.runtime.Logger`` writes these).
+ALL_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _levels_from(level: str | None) -> tuple[str, ...]:
+    """The levels at or above ``level`` (every level without one)."""
+    if level is None:
+        return ALL_LEVELS
+    if level not in ALL_LEVELS:
+        fail(f"--level {level!r} is not a log level; use one of {', '.join(ALL_LEVELS)}")
+    return ALL_LEVELS[ALL_LEVELS.index(level) :]
+
+
+def _known(what: str, given: str | None, known: list[str], where: str) -> None:
+    """Fail naming ``given`` and the known ones if it is not among them."""
+    if given is None or given in known:
+        return
+    close = difflib.get_close_matches(given, known, n=1)
+    maybe = f" (did you mean {close[0]!r}?)" if close else ""
+    shown = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
+    fail(f"{what} {given!r} is unknown in {where}{maybe}; known {what}s: {shown or 'none'}")
 
 
 @app.command()
@@ -403,23 +467,39 @@ def story(
 
 
 def _local_logs(
-    run_dir: Path, node: str | None, task: str | None, level: str | None, iteration: int | None
+    run_dir: Path,
+    node: str | None,
+    task: str | None,
+    levels: tuple[str, ...],
+    iteration: int | None,
 ) -> None:
     path = run_dir / "logs.jsonl"
     if not path.is_file():
         fail(f"{run_dir} holds no logs.jsonl; give the run folder `shoal simulate` printed")
     names = [f.name for f in dataclasses.fields(LogRecord)]
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            r = LogRecord(**{k: v for k, v in json.loads(line).items() if k in names})
-            if (
-                (node and r.node_id != node)
-                or (task and r.alias != task)
-                or (level and r.level != level)
-                or (iteration is not None and r.iteration != iteration)
-            ):
-                continue
-            _print_log(r)
+        records = [
+            LogRecord(**{k: v for k, v in json.loads(line).items() if k in names}) for line in f
+        ]
+    if node is not None or task is not None:
+        # The run's tasks and nodes (summary.json); from its logs for an older run folder.
+        try:
+            summary = json.loads((run_dir / "summary.json").read_text())
+        except (OSError, ValueError):
+            summary = {}
+        tasks = summary.get("tasks") or sorted({r.alias for r in records})
+        nodes = summary.get("nodes") or sorted({r.node_id for r in records})
+        _known("task", task, tasks, f"run {run_dir}")
+        _known("node", node, nodes, f"run {run_dir}")
+    for r in records:
+        if (
+            (node and r.node_id != node)
+            or (task and r.alias != task)
+            or r.level not in levels
+            or (iteration is not None and r.iteration != iteration)
+        ):
+            continue
+        _print_log(r)
 
 
 def _print_log(r: LogRecord) -> None:

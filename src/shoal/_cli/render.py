@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from shoal._api.records import NodeRecord, SwarmStatus, SwarmSummary
+    from shoal._api.records import InstanceRecord, NodeRecord, SwarmStatus, SwarmSummary
 
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "stopped": "yellow", "running": "cyan"}
 
@@ -132,6 +133,8 @@ def status_view(st: SwarmStatus, tracebacks: bool = True) -> RenderableType:
         parts.append(
             Text.assemble(("waiting ", "bold yellow"), f"{alias} for an eligible node: {why}")
         )
+    if st.running and st.status == "running":
+        parts.append(running_view(_ages(st.running, time.time()), limit=5))
     for f in st.failures:
         parts.append(
             Text.assemble(
@@ -257,3 +260,61 @@ def write_values(values: dict[str, Any], path: Path) -> tuple[Path, str, str | N
     else:
         path.write_bytes(encode(values))
     return path, fmt, why
+
+
+class Running(Protocol):
+    """An instance running now (``shoal.simulate(watch=...)`` hands these over)."""
+
+    @property
+    def alias(self) -> str: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def iteration(self) -> int: ...
+    @property
+    def age_s(self) -> float: ...
+    @property
+    def timeout_s(self) -> float | None: ...
+
+
+def duration(seconds: float) -> str:
+    """Seconds as ``42s``, ``3m05s`` or ``1h02m``."""
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def running_view(running: Sequence[Running], limit: int = 5) -> RenderableType:
+    """The longest-running instances with their node, age and timeout: the ones a user
+    looks at when a run seems stuck (the rest are counted, not listed)."""
+    if not running:
+        return Text("")
+    t = Table(
+        title=f"running now: {len(running)} instance(s), oldest first",
+        title_justify="left",
+        show_edge=False,
+        box=None,
+    )
+    for col in ("task", "node", "iteration", "running for", "times out after"):
+        t.add_column(col, justify="left" if col in ("task", "node") else "right")
+    for r in running[:limit]:
+        timeout = "" if r.timeout_s is None else duration(r.timeout_s)
+        t.add_row(r.alias, r.node_id, str(r.iteration), duration(r.age_s), timeout)
+    if len(running) > limit:
+        t.add_row(f"... and {len(running) - limit} more", "", "", "", "")
+    return t
+
+
+class _Age:
+    """An :class:`InstanceRecord` as :func:`running_view` shows it (age from now)."""
+
+    def __init__(self, r: InstanceRecord, now: float) -> None:
+        self.alias, self.node_id, self.iteration = r.alias, r.node_id, r.iteration
+        self.age_s, self.timeout_s = max(0.0, now - r.since), r.timeout_s
+
+
+def _ages(running: Sequence[InstanceRecord], now: float) -> list[_Age]:
+    return sorted((_Age(r, now) for r in running), key=lambda a: -a.age_s)

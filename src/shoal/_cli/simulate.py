@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import shoal
 from shoal._cli.app import app, fail
 from shoal._cli.headline import Headline, HeadlineProgress
-from shoal._cli.render import show
+from shoal._cli.render import Running, running_view, show
 from shoal._cli.tracking import close_trackers, open_trackers
 from shoal._errors import ShoalError
 
 out = Console()
+err = Console(stderr=True)
 
 
 def _datasets(items: list[str]) -> dict[str, str]:
@@ -86,6 +89,13 @@ def simulate(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write status, globals, metrics as JSON.")
     ] = None,
+    task_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds: the timeout of tasks declared without one (default 600).",
+            show_default=False,
+        ),
+    ] = None,
     track: Annotated[
         list[str] | None,
         typer.Option(
@@ -116,6 +126,7 @@ def simulate(
         headline=headline,
     )
     task_id = bar.add_task("run", total=None, iteration=0)
+    running = _RunningNow()
 
     def progress(what: str, iteration: int, done: int, scheduled: int) -> None:
         bar.update(task_id, completed=done, total=scheduled, iteration=iteration)
@@ -125,26 +136,53 @@ def simulate(
         for t in trackers:
             t.add(records)
 
+    # 600 s: the engine's DEFAULT_TASK_TIMEOUT_S (the CLI does not import the engine;
+    # tests/cli/test_simulate_first_hour.py checks that the two agree).
+    default = "600s" if task_timeout is None else f"{task_timeout:g}s"
+    out.print(
+        f"[dim]tasks declared without a timeout time out after {default} (--task-timeout)[/]",
+        highlight=False,
+    )
     try:
-        with bar:
-            run = shoal.simulate(
-                swarm,
-                nodes=fleet or nodes,
-                datasets=_datasets(dataset or []),
-                partition=partition,
-                seed=seed,
-                executor=executor,
-                workers=workers,
-                max_iterations=max_iterations,
-                nodes_dir=nodes_dir,
-                run_dir=run_dir,
-                progress=progress,
-                keep_results=None if keep_results < 0 else keep_results,
-                on_metrics=on_metrics,
-            )
+        with Live(Group(bar, running), console=out, refresh_per_second=4, transient=False):
+            try:
+                run = shoal.simulate(
+                    swarm,
+                    nodes=fleet or nodes,
+                    datasets=_datasets(dataset or []),
+                    partition=partition,
+                    seed=seed,
+                    executor=executor,
+                    workers=workers,
+                    max_iterations=max_iterations,
+                    nodes_dir=nodes_dir,
+                    run_dir=run_dir,
+                    progress=progress,
+                    keep_results=None if keep_results < 0 else keep_results,
+                    task_timeout=task_timeout,
+                    watch=running.update,
+                    on_metrics=on_metrics,
+                    raise_on_failure=False,  # printed below, then exit 1
+                )
+            finally:
+                running.update([])  # the final display shows no stale instances
     except ShoalError as e:
         close_trackers(trackers, "failed")
         fail(e)
+    except KeyboardInterrupt as e:
+        # The first Ctrl-C stops the run cleanly and hands back the stopped run; keep
+        # what it did (logs, metrics, summary), so that `shoal logs` reads it.
+        stopped: shoal.SimulationRun | None = getattr(e, "run", None)
+        if stopped is None:  # a second Ctrl-C: nothing could be kept
+            err.print("interrupted", style="yellow")
+            raise typer.Exit(130) from None
+        close_trackers(trackers, stopped.status)
+        _save_logs(stopped, run_dir)
+        _summary(stopped)
+        if json_out is not None:
+            json_out.write_text(json.dumps(stopped.summary(), indent=2, default=str) + "\n")
+        out.print(f"logs: shoal logs {run_dir}")
+        raise typer.Exit(130) from None
     close_trackers(trackers, run.status)
     # From the run's plan: compiling the swarm a second time just for this note was waste.
     images = sorted({m.image for m in run.plan.modules.values()})
@@ -160,6 +198,19 @@ def simulate(
     out.print(f"logs: shoal logs {run_dir}")
     if not run.ok:
         raise typer.Exit(1)
+
+
+class _RunningNow:
+    """The live display's list of running instances (task, node, age)."""
+
+    def __init__(self) -> None:
+        self._running: Sequence[Running] = []
+
+    def update(self, running: Sequence[Running]) -> None:
+        self._running = running
+
+    def __rich__(self) -> RenderableType:
+        return running_view(self._running)
 
 
 def _save_logs(run: shoal.SimulationRun, run_dir: Path) -> None:

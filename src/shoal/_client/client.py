@@ -8,6 +8,7 @@ naming the URL when the coordinator cannot be reached.
 from __future__ import annotations
 
 import hashlib
+import math
 import mmap
 import os
 import ssl
@@ -34,7 +35,7 @@ from shoal._client.config import ca_from_config, resolve
 from shoal._client.http import clean, path_part, raise_for_status, sse, wait_timeout
 from shoal._codec import decode
 from shoal._define.swarm import Swarm
-from shoal._errors import ShoalError
+from shoal._errors import ShoalError, SwarmFailedError
 from shoal._metrics.table import frame_or_records
 from shoal._runtime.api import ResultRecord
 from shoal._version import __version__
@@ -225,7 +226,12 @@ class Client:
         result: dict[str, Any] = self._json("GET", "/v1/health", "health check")
         return result
 
-    def deploy(self, swarm: Swarm | str | os.PathLike[str], seed: int = 0) -> str:
+    def deploy(
+        self,
+        swarm: Swarm | str | os.PathLike[str],
+        seed: int = 0,
+        task_timeout: float | None = None,
+    ) -> str:
         """Compile a swarm and submit it to the coordinator.
 
         Parameters
@@ -259,14 +265,24 @@ class Client:
             raise ShoalError(
                 f"seed={seed!r} is not an int", code="client.seed", hint="pass a whole number"
             )
-        body = msgpack.packb(
-            {
-                "plan": compiled.plan.to_json(),
-                "bundles": {d: b.data for d, b in compiled.bundles.items()},
-                "seed": seed,
-            },
-            use_bin_type=True,
-        )
+        doc: dict[str, Any] = {
+            "plan": compiled.plan.to_json(),
+            "bundles": {d: b.data for d, b in compiled.bundles.items()},
+            "seed": seed,
+        }
+        if task_timeout is not None:
+            if (
+                isinstance(task_timeout, bool)
+                or not isinstance(task_timeout, (int, float))
+                or not 0 < task_timeout < math.inf
+            ):
+                raise ShoalError(
+                    f"task_timeout={task_timeout!r} is not a number of seconds > 0",
+                    code="client.task_timeout",
+                    hint="pass seconds, e.g. task_timeout=1800, or None for the default",
+                )
+            doc["task_timeout_s"] = float(task_timeout)
+        body = msgpack.packb(doc, use_bin_type=True)
         answer = self._json(
             "POST",
             "/v1/swarms",
@@ -376,7 +392,9 @@ class Client:
                 return
             time.sleep(0.2)
 
-    def wait(self, swarm_id: str, timeout: float = 600.0) -> SwarmStatus:
+    def wait(
+        self, swarm_id: str, timeout: float = 600.0, raise_on_failure: bool = True
+    ) -> SwarmStatus:
         """Block until a swarm finishes and return its final status (as :meth:`status`).
 
         Parameters
@@ -385,9 +403,15 @@ class Client:
             The swarm to wait for.
         timeout
             Most seconds to wait.
+        raise_on_failure
+            Raise :class:`~shoal.SwarmFailedError` if the swarm failed (the default).
+            ``False`` returns the failed status.
 
         Raises
         ------
+        SwarmFailedError
+            If the swarm failed (and ``raise_on_failure``): every failure's task, node
+            and traceback; ``.result`` is the final :class:`~shoal.SwarmStatus`.
         ShoalError
             ``client.timeout``, naming the swarm and its last status, if it has not
             finished within ``timeout`` seconds.
@@ -395,7 +419,12 @@ class Client:
         last: SwarmStatus | None = None
         for status in self.watch(swarm_id, timeout=timeout):
             last = status
-        return last if last is not None else self.status(swarm_id)
+        final = last if last is not None else self.status(swarm_id)
+        if raise_on_failure and final.status == "failed":
+            raise SwarmFailedError(
+                f"{final.name} ({swarm_id})", final.reason, final.failures, final
+            )
+        return final
 
     def stop(self, swarm_id: str) -> None:
         """Ask the coordinator to stop a swarm: running instances are cancelled and its

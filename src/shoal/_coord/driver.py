@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from shoal._api.records import RUNNING_SHOWN
 from shoal._api.schemas import RunInstruction
 from shoal._coord.access import BlobAccess
 from shoal._coord.errors import forbidden, not_found
@@ -56,6 +57,7 @@ from shoal._errors import ShoalError
 from shoal._plan import Plan
 from shoal._plan.resources import NO_NEED, parse_resources
 from shoal._runtime import ops
+from shoal._runtime.loader import user_paths
 from shoal._store.base import Store, SwarmRecord
 
 log = logging.getLogger("shoal.coordinator")
@@ -361,12 +363,16 @@ class Coordinator(NodeOps, DriverBase):
         """The instance ended on its node; a repeat (or a report after the engine ended
         it) is acknowledged and ignored."""
         with self._lock:
-            if self._owned(node_id, instance_id) is None:
+            inst = self._owned(node_id, instance_id)
+            if inst is None:
                 return
             now = self.clock()
             if ok:
                 self.feed(InstanceSucceeded(instance_id, now))
             else:
+                # The user's files are not on this machine: name modules as declared.
+                labels = self.module_labels(inst.swarm_id)
+                error, tb = user_paths(error, labels), user_paths(tb, labels)
                 self.feed(InstanceFailed(instance_id, now, error, tb, FailureKind(kind)))
 
     def world_calls(
@@ -403,14 +409,17 @@ class Coordinator(NodeOps, DriverBase):
                 self.feed(event)
 
     # ----------------------------------------------------------------- swarms
-    def submit(self, plan: Plan, seed: int, owner: str = "user") -> str:
-        """Record a swarm, write its initial globals and hand it to the engine."""
+    def submit(
+        self, plan: Plan, seed: int, owner: str = "user", task_timeout_s: float | None = None
+    ) -> str:
+        """Record a swarm, write its initial globals and hand it to the engine
+        (``task_timeout_s``: its tasks' timeout where they declare none)."""
         swarm_id = uuid.uuid4().hex[:16]
         self.store.swarm_create(
             SwarmRecord(swarm_id, plan.name, plan.to_json(), owner, self.clock())
         )
         self.access.bundles(swarm_id, sorted({m.digest for m in plan.modules.values()}))
-        self.submit_swarm(swarm_id, plan, seed)
+        self.submit_swarm(swarm_id, plan, seed, task_timeout_s)
         return swarm_id
 
     def runs_bundle(self, node_id: str, digest: str) -> bool:
@@ -453,11 +462,13 @@ class Coordinator(NodeOps, DriverBase):
         with self._lock:
             if self.plan_of(swarm_id) is None:
                 return SwarmReport(rec, None, {})
+            running = self.engine.active(swarm_id=swarm_id, limit=RUNNING_SHOWN)
             return SwarmReport(
                 rec,
                 self.engine.swarm(swarm_id),
                 self.engine.counts(swarm_id),
                 self.engine.waiting(swarm_id),
+                tuple(running),
             )
 
     def story(self, instance_id: str) -> list[str]:

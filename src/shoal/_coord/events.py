@@ -52,6 +52,8 @@ def encode_event(event: Event) -> bytes:
             doc.update(node_id=event.node_id, reason=event.reason)
         case SwarmSubmitted():
             doc.update(swarm_id=event.swarm_id, plan=event.plan.to_json(), seed=event.seed)
+            if event.task_timeout_s is not None:  # absent: the engine's default (older logs)
+                doc["task_timeout_s"] = event.task_timeout_s
         case InstanceStarted() | InstanceSucceeded() | StopSwarmCalled():
             doc.update(instance_id=event.instance_id)
         case InstanceFailed():
@@ -153,7 +155,12 @@ def decode_event(data: bytes) -> Event:
             return NodeRestarted(_field(doc, "node_id", str), now, _field(doc, "reason", str))
         case "SwarmSubmitted":
             plan = load_plan(_field(doc, "plan", str))
-            return SwarmSubmitted(_field(doc, "swarm_id", str), plan, now, _field(doc, "seed", int))
+            timeout = doc.get("task_timeout_s")
+            if timeout is not None:
+                timeout = _field(doc, "task_timeout_s", (int, float))
+            return SwarmSubmitted(
+                _field(doc, "swarm_id", str), plan, now, _field(doc, "seed", int), timeout
+            )
         case "InstanceStarted":
             return InstanceStarted(iid(), now)
         case "InstanceSucceeded":

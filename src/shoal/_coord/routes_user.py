@@ -15,6 +15,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from shoal._api.records import (
+    InstanceRecord,
     LogRecord,
     MetricRecord,
     NodeRecord,
@@ -111,7 +112,9 @@ async def submit(request: Request) -> SwarmAnswer:
     """Submit a plan with its bundles (msgpack)."""
     body = await msgpack_body(request, SubmitBody)
     plan = await run_in_threadpool(_prepare, body.plan, body.bundles, blobs(request))
-    swarm_id = await run_in_threadpool(coordinator(request).submit, plan, body.seed)
+    swarm_id = await run_in_threadpool(
+        coordinator(request).submit, plan, body.seed, "user", body.task_timeout_s
+    )
     return SwarmAnswer(swarm_id=swarm_id)
 
 
@@ -152,6 +155,19 @@ def status_doc(report: SwarmReport) -> SwarmStatus:
             for a, c in report.counts.items()
         },
         waiting=dict(report.waiting),
+        running=tuple(
+            InstanceRecord(
+                i.instance_id,
+                i.alias,
+                i.node_id,
+                i.iteration,
+                i.attempt,
+                i.state.value,
+                i.since,
+                i.timeout_s,
+            )
+            for i in sorted(report.running, key=lambda i: i.since)
+        ),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from shoal._engine import NodeView, SwarmView, TaskCounts
+from shoal._engine import InstanceView, NodeView, SwarmView, TaskCounts
 from shoal._engine.capacity import Capacity
 from shoal._store.base import NodeRecord, SwarmRecord
 
@@ -55,12 +55,15 @@ class SwarmReport:
         Instance counts per task in the current iteration.
     waiting
         Why each task that waits for a node has none (alias -> the engine's reasons).
+    running
+        Its live instances scheduled first (oldest first), a few.
     """
 
     record: SwarmRecord
     view: SwarmView | None
     counts: dict[str, TaskCounts]
     waiting: dict[str, str] = field(default_factory=dict)
+    running: tuple[InstanceView, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from shoal._bundle import Bundle
@@ -30,10 +32,16 @@ from shoal._plan.resources import resource_problem
 
 @dataclass(frozen=True)
 class Compiled:
-    """A plan and the bundles its modules refer to (by bundle digest)."""
+    """A plan and the bundles its modules refer to (by bundle digest).
+
+    ``sources`` maps a bundle digest to the folder on this machine that holds the
+    bundle's files as the user wrote them (a ``.py`` file's or a package's parent
+    folder), for modules declared by path: the simulator shows tracebacks there.
+    """
 
     plan: Plan
     bundles: dict[str, Bundle]
+    sources: dict[str, Path] = dataclasses.field(default_factory=dict)
 
 
 def _declared(swarm: Swarm) -> Iterator[tuple[str, Task | Module]]:
@@ -332,9 +340,12 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
     bundles: dict[str, Bundle] = {}
     refs: dict[str, ModuleRef] = {}
     keys: dict[int, str] = {}
+    sources: dict[str, Path] = {}
     for mid, m in modules.items():
         b = m.bundle()
         bundles[b.digest] = b
+        if m._path is not None:  # a file or a package: the bundle holds it by its name
+            sources.setdefault(b.digest, m._path.resolve().parent)
         ref = ModuleRef(
             digest=b.digest,
             name=m.name,
@@ -371,7 +382,7 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
         networks=dict(networks),
         limits=Limits(placement_timeout_s=float(pt), max_iterations=mi),
     )
-    return Compiled(plan, bundles)
+    return Compiled(plan, bundles, sources)
 
 
 def _plain(resources: dict[str, Any]) -> dict[str, str | int | float | bool]:

@@ -39,6 +39,17 @@ def upstream_of(plan: Plan, alias: str) -> frozenset[str]:
     return frozenset(seen)
 
 
+def module_labels(plan: Plan) -> dict[str, str]:
+    """Each module's ``name@version`` (or ``name``) by bundle digest (the first
+    declaration of a bundle declared twice)."""
+    labels: dict[str, str] = {}
+    for ref in plan.modules.values():
+        labels.setdefault(
+            ref.digest, ref.name if ref.version is None else f"{ref.name}@{ref.version}"
+        )
+    return labels
+
+
 class DriverBase(ABC):
     """Feeds events to one engine and carries out its instructions.
 
@@ -132,12 +143,21 @@ class DriverBase(ABC):
         """A swarm ended (default: nothing)."""
 
     # ----------------------------------------------------------------- swarms
-    def submit_swarm(self, swarm_id: str, plan: Plan, seed: int) -> None:
+    def submit_swarm(
+        self, swarm_id: str, plan: Plan, seed: int, task_timeout_s: float | None = None
+    ) -> None:
         """Write the plan's initial globals (iteration -1), then hand the swarm to the
-        engine."""
+        engine; ``task_timeout_s`` is the timeout of its tasks declared without one
+        (None: the engine's default)."""
         for key, b64 in plan.globals.items():
             self.store.global_set(swarm_id, key, {"inline": base64.b64decode(b64)}, iteration=-1)
-        self.feed(SwarmSubmitted(swarm_id, plan, self.now(), seed))
+        self.feed(SwarmSubmitted(swarm_id, plan, self.now(), seed, task_timeout_s))
+
+    def module_labels(self, swarm_id: str) -> dict[str, str]:
+        """How a failure's traceback names each module of a swarm, by bundle digest:
+        ``name@version`` (or ``name``). Task processes write paths in a module's code as
+        ``<digest>/<path in the bundle>`` (``shoal._runtime.loader.in_bundle_terms``)."""
+        return module_labels(self.engine.plan(swarm_id))
 
     def instance_info(self, inst: RunInstance | InstanceView) -> InstanceInfo:
         """What the world service needs to know of an instance the engine placed: who

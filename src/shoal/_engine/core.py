@@ -304,9 +304,8 @@ class EngineCore:
     ) -> Instance:
         swarm, spec = run.swarm, run.spec
         iid = f"{swarm.swarm_id}/{run.iteration}/{run.alias}/{slot.index}/{attempt}"
-        deadline = None
-        if spec.timeout_s is not None and not self._timeout_at_start:
-            deadline = self._now + spec.timeout_s
+        timeout = self._timeout_of(run)
+        deadline = None if self._timeout_at_start else self._now + timeout
         inst = Instance(iid, run, slot, attempt, node.node_id, inputs, deadline)
         self._instances[iid] = swarm.active[iid] = node.active[iid] = inst
         slot.current = inst
@@ -325,7 +324,7 @@ class EngineCore:
                 attempt=attempt,
                 module=spec.module,
                 inputs=dict(inputs),
-                timeout_s=spec.timeout_s,
+                timeout_s=timeout,
             )
         )
         return inst
@@ -394,6 +393,25 @@ class EngineCore:
         )
 
     # ------------------------------------------------------------------------ messages
+
+    @staticmethod
+    def _timeout_of(run: TaskRun) -> float:
+        """The task's own timeout, else its swarm's default task timeout (never None)."""
+        own = run.spec.timeout_s
+        return run.swarm.task_timeout_s if own is None else own
+
+    def _timeout_error(self, inst: Instance) -> str:
+        """Why a timed-out instance failed; for the default timeout, also which task
+        on which node never returned, and the knobs (the user did not ask for it)."""
+        run = inst.run
+        error = f"timed out after {self._timeout_of(run):g}s"
+        if run.spec.timeout_s is None:
+            error += (
+                f", the run's default task timeout: task '{run.alias}' on node "
+                f"{inst.node_id} did not return (if it needs longer, give the task a "
+                "timeout, Task(timeout=...), or the run another default, --task-timeout)"
+            )
+        return error
 
     def _task_failure(self, run: TaskRun) -> str:
         reason = (

@@ -9,6 +9,7 @@ rebuilds its state after a restart. The rules are written down in docs/engine.md
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import islice
 
 from shoal._engine import invariants
 from shoal._engine.core import EngineCore
@@ -40,6 +41,7 @@ from shoal._engine.state import (
     SwarmState,
     SwarmStatus,
 )
+from shoal._engine.timers import DEFAULT_TASK_TIMEOUT_S, check_task_timeout
 from shoal._engine.views import (
     InstanceView,
     NodeView,
@@ -159,8 +161,16 @@ class Engine(EngineCore):
         inst = self._instances.get(instance_id)
         return None if inst is None else instance_view(inst)
 
-    def active(self, node_id: str | None = None) -> list[InstanceView]:
-        """The live (scheduled or running) instances, of one node or of all."""
+    def active(
+        self, node_id: str | None = None, swarm_id: str | None = None, limit: int | None = None
+    ) -> list[InstanceView]:
+        """The live (scheduled or running) instances, of one node or of all; of one
+        swarm, in scheduling order (oldest first), at most ``limit`` of them."""
+        if swarm_id is not None:
+            swarm = self._swarms.get(swarm_id)
+            if swarm is None:
+                return []
+            return [instance_view(i) for i in islice(swarm.active.values(), limit)]
         if node_id is not None:
             node = self._nodes.get(node_id)
             return [] if node is None else [instance_view(i) for i in node.active.values()]
@@ -242,9 +252,8 @@ class Engine(EngineCore):
         if inst is None:
             return
         self._move(inst, Move.STARTED, "started")
-        timeout = inst.run.spec.timeout_s
-        if self._timeout_at_start and timeout is not None:
-            inst.deadline = self._now + timeout
+        if self._timeout_at_start:
+            inst.deadline = self._now + self._timeout_of(inst.run)
             self._timers.push(inst.deadline, inst)
 
     def _on_succeeded(self, e: InstanceSucceeded) -> None:
@@ -346,7 +355,16 @@ class Engine(EngineCore):
             raise EngineError(
                 f"swarm {e.swarm_id!r} was already submitted", code="engine.duplicate_swarm"
             )
-        swarm = SwarmState(e.swarm_id, e.plan, e.seed)
+        try:
+            task_timeout = check_task_timeout(e.task_timeout_s)
+        except ValueError as why:
+            raise EngineError(
+                f"swarm {e.swarm_id!r}: {why}",
+                code="engine.task_timeout",
+                hint="give the default task timeout in seconds (> 0), or None for "
+                f"the engine's default of {DEFAULT_TASK_TIMEOUT_S:g}s",
+            ) from None
+        swarm = SwarmState(e.swarm_id, e.plan, e.seed, task_timeout)
         self._swarms[e.swarm_id] = swarm
         cycle = swarm.cycle()
         if cycle:
@@ -370,7 +388,7 @@ class Engine(EngineCore):
             if not self._live(at, target):
                 continue
             if isinstance(target, Instance):
-                error = f"timed out after {target.run.spec.timeout_s:g}s"
+                error = self._timeout_error(target)
                 self._fail(target, Move.TIMEOUT, FailureKind.TIMEOUT, error, "", by_engine=True)
             else:
                 reason = self._placement_failure(target)

@@ -60,12 +60,18 @@ class NodeRestarted:
 
 @dataclass(frozen=True)
 class SwarmSubmitted:
-    """A user submitted a plan."""
+    """A user submitted a plan.
+
+    ``task_timeout_s`` is the timeout of every task of the swarm declared with
+    ``timeout=None``; None means the engine's finite default
+    (:data:`~shoal._engine.timers.DEFAULT_TASK_TIMEOUT_S`).
+    """
 
     swarm_id: str
     plan: Plan
     now: float
     seed: int = 0
+    task_timeout_s: float | None = None
 
 
 @dataclass(frozen=True)

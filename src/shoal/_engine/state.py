@@ -255,15 +255,18 @@ class SwarmState:
         "status",
         "stop_by",
         "swarm_id",
+        "task_timeout_s",
         "tasks",
         "upstream",
         "waiting",
     )
 
-    def __init__(self, swarm_id: str, plan: Plan, seed: int) -> None:
+    def __init__(self, swarm_id: str, plan: Plan, seed: int, task_timeout_s: float) -> None:
         self.swarm_id = swarm_id
         self.plan = plan
         self.seed = seed
+        # The timeout of its tasks declared with timeout=None: finite, never "forever".
+        self.task_timeout_s = task_timeout_s
         self.status = SwarmStatus.RUNNING
         self.reason = ""
         self.started_iterations = 0

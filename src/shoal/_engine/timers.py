@@ -9,10 +9,34 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator
+from math import inf
 
 from shoal._engine.state import Instance, TaskRun
 
 Target = Instance | TaskRun
+
+# The task timeout of a task declared with ``timeout=None``, unless its swarm was
+# submitted with another (``SwarmSubmitted.task_timeout_s``: ``shoal simulate
+# --task-timeout``, ``shoal.simulate(task_timeout=)``, ``Client.deploy(task_timeout=)``).
+# Finite, so that nothing waits forever for a task that never returns (DESIGN §3
+# Failure); ten minutes is long for one round of local training on a site and short
+# enough that a stuck task is reported while its user still waits for the run.
+DEFAULT_TASK_TIMEOUT_S = 600.0
+
+
+def check_task_timeout(value: float | None) -> float:
+    """The default task timeout a swarm gets: ``value``, or the engine's default.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is not a finite number of seconds > 0.
+    """
+    if value is None:
+        return DEFAULT_TASK_TIMEOUT_S
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < inf:
+        raise ValueError(f"task timeout {value!r} is not a finite number of seconds > 0")
+    return float(value)
 
 
 class Timers:

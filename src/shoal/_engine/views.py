@@ -58,6 +58,9 @@ class InstanceView:
         Upstream alias -> instance ids whose results it may see.
     kind, error
         Why it failed or was cancelled; ``None`` and ``""`` otherwise.
+    since
+        The time (the events' clock) it started running, or was scheduled if it has
+        not started: how long it has been at it, for a display of what runs.
     """
 
     instance_id: str
@@ -73,6 +76,7 @@ class InstanceView:
     inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     kind: FailureKind | None = None
     error: str = ""
+    since: float = 0.0
 
     @property
     def ended(self) -> bool:
@@ -167,11 +171,22 @@ def instance_view(inst: Instance) -> InstanceView:
         attempt=inst.attempt,
         state=inst.state,
         module=inst.run.spec.module,
-        timeout_s=inst.run.spec.timeout_s,
+        timeout_s=inst.run.spec.timeout_s
+        if inst.run.spec.timeout_s is not None
+        else inst.run.swarm.task_timeout_s,
         inputs=dict(inst.inputs),
         kind=inst.kind,
         error=inst.error,
+        since=_since(inst),
     )
+
+
+def _since(inst: Instance) -> float:
+    # From the story (a few lines): the "started" line, else the scheduling line.
+    started = next((t for t, _, _, detail in inst.story if detail == "started"), None)
+    if started is not None:
+        return started
+    return inst.story[0][0] if inst.story else 0.0
 
 
 def format_story(inst: Instance) -> list[str]:

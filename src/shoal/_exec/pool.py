@@ -142,6 +142,10 @@ class ProcessPoolExecutor:
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             env=env,
+            # Its own session (process group): a Ctrl-C at the terminal reaches the driver only,
+            # which stops the run cleanly and then its workers (no KeyboardInterrupt
+            # tracebacks from workers). A worker still exits when the driver goes away.
+            start_new_session=True,
         )
         theirs.close()
         queue = self._queues.setdefault(group, deque())

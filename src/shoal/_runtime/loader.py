@@ -10,7 +10,7 @@ import sys
 import traceback
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import ModuleType, TracebackType
@@ -250,11 +250,53 @@ class Outcome:
     traceback: str = ""
 
 
+def in_bundle_terms(outcome: Outcome, folder: Path, module: str) -> Outcome:
+    """The outcome with paths in the module's extracted copy shown as ``<module>/<path
+    in the bundle>`` (``module`` is the bundle's digest).
+
+    The copy's path (``.shoal/runs/<ts>/modules/<hex>/worker.py``, a node's cache) means
+    nothing to the user; the digest form is the same on every machine, and the driver
+    that receives it names the module as the user knows it (:func:`user_paths`).
+    """
+    if outcome.ok:
+        return outcome
+    prefix = str(folder) + os.sep
+    shown = module + "/"
+    return Outcome(
+        False, outcome.error.replace(prefix, shown), outcome.traceback.replace(prefix, shown)
+    )
+
+
+def user_paths(text: str, labels: Mapping[str, str]) -> str:
+    """``text`` with each ``<digest>/`` written by :func:`in_bundle_terms` replaced by
+    ``labels[digest] + "/"``: the module's source folder on this machine (the
+    simulator), or ``name@version`` (a coordinator, whose users' files are elsewhere)."""
+    if "sha256:" not in text:
+        return text
+    for digest, label in labels.items():
+        text = text.replace(digest + "/", label.rstrip("/") + "/")
+    return text
+
+
 def _user_tb(tb: TracebackType | None) -> TracebackType | None:
     # Drop shoal's own frames above the user's code so tracebacks start at main().
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_SHOAL_DIR):
         if tb.tb_next is None:
             break
+        tb = tb.tb_next
+    return tb
+
+
+_IMPORTLIB_DIR = os.path.dirname(importlib.__file__)
+
+
+def _import_tb(tb: TracebackType | None) -> TracebackType | None:
+    # An import error starts in the user's module: drop shoal's and importlib's frames.
+    def ours(t: TracebackType) -> bool:
+        name = t.tb_frame.f_code.co_filename
+        return name.startswith((_SHOAL_DIR, _IMPORTLIB_DIR, "<frozen importlib"))
+
+    while tb is not None and tb.tb_next is not None and ours(tb):
         tb = tb.tb_next
     return tb
 
@@ -313,12 +355,14 @@ def run_instance(
         try:
             main = cache.main_of(module, folder)
         except Exception as e:
-            return Outcome(
+            outcome = Outcome(
                 False,
                 f"importing the module failed: {type(e).__name__}: {e}",
-                traceback.format_exc(),
+                "".join(traceback.format_exception(type(e), e, _import_tb(e.__traceback__))),
             )
-        return run_main(main, ctx)
+        else:
+            outcome = run_main(main, ctx)
+        return in_bundle_terms(outcome, folder, module)
     finally:
         if capture:
             for stream in streams:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import shutil
 import sys
@@ -13,12 +14,13 @@ from typing import Any
 from shoal._data.nodes import build_nodes
 from shoal._define.compile import compile_swarm
 from shoal._define.swarm import Swarm
+from shoal._engine.timers import DEFAULT_TASK_TIMEOUT_S, check_task_timeout
 from shoal._errors import ShoalError
 from shoal._exec.jobs import default_workers, normalize_executor
 from shoal._exec.pool_bwrap import check_bwrap
 from shoal._exec.requirements import RequirementChecker
 from shoal._plan import Plan
-from shoal._sim.driver import OnMetrics, Progress, Simulation
+from shoal._sim.driver import OnMetrics, Progress, Simulation, Watch
 from shoal._sim.profiles import NodeProfile, profiled_nodes
 from shoal._sim.run import SimulationRun
 
@@ -58,6 +60,9 @@ def simulate(
     progress: Progress | None = None,
     keep_results: int | None = 2,
     on_metrics: OnMetrics | None = None,
+    task_timeout: float | None = None,
+    watch: Watch | None = None,
+    raise_on_failure: bool = True,
 ) -> SimulationRun:
     """Run ``swarm`` on virtual nodes and return the run.
 
@@ -106,16 +111,35 @@ def simulate(
         :class:`~shoal.MetricRecord`) as the run goes: at most twice a second, when an
         iteration starts and once at the end (``shoal simulate`` shows the latest
         values and streams them to ``--track`` this way).
+    task_timeout
+        Seconds: the timeout of every task declared without one (``Task(timeout=None)``).
+        None: the engine's default, 600 s. Nothing waits forever: a task that never
+        returns fails at its timeout, naming its node and task.
+    watch
+        Called about four times a second with the instances running now
+        (:class:`~shoal._sim.run.RunningInstance`: task, node, age, timeout), oldest
+        first; a live display shows which node is slow or stuck.
+    raise_on_failure
+        Raise :class:`~shoal.SwarmFailedError` if the swarm fails (the default: a failed
+        run is never mistaken for a trained one). ``False`` returns the failed run.
 
     Returns
     -------
     SimulationRun
         Status, iterations, failures (node id and traceback), final globals, results,
-        logs and metrics. A failed swarm does not raise: check ``run.ok`` or call
-        ``run.raise_for_status()``.
+        logs and metrics.
 
     Raises
     ------
+    KeyboardInterrupt
+        After a Ctrl-C, which stops the swarm cleanly (its instances are cancelled and
+        the workers stopped): the exception's ``run`` attribute is the stopped run
+        (status ``"stopped"``) with every log, metric and result so far. A second Ctrl-C
+        interrupts at once.
+    SwarmFailedError
+        If the swarm failed and ``raise_on_failure`` is true: its message shows every
+        failure's task, node and traceback; ``.failures`` has them all and ``.result``
+        is the failed run (logs, metrics, stories).
     ShoalError
         For an invalid swarm or argument, e.g. ``sim.executor`` (an unknown executor),
         ``sim.bwrap`` (bubblewrap is missing or does not work here) or
@@ -127,6 +151,16 @@ def simulate(
             code="sim.max_iterations",
             hint="pass a positive int",
         )
+    if task_timeout is not None:
+        try:
+            task_timeout = check_task_timeout(task_timeout)
+        except ValueError as e:
+            raise ShoalError(
+                f"task_timeout={task_timeout!r}: {e}",
+                code="sim.task_timeout",
+                hint="pass seconds, e.g. task_timeout=1800, or None for the default "
+                f"({DEFAULT_TASK_TIMEOUT_S:g}s)",
+            ) from None
     if normalize_executor(executor) == "bwrap":
         check_bwrap()  # before any partitioning work: say at once what is missing
     compiled = compile_swarm(swarm)
@@ -136,6 +170,8 @@ def simulate(
         plan = plan.model_copy(
             update={"limits": plan.limits.model_copy(update={"max_iterations": max_iterations})}
         )
+    if nodes_dir is None:  # before partitioning: a misspelt name is found at once
+        _check_dataset_names(plan, set(datasets or {}))
     cleanup = run_dir is None
     root = Path(tempfile.mkdtemp(prefix="shoal-sim-")) if run_dir is None else Path(run_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -156,6 +192,8 @@ def simulate(
                 shares,
                 Path(nodes_dir) if nodes_dir is not None else None,
             )
+        if nodes_dir is not None:
+            _check_dataset_names(plan, {d for n in node_list for d in n.datasets})
         sim = Simulation(
             plan,
             compiled.bundles,
@@ -168,7 +206,44 @@ def simulate(
             cleanup=cleanup,
             keep_results=keep_results,
             on_metrics=on_metrics,
+            task_timeout_s=task_timeout,
+            watch=watch,
+            sources=compiled.sources,
         )
-        return sim.run()
+        run = sim.run()
     finally:
         shutil.rmtree(shares, ignore_errors=True)
+    if raise_on_failure and run.status == "failed":
+        run.raise_for_status()
+    return run
+
+
+def _check_dataset_names(plan: Plan, given: set[str]) -> None:
+    """A dataset the swarm needs that no node has, next to one given that no module
+    declares, is most likely a misspelling: say both, with the likely fix (the engine
+    alone would only say that every node lacks the dataset)."""
+    needed: dict[str, list[str]] = {}
+    for t in plan.tasks:
+        for d in plan.modules[t.module].datasets:
+            needed.setdefault(d, []).append(t.alias)
+    missing = [d for d in needed if d not in given]
+    unused = sorted(given - set(needed))
+    if not missing or not unused:
+        return
+    lines, explained = [], set()
+    for d in missing:
+        tasks = ", ".join(repr(a) for a in needed[d])
+        line = f"task {tasks} needs dataset {d!r}, which no node has"
+        close = difflib.get_close_matches(d, unused, n=1)
+        if close:
+            explained.add(close[0])
+            line += f"; dataset {close[0]!r} was given and not used (did you mean {d!r}?)"
+        lines.append(line)
+    rest = [u for u in unused if u not in explained]
+    if rest:
+        lines.append(f"given and not used: {', '.join(map(repr, rest))}")
+    raise ShoalError(
+        "; ".join(lines),
+        code="sim.dataset_name",
+        hint=f"name each dataset as the modules declare it, e.g. --dataset {missing[0]}=PATH",
+    )

@@ -8,9 +8,11 @@ engine's.
 from __future__ import annotations
 
 import gc
+import signal
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Protocol
 from shoal._api.records import MetricRecord, failure_record, metric_record
 from shoal._bundle import Bundle
 from shoal._driver import DriverBase
+from shoal._driver.base import module_labels
 from shoal._engine import Engine
 from shoal._engine.capacity import Capacity
 from shoal._engine.messages import (
@@ -32,6 +35,7 @@ from shoal._engine.messages import (
     NextIterScheduled,
     NodeJoined,
     RunInstance,
+    StopRequested,
     StopSwarmCalled,
     SwarmFinished,
     TimerFired,
@@ -43,8 +47,8 @@ from shoal._exec.jobs import Job, Kind, SimExecutor, normalize_executor
 from shoal._exec.pool import ProcessPoolExecutor
 from shoal._exec.pool_bwrap import BwrapSandbox
 from shoal._plan import Plan
-from shoal._runtime.loader import Outcome, extract_bundle
-from shoal._sim.run import SimulationRun, TaskTiming
+from shoal._runtime.loader import Outcome, extract_bundle, user_paths
+from shoal._sim.run import RunningInstance, SimulationInterrupted, SimulationRun, TaskTiming
 from shoal._store.memory import MemoryStore
 from shoal._world.service import InstanceInfo, NodeInfo, WorldService
 
@@ -54,6 +58,13 @@ OnMetrics = Callable[[list[MetricRecord]], None]  # each batch of new metric val
 #: The most often new metrics are handed to ``on_metrics`` (seconds; also at each
 #: iteration's start and at the end): reading the store costs O(all metrics).
 METRICS_EVERY_S = 0.5
+
+Watch = Callable[[Sequence[RunningInstance]], None]  # the instances running now, oldest first
+
+# How often (clock seconds) the running instances are handed to a watcher: listing them
+# is a pass over what runs, too much to do after every event of a large run.
+WATCH_EVERY_S = 0.25
+INTERRUPTED = "stopped by the user (Ctrl-C)"
 
 
 class Clock(Protocol):
@@ -87,6 +98,34 @@ class _Counters:
     done: int = 0
     started_at: dict[str, float] = field(default_factory=dict)
     durations: dict[str, list[float]] = field(default_factory=dict)
+
+
+class _Interrupts:
+    """Ctrl-C while a simulation runs: the first asks for a clean stop, which the
+    driver's loop carries out (the engine stops the swarm, the executor its workers);
+    a second one raises ``KeyboardInterrupt`` at once, as usual."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self.installed = False
+
+    def _first(self, signum: int, frame: object) -> None:
+        self.asked = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextmanager
+def _stop_on_interrupt() -> Iterator[_Interrupts]:
+    state = _Interrupts()
+    if threading.current_thread() is not threading.main_thread():
+        yield state  # signal handlers belong to the main thread
+        return
+    previous = signal.signal(signal.SIGINT, state._first)
+    state.installed = True
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager
@@ -155,6 +194,9 @@ class Simulation(DriverBase):
         executor_factory: Callable[[Simulation], SimExecutor] | None = None,
         validate: bool = False,
         on_metrics: OnMetrics | None = None,
+        task_timeout_s: float | None = None,
+        watch: Watch | None = None,
+        sources: dict[str, Path] | None = None,
     ) -> None:
         self.plan = plan
         self._on_metrics = on_metrics
@@ -195,6 +237,14 @@ class Simulation(DriverBase):
         self._workers = workers
         self._executor_factory = executor_factory
         self._executor: SimExecutor | None = None
+        self._interrupts = _Interrupts()
+        self.task_timeout_s = task_timeout_s
+        # Tracebacks name the user's files: a module declared by path by its folder on
+        # this machine, one given as source text by name@version (there is no file).
+        self._labels = module_labels(plan)
+        self._labels.update({d: str(p) for d, p in (sources or {}).items()})
+        self._watch = watch
+        self._watched_at = -WATCH_EVERY_S
 
     def now(self) -> float:
         """Seconds since the simulation started."""
@@ -218,10 +268,10 @@ class Simulation(DriverBase):
         if outcome.ok:
             self._events.append(InstanceSucceeded(instance_id, self.now()))
         else:
+            error = user_paths(outcome.error, self._labels)
+            tb = user_paths(outcome.traceback, self._labels)
             self._events.append(
-                InstanceFailed(
-                    instance_id, self.now(), outcome.error, outcome.traceback, FailureKind(kind)
-                )
+                InstanceFailed(instance_id, self.now(), error, tb, FailureKind(kind))
             )
 
     def _world_event(self, event: StopSwarmCalled | NextIterScheduled) -> None:
@@ -264,6 +314,9 @@ class Simulation(DriverBase):
         if self._progress:
             self._progress("progress", self._c.iteration, self._c.done, self._c.scheduled)
         self._hand_out_metrics(force=False)
+        if self._watch is not None and self.now() - self._watched_at >= WATCH_EVERY_S:
+            self._watched_at = self.now()
+            self._watch(self.running())
 
     def _hand_out_metrics(self, force: bool) -> None:
         # Outside feed(): a callback that raises cannot leave the engine half-stepped.
@@ -279,6 +332,23 @@ class Simulation(DriverBase):
             new = rows[self._metrics_seen :]
             self._metrics_seen = len(rows)
             self._on_metrics([metric_record(r) for r in new])
+
+    def running(self) -> list[RunningInstance]:
+        """The instances a worker runs now, with their node and age, oldest first."""
+        now = self.clock.now()
+        out = []
+        for iid, started in self._c.started_at.items():
+            info = self._infos.get(iid)
+            if info is not None:  # not cancelled
+                view = self.engine.find_instance(iid)
+                timeout = view.timeout_s if view is not None else None
+                out.append(
+                    RunningInstance(
+                        iid, info.alias, info.node_id, info.iteration, now - started, timeout
+                    )
+                )
+        out.sort(key=lambda r: -r.age_s)
+        return out
 
     def _make_executor(self) -> SimExecutor:
         if self._executor_factory is not None:
@@ -299,26 +369,47 @@ class Simulation(DriverBase):
         )
 
     def run(self) -> SimulationRun:
-        """Run until the swarm finishes; never waits without a bound."""
-        with _fewer_collections():
-            return self._run()
+        """Run until the swarm finishes; never waits without a bound.
+
+        Raises
+        ------
+        SimulationInterrupted
+            (a ``KeyboardInterrupt``) after a Ctrl-C stopped the swarm cleanly: its
+            ``run`` is the stopped run (status ``"stopped"``), with every log, metric
+            and result so far.
+        """
+        with _fewer_collections(), _stop_on_interrupt() as interrupts:
+            self._interrupts = interrupts
+            run = self._run()
+        if interrupts.asked and run.status == "stopped":
+            raise SimulationInterrupted(run)
+        return run
 
     def _run(self) -> SimulationRun:
         self._executor = executor = self._make_executor()
         try:
             for n in self.nodes.values():
                 self.feed(joined(n, self.now()))
-            self.submit_swarm(self.swarm_id, self.plan, self.seed)
+            self.submit_swarm(self.swarm_id, self.plan, self.seed, self.task_timeout_s)
             self._drain()
+            stopping = False
+            # Come back often enough to show how long what runs has run, and to see a
+            # Ctrl-C (its handler only sets a flag: the engine is never interrupted).
+            often = self._watch is not None or (
+                self._interrupts.installed and isinstance(self.clock, RealClock)
+            )
             while self._finished is None:
+                if self._interrupts.asked and not stopping:
+                    stopping = True
+                    self._events.append(StopRequested(self.swarm_id, self.now(), INTERRUPTED))
+                    self._drain()
+                    continue
                 timeout = None if self._wake is None else max(0.0, self._wake - self.now())
+                if often:
+                    timeout = WATCH_EVERY_S if timeout is None else min(timeout, WATCH_EVERY_S)
                 if not executor.busy() and not self._events:
                     if self._wake is None:
-                        raise ShoalError(
-                            "the simulation stalled: nothing runs and nothing is scheduled "
-                            "(this is a bug in shoal; please report it with the plan)",
-                            code="sim.stalled",
-                        )
+                        raise self._stalled()
                     self.clock.sleep(timeout or 0.0)
                 else:
                     executor.poll(timeout)
@@ -331,6 +422,29 @@ class Simulation(DriverBase):
             self.store.settle()
         self._hand_out_metrics(force=True)
         return self._result()
+
+    def _stalled(self) -> ShoalError:
+        """Nothing can end what still runs. Every task has a finite timeout, so the
+        engine always has a deadline while an instance runs; name what is stuck."""
+        stuck = self.running()
+        if stuck:
+            what = "; ".join(
+                f"task '{r.alias}' on node {r.node_id} (iteration {r.iteration}, "
+                f"running for {r.age_s:.1f}s)"
+                for r in stuck[:10]
+            )
+            return ShoalError(
+                f"the simulation stalled: {len(stuck)} instance(s) never returned and no "
+                f"timeout is pending: {what}",
+                code="sim.stalled",
+                hint="give the task a timeout (Task(timeout=...)); the inline executor "
+                "cannot stop a task that never returns",
+            )
+        return ShoalError(
+            "the simulation stalled: nothing runs, nothing is scheduled and no timeout "
+            "is pending (this is a bug in shoal; please report it with the plan)",
+            code="sim.stalled",
+        )
 
     def _result(self) -> SimulationRun:
         fin = self._finished

@@ -17,7 +17,7 @@ from shoal._api.records import (
     metric_record,
 )
 from shoal._engine import Engine
-from shoal._errors import ShoalError
+from shoal._errors import ShoalError, SwarmFailedError
 from shoal._metrics.plot import plot as plot_metric
 from shoal._metrics.table import frame_or_records
 from shoal._plan import Plan
@@ -35,6 +35,27 @@ class TaskTiming:
     total_s: float
     mean_s: float
     max_s: float
+
+
+@dataclass(frozen=True)
+class RunningInstance:
+    """An instance a worker runs now, as a live display shows it."""
+
+    instance_id: str
+    alias: str
+    node_id: str
+    iteration: int
+    age_s: float
+    timeout_s: float | None
+
+
+class SimulationInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a simulation cleanly; ``run`` is the stopped run (status
+    ``"stopped"``) with every log, metric and result so far."""
+
+    def __init__(self, run: SimulationRun) -> None:
+        super().__init__(f"swarm {run.plan.name!r} stopped by Ctrl-C")
+        self.run = run
 
 
 class RunGlobals:
@@ -166,7 +187,18 @@ class SimulationRun:
         return self.status == "succeeded"
 
     def raise_for_status(self) -> None:
-        """Raise a ShoalError carrying the failures unless the swarm succeeded."""
+        """Raise unless the swarm succeeded.
+
+        Raises
+        ------
+        SwarmFailedError
+            If it failed: every failure's task, node and traceback (``.result`` is
+            this run).
+        ShoalError
+            ``swarm.stopped`` if it was stopped.
+        """
+        if self.status == "failed":
+            raise SwarmFailedError(self.plan.name, self.reason, self.failures, self)
         if not self.ok:
             raise ShoalError(
                 f"swarm {self.plan.name!r} {self.status}: {self.reason}",
@@ -294,4 +326,7 @@ class SimulationRun:
                 for f in self.failures
             ],
             "timings": [t.__dict__ for t in self.timings],
+            # What `shoal logs RUN --task/--node` checks names against.
+            "tasks": [t.alias for t in self.plan.tasks],
+            "nodes": [n.node_id for n in self._engine.nodes()],
         }

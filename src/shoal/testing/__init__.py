@@ -139,8 +139,17 @@ class Federation:
     def _fault(self, info: _InstanceInfo, attempt: int) -> str | None:
         return next((f.kind for f in self.faults if f.matches(info, attempt)), None)
 
-    def run(self, swarm: _Swarm, max_iterations: int | None = None) -> _SimulationRun:
-        """Run ``swarm`` to its end and return the run (it never raises for a failed swarm)."""
+    def run(
+        self,
+        swarm: _Swarm,
+        max_iterations: int | None = None,
+        task_timeout: float | None = None,
+    ) -> _SimulationRun:
+        """Run ``swarm`` to its end and return the run (it never raises for a failed swarm).
+
+        A task without a timeout gets ``task_timeout`` (default: the engine's 600 s);
+        on the virtual clock a hung instance reaches it at once.
+        """
         plan_bundles = _compile_swarm(swarm)
         plan = plan_bundles.plan
         if max_iterations is not None:
@@ -169,6 +178,8 @@ class Federation:
             clock=self.clock,
             executor_factory=executor,
             validate=True,  # every engine invariant, after every event
+            task_timeout_s=task_timeout,
+            sources=plan_bundles.sources,
         )
         return sim.run()
 
