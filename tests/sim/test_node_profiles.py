@@ -88,7 +88,9 @@ def test_a_heterogeneous_fleet_places_gpu_and_memory_tasks_only_where_they_fit()
 
 def test_an_unplaceable_task_fails_at_once_naming_the_shortfall() -> None:
     start = time.monotonic()
-    run = shoal.simulate(FleetSwarm(memory="128Gi"), nodes=FLEET, executor="inline")
+    run = shoal.simulate(
+        FleetSwarm(memory="128Gi"), nodes=FLEET, executor="inline", raise_on_failure=False
+    )
     took = time.monotonic() - start
     assert not run.ok
     assert took < 20  # at once: never the 30 s placement timeout
@@ -115,7 +117,7 @@ def test_a_gpu_task_on_a_fleet_without_gpus_names_the_missing_gpu() -> None:
             )
             return task()
 
-    run = shoal.simulate(Half(), nodes=3, executor="inline")
+    run = shoal.simulate(Half(), nodes=3, executor="inline", raise_on_failure=False)
     assert not run.ok
     assert "no GPU" in run.reason and "placement timeout of 0s" not in run.reason
     # The same swarm on a fleet with GPUs takes half of the GPU nodes.
