@@ -41,6 +41,7 @@ PINNED = {
         "Task",
         "TaskCounts",
         "__version__",
+        "has_cycles",
         "load_plan",
         "simulate",
     },

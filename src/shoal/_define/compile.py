@@ -10,6 +10,7 @@ from typing import Any
 
 from shoal._bundle import Bundle
 from shoal._codec import encode_b64
+from shoal._define.graph import find_cycle
 from shoal._define.module import Module
 from shoal._define.swarm import Swarm
 from shoal._define.task import _BUILDER, Condition, Task, _GraphBuilder
@@ -135,31 +136,6 @@ def _aliases(swarm: Swarm, tasks: list[Task]) -> tuple[dict[int, str], list[Prob
     return out, problems
 
 
-def _cycle(edges: list[tuple[str, str]]) -> list[str] | None:
-    graph: dict[str, list[str]] = {}
-    for u, d in edges:
-        graph.setdefault(u, []).append(d)
-    color: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(n: str) -> list[str] | None:
-        color[n] = 1
-        stack.append(n)
-        for m in graph.get(n, []):
-            if color.get(m) == 1:
-                return [*stack[stack.index(m) :], m]
-            if m not in color and (found := visit(m)):
-                return found
-        stack.pop()
-        color[n] = 2
-        return None
-
-    for n in list(graph):
-        if n not in color and (found := visit(n)):
-            return found
-    return None
-
-
 def _name_problems(
     tasks: list[Task], aliases: dict[int, str], modules: list[Module]
 ) -> list[Problem]:
@@ -238,12 +214,15 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
     aliases, alias_problems = _aliases(swarm, tasks)
     problems += alias_problems
     edges = list(dict.fromkeys((aliases[id(u)], aliases[id(d)]) for u, d in builder.edges))
-    if (cycle := _cycle(edges)) is not None:
+    # Searched over the task objects, not their aliases: two tasks that share an alias
+    # (a problem reported above) are not one task, so their edge is no "x -> x" cycle.
+    if (cycle := find_cycle((id(u), id(d)) for u, d in builder.edges)) is not None:
+        by_id = {id(t): t for t in tasks}
         problems.append(
             Problem(
                 "graph.cycle",
                 f"swarm {name!r}",
-                "the graph has a cycle " + " -> ".join(repr(a) for a in cycle),
+                "the graph has a cycle " + " -> ".join(repr(aliases[id(by_id[i])]) for i in cycle),
                 "remove one of these edges; iterations repeat the graph, no cycle is needed",
             )
         )
