@@ -92,6 +92,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "module.path": "A module's python_program does not exist or is not a .py file.",
         "module.program": "A module was given no python_program.",
         "module.syntax": "A module's code has a syntax error.",
+        "module.version": "Two modules of one name and version have different code.",
         "name.alias": "A task alias is outside the name character set (letters, digits, . _ -).",
         "name.dataset": "A dataset name is outside the name character set.",
         "name.image": "An image name is outside the image name character set.",

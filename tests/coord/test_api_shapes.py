@@ -170,7 +170,16 @@ def test_status_nodes_logs_and_metrics_serve_the_documents_they_did(app: _App) -
                 "traceback": "tb",
             }
         ],
-        "tasks": {"t": {"scheduled": 1, "running": 0, "succeeded": 0, "failed": 1}},
+        "tasks": {
+            "t": {
+                "scheduled": 1,
+                "running": 0,
+                "succeeded": 0,
+                "failed": 1,
+                "module": "t",
+                "version": None,
+            }
+        },
     }
     assert isinstance(served["created"], float) and "boom" in served["reason"]
     assert list(served) == [f for f in SwarmStatus.__dataclass_fields__]
@@ -203,6 +212,8 @@ def test_status_nodes_logs_and_metrics_serve_the_documents_they_did(app: _App) -
         "level": "info",
         "message": "hi",
         "time": log["time"],
+        "module": "t",
+        "version": None,
     }
     (metric,) = app.http.get(f"/v1/swarms/{swarm_id}/metrics", headers=app.user).json()
     assert metric == {

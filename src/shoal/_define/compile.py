@@ -181,6 +181,34 @@ def _name_problems(
     return out
 
 
+def _where(m: Module) -> str:
+    return "source text" if m._path is None else str(m._path)
+
+
+def _version_problems(modules: list[Module]) -> list[Problem]:
+    """(name, version) names one code: two different codes under one is refused.
+
+    Two versions of one code are two modules (blue-green runs them side by side); an
+    unversioned module may share its name with others (a name defaults to a file name).
+    """
+    seen: dict[tuple[str, str], Module] = {}
+    out: list[Problem] = []
+    for m in modules:
+        if m.version is None:
+            continue
+        first = seen.setdefault((m.name, m.version), m)
+        if first is not m and first.bundle().digest != m.bundle().digest:
+            out.append(
+                Problem(
+                    "module.version",
+                    f"module {m.name!r} version {m.version!r}",
+                    f"names two different codes: {_where(first)} and {_where(m)}",
+                    "give the new code its own version= (or its own name=)",
+                )
+            )
+    return out
+
+
 def _placement(t: Task) -> Placement:
     method = {"fixed": "all", "maximum": "all"}.get(t.method, t.method)
     m = t.maximum
@@ -246,6 +274,8 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
     for m in modules.values():
         problems += m.problems(f"module {m.name!r}")
     problems += _name_problems(tasks, aliases, list(modules.values()))
+    if not any(p.code.startswith("module.") for p in problems):
+        problems += _version_problems(list(modules.values()))
     mi = swarm.max_iterations
     if mi is not None and (not isinstance(mi, int) or isinstance(mi, bool) or mi < 1):
         problems.append(

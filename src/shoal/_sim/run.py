@@ -34,6 +34,8 @@ class TaskTiming:
     total_s: float
     mean_s: float
     max_s: float
+    module: str = ""  # the task's module and its version (None if it has none)
+    version: str | None = None
 
 
 class RunGlobals:
@@ -197,7 +199,7 @@ class SimulationRun:
         rows = self._store.logs(
             self.swarm_id, node=node, task=task, level=level, iteration=iteration
         )
-        return [log_record(r) for r in rows]
+        return [log_record(r, self.plan) for r in rows]
 
     def metrics(
         self, name: str | None = None, node: str | None = None, task: str | None = None

@@ -4,6 +4,7 @@ from shoal.runtime import Task
 
 class Worker(Task):
     def run(self):
+        self.logger.info("running version 1.0.0")
         self.world.results.add("version", "1.0.0")
 
 
