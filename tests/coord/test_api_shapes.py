@@ -56,6 +56,7 @@ def _golden_run(swarm_id: str, iid: str, module: str, seq: int) -> dict[str, Any
         "timeout_s": 30.0,
         "global_versions": {},
         "seq": seq,
+        "network": None,
     }
 
 

@@ -141,6 +141,7 @@ class RunInstruction(BaseModel):
     timeout_s: float | None
     global_versions: dict[str, str] = {}
     seq: int = 0
+    network: str | None = None  # the task's network (Task(network=...)), if any
 
 
 class CancelInstruction(BaseModel):

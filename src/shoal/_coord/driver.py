@@ -315,7 +315,8 @@ class Coordinator(NodeOps, DriverBase):
 
     def _run_item(self, inst: RunInstance | InstanceView) -> RunInstruction:
         """A run instruction; ``global_versions`` is filled in when it is delivered."""
-        module = self.engine.plan(inst.swarm_id).modules[inst.module]
+        plan = self.engine.plan(inst.swarm_id)
+        module = plan.modules[inst.module]
         return RunInstruction(
             swarm_id=inst.swarm_id,
             instance_id=inst.instance_id,
@@ -326,6 +327,7 @@ class Coordinator(NodeOps, DriverBase):
             datasets=list(module.datasets),
             image=module.image,
             timeout_s=inst.timeout_s,
+            network=plan.task(inst.alias).network,
         )
 
     # -------------------------------------------------------------- instances

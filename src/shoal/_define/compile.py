@@ -13,7 +13,7 @@ from shoal._codec import encode_b64
 from shoal._define.graph import find_cycle
 from shoal._define.module import Module
 from shoal._define.swarm import Swarm
-from shoal._define.task import _BUILDER, Condition, Task, _GraphBuilder
+from shoal._define.task import _BUILDER, Condition, NetworkDriver, Task, _GraphBuilder
 from shoal._errors import CodecError, Problem, ShoalError, ShoalWarning, SwarmValidationError
 from shoal._plan import (
     ConditionKind,
@@ -26,6 +26,8 @@ from shoal._plan import (
     module_key,
     name_problem,
 )
+
+_DRIVER_NAMES = frozenset(d.value for d in NetworkDriver)
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,12 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
                     "return only the last tasks of the graph",
                 )
             )
-    networks: dict[str, str] = state["networks"]
+    # A driver's name used as a network ("overlay", seed 002) is a declared network of
+    # that driver, as if add_network(name, name) had been called.
+    networks: dict[str, str] = dict(state["networks"])
+    for t in tasks:
+        if t.network not in networks and t.network in _DRIVER_NAMES:
+            networks[t.network] = t.network
     modules: dict[int, Module] = {}
     for t in tasks:
         problems += t.problems(f"task {aliases[id(t)]!r}", networks)

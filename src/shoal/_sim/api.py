@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ from shoal._exec.jobs import default_workers, normalize_executor
 from shoal._exec.pool_bwrap import check_bwrap
 from shoal._sim.driver import Progress, Simulation
 from shoal._sim.run import SimulationRun
+
+log = logging.getLogger("shoal.simulate")
 
 
 def simulate(
@@ -92,6 +95,13 @@ def simulate(
         check_bwrap()  # before any partitioning work: say at once what is missing
     compiled = compile_swarm(swarm)
     plan = compiled.plan
+    if networked := sorted({t.network for t in plan.tasks if t.network is not None}):
+        log.warning(
+            "swarm %r: networks %s have no effect in the simulator (only a node's "
+            "podman/docker executor gives a swarm's tasks a shared network)",
+            plan.name,
+            networked,
+        )
     if max_iterations is not None:
         plan = plan.model_copy(
             update={"limits": plan.limits.model_copy(update={"max_iterations": max_iterations})}
