@@ -43,6 +43,7 @@ PINNED = {
         "Task",
         "TaskCounts",
         "__version__",
+        "has_cycles",
         "load_plan",
         "simulate",
     },

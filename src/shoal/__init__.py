@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys as _sys
 import typing as _typing
 
+from shoal._define.graph import has_cycles
 from shoal._define.module import Module
 from shoal._define.swarm import Swarm
 from shoal._define.task import Condition, NetworkDriver, Task
@@ -113,6 +114,7 @@ __all__ = [
     "Task",
     "TaskCounts",
     "__version__",
+    "has_cycles",
     "load_plan",
     "simulate",
 ]

@@ -98,6 +98,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "module.program": "A module was given no python_program.",
         "module.resources": "A module's resources have an unknown key or a bad quantity.",
         "module.syntax": "A module's code has a syntax error.",
+        "module.version": "Two modules of one name and version have different code.",
         "name.alias": "A task alias is outside the name character set (letters, digits, . _ -).",
         "name.dataset": "A dataset name is outside the name character set.",
         "name.image": "An image name is outside the image name character set.",

@@ -60,6 +60,7 @@ def _golden_run(swarm_id: str, iid: str, module: str, seq: int) -> dict[str, Any
         "gpu": 0,
         "global_versions": {},
         "seq": seq,
+        "network": None,
     }
 
 
@@ -174,7 +175,16 @@ def test_status_nodes_logs_and_metrics_serve_the_documents_they_did(app: _App) -
                 "traceback": "tb",
             }
         ],
-        "tasks": {"t": {"scheduled": 1, "running": 0, "succeeded": 0, "failed": 1}},
+        "tasks": {
+            "t": {
+                "scheduled": 1,
+                "running": 0,
+                "succeeded": 0,
+                "failed": 1,
+                "module": "t",
+                "version": None,
+            }
+        },
         "waiting": {},
         "running": [],  # live instances, oldest first (none: it has ended)
     }
@@ -215,6 +225,8 @@ def test_status_nodes_logs_and_metrics_serve_the_documents_they_did(app: _App) -
         "level": "info",
         "message": "hi",
         "time": log["time"],
+        "module": "t",
+        "version": None,
     }
     (metric,) = app.http.get(f"/v1/swarms/{swarm_id}/metrics", headers=app.user).json()
     assert metric == {

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from shoal._engine.messages import InstanceFailure
+    from shoal._plan import ModuleRef, Plan
 
 #: Final swarm statuses: a swarm in one of these never changes again.
 TERMINAL = frozenset({"succeeded", "failed", "stopped"})
@@ -44,12 +45,15 @@ class Record:
 
 @dataclass(frozen=True)
 class TaskCounts(Record):
-    """Instances of one task in the current iteration, by state."""
+    """Instances of one task in the current iteration, by state, and the module it runs
+    (``module``: its name, ``version``: its version or None)."""
 
     scheduled: int = 0
     running: int = 0
     succeeded: int = 0
     failed: int = 0
+    module: str = ""
+    version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,8 @@ class LogRecord(Record):
     level: str
     message: str
     time: float
+    module: str = ""  # the module the task runs, and its version (from the plan)
+    version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -241,8 +247,10 @@ class _MetricRow(Protocol):
     def time(self) -> float: ...
 
 
-def log_record(row: _LogRow) -> LogRecord:
-    """The record of a stored log row."""
+def log_record(row: _LogRow, plan: "Plan | None" = None) -> LogRecord:
+    """The record of a stored log row; with ``plan``, it names the task's module and
+    version."""
+    ref = _module_of(plan, row.alias)
     return LogRecord(
         row.seq,
         row.node_id,
@@ -252,7 +260,16 @@ def log_record(row: _LogRow) -> LogRecord:
         row.level,
         row.message,
         row.time,
+        module="" if ref is None else ref.name,
+        version=None if ref is None else ref.version,
     )
+
+
+def _module_of(plan: "Plan | None", alias: str) -> "ModuleRef | None":
+    try:
+        return None if plan is None else plan.module_of(alias)
+    except KeyError:
+        return None
 
 
 def metric_record(row: _MetricRow) -> MetricRecord:

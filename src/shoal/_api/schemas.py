@@ -171,6 +171,7 @@ class RunInstruction(BaseModel):
     gpu: int = 0
     global_versions: dict[str, str] = {}
     seq: int = 0
+    network: str | None = None  # the task's network (Task(network=...)), if any
 
 
 class CancelInstruction(BaseModel):

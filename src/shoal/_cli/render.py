@@ -118,11 +118,12 @@ def status_view(st: SwarmStatus, tracebacks: bool = True) -> RenderableType:
         parts.append(Text(", ".join(more)))
     if st.tasks:
         t = Table(show_edge=False, title=None)
-        for col in ("task", "scheduled", "running", "succeeded", "failed"):
-            t.add_column(col, justify="left" if col == "task" else "right")
+        for col in ("task", "module", "scheduled", "running", "succeeded", "failed"):
+            t.add_column(col, justify="left" if col in ("task", "module") else "right")
         for alias, c in st.tasks.items():
             t.add_row(
                 alias,
+                c.module + (f" {c.version}" if c.version else ""),
                 str(c.scheduled),
                 str(c.running),
                 str(c.succeeded),

@@ -234,11 +234,16 @@ def _summary(run: shoal.SimulationRun) -> None:
         highlight=False,
     )
     t = Table(title="tasks", show_edge=False)
-    for col in ("task", "instances", "mean s", "max s", "total s"):
-        t.add_column(col, justify="left" if col == "task" else "right")
+    for col in ("task", "module", "instances", "mean s", "max s", "total s"):
+        t.add_column(col, justify="left" if col in ("task", "module") else "right")
     for tm in run.timings:
         t.add_row(
-            tm.alias, str(tm.instances), f"{tm.mean_s:.4f}", f"{tm.max_s:.4f}", f"{tm.total_s:.2f}"
+            tm.alias,
+            tm.module + (f" {tm.version}" if tm.version else ""),
+            str(tm.instances),
+            f"{tm.mean_s:.4f}",
+            f"{tm.max_s:.4f}",
+            f"{tm.total_s:.2f}",
         )
     out.print(t)
     for f in run.failures:

@@ -338,6 +338,7 @@ class Coordinator(NodeOps, DriverBase):
             cpu=need.cpu,
             memory=need.memory,
             gpu=need.gpu,
+            network=plan.task(inst.alias).network,
         )
 
     # -------------------------------------------------------------- instances

@@ -151,7 +151,14 @@ def status_doc(report: SwarmReport) -> SwarmStatus:
         rec.created,
         failures=tuple(failure_record(f) for f in view.failures),
         tasks={
-            a: TaskCounts(c.scheduled, c.running, c.succeeded, c.failed)
+            a: TaskCounts(
+                c.scheduled,
+                c.running,
+                c.succeeded,
+                c.failed,
+                module=view.plan.module_of(a).name,
+                version=view.plan.module_of(a).version,
+            )
             for a, c in report.counts.items()
         },
         waiting=dict(report.waiting),
@@ -244,7 +251,8 @@ async def logs(
         )
         left = deadline - loop.time()
         if rows or left <= 0 or coord.closing:
-            return [log_record(r) for r in rows]
+            plan = await run_in_threadpool(coord.plan_of, swarm_id) if rows else None
+            return [log_record(r, plan) for r in rows]
         await coord.log_changes.wait(seen, left)
 
 

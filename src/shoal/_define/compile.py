@@ -12,9 +12,10 @@ from typing import Any
 
 from shoal._bundle import Bundle
 from shoal._codec import encode_b64
+from shoal._define.graph import find_cycle
 from shoal._define.module import Module
 from shoal._define.swarm import Swarm
-from shoal._define.task import _BUILDER, Condition, Task, _GraphBuilder
+from shoal._define.task import _BUILDER, Condition, NetworkDriver, Task, _GraphBuilder
 from shoal._errors import CodecError, Problem, ShoalError, ShoalWarning, SwarmValidationError
 from shoal._plan import (
     ConditionKind,
@@ -28,6 +29,8 @@ from shoal._plan import (
     name_problem,
 )
 from shoal._plan.resources import resource_problem
+
+_DRIVER_NAMES = frozenset(d.value for d in NetworkDriver)
 
 
 @dataclass(frozen=True)
@@ -144,31 +147,6 @@ def _aliases(swarm: Swarm, tasks: list[Task]) -> tuple[dict[int, str], list[Prob
     return out, problems
 
 
-def _cycle(edges: list[tuple[str, str]]) -> list[str] | None:
-    graph: dict[str, list[str]] = {}
-    for u, d in edges:
-        graph.setdefault(u, []).append(d)
-    color: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(n: str) -> list[str] | None:
-        color[n] = 1
-        stack.append(n)
-        for m in graph.get(n, []):
-            if color.get(m) == 1:
-                return [*stack[stack.index(m) :], m]
-            if m not in color and (found := visit(m)):
-                return found
-        stack.pop()
-        color[n] = 2
-        return None
-
-    for n in list(graph):
-        if n not in color and (found := visit(n)):
-            return found
-    return None
-
-
 def _name_problems(
     tasks: list[Task], aliases: dict[int, str], modules: list[Module]
 ) -> list[Problem]:
@@ -214,6 +192,34 @@ def _name_problems(
     return out
 
 
+def _where(m: Module) -> str:
+    return "source text" if m._path is None else str(m._path)
+
+
+def _version_problems(modules: list[Module]) -> list[Problem]:
+    """(name, version) names one code: two different codes under one is refused.
+
+    Two versions of one code are two modules (blue-green runs them side by side); an
+    unversioned module may share its name with others (a name defaults to a file name).
+    """
+    seen: dict[tuple[str, str], Module] = {}
+    out: list[Problem] = []
+    for m in modules:
+        if m.version is None:
+            continue
+        first = seen.setdefault((m.name, m.version), m)
+        if first is not m and first.bundle().digest != m.bundle().digest:
+            out.append(
+                Problem(
+                    "module.version",
+                    f"module {m.name!r} version {m.version!r}",
+                    f"names two different codes: {_where(first)} and {_where(m)}",
+                    "give the new code its own version= (or its own name=)",
+                )
+            )
+    return out
+
+
 def _placement(t: Task) -> Placement:
     method = {"fixed": "all", "maximum": "all"}.get(t.method, t.method)
     m = t.maximum
@@ -247,12 +253,15 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
     aliases, alias_problems = _aliases(swarm, tasks)
     problems += alias_problems
     edges = list(dict.fromkeys((aliases[id(u)], aliases[id(d)]) for u, d in builder.edges))
-    if (cycle := _cycle(edges)) is not None:
+    # Searched over the task objects, not their aliases: two tasks that share an alias
+    # (a problem reported above) are not one task, so their edge is no "x -> x" cycle.
+    if (cycle := find_cycle((id(u), id(d)) for u, d in builder.edges)) is not None:
+        by_id = {id(t): t for t in tasks}
         problems.append(
             Problem(
                 "graph.cycle",
                 f"swarm {name!r}",
-                "the graph has a cycle " + " -> ".join(repr(a) for a in cycle),
+                "the graph has a cycle " + " -> ".join(repr(aliases[id(by_id[i])]) for i in cycle),
                 "remove one of these edges; iterations repeat the graph, no cycle is needed",
             )
         )
@@ -268,7 +277,12 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
                     "return only the last tasks of the graph",
                 )
             )
-    networks: dict[str, str] = state["networks"]
+    # A driver's name used as a network ("overlay", seed 002) is a declared network of
+    # that driver, as if add_network(name, name) had been called.
+    networks: dict[str, str] = dict(state["networks"])
+    for t in tasks:
+        if t.network not in networks and t.network in _DRIVER_NAMES:
+            networks[t.network] = t.network
     modules: dict[int, Module] = {}
     for t in tasks:
         problems += t.problems(f"task {aliases[id(t)]!r}", networks)
@@ -286,6 +300,8 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
                 )
             )
     problems += _name_problems(tasks, aliases, list(modules.values()))
+    if not any(p.code.startswith("module.") for p in problems):
+        problems += _version_problems(list(modules.values()))
     mi = swarm.max_iterations
     if mi is not None and (not isinstance(mi, int) or isinstance(mi, bool) or mi < 1):
         problems.append(

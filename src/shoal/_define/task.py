@@ -100,7 +100,11 @@ class Task:
     gpu
         Run only on nodes with a GPU.
     network
-        A network declared with ``Swarm.add_network``.
+        A network declared with ``Swarm.add_network``, or a driver's name
+        (``"bridge"``, ``"overlay"``, ``"host"``: a network of that name and driver).
+        Under the podman/docker executors, the instances of one swarm on one network
+        share a container network on a node (internal: no route off it); elsewhere it
+        has no effect (said once).
     alias
         The task's name in the graph, in results and logs; defaults to the attribute
         name on the swarm, then the module name.
@@ -209,7 +213,9 @@ class Task:
                     obj,
                     f"uses unknown network {self.network!r}",
                     f"declare it with self.add_network({self.network!r}, NetworkDriver.BRIDGE) "
-                    "in the swarm's __init__",
+                    "in the swarm's __init__, or name a driver ("
+                    + ", ".join(repr(d.value) for d in NetworkDriver)
+                    + ")",
                 )
             )
         try:

@@ -77,6 +77,7 @@ class DriverBase(ABC):
         self.store = store
         self.validate = validate
         self._upstream: dict[tuple[str, str], frozenset[str]] = {}
+        self._aliases: dict[str, tuple[str, ...]] = {}  # every task of a swarm
         self._hooks: dict[type[Any], Callable[[Any], None]] = {
             RunInstance: self._on_run,
             CancelInstance: self._on_cancel,
@@ -169,6 +170,10 @@ class DriverBase(ABC):
         if upstream is None:
             upstream = upstream_of(self.engine.plan(inst.swarm_id), inst.alias)
             self._upstream[key] = upstream
+        aliases = self._aliases.get(inst.swarm_id)
+        if aliases is None:
+            aliases = tuple(t.alias for t in self.engine.plan(inst.swarm_id).tasks)
+            self._aliases[inst.swarm_id] = aliases
         return InstanceInfo(
             inst.swarm_id,
             inst.instance_id,
@@ -177,6 +182,7 @@ class DriverBase(ABC):
             inst.iteration,
             inst.inputs,
             upstream,
+            aliases,
         )
 
     def story(self, instance_id: str) -> list[str]:

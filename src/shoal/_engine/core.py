@@ -22,8 +22,10 @@ from shoal._engine.placement import (
     Requirements,
     choose,
     choose_retry,
+    choose_share,
     explain,
     seeded_rng,
+    share_group,
 )
 from shoal._engine.state import (
     REPORTS,
@@ -262,8 +264,14 @@ class EngineCore:
         swarm, spec = run.swarm, run.spec
         if eligible is None:
             eligible = self._requirements(run).eligible(self._nodes)
-        rng = seeded_rng(swarm.seed, swarm.swarm_id, run.iteration, run.alias)
-        chosen = choose(spec.placement, eligible, rng)
+        group = share_group(swarm.plan, run.alias)
+        if group is not None:  # blue-green: siblings split one permutation
+            chosen = choose_share(
+                swarm.plan, group, run.alias, eligible, swarm.seed, swarm.swarm_id
+            )
+        else:
+            rng = seeded_rng(swarm.seed, swarm.swarm_id, run.iteration, run.alias)
+            chosen = choose(spec.placement, eligible, rng)
         n = len(chosen)
         needed = n if spec.min_results is None else spec.min_results
         self._unwait(run)

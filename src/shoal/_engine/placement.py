@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from shoal._engine.capacity import fits, shortfall
 from shoal._engine.state import Node
-from shoal._plan import Method, Placement
+from shoal._plan import Method, Placement, Plan
 from shoal._plan.resources import NO_NEED, ResourceNeed
 
 # Ids listed per exclusion reason before "and N more": keeps the message of a failed
@@ -160,3 +160,76 @@ def explain(requirements: Requirements, nodes: Mapping[str, Node]) -> str:
         noun = "node" if len(ids) == 1 else "nodes"
         parts.append(f"{noun} {shown}{more}: {why}")
     return "; ".join(parts)
+
+
+# ------------------------------------------------------------------ blue-green shares
+# Sibling `random` tasks of one module name (seed 001's blue-green: versions 1.0.0 and
+# 1.1.0 of "worker" at maximum=0.8 and 0.2) split the eligible nodes between them instead
+# of drawing independent samples (which put some nodes in both and some in neither).
+
+
+def share_group(plan: Plan, alias: str) -> tuple[str, ...] | None:
+    """The sibling ``random`` tasks that split their nodes with task ``alias``.
+
+    Returns
+    -------
+    tuple[str, ...] or None
+        The aliases, in plan order, of every ``random`` task whose module has the same
+        name as ``alias``'s (whatever its version), when there are two or more and
+        ``alias`` is one of them; None otherwise (a lone ``random`` task samples).
+    """
+    task = plan.task(alias)
+    if task.placement.method is not Method.RANDOM:
+        return None
+    name = plan.modules[task.module].name
+    group = tuple(
+        t.alias
+        for t in plan.tasks
+        if t.placement.method is Method.RANDOM and plan.modules[t.module].name == name
+    )
+    return group if len(group) > 1 else None
+
+
+def _share(placement: Placement, n: int) -> float:
+    if placement.count is not None:
+        return float(placement.count)
+    if placement.fraction is not None:
+        return placement.fraction * n
+    return 1.0
+
+
+def choose_share(
+    plan: Plan, group: tuple[str, ...], alias: str, eligible: list[Node], *seed: object
+) -> list[Node]:
+    """The nodes of task ``alias``: its share of one seeded permutation of ``eligible``.
+
+    The permutation orders nodes by a hash of ``seed`` (the swarm's seed and id), the
+    module name and the node id, so every sibling sees the same order of the nodes it
+    can use, and the order does not change between iterations. The siblings' shares
+    are consecutive: with ``n`` eligible nodes, task ``i`` of the group takes positions
+    ``ceil(S(i-1)) .. ceil(S(i)) - 1``, where ``S(i)`` sums the shares of tasks ``0..i``
+    (``fraction * n``, a ``count``, or 1), so 0.8 and 0.2 of 7 nodes are 6 and 1, and
+    every eligible node runs exactly one sibling. A task whose share falls past the
+    end wraps around (siblings whose shares sum over ``n`` overlap) and always gets at
+    least one node.
+
+    Returns
+    -------
+    list[Node]
+        Distinct nodes sorted by node id, so slot numbers are stable.
+    """
+    n = len(eligible)
+    name = plan.modules[plan.task(alias).module].name
+    order = sorted(eligible, key=lambda node: _share_key(*seed, name, node.node_id))
+    index = group.index(alias)
+    before = sum(_share(plan.task(a).placement, n) for a in group[:index])
+    mine = _share(plan.task(alias).placement, n)
+    start = math.ceil(before - 1e-9)
+    want = max(1, min(n, math.ceil(before + mine - 1e-9) - start))
+    chosen = [order[(start + k) % n] for k in range(want)]
+    chosen.sort(key=_node_id)
+    return chosen
+
+
+def _share_key(*parts: object) -> bytes:
+    return hashlib.sha256("\x1f".join(map(str, ("share", *parts))).encode()).digest()

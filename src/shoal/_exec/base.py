@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import signal
@@ -67,6 +68,10 @@ class InstanceSpec:
         Wall-clock seconds after which the handle kills the instance (None: none).
     devices
         Device files the task is shown at ``/dev/<name>`` (a GPU task's ``/dev/nvidia*``).
+    network
+        The container network the instance shares with the other instances of its
+        swarm on the same ``Task(network=...)`` (:func:`container_network`), or None.
+        Only the OCI executors use it.
     """
 
     instance_id: str
@@ -83,6 +88,7 @@ class InstanceSpec:
     image: str = "python"
     wall_s: float | None = None
     devices: tuple[Path, ...] = ()
+    network: str | None = None
 
     def restrictions(self, preset: Restrictions, sockets: Sequence[Path] = ()) -> Restrictions:
         """``preset`` applied to this instance.
@@ -326,3 +332,9 @@ class ProcessHandle:
         if self.expired:
             return f"wall-clock limit of {self.limits.wall_s:g} s exceeded (killed)"
         return signal_reason(self.proc.poll(), self.limits.cpu_s)
+
+
+def container_network(swarm_id: str, network: str) -> str:
+    """The node-local container network of ``network`` in swarm ``swarm_id``."""
+    key = hashlib.sha256(f"{swarm_id}\x1f{network}".encode()).hexdigest()[:16]
+    return f"shoal-net-{key}"

@@ -123,6 +123,10 @@ class ContainerPlan:
         Map the agent's uid into the container (rootless podman).
     label
         The value of the ``io.shoal.state`` label (None: no label).
+    network
+        The container network the instance shares with its swarm's other instances
+        on one ``Task(network=...)`` (an internal network: no route off the node), or
+        None for ``--network none``.
     """
 
     engine: str
@@ -136,6 +140,7 @@ class ContainerPlan:
     user: str | None = None
     keep_id: bool = False
     label: str | None = None
+    network: str | None = None
 
 
 def _volume(src: Path, dst: str | Path, mode: str) -> list[str]:
@@ -182,7 +187,9 @@ def container_argv(plan: ContainerPlan) -> list[str]:
         raise ValueError("a container shows only its binds: use host_files=False")
     argv = [plan.engine, "run", "--interactive", "--name", plan.name, "--pull", "never"]
     if not limits.network:
-        argv += ["--network", "none"]
+        # A task network is internal (`network create --internal`): it joins the swarm's
+        # instances on this node to each other, never to the outside.
+        argv += ["--network", plan.network or "none"]
     argv += [
         "--read-only",
         "--tmpfs",
@@ -338,6 +345,15 @@ class OciImage:
     pythonpath: str | None
 
 
+def network_create_argv(name: str, label: str | None = None) -> list[str]:
+    """The engine arguments that create a task network: internal (no route off the
+    node), labelled like the agent's containers."""
+    argv = ["network", "create", "--internal"]
+    if label is not None:
+        argv += ["--label", f"{LABEL}={label}"]
+    return [*argv, name]
+
+
 def plan_container(
     engine: str, spec: InstanceSpec, socket_path: Path, image: OciImage
 ) -> ContainerPlan:
@@ -385,6 +401,7 @@ def plan_container(
         user=user,
         keep_id=keep_id,
         label=str(_state_dir(spec)),
+        network=spec.network,
     )
 
 
@@ -407,6 +424,8 @@ class OciExecutor:
     enforces: frozenset[str] = frozenset(
         {"network", "host_files", "memory_mb", "max_processes", "cpus", "cpu_s", "wall_s"}
     )
+    #: Instances of one swarm on one ``Task(network=...)`` share a container network.
+    shares_networks = True
 
     def __init__(self, engine: str) -> None:
         found = shutil.which(engine)
@@ -433,6 +452,7 @@ class OciExecutor:
             )
         self._images: dict[str, OciImage] = {}
         self._pruned: set[str] = set()
+        self._networks: set[str] = set()  # task networks created (or found) here
         self._lock = threading.Lock()
 
     @property
@@ -564,6 +584,22 @@ class OciExecutor:
             )
         return plan_container(self.engine, spec, socket_path, image)
 
+    def _ensure_network(self, name: str, label: str | None) -> None:
+        """Create the internal container network ``name`` once (an existing one is kept:
+        another instance of the swarm made it)."""
+        with self._lock:
+            if name in self._networks:
+                return
+            got = _cli(self.engine, *network_create_argv(name, label))
+            if got.returncode != 0 and "exist" not in (got.stderr or "").lower():
+                raise ShoalError(
+                    f"{self.name} could not create the task network {name}: "
+                    f"{_first_line(got.stderr or got.stdout or '')}",
+                    code="node.executor",
+                    hint="check that the container engine can create networks",
+                )
+            self._networks.add(name)
+
     def start(self, spec: InstanceSpec, socket_path: Path, token: str) -> TaskHandle:
         """Start the instance's container and hand the task runner its token on stdin."""
         plan = self.plan(spec, socket_path)
@@ -571,6 +607,8 @@ class OciExecutor:
         (spec.workdir / "tmp").mkdir(parents=True, exist_ok=True)
         if plan.user is not None and plan.user.startswith(f"{NOBODY}:"):
             _give(spec.workdir, socket_path, spec.blob_cache)
+        if plan.network is not None:
+            self._ensure_network(plan.network, plan.label)
         proc = spawn_with_token(container_argv(plan), token, spec.workdir, _engine_env())
         return ContainerHandle(self.engine, plan.name, proc, plan.limits)
 

@@ -25,7 +25,13 @@ from typing import Any, Protocol
 
 from shoal._api.schemas import RunInstruction
 from shoal._errors import ShoalError
-from shoal._exec.base import Executor, InstanceSpec, TaskHandle, failure_reason
+from shoal._exec.base import (
+    Executor,
+    InstanceSpec,
+    TaskHandle,
+    container_network,
+    failure_reason,
+)
 from shoal._exec.requirements import (
     Installed,
     OverlayBuilder,
@@ -46,6 +52,9 @@ from shoal._node.proxy import InstanceScope, WorldProxy
 from shoal._runtime import ops, protocol
 
 log = logging.getLogger("shoal.node")
+# (swarm, network) pairs whose "no effect here" warning was logged: once each.
+_WARNED_NETWORKS: set[tuple[str, str]] = set()
+_WARNED_LOCK = threading.Lock()
 
 TICK_S = 0.2  # how often a waiting instance thread checks cancel, timeout and exit
 HELLO_TIMEOUT_S = 10.0
@@ -201,6 +210,29 @@ class InstanceRun:
             "of node.toml)",
         )
 
+    def _network(self) -> str | None:
+        """The container network of the task's network, where the executor has them;
+        elsewhere a network has no effect, which the agent says once per network."""
+        item = self.item
+        if item.network is None:
+            return None
+        if getattr(self.host.executor, "shares_networks", False):
+            return container_network(item.swarm_id, item.network)
+        with _WARNED_LOCK:
+            first = (item.swarm_id, item.network) not in _WARNED_NETWORKS
+            _WARNED_NETWORKS.add((item.swarm_id, item.network))
+        if first:
+            log.warning(
+                "swarm %s: task %r names network %r, which has no effect under the %s "
+                "executor (only podman/docker give a swarm's tasks a shared network); "
+                "its tasks run without a network",
+                item.swarm_id,
+                item.alias,
+                item.network,
+                getattr(self.host.executor, "name", "this"),
+            )
+        return None
+
     def _run(self) -> Ended | None:
         item, cfg = self.item, self.host.config
         image = self.host.image_path(item.image)
@@ -242,6 +274,7 @@ class InstanceRun:
             wall_s=None if (budget := self._budget()) is None else budget + WALL_BACKSTOP_S,
             # Only a task that asked for a GPU sees the GPU's device files.
             devices=self.host.gpu_devices if item.gpu else (),
+            network=self._network(),
         )
         outbox = (workdir / "outbox").resolve()  # fixed before any task code runs
         scope = InstanceScope(self.instance_id, cfg.node_id, datasets, outbox, view)

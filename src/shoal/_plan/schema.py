@@ -112,6 +112,11 @@ class ModuleRef(_Strict):
     requirements: tuple[str, ...] = ()
     resources: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
+    @property
+    def label(self) -> str:
+        """``name version`` (``"fl_worker 1.1.0"``), or the name of an unversioned module."""
+        return self.name if self.version is None else f"{self.name} {self.version}"
+
 
 class Placement(_Strict):
     """Which nodes a task runs on.
@@ -215,6 +220,10 @@ class Plan(_Strict):
             if t.alias == alias:
                 return t
         raise KeyError(alias)
+
+    def module_of(self, alias: str) -> ModuleRef:
+        """The module declaration task ``alias`` runs."""
+        return self.modules[self.task(alias).module]
 
     def upstream(self, alias: str) -> tuple[str, ...]:
         """Aliases of the direct upstream tasks of ``alias``, in edge order."""

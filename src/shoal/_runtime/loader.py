@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import io
 import os
+import re
 import shutil
 import sys
 import traceback
@@ -214,12 +216,16 @@ class ModuleCache:
         sys.modules.update(loaded.modules)
 
     def _import(self, digest: str, folder: Path) -> _Loaded:
-        entry = read_manifest_dir(folder)["entry"]
+        manifest = read_manifest_dir(folder)
+        entry = import_name(manifest["entry"])
         for name in self._owned(entry):  # another bundle's module of the same name
             del sys.modules[name]
         sys.path.insert(0, str(folder))
         try:
-            module = importlib.import_module(entry)
+            if entry == manifest["entry"]:
+                module = importlib.import_module(entry)
+            else:
+                module = _import_by_path(entry, folder, manifest)
         finally:
             sys.path.remove(str(folder))
         main = getattr(module, "main", None)
@@ -231,6 +237,40 @@ class ModuleCache:
             )
         modules = {n: sys.modules[n] for n in self._owned(entry)}
         return _Loaded(entry, folder, modules, main)
+
+
+def import_name(entry: str) -> str:
+    """The name a bundle's entry point is imported under.
+
+    A file or folder name is not always a Python identifier: ``worker_v1.0.py`` (seed
+    001's versioning section) would be imported as ``worker_v1`` then ``0``. Such an
+    entry is imported under a name made of its identifier characters (``worker_v1_0``),
+    from its own path, so bundles (and their digests) stay what they were.
+    """
+    if entry.isidentifier():
+        return entry
+    name = re.sub(r"\W", "_", entry)
+    return name if name.isidentifier() else f"_{name}"
+
+
+def _import_by_path(name: str, folder: Path, manifest: dict[str, str]) -> ModuleType:
+    """Import a bundle's entry point whose name is not an identifier, as ``name``."""
+    entry = manifest["entry"]
+    package = manifest.get("kind") == "package"
+    path = folder / entry / "__init__.py" if package else folder / f"{entry}.py"
+    spec = importlib.util.spec_from_file_location(
+        name, path, submodule_search_locations=[str(path.parent)] if package else None
+    )
+    if spec is None or spec.loader is None:  # pragma: no cover (a .py path always has one)
+        raise ShoalError(f"cannot import {path}", code="module.main")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
 
 
 def read_manifest_dir(folder: Path) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import shutil
 import sys
@@ -23,6 +24,8 @@ from shoal._plan import Plan
 from shoal._sim.driver import OnMetrics, Progress, Simulation, Watch
 from shoal._sim.profiles import NodeProfile, profiled_nodes
 from shoal._sim.run import SimulationRun
+
+log = logging.getLogger("shoal.simulate")
 
 
 def _check_requirements(plan: Plan) -> None:
@@ -166,6 +169,13 @@ def simulate(
     compiled = compile_swarm(swarm)
     plan = compiled.plan
     _check_requirements(plan)
+    if networked := sorted({t.network for t in plan.tasks if t.network is not None}):
+        log.warning(
+            "swarm %r: networks %s have no effect in the simulator (only a node's "
+            "podman/docker executor gives a swarm's tasks a shared network)",
+            plan.name,
+            networked,
+        )
     if max_iterations is not None:
         plan = plan.model_copy(
             update={"limits": plan.limits.model_copy(update={"max_iterations": max_iterations})}

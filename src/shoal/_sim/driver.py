@@ -450,7 +450,15 @@ class Simulation(DriverBase):
         fin = self._finished
         assert fin is not None
         timings = [
-            TaskTiming(alias, len(d), sum(d), sum(d) / len(d), max(d))
+            TaskTiming(
+                alias,
+                len(d),
+                sum(d),
+                sum(d) / len(d),
+                max(d),
+                self.plan.module_of(alias).name,
+                self.plan.module_of(alias).version,
+            )
             for alias, d in self._c.durations.items()
         ]
         return SimulationRun(

@@ -35,6 +35,8 @@ class TaskTiming:
     total_s: float
     mean_s: float
     max_s: float
+    module: str = ""  # the task's module and its version (None if it has none)
+    version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,7 @@ class SimulationRun:
         rows = self._store.logs(
             self.swarm_id, node=node, task=task, level=level, iteration=iteration
         )
-        return [log_record(r) for r in rows]
+        return [log_record(r, self.plan) for r in rows]
 
     def metrics(
         self,

@@ -45,6 +45,9 @@ class InstanceInfo:
         Every task it is downstream of, transitively, in the plan's graph: the tasks
         whose results it may read (see :meth:`WorldService.check_readable`). Empty
         unless the driver fills it in, so a driver that forgets may read less, never more.
+    aliases
+        Every task of the swarm (where a ``select`` that found nothing looks for its tag,
+        to say where it is); empty unless the driver fills it in.
     """
 
     swarm_id: str
@@ -54,6 +57,7 @@ class InstanceInfo:
     iteration: int
     inputs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     upstream: frozenset[str] = frozenset()
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass
@@ -107,6 +111,7 @@ class WorldService:
         self._on_next_iter = on_next_iter
         self._clock = clock
         self._ops: dict[str, Handler] = self.handlers()
+        self._said: dict[tuple[str, str], None] = {}  # (instance, tag) hints logged
         ops.check_handlers(self._ops, type(self).__name__)
 
     def handlers(self) -> dict[str, Handler]:
@@ -219,6 +224,8 @@ class WorldService:
             ids = sorted(i for a in aliases for i in info.inputs[a])
             rows = self.store.results_of_instances(ids, tag)
             rows.sort(key=lambda r: (r.alias, r.node_id, r.instance_id))
+            if not rows and alias is None:
+                self._say_where(info, tag)
         else:
             rows = [
                 r for a in aliases for r in self.store.results_of_task(info.swarm_id, it, a, tag)
@@ -227,6 +234,33 @@ class WorldService:
             {"alias": r.alias, "node_id": r.node_id, "iteration": r.iteration, "value": r.value}
             for r in rows
         ]
+
+    def _say_where(self, info: InstanceInfo, tag: str) -> None:
+        """A default ``select(tag)`` found nothing from the direct upstream tasks: if the
+        tag is stored elsewhere in the swarm (or the upstream tasks stored other tags),
+        log a warning to the task's logs that says where and how to read it. Once per
+        instance and tag; a tag found nowhere, with upstream tasks that stored nothing,
+        is a plain empty answer (``{}``)."""
+        key = (info.instance_id, tag)
+        if key in self._said:
+            return
+        self._said[key] = None
+        if len(self._said) > _SAID_MAX:
+            self._said.pop(next(iter(self._said)))
+        message = hint_for_missing_tag(self.store, info, tag)
+        if message is not None:
+            self.store.log_add(
+                LogRow(
+                    info.swarm_id,
+                    info.node_id,
+                    info.alias,
+                    info.iteration,
+                    info.instance_id,
+                    "warning",
+                    message,
+                    self._clock(),
+                )
+            )
 
     @staticmethod
     def check_readable(info: InstanceInfo, alias: str, iteration: int) -> None:
@@ -309,3 +343,60 @@ class WorldService:
                 ordinal=args.get("n"),
             )
         )
+
+
+#: How many (instance, tag) pairs the service remembers having hinted about.
+_SAID_MAX = 10_000
+#: How many iterations back (from the instance's own) a missing tag is looked for.
+HINT_ITERATIONS = 3
+
+
+def hint_for_missing_tag(store: Store, info: InstanceInfo, tag: str) -> str | None:
+    """Where ``tag`` is, for a default ``select(tag)`` that found nothing, or None.
+
+    Looks in every task of the swarm, in the instance's iteration and the
+    :data:`HINT_ITERATIONS` before it (newest first). Returns a message naming each
+    place found, as ``select(tag, alias=..., iteration=...)`` when the instance may read
+    it and as what to change in the graph when it may not; else, when the direct upstream
+    tasks stored other tags, names those (a typo); else None.
+    """
+    where: list[tuple[str, int]] = []
+    first = max(0, info.iteration - HINT_ITERATIONS)
+    for it in range(info.iteration, first - 1, -1):
+        if store.dropped(info.swarm_id, it):
+            continue
+        for a in info.aliases:
+            if (a, it) == (info.alias, info.iteration):
+                continue
+            if tag in store.result_tags(info.swarm_id, it, a):
+                where.append((a, it))
+    upstream = ", ".join(repr(a) for a in info.inputs) or "none"
+    head = (
+        f"results.select({tag!r}) found nothing from the direct upstream tasks ({upstream}) "
+        f"in iteration {info.iteration}"
+    )
+    if where:
+        parts = []
+        for a, it in where[:5]:
+            readable = (a in info.upstream and it <= info.iteration) or (
+                a == info.alias and it < info.iteration
+            )
+            if readable:
+                parts.append(
+                    f"task {a!r} stored it in iteration {it}: read it with "
+                    f"world.results.select({tag!r}, alias={a!r}, iteration={it})"
+                )
+            else:
+                parts.append(
+                    f"task {a!r} stored it in iteration {it}, but {info.alias!r} may not read "
+                    f"it: make {a!r} an upstream task of {info.alias!r} in execute(), or pass "
+                    "the value through world.globals"
+                )
+        more = f" (and {len(where) - 5} more places)" if len(where) > 5 else ""
+        return f"{head}; " + "; ".join(parts) + more
+    stored = sorted(
+        {t for a in info.inputs for t in store.result_tags(info.swarm_id, info.iteration, a)}
+    )
+    if stored:
+        return f"{head}; they stored only {', '.join(repr(t) for t in stored)} (a misspelt tag?)"
+    return None
