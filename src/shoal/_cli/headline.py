@@ -60,8 +60,8 @@ class Headline:
         more = len(latest) - SHOWN
         title = "metrics (latest iteration; mean over nodes)"
         t = Table(title=title + (f", {more} more" if more > 0 else ""), show_edge=False)
-        for col in ("metric", "iteration", "mean", "min", "max", "nodes", "trend"):
-            t.add_column(col, justify="left" if col in ("metric", "trend") else "right")
+        for col in ("name", "iteration", "mean", "min", "max", "nodes", "trend"):
+            t.add_column(col, justify="left" if col in ("name", "trend") else "right")
         for name, last, trend in latest[:SHOWN]:
             t.add_row(
                 name,
