@@ -141,6 +141,8 @@ class RunInstruction(BaseModel):
     timeout_s: float | None
     global_versions: dict[str, str] = {}
     seq: int = 0
+    # The module asks for a fresh task process for every instance (no warm process).
+    fresh_process: bool = False
 
 
 class CancelInstruction(BaseModel):

@@ -326,6 +326,7 @@ class Coordinator(NodeOps, DriverBase):
             datasets=list(module.datasets),
             image=module.image,
             timeout_s=inst.timeout_s,
+            fresh_process=module.fresh_process,
         )
 
     # -------------------------------------------------------------- instances

@@ -25,6 +25,11 @@ Example::
     max_processes = 512                         # processes and threads (bwrap, cgroups)
     # cpus = 2.0                                # a CPU quota in cores (bwrap, cgroups)
 
+    [warm]                                      # task processes kept for the next instance
+    enabled = true                              # false: a fresh process for every instance
+    idle_timeout_s = 60
+    max_runs = 1000
+
 Relative paths are relative to the config file. Every validation error names the key
 and how to fix it.
 """
@@ -39,6 +44,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shoal._errors import ShoalError
+from shoal._node.warm import WarmSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,6 +125,8 @@ class NodeConfig(BaseModel):
         A CA bundle to verify the coordinator's TLS certificate with.
     gpu
         Whether this node offers a GPU.
+    warm
+        Warm task processes (:class:`~shoal._node.warm.WarmSettings`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -136,6 +144,7 @@ class NodeConfig(BaseModel):
     retry_max_s: Annotated[float, Field(gt=0)] = 30.0
     ca_cert: Path | None = None
     gpu: bool = False
+    warm: WarmSettings = WarmSettings()
 
     def read_join_token(self) -> str | None:
         """The join token, from the config or its file (None if neither is set)."""
