@@ -96,6 +96,9 @@ class DoneBody(Body):
     error: StrictStr = ""
     traceback: StrictStr = ""
     kind: Literal["error", "crash", "timeout"] = "error"
+    # The instance started and no ``started`` report was sent for it: an instance that
+    # ends within moments reports both in this one request.
+    started: StrictBool = False
 
 
 class Ok(BaseModel):

@@ -19,6 +19,7 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +42,7 @@ from shoal._runtime import ops, protocol
 
 log = logging.getLogger("shoal.node")
 
+STARTED_DELAY_S = 0.5  # an instance that ends sooner reports its start with its end
 EXIT_SEEN_S = 1.0  # after its process exited, how long its socket may take to say so
 HELLO_TIMEOUT_S = 10.0
 HELLO_MAX_BYTES = 4096
@@ -162,6 +164,61 @@ class _Waiter:
         return None
 
 
+class _StartedReport:
+    """The ``started`` report of an instance, sent only if it runs for a while.
+
+    An instance that ends within :data:`STARTED_DELAY_S` reports its start with its
+    ``done`` (one request, not two, on the round path); a longer one reports it when
+    that time has passed, so the coordinator shows it running. Either way the start is
+    reported before the end.
+    """
+
+    def __init__(self, host: Host, instance_id: str) -> None:
+        self._host = host
+        self._instance_id = instance_id
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._state = "none"  # none | armed | sending | sent
+
+    def arm(self, abandon: Callable[[], str | None]) -> None:
+        """The task process is running the instance: report it after the delay."""
+
+        def send() -> None:
+            with self._lock:
+                if self._state != "armed":
+                    return
+                self._state = "sending"
+            try:
+                with abandon_when(abandon), contextlib.suppress(Abandoned, Stopped):
+                    self._host.client.started(self._instance_id)
+            except Exception as e:  # the done report says it started instead
+                log.warning("instance %s: reporting its start failed: %s", self._instance_id, e)
+            finally:
+                with self._lock:
+                    self._state = "sent"
+
+        with self._lock:
+            self._state = "armed"
+            self._timer = threading.Timer(STARTED_DELAY_S, send)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def settle(self) -> bool:
+        """Whether ``done`` must carry the start (it was not reported); waits for a
+        report being sent, so the start arrives first."""
+        with self._lock:
+            if self._state in ("none", "armed"):
+                started = self._state == "armed"
+                self._state = "sent"
+                if self._timer is not None:
+                    self._timer.cancel()
+                return started
+            timer = self._timer
+        if timer is not None:
+            timer.join()
+        return False
+
+
 class InstanceRun:
     """Runs one ``run`` instruction to its end (call :meth:`run` in a thread).
 
@@ -180,6 +237,7 @@ class InstanceRun:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self._handle: TaskHandle | None = None
+        self._started = _StartedReport(host, item.instance_id)
         self._notify_error: str | None = None
         self._fatal: Ended | None = None  # ends the instance now (a full disk)
 
@@ -201,7 +259,8 @@ class InstanceRun:
                     return
                 ended = self._run()
             if ended is not None and ended is not CANCELLED and not self._cancelled.is_set():
-                self.host.client.done(self.instance_id, ended.__dict__)
+                body = {**ended.__dict__, "started": self._started.settle()}
+                self.host.client.done(self.instance_id, body)
         except Stopped:
             pass
         except Exception as e:
@@ -209,8 +268,10 @@ class InstanceRun:
             log.exception("instance %s: the agent failed to run it", self.instance_id)
             ended = Ended(False, f"the node agent failed to run it: {e}", kind="crash")
             with contextlib.suppress(Exception):
-                self.host.client.done(self.instance_id, ended.__dict__)
+                body = {**ended.__dict__, "started": self._started.settle()}
+                self.host.client.done(self.instance_id, body)
         finally:
+            self._started.settle()  # a cancelled instance's start is not reported later
             self._wake_r.close()
             self._wake_w.close()
             self._wake_w = None
@@ -265,8 +326,7 @@ class InstanceRun:
             # While the coordinator is unreachable, a call of this instance's thread
             # stops retrying at its cancel or deadline, so the task is still stopped then.
             with abandon_when(lambda: self._abandon_reason(deadline)):
-                with contextlib.suppress(Abandoned):  # _serve stops it at once
-                    self.host.client.started(self.instance_id)
+                self._started.arm(lambda: self._abandon_reason(deadline))
                 ended = self._serve(proc, token, scope, folder, deadline)
             ended = self._explained(ended)
             keep = (
