@@ -290,9 +290,9 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 
 def report(results: list[Result]) -> str:
     lines = [
-        "| N | system | runs | per-round s (median of runs' medians, rounds 2..R) | "
+        "| N | system | rounds | runs | per-round s (median of runs' medians, rounds 2..R) | "
         "coordinator CPU s/round | node CPU s/round | correct |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[int, str], list[Result]] = {}
     for r in results:
@@ -304,7 +304,7 @@ def report(results: list[Result]) -> str:
         nc = [r.node_cpu_per_round for r in ok if r.node_cpu_per_round is not None]
         correct = "yes" if ok and all(r.correct for r in ok) else "NO"
         lines.append(
-            f"| {n} | {system} | {len(ok)}/{len(rs)} | {_fmt(per)} | "
+            f"| {n} | {system} | {rs[0].rounds} | {len(ok)}/{len(rs)} | {_fmt(per)} | "
             f"{_fmt(statistics.median(cc) if cc else None)} | "
             f"{_fmt(statistics.median(nc) if nc else None)} | {correct} |"
         )
@@ -330,6 +330,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", default="warm", help="shoal modes: warm, cold or warm,cold")
     p.add_argument("--peers", default="none", help="flower, or none")
     p.add_argument("--repeat", type=int, default=1, help="alternating runs of each system")
+    p.add_argument(
+        "--peer-rounds",
+        type=int,
+        default=None,
+        help="rounds of the peers' runs (default: --rounds); a Flower round takes seconds",
+    )
+    p.add_argument(
+        "--cold-rounds", type=int, default=None, help="rounds of shoal-cold (default: --rounds)"
+    )
     p.add_argument("--executor", default="auto", help="the node agents' executor")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "shoal-bench")
     p.add_argument("--json", type=Path, default=None, help="write every run's figures here")
@@ -345,9 +354,11 @@ def main(argv: list[str] | None = None) -> int:
                     load = os.getloadavg()[0]
                     if system.startswith("shoal-"):
                         warm = system == "shoal-warm"
-                        r = run_shoal(n, a.rounds, a.params, warm, a.executor, Path(tmp))
+                        rounds = a.rounds if warm else (a.cold_rounds or a.rounds)
+                        r = run_shoal(n, rounds, a.params, warm, a.executor, Path(tmp))
                     elif system == "flower":
-                        r = run_flower(n, a.rounds, a.params, a.cache, Path(tmp))
+                        rounds = a.peer_rounds or a.rounds
+                        r = run_flower(n, rounds, a.params, a.cache, Path(tmp))
                     else:
                         raise SystemExit(f"unknown system {system!r}")
                     r.loadavg = load

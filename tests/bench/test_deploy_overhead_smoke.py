@@ -26,7 +26,7 @@ def test_deploy_overhead_smoke(tmp_path: Path) -> None:
         timeout=220,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "| 2 | shoal-warm | 1/1 |" in out.stdout, out.stdout
+    assert "| 2 | shoal-warm | 3 | 1/1 |" in out.stdout, out.stdout
     runs = {r["system"]: r for r in json.loads((tmp_path / "r.json").read_text())}
     for system in ("shoal-warm", "shoal-cold"):
         r = runs[system]
