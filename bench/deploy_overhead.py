@@ -15,17 +15,20 @@ deployment engine (``bench/peers/flower_deploy.py``): ``flower-superlink`` plus 
 ``flower-supernode`` processes on loopback, insecure, started by that script inside
 Flower's own virtual environment. NVIDIA FLARE: see bench/README.md.
 
-Per-round time: shoal's is the time between the coordinator's announcements of two
-consecutive iterations (read by following the swarm's status stream); the median of
-rounds 2..R. CPU per round: user + system seconds of the coordinator, and of the agents
-with every task process they started (alive or reaped), over rounds 2..R, divided by
-R - 1. Runs of the systems alternate (``--repeat``) and medians are reported.
+Per-round time: shoal's is the time between two consecutive aggregator instances'
+``clients`` metric (each round's last act, stamped when recorded), so rounds 2..R;
+the median. Flower's is stamped in its ServerApp (``bench/peers/flower_deploy.py``).
+CPU per round: user + system seconds of the coordinator, and of the agents with every
+task process they started (alive or reaped), from the first look at the swarm that sees
+iteration >= 1 (the status is read twice a second) to its end, divided by the rounds
+in between. Runs of the systems alternate (``--repeat``) and medians are reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -134,7 +137,8 @@ class Result:
 
     @property
     def per_round(self) -> float:
-        times = self.round_times[1:] or self.round_times
+        """The median of rounds 2..R (shoal's times are those rounds already)."""
+        times = self.round_times if self.system.startswith("shoal") else self.round_times[1:]
         return statistics.median(times) if times else float("nan")
 
 
@@ -216,27 +220,28 @@ def run_shoal(
                 lambda: sum(n.connected for n in client.nodes()) == nodes, 120, "the nodes joining"
             )
             swarm_id = client.deploy(_swarm(rounds, params))
-            stamps: list[float] = []
-            cpu: list[tuple[float, float]] = []
-            last_iter = -1
-            final = None
-            for status in client.watch(swarm_id, timeout=600):
-                if status.iteration != last_iter:
-                    stamps.append(time.monotonic())
-                    if len(stamps) == 2:  # rounds 2..R: after the first iteration
-                        cpu.append((tree_cpu(coord.pid), sum(tree_cpu(a.pid) for a in agents)))
-                    last_iter = status.iteration
-                final = status
-            end = time.monotonic()
-            cpu.append((tree_cpu(coord.pid), sum(tree_cpu(a.pid) for a in agents)))
-            assert final is not None
-            if final.status != "succeeded":
-                res.error = f"swarm {final.status}: {final.reason}"
+            # Looked at twice a second only: following every change of the status (its
+            # event stream) would cost the coordinator a status per instance event.
+            cpu_from: tuple[int, float, float] | None = None
+            deadline = time.monotonic() + 1800
+            while True:
+                status = client.status(swarm_id)
+                if status.finished or time.monotonic() > deadline:
+                    break
+                if cpu_from is None and status.iteration >= 1:
+                    coord_cpu, node_cpu = tree_cpu(coord.pid), sum(tree_cpu(x.pid) for x in agents)
+                    cpu_from = (status.iteration, coord_cpu, node_cpu)
+                time.sleep(0.5)
+            coord_cpu, node_cpu = tree_cpu(coord.pid), sum(tree_cpu(x.pid) for x in agents)
+            if status.status != "succeeded":
+                res.error = f"swarm {status.status}: {status.reason}"
                 return res
-            res.round_times = [b - a for a, b in zip(stamps, [*stamps[1:], end], strict=True)]
-            if len(cpu) == 2 and rounds > 1:
-                res.coord_cpu_per_round = (cpu[1][0] - cpu[0][0]) / (rounds - 1)
-                res.node_cpu_per_round = (cpu[1][1] - cpu[0][1]) / (rounds - 1)
+            # The aggregator's metric, once per round, stamped when it was recorded.
+            stamps = sorted(m.time for m in client.metrics(swarm_id, "clients"))
+            res.round_times = [b - a for a, b in itertools.pairwise(stamps)]
+            if cpu_from is not None and rounds - cpu_from[0] > 0:
+                res.coord_cpu_per_round = (coord_cpu - cpu_from[1]) / (rounds - cpu_from[0])
+                res.node_cpu_per_round = (node_cpu - cpu_from[2]) / (rounds - cpu_from[0])
             w = np.asarray(client.get_global(swarm_id, "w"), dtype=np.float64)
             m = (nodes - 1) / 2
             res.correct = bool(np.allclose(w, m + (0 - m) * 0.99**rounds, rtol=1e-4))
