@@ -348,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "shoal-bench")
     p.add_argument("--json", type=Path, default=None, help="write every run's figures here")
     a = p.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every process a run started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     systems = [f"shoal-{m}" for m in a.modes.split(",") if m]
     systems += [x for x in a.peers.split(",") if x and x != "none"]
     results: list[Result] = []
