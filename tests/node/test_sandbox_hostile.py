@@ -334,7 +334,7 @@ def test_a_sandbox_dies_with_its_agent(
 
 
 WRITE_VALUE = """
-self.world.results.add("v", np.full(40_000, VALUE))  # 320 KB: a blob, cached by the node
+self.world.results.add("v", np.full(200_000, VALUE))  # 1.6 MB: a blob, cached by the node
 """
 
 READ_VALUES = """

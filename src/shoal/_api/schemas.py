@@ -116,6 +116,9 @@ class DoneBody(Body):
     error: StrictStr = ""
     traceback: StrictStr = ""
     kind: Literal["error", "crash", "timeout"] = "error"
+    # The instance started and no ``started`` report was sent for it: an instance that
+    # ends within moments reports both in this one request.
+    started: StrictBool = False
 
 
 class Ok(BaseModel):
@@ -172,6 +175,8 @@ class RunInstruction(BaseModel):
     global_versions: dict[str, str] = {}
     seq: int = 0
     network: str | None = None  # the task's network (Task(network=...)), if any
+    # The module asks for a fresh task process for every instance (no warm process).
+    fresh_process: bool = False
 
 
 class CancelInstruction(BaseModel):

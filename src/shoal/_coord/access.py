@@ -19,6 +19,7 @@ nothing about other swarms' blobs, not even that they exist.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from typing import Any
 from shoal._coord.errors import ApiError
 from shoal._runtime import ops
 from shoal._store.base import Store
+from shoal._wire import INLINE_MAX
 
 USER = "user"  # the principal the user API token stands for (SwarmRecord.owner)
 _NODE = "node:"
@@ -147,6 +149,30 @@ class BlobAccess:
         """
         if not self.store.blob_granted(digest, node_holder(node_id)):
             raise not_held(digest, node_id)
+        self._charge(swarm_id, digest, length)
+        self.store.blob_claim(digest, swarm_id, "value", length)
+        self._grant(digest, node_holder(node_id), swarm_id)
+
+    def kept_inline(self, node_id: str, swarm_id: str, data: bytes) -> None:
+        """An instance of ``swarm_id`` stores a value sent inline that is larger than
+        the codec's inline limit (the agent sends values up to 1 MiB inline, to save
+        the round trips of a blob): it counts against the swarm's quota like a blob of
+        the same bytes (once per distinct value, under the digest of its bytes).
+
+        Raises
+        ------
+        ApiError
+            413 ``swarm.quota`` as for :meth:`sent`.
+        """
+        if len(data) <= INLINE_MAX:
+            return  # bounded by the request size, as it always was
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        self._charge(swarm_id, digest, len(data))
+        self.store.blob_claim(digest, swarm_id, "value", len(data))
+
+    def _charge(self, swarm_id: str, digest: str, length: int) -> None:
+        """413 if storing value ``digest`` of ``length`` bytes passes the swarm's quota
+        (a value the swarm already holds costs nothing again)."""
         quota = self.swarm_quota_bytes
         if quota is not None and (swarm_id, "value") not in self.store.blob_claims(digest):
             used = self.store.swarm_blob_bytes(swarm_id)
@@ -154,13 +180,11 @@ class BlobAccess:
                 raise ApiError(
                     413,
                     f"swarm {swarm_id} would store {used + length} bytes of values, over "
-                    f"its quota of {quota} bytes (value blob {digest}, {length} bytes)",
+                    f"its quota of {quota} bytes (value {digest}, {length} bytes)",
                     code="swarm.quota",
                     hint="store smaller values, or start the coordinator with a larger "
                     "--swarm-quota-mb",
                 )
-        self.store.blob_claim(digest, swarm_id, "value", length)
-        self._grant(digest, node_holder(node_id), swarm_id)
 
     def given(self, node_id: str, swarm_id: str, reply: ops.Reply, value: Any) -> None:
         """A world answer to an instance of ``swarm_id`` on ``node_id`` hands it the

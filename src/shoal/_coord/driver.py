@@ -339,6 +339,7 @@ class Coordinator(NodeOps, DriverBase):
             memory=need.memory,
             gpu=need.gpu,
             network=plan.task(inst.alias).network,
+            fresh_process=module.fresh_process,
         )
 
     # -------------------------------------------------------------- instances
@@ -359,15 +360,25 @@ class Coordinator(NodeOps, DriverBase):
                 self.feed(InstanceStarted(instance_id, self.clock()))
 
     def done(
-        self, node_id: str, instance_id: str, ok: bool, error: str, tb: str, kind: str
+        self,
+        node_id: str,
+        instance_id: str,
+        ok: bool,
+        error: str,
+        tb: str,
+        kind: str,
+        started: bool = False,
     ) -> None:
         """The instance ended on its node; a repeat (or a report after the engine ended
-        it) is acknowledged and ignored."""
+        it) is acknowledged and ignored. ``started``: the report of its start comes with
+        this one (it ended within moments)."""
         with self._lock:
             inst = self._owned(node_id, instance_id)
             if inst is None:
                 return
             now = self.clock()
+            if started and inst.state is InstanceState.SCHEDULED:
+                self.feed(InstanceStarted(instance_id, now))
             if ok:
                 self.feed(InstanceSucceeded(instance_id, now))
             else:

@@ -232,7 +232,8 @@ async def started(request: Request, instance_id: str, node_id: str = Depends(nod
     responses=answers(400, 401, 403, 404, 413, 422),
 )
 async def done(request: Request, instance_id: str, node_id: str = Depends(node_auth)) -> Ok:
-    """The instance ended; a repeat is acknowledged and ignored."""
+    """The instance ended; a repeat is acknowledged and ignored. ``started``: it also
+    started (no ``started`` report was sent for it)."""
     body = await json_body(request, DoneBody)
     await run_in_threadpool(
         coordinator(request).done,
@@ -242,6 +243,7 @@ async def done(request: Request, instance_id: str, node_id: str = Depends(node_a
         body.error,
         body.traceback,
         body.kind,
+        body.started,
     )
     return Ok()
 

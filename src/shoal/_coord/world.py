@@ -70,6 +70,8 @@ class CoordWorld(WorldService):
                 self.access.sent(
                     info.node_id, info.swarm_id, wire["blob"], int(wire.get("length", 0))
                 )
+            elif isinstance(wire, dict) and isinstance(data := wire.get("inline"), bytes):
+                self.access.kept_inline(info.node_id, info.swarm_id, data)
         answer = super().handle(info, op, args)
         if row is not None and row.reply is not ops.Reply.PLAIN:
             self.access.given(info.node_id, info.swarm_id, row.reply, answer)

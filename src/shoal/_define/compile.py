@@ -371,6 +371,7 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
             datasets=m.datasets,
             requirements=m.all_requirements(),
             resources=_plain(m.resources),
+            fresh_process=m.fresh_process,
         )
         keys[mid] = module_key(ref)
         refs[keys[mid]] = ref

@@ -52,6 +52,11 @@ class Module:
         Packages the module needs (recorded in the plan; the image must provide them).
     resources
         Resource needs such as ``{"cpu": 2, "memory": "4Gi", "gpu": 1}``.
+    fresh_process
+        Run every instance in a fresh task process. By default a node may run the
+        next instance of this module (of the same swarm) in the process that ran the
+        previous one, so module-level state may persist between instances (see
+        docs/guarantees.md); set this for code that needs a clean process.
     maximum, alias, method
         The older Manta form (seed 000): a Module called directly in ``execute()`` runs
         as an implicit :class:`shoal.Task` with these options.
@@ -67,6 +72,7 @@ class Module:
         requirements: Iterable[str] | None = None,
         resources: Mapping[str, Any] | None = None,
         *,
+        fresh_process: bool = False,
         maximum: int | float | None = None,
         alias: str | None = None,
         method: str | None = None,
@@ -77,6 +83,7 @@ class Module:
         self.version = version
         self.requirements = tuple(requirements or ())
         self.resources = dict(resources or {})
+        self.fresh_process = bool(fresh_process)
         self.maximum = maximum
         self.alias = alias
         self.method = method

@@ -44,6 +44,7 @@ from shoal._node.facts import (
 from shoal._node.identity import CredentialFile, new_credential
 from shoal._node.instance import InstanceRun
 from shoal._node.proxy import WorldProxy
+from shoal._node.warm import WarmPool
 
 log = logging.getLogger("shoal.node")
 
@@ -94,6 +95,8 @@ class Agent:
         # The device files a GPU task is shown (none on a node without a GPU).
         self.gpu_devices = tuple(gpu_devices()) if self.gpus else ()
         self.slots = threading.Semaphore(config.limits.max_concurrent)
+        # Task processes kept for the next instance of the same module of the same swarm.
+        self.warm = WarmPool(config.warm, self.stop_event) if config.warm.enabled else None
         # What a previous agent process left (it was killed): its instances are gone.
         for leftover in ("work", "run"):
             shutil.rmtree(config.state_dir / leftover, ignore_errors=True)
@@ -340,6 +343,8 @@ class Agent:
             run.cancel("the node agent is stopping")
         for t in threads:
             t.join(timeout=15)
+        if self.warm is not None:
+            self.warm.close()
         if beat is not None:
             beat.join(timeout=5)
         self.client.close()

@@ -27,6 +27,11 @@ Example::
     max_processes = 512                         # processes and threads (bwrap, cgroups)
     # cpus = 2.0                                # a CPU quota in cores (bwrap, cgroups)
 
+    [warm]                                      # task processes kept for the next instance
+    enabled = true                              # false: a fresh process for every instance
+    idle_timeout_s = 60
+    max_runs = 1000
+
 Relative paths are relative to the config file. Every validation error names the key
 and how to fix it.
 """
@@ -41,6 +46,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shoal._errors import ShoalError
+from shoal._node.warm import WarmSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -130,6 +136,8 @@ class NodeConfig(BaseModel):
         Whether this node offers its GPUs: None (the default) offers the GPUs
         ``nvidia-smi`` detects, ``false`` none, ``true`` the detected ones (one GPU of
         unknown memory, with a warning, when none is detected).
+    warm
+        Warm task processes (:class:`~shoal._node.warm.WarmSettings`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -149,6 +157,7 @@ class NodeConfig(BaseModel):
     gpu: bool | None = None
     install_requirements: bool = False
     package_index: str | None = None
+    warm: WarmSettings = WarmSettings()
 
     def read_join_token(self) -> str | None:
         """The join token, from the config or its file (None if neither is set)."""

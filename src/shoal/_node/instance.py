@@ -19,6 +19,7 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +50,7 @@ from shoal._node.client import (
 )
 from shoal._node.config import OCI_EXECUTORS, Limits, NodeConfig
 from shoal._node.proxy import InstanceScope, WorldProxy
+from shoal._node.warm import WarmKey, WarmPool, WarmProcess
 from shoal._runtime import ops, protocol
 
 log = logging.getLogger("shoal.node")
@@ -56,7 +58,8 @@ log = logging.getLogger("shoal.node")
 _WARNED_NETWORKS: set[tuple[str, str]] = set()
 _WARNED_LOCK = threading.Lock()
 
-TICK_S = 0.2  # how often a waiting instance thread checks cancel, timeout and exit
+STARTED_DELAY_S = 0.5  # an instance that ends sooner reports its start with its end
+EXIT_SEEN_S = 1.0  # after its process exited, how long its socket may take to say so
 HELLO_TIMEOUT_S = 10.0
 HELLO_MAX_BYTES = 4096
 MAX_PENDING_BYTES = 256 * 1024 * 1024  # an unfinished frame larger than this: kill
@@ -91,6 +94,7 @@ class Host(Protocol):
     proxy: WorldProxy
     executor: Executor
     slots: threading.Semaphore
+    warm: WarmPool | None
     socket_dir: Path
     requirements: RequirementChecker
     overlays: OverlayBuilder | None
@@ -140,15 +144,135 @@ def _recv_hello(conn: socket.socket) -> dict[str, Any]:
             return frames[0]
 
 
+_READY, _EXITED, _WOKEN = "ready", "exited", "woken"
+
+
+class _Waiter:
+    """Waits on a socket, a wake-up pipe and a process's exit at once (a pidfd where
+    the process is a child with one; else its exit is seen when its socket closes)."""
+
+    def __init__(self, sock: socket.socket, wake: socket.socket, handle: TaskHandle) -> None:
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(sock, selectors.EVENT_READ, _READY)
+        self._sel.register(wake, selectors.EVENT_READ, _WOKEN)
+        self._wake = wake
+        self._pidfd: int | None = None
+        self._exited_at: float | None = None
+        proc = getattr(handle, "proc", None)
+        pid = getattr(proc, "pid", None)
+        if isinstance(pid, int) and hasattr(os, "pidfd_open"):
+            with contextlib.suppress(OSError):
+                self._pidfd = os.pidfd_open(pid)
+                self._sel.register(self._pidfd, selectors.EVENT_READ, _EXITED)
+
+    def __enter__(self) -> _Waiter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sel.close()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+
+    def wait(self, deadline: float) -> str | None:
+        """What happened first: the socket is readable (``_READY``, also after the
+        process exited: what it sent before is read first), the process exited and its
+        socket stayed quiet (``_EXITED``), a wake-up, or None at the deadline."""
+        timeout = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
+        if self._exited_at is not None:
+            left = self._exited_at + EXIT_SEEN_S - time.monotonic()
+            if left <= 0:
+                return _EXITED
+            timeout = left if timeout is None else min(timeout, left)
+        events = [key.data for key, _ in self._sel.select(timeout)]
+        if _READY in events:
+            return _READY
+        if _WOKEN in events:
+            with contextlib.suppress(OSError):
+                self._wake.recv(64)
+            return _WOKEN
+        if _EXITED in events and self._pidfd is not None:
+            self._sel.unregister(self._pidfd)
+            self._exited_at = time.monotonic()
+            return None
+        if self._exited_at is not None and time.monotonic() >= self._exited_at + EXIT_SEEN_S:
+            return _EXITED
+        return None
+
+
+class _StartedReport:
+    """The ``started`` report of an instance, sent only if it runs for a while.
+
+    An instance that ends within :data:`STARTED_DELAY_S` reports its start with its
+    ``done`` (one request, not two, on the round path); a longer one reports it when
+    that time has passed, so the coordinator shows it running. Either way the start is
+    reported before the end.
+    """
+
+    def __init__(self, host: Host, instance_id: str) -> None:
+        self._host = host
+        self._instance_id = instance_id
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._state = "none"  # none | armed | sending | sent
+
+    def arm(self, abandon: Callable[[], str | None]) -> None:
+        """The task process is running the instance: report it after the delay."""
+
+        def send() -> None:
+            with self._lock:
+                if self._state != "armed":
+                    return
+                self._state = "sending"
+            try:
+                with abandon_when(abandon), contextlib.suppress(Abandoned, Stopped):
+                    self._host.client.started(self._instance_id)
+            except Exception as e:  # the done report says it started instead
+                log.warning("instance %s: reporting its start failed: %s", self._instance_id, e)
+            finally:
+                with self._lock:
+                    self._state = "sent"
+
+        with self._lock:
+            self._state = "armed"
+            self._timer = threading.Timer(STARTED_DELAY_S, send)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def settle(self) -> bool:
+        """Whether ``done`` must carry the start (it was not reported); waits for a
+        report being sent, so the start arrives first."""
+        with self._lock:
+            if self._state in ("none", "armed"):
+                started = self._state == "armed"
+                self._state = "sent"
+                if self._timer is not None:
+                    self._timer.cancel()
+                return started
+            timer = self._timer
+        if timer is not None:
+            timer.join()
+        return False
+
+
 class InstanceRun:
-    """Runs one ``run`` instruction to its end (call :meth:`run` in a thread)."""
+    """Runs one ``run`` instruction to its end (call :meth:`run` in a thread).
+
+    Its task process is a fresh one, or a warm one that ran an earlier instance of the
+    same module of the same swarm (:mod:`shoal._node.warm`). Every wait is on file
+    descriptors: the task's socket, the process's exit (a pidfd) and a wake-up pipe
+    that :meth:`cancel` writes to; the deadline is the wait's timeout. Nothing polls.
+    """
 
     def __init__(self, host: Host, item: RunInstruction) -> None:
         self.host = host
         self.item = item
         self.instance_id = item.instance_id
         self._cancelled = threading.Event()
+        # Written by cancel() to end a wait at once; made when the thread starts.
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self._handle: TaskHandle | None = None
+        self._started = _StartedReport(host, item.instance_id)
         self._notify_error: str | None = None
         self._fatal: Ended | None = None  # ends the instance now (a full disk)
 
@@ -156,16 +280,22 @@ class InstanceRun:
         """Stop the instance; nothing is reported (the coordinator already decided)."""
         log.info("cancelling %s: %s", self.instance_id, reason)
         self._cancelled.set()
+        if (wake := self._wake_w) is not None:
+            with contextlib.suppress(OSError):
+                wake.send(b"x")
 
     def run(self) -> None:
         """Thread body."""
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
         try:
             with self.host.slots:
                 if self._cancelled.is_set():
                     return
                 ended = self._run()
             if ended is not None and ended is not CANCELLED and not self._cancelled.is_set():
-                self.host.client.done(self.instance_id, ended.__dict__)
+                body = {**ended.__dict__, "started": self._started.settle()}
+                self.host.client.done(self.instance_id, body)
         except Stopped:
             pass
         except Exception as e:
@@ -173,8 +303,13 @@ class InstanceRun:
             log.exception("instance %s: the agent failed to run it", self.instance_id)
             ended = Ended(False, f"the node agent failed to run it: {e}", kind="crash")
             with contextlib.suppress(Exception):
-                self.host.client.done(self.instance_id, ended.__dict__)
+                body = {**ended.__dict__, "started": self._started.settle()}
+                self.host.client.done(self.instance_id, body)
         finally:
+            self._started.settle()  # a cancelled instance's start is not reported later
+            self._wake_r.close()
+            self._wake_w.close()
+            self._wake_w = None
             self.host.finished(self.instance_id)
 
     # ------------------------------------------------------------------ phases
@@ -233,6 +368,17 @@ class InstanceRun:
             )
         return None
 
+    def _warm_key(self) -> WarmKey | None:
+        """The key of the warm processes this instance may run in; None: it gets a
+        fresh process of its own (warm processes are off on this node, the module asks
+        for a fresh process, or a limit counts the process's whole life). What a task
+        adds to its process (GPU device files, a container network) is in the key too."""
+        pool, item = self.host.warm, self.item
+        if pool is None or item.fresh_process or self.host.config.limits.cpu_seconds is not None:
+            return None
+        datasets = tuple(sorted(item.datasets))
+        return (item.swarm_id, item.module, item.image, datasets, item.gpu, item.network)
+
     def _run(self) -> Ended | None:
         item, cfg = self.item, self.host.config
         image = self.host.image_path(item.image)
@@ -251,16 +397,73 @@ class InstanceRun:
             return Ended(False, f"fetching the module bundle failed: {e}", kind="crash")
         if self._cancelled.is_set():
             return CANCELLED
-        key = hashlib.sha256(self.instance_id.encode()).hexdigest()[:20]
-        workdir = cfg.state_dir / "work" / key
+        datasets = {n: cfg.datasets[n] for n in item.datasets if n in cfg.datasets}
+        key = self._warm_key()
+        pool = self.host.warm
+        proc = pool.take(key) if pool is not None and key is not None else None
+        token = None
+        if proc is None:
+            token = secrets.token_urlsafe(32)
+            started = self._start(image, folder, datasets, key, token)
+            if isinstance(started, Ended):
+                return started
+            proc = started
+        self._handle = proc.handle
+        scope = InstanceScope(self.instance_id, cfg.node_id, datasets, proc.outbox, proc.view)
+        keep = False
+        backstop = None
+        try:
+            deadline = self._deadline()
+            if key is not None and (budget := self._budget()) is not None:
+                # A warm process outlives its handle's own wall-clock limit: this
+                # instance's backstop, should this thread be stuck past its deadline.
+                backstop = threading.Timer(budget + WALL_BACKSTOP_S, proc.handle.kill)
+                backstop.daemon = True
+                backstop.start()
+            # While the coordinator is unreachable, a call of this instance's thread
+            # stops retrying at its cancel or deadline, so the task is still stopped then.
+            with abandon_when(lambda: self._abandon_reason(deadline)):
+                self._started.arm(lambda: self._abandon_reason(deadline))
+                ended = self._serve(proc, token, scope, folder, deadline)
+            ended = self._explained(ended)
+            keep = (
+                key is not None
+                and ended is not None
+                and ended.ok
+                and not self._cancelled.is_set()
+                and proc.handle.poll() is None
+            )
+            return ended
+        finally:
+            if backstop is not None:
+                backstop.cancel()
+            if keep and pool is not None:
+                proc.runs += 1
+                pool.give(proc)  # before "done" is sent: the next instance finds it
+            else:
+                proc.close()
+
+    def _start(
+        self,
+        image: tuple[Path, str | None],
+        folder: Path,
+        datasets: dict[str, Path],
+        key: WarmKey | None,
+        token: str,
+    ) -> WarmProcess | Ended:
+        """Start a task process with its own folders and socket."""
+        cfg = self.host.config
+        name = self.instance_id if key is None else f"{self.instance_id}/{secrets.token_hex(8)}"
+        tag = hashlib.sha256(name.encode()).hexdigest()[:20]
+        workdir = cfg.state_dir / "work" / tag
         # The values it is given, linked from the cache (which it never sees whole).
-        view = cfg.state_dir / "work" / f"{key}.view"
+        view = cfg.state_dir / "work" / f"{tag}.view"
         for old in (workdir, view):
             shutil.rmtree(old, ignore_errors=True)
         (workdir / "outbox").mkdir(parents=True)
         view.mkdir(mode=0o700)
-        sock_path = self.host.socket_dir / f"{key}.sock"
-        datasets = {n: cfg.datasets[n] for n in item.datasets if n in cfg.datasets}
+        sock_path = self.host.socket_dir / f"{tag}.sock"
+        budget = self._budget()
         spec = InstanceSpec(
             self.instance_id,
             image[0],
@@ -269,42 +472,38 @@ class InstanceRun:
             folder,
             datasets,
             view,
-            *requested_limits(item, cfg.limits),
-            image=item.image,
-            wall_s=None if (budget := self._budget()) is None else budget + WALL_BACKSTOP_S,
+            *requested_limits(self.item, cfg.limits),
+            image=self.item.image,
+            # A warm process gets a backstop per instance instead (see _run).
+            wall_s=None if budget is None or key is not None else budget + WALL_BACKSTOP_S,
             # Only a task that asked for a GPU sees the GPU's device files.
-            devices=self.host.gpu_devices if item.gpu else (),
+            devices=self.host.gpu_devices if self.item.gpu else (),
             network=self._network(),
         )
         outbox = (workdir / "outbox").resolve()  # fixed before any task code runs
-        scope = InstanceScope(self.instance_id, cfg.node_id, datasets, outbox, view)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock_path.unlink(missing_ok=True)
             listener.bind(str(sock_path))
             sock_path.chmod(0o600)
             listener.listen(4)
-            token = secrets.token_urlsafe(32)
-            try:
-                self._handle = self.host.executor.start(spec, sock_path, token)
-            except Exception as e:  # a sandbox that cannot start fails this instance only
-                log.warning("instance %s: the executor could not start it: %s", spec.instance_id, e)
-                return Ended(False, f"the executor could not start the task: {e}", kind="crash")
-            deadline = self._deadline()
-            # While the coordinator is unreachable, a call of this instance's thread
-            # stops retrying at its cancel or deadline, so the task is still stopped then.
-            with abandon_when(lambda: self._abandon_reason(deadline)):
-                with contextlib.suppress(Abandoned):  # _serve stops it at once
-                    self.host.client.started(self.instance_id)
-                ended = self._serve(listener, token, scope, folder, workdir, deadline)
-            return self._explained(ended)
-        finally:
-            if self._handle is not None and self._handle.poll() is None:
-                self._handle.kill()
+            pool = self.host.warm
+            if key is not None and pool is not None:
+                handle = pool.spawn(lambda: self.host.executor.start(spec, sock_path, token))
+            else:
+                handle = self.host.executor.start(spec, sock_path, token)
+        except Exception as e:  # a sandbox that cannot start fails this instance only
+            log.warning("instance %s: the executor could not start it: %s", spec.instance_id, e)
             listener.close()
             sock_path.unlink(missing_ok=True)
             shutil.rmtree(workdir, ignore_errors=True)
             shutil.rmtree(view, ignore_errors=True)
+            return Ended(False, f"the executor could not start the task: {e}", kind="crash")
+        if key is not None and pool is not None:
+            pool.started += 1
+        return WarmProcess(
+            key or ("", "", "", (), 0, None), handle, listener, sock_path, workdir, view, outbox
+        )
 
     def _explained(self, ended: Ended | None) -> Ended | None:
         """Name the limit that stopped a failed instance, when its executor can tell."""
@@ -358,33 +557,62 @@ class InstanceRun:
             tail = ""
         return Ended(False, f"the task process died ({why})", tail, kind="crash")
 
+    def _waiter(self, sock: socket.socket) -> _Waiter:
+        """A selector over ``sock``, this instance's wake-up pipe and its process's exit."""
+        assert self._handle is not None and self._wake_r is not None
+        return _Waiter(sock, self._wake_r, self._handle)
+
     def _serve(
         self,
-        listener: socket.socket,
-        token: str,
+        proc: WarmProcess,
+        token: str | None,
         scope: InstanceScope,
         folder: Path,
-        workdir: Path,
         deadline: float,
     ) -> Ended | None:
         assert self._handle is not None
-        conn = None
-        while conn is None:
-            if (stop := self._interrupt(deadline)) is not None:
-                return stop
-            if self._handle.poll() is not None:
-                return self._crash(workdir)
-            listener.settimeout(TICK_S)
+        if proc.conn is None:  # a fresh process: it connects and says hello
+            assert token is not None
+            with self._waiter(proc.listener) as waiter:
+                while proc.conn is None:
+                    if (stop := self._interrupt(deadline)) is not None:
+                        return stop
+                    what = waiter.wait(deadline)
+                    if what == _EXITED:
+                        return self._crash(proc.workdir)
+                    if what != _READY:
+                        continue
+                    candidate, _ = proc.listener.accept()
+                    proc.conn = self._hello(candidate, token, scope, folder, proc.key[0] != "")
+        else:  # a warm process: it waits for its next instance
             try:
-                candidate, _ = listener.accept()
-            except TimeoutError:
-                continue
-            conn = self._hello(candidate, token, scope, folder)
-        with conn:
-            return self._frames(conn, scope, deadline, workdir)
+                protocol.send(proc.conn, {"op": "run", "ctx": self._context(scope, folder)})
+            except OSError:
+                return self._crash(proc.workdir)
+        return self._frames(proc.conn, scope, deadline, proc.workdir, proc.key[0] != "")
+
+    def _context(self, scope: InstanceScope, folder: Path) -> dict[str, Any]:
+        item = self.item
+        return {
+            "swarm_id": item.swarm_id,
+            "instance_id": self.instance_id,
+            "node_id": scope.node_id,
+            "alias": item.alias,
+            "iteration": item.iteration,
+            "attempt": item.attempt,
+            "module": item.module,
+            "folder": str(folder),
+            "outbox": str(scope.outbox),
+            "global_versions": dict(item.global_versions),
+        }
 
     def _hello(
-        self, conn: socket.socket, token: str, scope: InstanceScope, folder: Path
+        self,
+        conn: socket.socket,
+        token: str,
+        scope: InstanceScope,
+        folder: Path,
+        warm: bool = False,
     ) -> socket.socket | None:
         conn.settimeout(HELLO_TIMEOUT_S)
         try:
@@ -400,19 +628,9 @@ class InstanceRun:
                 )
                 conn.close()
                 return None
-            item = self.item
-            ctx = {
-                "swarm_id": item.swarm_id,
-                "instance_id": self.instance_id,
-                "node_id": scope.node_id,
-                "alias": item.alias,
-                "iteration": item.iteration,
-                "attempt": item.attempt,
-                "module": item.module,
-                "folder": str(folder),
-                "outbox": str(scope.outbox),
-                "global_versions": dict(item.global_versions),
-            }
+            ctx = self._context(scope, folder)
+            if warm:
+                ctx["warm"] = True
             protocol.send(conn, {"id": msg.get("id"), "ok": ctx})
         except (OSError, ShoalError, ValueError) as e:
             log.warning("instance %s: bad first frame (%s)", scope.instance_id, e)
@@ -422,19 +640,19 @@ class InstanceRun:
         return conn
 
     def _frames(
-        self, conn: socket.socket, scope: InstanceScope, deadline: float, workdir: Path
+        self, conn: socket.socket, scope: InstanceScope, deadline: float, workdir: Path, warm: bool
     ) -> Ended | None:
         assert self._handle is not None
         reader = protocol.FrameReader()
         pending = 0  # bytes received since the last complete frame
-        with selectors.DefaultSelector() as sel:
-            sel.register(conn, selectors.EVENT_READ)
+        with self._waiter(conn) as waiter:
             while True:
                 if (stop := self._interrupt(deadline)) is not None:
                     return stop
-                if not sel.select(TICK_S):
-                    if self._handle.poll() is not None:
-                        return self._crash(workdir)
+                what = waiter.wait(deadline)
+                if what == _EXITED:
+                    return self._crash(workdir)
+                if what != _READY:
                     continue
                 try:
                     data = conn.recv(1 << 20)
@@ -455,7 +673,9 @@ class InstanceRun:
                     return Ended(False, "the task sent a frame over the size bound", kind="crash")
                 ended = self._batch(conn, scope, frames)
                 if ended is not None:
-                    if ended is self._fatal or self._handle.wait(EXIT_GRACE_S) is None:
+                    if ended is self._fatal or reader.pending() or frames[-1].get("op") != "done":
+                        self._handle.kill()  # more after "done": not a process to keep
+                    elif not (warm and ended.ok) and self._handle.wait(EXIT_GRACE_S) is None:
                         self._handle.kill()
                     return ended
 

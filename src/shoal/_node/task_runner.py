@@ -6,17 +6,24 @@ connects to the agent's Unix socket, authenticates with the token (first frame),
 its instance context in reply, and then runs ``main()`` exactly like a simulator worker:
 the world API goes over the socket, printed lines become logs, and the outcome is the
 last frame it sends.
+
+A *warm* process (the agent's hello answer says ``warm``) stays after its ``done``
+and waits for the agent's next ``run`` frame: the next instance of the same module of
+the same swarm, run by the same imported module (:mod:`shoal._node.warm`). It exits when
+the agent says ``exit`` or hangs up.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import select
 import socket
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from shoal._runtime import protocol
 from shoal._runtime.channels import SocketChannel
@@ -41,7 +48,8 @@ def _limit(memory_mb: int | None, cpu_seconds: int | None) -> None:
 def _watch_agent(sock: socket.socket, reported: threading.Event) -> None:
     """Exit when the agent goes away (its end of the socket hangs up), even while task
     code is busy and not talking to it: an orphaned task must not run on. Once the
-    outcome is ``reported``, the agent may hang up first: that is the normal end."""
+    outcome is ``reported`` (a warm process between two instances: until the next one
+    clears it), the agent may hang up first: that is the normal end."""
     if not hasattr(select, "POLLRDHUP"):  # not Linux: the next world call fails instead
         return
     poller = select.poll()
@@ -68,25 +76,51 @@ def _named(outcome: Outcome, memory_mb: int | None) -> Outcome:
     return Outcome(False, f"{why}; {outcome.error}", outcome.traceback)
 
 
-def run(sock: socket.socket, token: str, memory_mb: int | None = None) -> None:
-    """Authenticate, run the instance and report its outcome over ``sock`` (a
-    ``MemoryError`` under the ``memory_mb`` rlimit is reported naming the limit)."""
-    channel = SocketChannel(sock, None)
-    c = channel.request("hello", {"token": token})
-    reported = threading.Event()
-    _watch_agent(sock, reported)
-    channel.outbox = Outbox(Path(c["outbox"]), f"t{os.getpid()}")
+def _one(
+    channel: SocketChannel,
+    cache: ModuleCache,
+    c: dict[str, Any],
+    reported: threading.Event,
+    memory_mb: int | None,
+    n: int,
+) -> None:
+    """Run the instance of context ``c`` and send its ``done`` frame."""
+    reported.clear()
+    # Each instance writes its own segments (the agent empties the outbox between two).
+    channel.outbox = Outbox(Path(c["outbox"]), f"t{os.getpid()}-{n}")
     ctx = InstanceContext.from_message(c, channel, dict(c.get("global_versions") or {}))
     try:
-        outcome = run_instance(ModuleCache(), c["module"], Path(c["folder"]), ctx, capture=True)
+        outcome = run_instance(cache, c["module"], Path(c["folder"]), ctx, capture=True)
         outcome = _named(outcome, memory_mb)
     finally:
         channel.outbox.close()
     reported.set()  # set before sending: the agent may hang up as soon as it reads it
-    protocol.send(
-        sock,
+    channel.send(
         {"op": "done", "ok": outcome.ok, "error": outcome.error, "traceback": outcome.traceback},
     )
+
+
+def run(sock: socket.socket, token: str, memory_mb: int | None = None) -> None:
+    """Authenticate, run the instance and report its outcome over ``sock`` (a
+    ``MemoryError`` under the ``memory_mb`` rlimit is reported naming the limit); a
+    warm process then runs each instance the agent sends next, until it says ``exit``
+    or hangs up."""
+    channel = SocketChannel(sock, None)
+    c = channel.request("hello", {"token": token})
+    reported = threading.Event()
+    _watch_agent(sock, reported)
+    cache = ModuleCache()  # a warm process imports its module once
+    _one(channel, cache, c, reported, memory_mb, 0)
+    if not c.get("warm"):
+        return
+    for n in itertools.count(1):
+        try:
+            msg = channel.next_message()
+        except protocol.ChannelClosed:
+            return  # the agent retired this process
+        if msg.get("op") != "run":
+            return  # "exit", or anything this runner does not know: stop
+        _one(channel, cache, msg["ctx"], reported, memory_mb, n)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,15 +25,17 @@ import hashlib
 import json
 import re
 from enum import Enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -111,6 +113,18 @@ class ModuleRef(_Strict):
     datasets: tuple[Name, ...] = ()
     requirements: tuple[str, ...] = ()
     resources: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    # Run every instance in a fresh task process, never in a warm one that ran an earlier
+    # instance (docs/guarantees.md). Optional: a plan without it loads, and it is left
+    # out of the JSON (and of the module key) while False, so older plans and their
+    # keys are unchanged.
+    fresh_process: bool = False
+
+    @model_serializer(mode="wrap")
+    def _drop_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if not self.fresh_process:
+            out.pop("fresh_process", None)
+        return out
 
     @property
     def label(self) -> str:

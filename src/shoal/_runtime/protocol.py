@@ -91,6 +91,10 @@ class FrameReader:
         self._buf = bytearray()
         self.broken: ShoalError | None = None
 
+    def pending(self) -> int:
+        """Bytes received that do not yet make a whole frame."""
+        return len(self._buf)
+
     def feed(self, data: bytes | memoryview) -> list[dict[str, Any]]:
         """Add received bytes; return every complete frame."""
         if self.broken is not None:
