@@ -13,6 +13,7 @@ import pytest
 
 import shoal
 import shoal.runtime
+import shoal.strategies
 import shoal.testing
 from shoal._public import is_private
 
@@ -55,6 +56,29 @@ PINNED = {
         "World",
     },
     shoal.testing: {"Fault", "Federation", "VirtualClock"},
+    shoal.strategies: {
+        "Bulyan",
+        "ClientUpdate",
+        "FedAdagrad",
+        "FedAdam",
+        "FedAvg",
+        "FedAvgM",
+        "FedProx",
+        "FedYogi",
+        "Krum",
+        "Layout",
+        "LocalRound",
+        "Median",
+        "MultiKrum",
+        "Scaffold",
+        "Strategy",
+        "TrimmedMean",
+        "flatten",
+        "proximal_gradient",
+        "proximal_term",
+        "train_round",
+        "weighted_mean",
+    },
 }
 PUBLIC = list(PINNED)
 
@@ -169,7 +193,37 @@ def _instances() -> dict[str, Callable[[], object]]:
         "shoal.testing.Fault": lambda: shoal.testing.Fault("crash", node="node-00000"),
         "shoal.testing.Federation": shoal.testing.Federation,
         "shoal.testing.VirtualClock": shoal.testing.VirtualClock,
+        **_strategy_instances(),
     }
+
+
+def _strategy_instances() -> dict[str, Callable[[], object]]:
+    import numpy as np
+
+    st = shoal.strategies
+    make: dict[str, Callable[[], object]] = {
+        f"shoal.strategies.{c.__name__}": c
+        for c in (
+            st.Bulyan,
+            st.FedAdagrad,
+            st.FedAdam,
+            st.FedAvg,
+            st.FedAvgM,
+            st.FedProx,
+            st.FedYogi,
+            st.Krum,
+            st.Median,
+            st.MultiKrum,
+            st.Scaffold,
+            st.Strategy,
+            st.TrimmedMean,
+        )
+    }
+    vec, layout = st.flatten({"w": np.zeros(2)})
+    make["shoal.strategies.ClientUpdate"] = lambda: st.ClientUpdate(np.zeros(2), 3)
+    make["shoal.strategies.Layout"] = lambda: layout
+    make["shoal.strategies.LocalRound"] = lambda: st.LocalRound(layout, vec, 0)
+    return make
 
 
 def test_reprs_of_public_objects_do_not_name_private_modules() -> None:
