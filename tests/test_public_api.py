@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import shoal
+import shoal.privacy
 import shoal.runtime
 import shoal.strategies
 import shoal.testing
@@ -56,9 +57,20 @@ PINNED = {
         "World",
     },
     shoal.testing: {"Fault", "Federation", "VirtualClock"},
+    shoal.privacy: {
+        "Charge",
+        "Gaussian",
+        "Laplace",
+        "bounded_count",
+        "bounded_sum",
+        "clip_by_norm",
+        "epsilon",
+        "spend",
+    },
     shoal.strategies: {
         "Bulyan",
         "ClientUpdate",
+        "DPFedAvg",
         "FedAdagrad",
         "FedAdam",
         "FedAvg",
@@ -205,6 +217,7 @@ def _strategy_instances() -> dict[str, Callable[[], object]]:
         f"shoal.strategies.{c.__name__}": c
         for c in (
             st.Bulyan,
+            st.DPFedAvg,
             st.FedAdagrad,
             st.FedAdam,
             st.FedAvg,
@@ -223,6 +236,10 @@ def _strategy_instances() -> dict[str, Callable[[], object]]:
     make["shoal.strategies.ClientUpdate"] = lambda: st.ClientUpdate(np.zeros(2), 3)
     make["shoal.strategies.Layout"] = lambda: layout
     make["shoal.strategies.LocalRound"] = lambda: st.LocalRound(layout, vec, 0)
+    pv = shoal.privacy
+    make["shoal.privacy.Charge"] = lambda: pv.Charge("gaussian", 1.0)
+    make["shoal.privacy.Gaussian"] = lambda: pv.Gaussian(sigma=1.0)
+    make["shoal.privacy.Laplace"] = lambda: pv.Laplace(1.0)
     return make
 
 

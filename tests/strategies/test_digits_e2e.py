@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_digits
+from helpers.digits import Digits, run_digits
 
 from shoal.strategies import FedAdam, FedAvg, FedAvgM, FedProx, FedYogi, Scaffold, Strategy
-
-Digits = tuple[Path, np.ndarray, np.ndarray]
 
 
 @pytest.mark.parametrize(

@@ -6,17 +6,13 @@ IID split: Krum and Bulyan pick among honest updates, which non-IID data makes d
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
-from conftest import run_digits
+from helpers.digits import Digits, run_digits
 
 from shoal.strategies import Bulyan, FedAvg, Krum, Median, MultiKrum, Strategy, TrimmedMean
 
 pytestmark = pytest.mark.slow
 
-Digits = tuple[Path, np.ndarray, np.ndarray]
 BAD = ["node-00002", "node-00007", "node-00011"]  # 3 of 15
 SETTING = {"nodes": 15, "rounds": 6, "partition": "iid"}
 

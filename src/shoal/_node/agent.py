@@ -34,6 +34,7 @@ from shoal._node.config import DEFAULT_IMAGE, NodeConfig, load_config
 from shoal._node.identity import CredentialFile, new_credential
 from shoal._node.instance import InstanceRun
 from shoal._node.proxy import WorldProxy
+from shoal._privacy.ledger import LEDGER_FILE, Budget, Ledger
 
 log = logging.getLogger("shoal.node")
 
@@ -71,7 +72,9 @@ class Agent:
         # An executor that runs tasks as another user must be able to read their values.
         shared = bool(getattr(self.executor, "tasks_as_other_user", False))
         self.caches = Caches(config.state_dir / "cache", self.client, shared=shared)
-        self.proxy = WorldProxy(self.client, self.caches, config.gpu)
+        budgets = {k: Budget(b.epsilon, b.delta) for k, b in config.privacy.items()}
+        ledger = Ledger(budgets, config.state_dir / LEDGER_FILE, owner=f"node {config.node_id!r}")
+        self.proxy = WorldProxy(self.client, self.caches, config.gpu, ledger)
         self.slots = threading.Semaphore(config.limits.max_concurrent)
         # What a previous agent process left (it was killed): its instances are gone.
         for leftover in ("work", "run"):

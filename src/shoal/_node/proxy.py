@@ -20,6 +20,8 @@ from typing import Any
 from shoal._errors import ShoalError
 from shoal._node.cache import Caches
 from shoal._node.client import CoordinatorClient
+from shoal._privacy.accounting import Charge
+from shoal._privacy.ledger import Ledger
 from shoal._runtime import ops
 from shoal._runtime.protocol import raise_payload
 from shoal._wire import FileWire, Wire
@@ -70,14 +72,19 @@ class InstanceScope:
 class WorldProxy:
     """Answers or forwards the world requests of every instance on this node."""
 
-    def __init__(self, client: CoordinatorClient, caches: Caches, gpu: bool) -> None:
+    def __init__(
+        self, client: CoordinatorClient, caches: Caches, gpu: bool, ledger: Ledger | None = None
+    ) -> None:
         self._client = client
         self._caches = caches
+        # The node's privacy budgets (node.toml [privacy]); none: no dataset is limited.
+        self._ledger = ledger or Ledger({})
         self._resources = {"cpu": os.cpu_count() or 1, "memory": _memory(), "gpu": int(gpu)}
         # The operations this node answers itself: one handler per local row.
         self._answers: dict[str, Callable[[InstanceScope, Mapping[str, Any]], Any]] = {
             ops.LOCAL_DATASET.name: lambda scope, args: self._dataset(scope, str(args.get("name"))),
             ops.LOCAL_RESOURCES.name: lambda scope, args: dict(self._resources),
+            ops.LOCAL_PRIVACY.name: self._privacy,
         }
         ops.check_handlers(self._answers, type(self).__name__, ops.names(local=True))
 
@@ -129,6 +136,12 @@ class WorldProxy:
                 "nodes that have it and may read it there",
             )
         return str(path)
+
+    def _privacy(self, scope: InstanceScope, args: Mapping[str, Any]) -> dict[str, Any]:
+        # Only a dataset the instance may read can be charged (the same check as a read).
+        dataset = str(args.get("dataset"))
+        self._dataset(scope, dataset)
+        return self._ledger.spend(dataset, Charge.from_dict(args.get("charge") or {}))
 
     # -------------------------------------------------------------------- wires
     def _outgoing(self, scope: InstanceScope, wire: Any) -> Any:

@@ -267,6 +267,29 @@ class Local:
         """CPU count, memory and GPU facts of the node."""
         return Resources(**ops.LOCAL_RESOURCES.send(self._ctx.channel, {}))
 
+    def spend_privacy(self, dataset: str, charge: Mapping[str, Any]) -> dict[str, Any]:
+        """Spend from dataset ``dataset``'s privacy budget on this node, or fail.
+
+        Build ``charge`` with :mod:`shoal.privacy` (``Gaussian(...).charge()``); the
+        node computes the epsilon spent with its accountant.
+
+        Returns
+        -------
+        dict
+            ``{"dataset", "budget_epsilon", "delta", "spent", "remaining"}``
+            (``budget_epsilon`` None: the node sets no budget for it).
+
+        Raises
+        ------
+        ShoalError
+            ``privacy.budget`` when the node refuses: the charge would exceed the
+            budget its owner set (the message gives the spent and remaining epsilon).
+        """
+        answer: dict[str, Any] = ops.LOCAL_PRIVACY.send(
+            self._ctx.channel, {"dataset": dataset, "charge": dict(charge)}
+        )
+        return answer
+
 
 def load_dataset(path: Path) -> Any:
     """Load a dataset file by its suffix (see :meth:`Local.get_dataset`)."""

@@ -94,6 +94,13 @@ class DatasetArgs(TypedDict):
     name: str
 
 
+class PrivacyArgs(TypedDict):
+    """``local.privacy``: a dataset and the charge against its budget (``Charge.to_dict``)."""
+
+    dataset: str
+    charge: dict[str, Any]
+
+
 class _LogFields(TypedDict):
     level: str
     message: str
@@ -231,6 +238,7 @@ STATE_GET = Op("state.get", KeyArgs, reply=Reply.WIRE)
 STATE_SET = Op("state.set", StateSetArgs, value=True)
 LOCAL_DATASET = Op("local.dataset", DatasetArgs, local=True)
 LOCAL_RESOURCES = Op("local.resources", NoArgs, local=True)
+LOCAL_PRIVACY = Op("local.privacy", PrivacyArgs, local=True)
 LOG = Op("log", LogArgs, numbered=True, one_way=True, batched=True)
 METRIC = Op("metric", MetricArgs, numbered=True, one_way=True, batched=True)
 
@@ -249,6 +257,7 @@ TABLE: Mapping[str, Op[Any]] = {
         STATE_SET,
         LOCAL_DATASET,
         LOCAL_RESOURCES,
+        LOCAL_PRIVACY,
         LOG,
         METRIC,
     )

@@ -13,6 +13,7 @@ from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
 from shoal._exec.jobs import default_workers, normalize_executor
 from shoal._exec.pool_bwrap import check_bwrap
+from shoal._privacy.ledger import Budget
 from shoal._sim.driver import Progress, Simulation
 from shoal._sim.run import SimulationRun
 
@@ -30,6 +31,7 @@ def simulate(
     run_dir: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
     keep_results: int | None = 2,
+    privacy: Mapping[str, Mapping[str, float]] | None = None,
 ) -> SimulationRun:
     """Run ``swarm`` on virtual nodes and return the run.
 
@@ -68,6 +70,11 @@ def simulate(
     keep_results
         Results of how many past iterations to keep besides the current one (older
         ones are dropped to bound disk use; ``None`` keeps every iteration).
+    privacy
+        ``{dataset: {"epsilon": e, "delta": d}}``: the privacy budget every virtual node
+        enforces on its share of the dataset, as a node's ``[privacy]`` table does (each
+        node keeps its own ledger; a charge past it fails that instance with
+        ``privacy.budget``). Needs dp-accounting.
 
     Returns
     -------
@@ -108,6 +115,10 @@ def simulate(
         root / "data",
         Path(nodes_dir) if nodes_dir is not None else None,
     )
+    if privacy:
+        budgets = _budgets(privacy, datasets)
+        for node in node_list:
+            node.privacy = budgets
     sim = Simulation(
         plan,
         compiled.bundles,
@@ -121,3 +132,23 @@ def simulate(
         keep_results=keep_results,
     )
     return sim.run()
+
+
+def _budgets(
+    privacy: Mapping[str, Mapping[str, float]],
+    datasets: Mapping[str, str | os.PathLike[str]] | None,
+) -> dict[str, Budget]:
+    out = {}
+    for name, b in privacy.items():
+        try:
+            budget = Budget(float(b["epsilon"]), float(b.get("delta", 1e-5)))
+        except (KeyError, TypeError, ValueError):
+            budget = None
+        if budget is None or not budget.epsilon > 0 or not 0 <= budget.delta < 1:
+            raise ShoalError(
+                f"privacy[{name!r}]={b!r} is not a budget",
+                code="sim.privacy",
+                hint='pass {"epsilon": a number > 0, "delta": a number in [0, 1)}',
+            )
+        out[name] = budget
+    return out

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from shoal._errors import ShoalError
+from shoal._privacy.accounting import Charge
+from shoal._privacy.ledger import Budget, Ledger
 from shoal._runtime import ops
 from shoal._store.base import LogRow, MetricRow, ResultRow, Store
 from shoal._wire import Wire
@@ -63,6 +65,8 @@ class NodeInfo:
     node_id: str
     datasets: Mapping[str, Path]
     resources: dict[str, int] = field(default_factory=lambda: dict(_HOST))
+    #: Dataset name -> the privacy budget this node enforces on it (``[privacy]``).
+    privacy: Mapping[str, Budget] = field(default_factory=dict)
 
 
 Handler = Callable[["InstanceInfo", Any], Any]
@@ -88,6 +92,7 @@ class WorldService:
         self._on_stop = on_stop
         self._on_next_iter = on_next_iter
         self._clock = clock
+        self._ledgers: dict[str, Ledger] = {}  # per node, made at its first charge
         self._ops: dict[str, Handler] = self.handlers()
         ops.check_handlers(self._ops, type(self).__name__)
 
@@ -105,6 +110,7 @@ class WorldService:
             ops.STATE_SET.name: self._state_set,
             ops.LOCAL_DATASET.name: self._dataset,
             ops.LOCAL_RESOURCES.name: self._resources,
+            ops.LOCAL_PRIVACY.name: self._privacy,
             ops.LOG.name: self._log,
             ops.METRIC.name: self._metric,
         }
@@ -237,6 +243,16 @@ class WorldService:
                 "the task is only placed on nodes that have it",
             )
         return str(datasets[name])
+
+    def _privacy(self, info: InstanceInfo, args: ops.PrivacyArgs) -> dict[str, Any]:
+        # The same ledger class as a node agent's, one per virtual node, in memory.
+        self._dataset(info, {"name": args["dataset"]})  # a dataset the node has
+        ledger = self._ledgers.get(info.node_id)
+        if ledger is None:
+            node = self.nodes[info.node_id]
+            ledger = Ledger(node.privacy, owner=f"node {info.node_id!r}")
+            self._ledgers[info.node_id] = ledger
+        return ledger.spend(args["dataset"], Charge.from_dict(args["charge"]))
 
     def _log(self, info: InstanceInfo, args: ops.LogArgs) -> None:
         self.store.log_add(

@@ -23,14 +23,15 @@ and in ``worker.py``::
 
 Streaming (O(model) memory, updates read one at a time): :class:`FedAvg`,
 :class:`FedProx`, :class:`FedAvgM`, :class:`FedAdagrad`, :class:`FedAdam`,
-:class:`FedYogi`, :class:`Scaffold`. Not streaming (every update held, O(clients x
-model)): :class:`Median`, :class:`TrimmedMean` (order statistics per coordinate),
+:class:`FedYogi`, :class:`Scaffold`, :class:`DPFedAvg`. Not streaming (every update
+held, O(clients x model)): :class:`Median`, :class:`TrimmedMean` (order statistics per coordinate),
 :class:`Krum`, :class:`MultiKrum`, :class:`Bulyan` (pairwise distances).
 """
 
 from __future__ import annotations
 
 from shoal._public import publish as _publish
+from shoal.strategies._dp import DPFedAvg
 from shoal.strategies._entry import LocalRound, train_round
 from shoal.strategies._params import Layout, flatten
 from shoal.strategies._prox import proximal_gradient, proximal_term
@@ -55,6 +56,7 @@ from shoal.strategies._strategy import (
 __all__ = [
     "Bulyan",
     "ClientUpdate",
+    "DPFedAvg",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",

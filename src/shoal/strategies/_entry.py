@@ -15,6 +15,7 @@ from shoal.strategies._keys import (
     CLIENT_CONTROL_STATE,
     NUM_EXAMPLES_TAG,
     UPDATE_TAG,
+    clip_key,
     config_key,
     control_key,
     history_key,
@@ -101,6 +102,11 @@ def train_round(
     may change) and publishes the update ``y - x`` with the sample count as the result
     ``"update"`` (and ``"num_examples"``) that the strategy's aggregator reads.
 
+    Under :class:`DPFedAvg` it first spends the round's charge from the strategy's
+    ``dataset`` on this node (a refusal fails the task with ``privacy.budget`` before
+    any data is read), then clips the update to the current clip norm and, in local
+    mode, adds the Gaussian noise before anything leaves the node.
+
     Parameters
     ----------
     task
@@ -118,6 +124,16 @@ def train_round(
     world = task.world
     settings = world.globals.get(config_key(key)) or {"name": "fedavg"}
     x, layout = flatten(world.globals[key])
+    dp = settings.get("dp")
+    if dp and dp.get("dataset"):
+        task.local.spend_privacy(
+            str(dp["dataset"]),
+            {
+                "kind": "gaussian",
+                "noise_multiplier": float(dp["noise_multiplier"]),
+                "label": f"DP-FedAvg round {world.iteration} of swarm {world.swarm_id}",
+            },
+        )
     scaffold = bool(settings.get("scaffold"))
     c = c_i = None
     if scaffold:
@@ -136,8 +152,20 @@ def train_round(
     new, n = out[0], out[1]
     metrics: Mapping[str, float] = out[2] if len(out) > 2 else {}
     y, _ = flatten(new)
+    delta = y - x
+    within: bool | None = None
+    if dp:
+        clip = float(world.globals.get(clip_key(key), dp["clip"]))
+        norm = float(np.linalg.norm(delta))
+        within = norm <= clip
+        if not within:
+            delta = delta * (clip / norm)
+        if dp.get("mode") == "local":  # the noise is added before the update leaves
+            delta = delta + np.random.default_rng().normal(
+                0.0, float(dp["noise_multiplier"]) * clip, size=delta.shape
+            )
     record: dict[str, Any] = {
-        "delta": y - x,
+        "delta": delta,
         "num_examples": int(n),
         "metrics": {k: float(v) for k, v in metrics.items()},
     }
@@ -147,6 +175,8 @@ def train_round(
         c_new = c_i - c + (x - y) / (ctx.steps * local_lr)
         task.local.set_state(CLIENT_CONTROL_STATE, c_new)
         record["control"] = c_new - c_i
+    if within is not None:
+        record["within_clip"] = within
     world.results.add(UPDATE_TAG, record)
     world.results.add(NUM_EXAMPLES_TAG, int(n))
 
@@ -175,6 +205,7 @@ def run_aggregator(config: Mapping[str, Any]) -> None:
                 n,
                 None if control is None else np.asarray(control),
                 node_id,
+                value.get("within_clip"),
             )
 
     new, state = strategy.aggregate(x, updates(), state)
@@ -183,6 +214,9 @@ def run_aggregator(config: Mapping[str, Any]) -> None:
         world.globals[state_key(key)] = state
     if "c" in state and strategy.client_config().get("scaffold"):
         world.globals[control_key(key)] = state["c"]
+    if "clip" in state and strategy.client_config().get("dp"):
+        world.globals[clip_key(key)] = float(state["clip"][0])
+        task.logger.metric("clip_norm", float(state["clip"][0]))
     means = {k: s / seen["examples"] for k, s in sums.items()} if seen["examples"] else {}
     if means:
         world.globals[history_key(key)] = [*world.globals.get(history_key(key), []), means]

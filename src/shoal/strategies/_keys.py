@@ -32,3 +32,8 @@ def control_key(key: str) -> str:
 def history_key(key: str) -> str:
     """Global holding the per-round weighted means of the workers' metrics."""
     return f"shoal.history.{key}"
+
+
+def clip_key(key: str) -> str:
+    """Global holding DP-FedAvg's current clip norm (adaptive clipping moves it)."""
+    return f"shoal.dp_clip.{key}"

@@ -39,6 +39,9 @@ class ClientUpdate:
         The sample count it trained on (FedAvg's weight).
     control
         SCAFFOLD only: the change of the client's control variate.
+    within_clip
+        DP-FedAvg only: whether the update's norm was within the clip norm before the
+        client clipped it (adaptive clipping counts these).
     node_id
         Who sent it (for logs).
     """
@@ -47,6 +50,7 @@ class ClientUpdate:
     num_examples: float = 1.0
     control: np.ndarray | None = None
     node_id: str = ""
+    within_clip: bool | None = None
 
 
 def weighted_mean(
