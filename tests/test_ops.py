@@ -96,7 +96,12 @@ def test_rows_are_consistent_with_their_argument_schemas() -> None:
 def test_properties_select_rows() -> None:
     assert ops.names(deferrable=True) == {"results.add"}
     assert ops.names(batched=True) == {"log", "metric"}
-    assert ops.names(local=True) == {"local.dataset", "local.resources", "local.privacy"}
+    assert ops.names(local=True) == {
+        "local.dataset",
+        "local.resources",
+        "local.privacy",
+        "local.secret",
+    }
     assert ops.names(value=True) == {"globals.set", "results.add", "state.set"}
 
 
@@ -280,6 +285,7 @@ def test_what_the_runtime_sends_fits_each_rows_schema() -> None:
     assert local.get_resources().cpu >= 1
     charge = {"kind": "gaussian", "noise_multiplier": 1.0}
     assert local.spend_privacy("d", charge)["budget_epsilon"] is None  # no budget for d
+    assert len(local.secret("secagg")) == 32
     logger.info("hello")
     logger.metric("m", 1.0)
     world.schedule_next_iter(["n"], "t")

@@ -83,6 +83,8 @@ PINNED = {
         "Median",
         "MultiKrum",
         "Scaffold",
+        "SecureFedAvg",
+        "SecureTasks",
         "Strategy",
         "TrimmedMean",
         "flatten",
@@ -235,6 +237,10 @@ def _strategy_instances() -> dict[str, Callable[[], object]]:
     vec, layout = st.flatten({"w": np.zeros(2)})
     make["shoal.strategies.ClientUpdate"] = lambda: st.ClientUpdate(np.zeros(2), 3)
     make["shoal.strategies.Layout"] = lambda: layout
+    make["shoal.strategies.SecureFedAvg"] = st.SecureFedAvg
+    make["shoal.strategies.SecureTasks"] = lambda: st.SecureFedAvg().tasks(
+        shoal.Swarm(), datasets=["d"]
+    )
     make["shoal.strategies.LocalRound"] = lambda: st.LocalRound(layout, vec, 0)
     pv = shoal.privacy
     make["shoal.privacy.Charge"] = lambda: pv.Charge("gaussian", 1.0)

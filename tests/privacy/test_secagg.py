@@ -30,7 +30,8 @@ def _round(
         w: sa.reveal(w, keys[w], publics, {u: sent[u][w] for u in sent}, survivors, LABEL)
         for w in survivors
     }
-    return sa.unmask(masked, publics, reveals, threshold, LABEL)
+    masked_sum = np.sum(list(masked.values()), axis=0, dtype=np.uint64)  # wraps mod 2**64
+    return sa.unmask(masked_sum, survivors, publics, reveals, threshold, LABEL)
 
 
 def test_the_sum_is_exact_to_the_fixed_point_precision() -> None:

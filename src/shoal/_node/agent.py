@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import ssl
@@ -74,7 +75,9 @@ class Agent:
         self.caches = Caches(config.state_dir / "cache", self.client, shared=shared)
         budgets = {k: Budget(b.epsilon, b.delta) for k, b in config.privacy.items()}
         ledger = Ledger(budgets, config.state_dir / LEDGER_FILE, owner=f"node {config.node_id!r}")
-        self.proxy = WorldProxy(self.client, self.caches, config.gpu, ledger)
+        self.proxy = WorldProxy(
+            self.client, self.caches, config.gpu, ledger, _secret_key(config.state_dir)
+        )
         self.slots = threading.Semaphore(config.limits.max_concurrent)
         # What a previous agent process left (it was killed): its instances are gone.
         for leftover in ("work", "run"):
@@ -352,3 +355,14 @@ def run(config_path: Path | str) -> None:
             signal.signal(sig, lambda *_: agent.stop())
     with contextlib.suppress(KeyboardInterrupt):
         agent.serve()
+
+
+def _secret_key(state_dir: Path) -> bytes:
+    """The node's key for ``local.secret`` (``state_dir/secret-key``, mode 0600), made
+    once: tasks' secrets stay the same across agent restarts and never leave the node."""
+    path = state_dir / "secret-key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    return path.read_bytes()

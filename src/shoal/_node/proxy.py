@@ -10,6 +10,8 @@ the blob cache and handed to the task as a ``file`` wire.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -73,18 +75,26 @@ class WorldProxy:
     """Answers or forwards the world requests of every instance on this node."""
 
     def __init__(
-        self, client: CoordinatorClient, caches: Caches, gpu: bool, ledger: Ledger | None = None
+        self,
+        client: CoordinatorClient,
+        caches: Caches,
+        gpu: bool,
+        ledger: Ledger | None = None,
+        secret_key: bytes | None = None,
     ) -> None:
         self._client = client
         self._caches = caches
         # The node's privacy budgets (node.toml [privacy]); none: no dataset is limited.
         self._ledger = ledger or Ledger({})
+        # The key local.secret derives per-swarm secrets from (never sent anywhere).
+        self._secret_key = secret_key or secrets.token_bytes(32)
         self._resources = {"cpu": os.cpu_count() or 1, "memory": _memory(), "gpu": int(gpu)}
         # The operations this node answers itself: one handler per local row.
         self._answers: dict[str, Callable[[InstanceScope, Mapping[str, Any]], Any]] = {
             ops.LOCAL_DATASET.name: lambda scope, args: self._dataset(scope, str(args.get("name"))),
             ops.LOCAL_RESOURCES.name: lambda scope, args: dict(self._resources),
             ops.LOCAL_PRIVACY.name: self._privacy,
+            ops.LOCAL_SECRET.name: self._secret,
         }
         ops.check_handlers(self._answers, type(self).__name__, ops.names(local=True))
 
@@ -142,6 +152,13 @@ class WorldProxy:
         dataset = str(args.get("dataset"))
         self._dataset(scope, dataset)
         return self._ledger.spend(dataset, Charge.from_dict(args.get("charge") or {}))
+
+    def _secret(self, scope: InstanceScope, args: Mapping[str, Any]) -> bytes:
+        # An instance id starts with its swarm id ("swarm/iteration/alias/..."): every
+        # task of a swarm on this node gets the same secret, other swarms another.
+        swarm_id = scope.instance_id.split("/", 1)[0]
+        message = f"{swarm_id}\x00{args.get('purpose', '')}".encode()
+        return hmac.new(self._secret_key, message, hashlib.sha256).digest()
 
     # -------------------------------------------------------------------- wires
     def _outgoing(self, scope: InstanceScope, wire: Any) -> Any:

@@ -267,6 +267,17 @@ class Local:
         """CPU count, memory and GPU facts of the node."""
         return Resources(**ops.LOCAL_RESOURCES.send(self._ctx.channel, {}))
 
+    def secret(self, purpose: str) -> bytes:
+        """A 32-byte secret of this node for this swarm and ``purpose``.
+
+        Every task of the swarm on this node gets the same bytes for the same purpose;
+        the node derives them from a key it never sends anywhere, so neither the
+        coordinator nor another node can learn them (secure aggregation derives its
+        private keys from it).
+        """
+        answer: bytes = ops.LOCAL_SECRET.send(self._ctx.channel, {"purpose": purpose})
+        return answer
+
     def spend_privacy(self, dataset: str, charge: Mapping[str, Any]) -> dict[str, Any]:
         """Spend from dataset ``dataset``'s privacy budget on this node, or fail.
 

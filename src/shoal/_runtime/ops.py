@@ -101,6 +101,12 @@ class PrivacyArgs(TypedDict):
     charge: dict[str, Any]
 
 
+class SecretArgs(TypedDict):
+    """``local.secret``: what the secret is for (one secret per swarm and purpose)."""
+
+    purpose: str
+
+
 class _LogFields(TypedDict):
     level: str
     message: str
@@ -239,6 +245,7 @@ STATE_SET = Op("state.set", StateSetArgs, value=True)
 LOCAL_DATASET = Op("local.dataset", DatasetArgs, local=True)
 LOCAL_RESOURCES = Op("local.resources", NoArgs, local=True)
 LOCAL_PRIVACY = Op("local.privacy", PrivacyArgs, local=True)
+LOCAL_SECRET = Op("local.secret", SecretArgs, local=True)
 LOG = Op("log", LogArgs, numbered=True, one_way=True, batched=True)
 METRIC = Op("metric", MetricArgs, numbered=True, one_way=True, batched=True)
 
@@ -258,6 +265,7 @@ TABLE: Mapping[str, Op[Any]] = {
         LOCAL_DATASET,
         LOCAL_RESOURCES,
         LOCAL_PRIVACY,
+        LOCAL_SECRET,
         LOG,
         METRIC,
     )

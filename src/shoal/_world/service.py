@@ -7,7 +7,10 @@ requests here; the service reads and writes the store and reports ``stop_swarm``
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -93,6 +96,7 @@ class WorldService:
         self._on_next_iter = on_next_iter
         self._clock = clock
         self._ledgers: dict[str, Ledger] = {}  # per node, made at its first charge
+        self._secret_key = secrets.token_bytes(32)  # local.secret's, for this service
         self._ops: dict[str, Handler] = self.handlers()
         ops.check_handlers(self._ops, type(self).__name__)
 
@@ -111,6 +115,7 @@ class WorldService:
             ops.LOCAL_DATASET.name: self._dataset,
             ops.LOCAL_RESOURCES.name: self._resources,
             ops.LOCAL_PRIVACY.name: self._privacy,
+            ops.LOCAL_SECRET.name: self._secret,
             ops.LOG.name: self._log,
             ops.METRIC.name: self._metric,
         }
@@ -253,6 +258,11 @@ class WorldService:
             ledger = Ledger(node.privacy, owner=f"node {info.node_id!r}")
             self._ledgers[info.node_id] = ledger
         return ledger.spend(args["dataset"], Charge.from_dict(args["charge"]))
+
+    def _secret(self, info: InstanceInfo, args: ops.SecretArgs) -> bytes:
+        # Per virtual node and swarm, as a node agent derives it from its own key.
+        message = f"{info.node_id}\x00{info.swarm_id}\x00{args['purpose']}".encode()
+        return hmac.new(self._secret_key, message, hashlib.sha256).digest()
 
     def _log(self, info: InstanceInfo, args: ops.LogArgs) -> None:
         self.store.log_add(

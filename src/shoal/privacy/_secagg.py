@@ -185,16 +185,19 @@ def reveal(
 
 
 def unmask(
-    masked: Mapping[int, np.ndarray],
+    masked_sum: np.ndarray,
+    survivors: set[int],
     publics: Mapping[int, Mapping[str, bytes]],
     reveals: Mapping[int, Mapping[str, Mapping[int, int]]],
     threshold: int,
     label: str,
     frac_bits: int = FRAC_BITS,
 ) -> np.ndarray:
-    """Step 5 (server): the sum of the inputs of the clients in ``masked`` (U3).
+    """Step 5 (server): the sum of the inputs of the ``survivors`` (U3).
 
-    ``publics``: every client that shared (U2); ``reveals``: client -> its step-4 answer.
+    ``masked_sum``: the sum (mod 2**64) of their masked inputs, which the server can
+    accumulate one input at a time; ``publics``: every client that shared (U2);
+    ``reveals``: client -> its step-4 answer.
 
     Raises
     ------
@@ -206,20 +209,17 @@ def unmask(
         raise ValueError(
             f"only {len(reveals)} clients revealed shares; at least {threshold} are needed"
         )
-    survivors = sorted(masked)
-    total = np.zeros_like(next(iter(masked.values())))
-    for u in survivors:
-        total = total + masked[u]
+    total = np.asarray(masked_sum, dtype=np.uint64)
     size = total.size
-    for u in survivors:  # remove each survivor's self mask
+    for u in sorted(survivors):  # remove each survivor's self mask
         shares = {w: r["b"][u] for w, r in reveals.items() if u in r["b"]}
         total = total - prg(_shamir.combine(shares, threshold), size)
     for v in publics:  # dropped after sharing: remove their pairwise masks with survivors
-        if v in masked:
+        if v in survivors:
             continue
         shares = {w: r["s"][v] for w, r in reveals.items() if v in r["s"]}
         s_v = X25519PrivateKey.from_private_bytes(_shamir.combine(shares, threshold))
-        for u in survivors:
+        for u in sorted(survivors):
             p = prg(_pair_seed(s_v, publics[u]["s"], label), size)
             # u added +p if u < v, else -p: take it out.
             total = total - p if u < v else total + p

@@ -35,6 +35,7 @@ from shoal.strategies._dp import DPFedAvg
 from shoal.strategies._entry import LocalRound, train_round
 from shoal.strategies._params import Layout, flatten
 from shoal.strategies._prox import proximal_gradient, proximal_term
+from shoal.strategies._secure import SecureFedAvg, SecureTasks
 from shoal.strategies._strategy import (
     Bulyan,
     ClientUpdate,
@@ -69,6 +70,8 @@ __all__ = [
     "Median",
     "MultiKrum",
     "Scaffold",
+    "SecureFedAvg",
+    "SecureTasks",
     "Strategy",
     "TrimmedMean",
     "flatten",

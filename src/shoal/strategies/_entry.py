@@ -177,6 +177,12 @@ def train_round(
         record["control"] = c_new - c_i
     if within is not None:
         record["within_clip"] = within
+    if settings.get("secagg"):  # only the masked [n * delta, n] leaves the node
+        from shoal.strategies._secure_entry import mask_update
+
+        mask_update(task, np.concatenate([int(n) * delta, [float(n)]]), key)
+        world.results.add(NUM_EXAMPLES_TAG, int(n))
+        return
     world.results.add(UPDATE_TAG, record)
     world.results.add(NUM_EXAMPLES_TAG, int(n))
 
