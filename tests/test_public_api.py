@@ -59,6 +59,10 @@ PINNED = {
     shoal.testing: {"Fault", "Federation", "VirtualClock"},
     shoal.privacy: {
         "Charge",
+        "DPNoise",
+        "ExcludeVars",
+        "PercentilePrivacy",
+        "Quantize",
         "Gaussian",
         "Laplace",
         "bounded_count",
@@ -246,6 +250,10 @@ def _strategy_instances() -> dict[str, Callable[[], object]]:
     make["shoal.privacy.Charge"] = lambda: pv.Charge("gaussian", 1.0)
     make["shoal.privacy.Gaussian"] = lambda: pv.Gaussian(sigma=1.0)
     make["shoal.privacy.Laplace"] = lambda: pv.Laplace(1.0)
+    make["shoal.privacy.DPNoise"] = lambda: pv.DPNoise(1.0, 1.0)
+    make["shoal.privacy.ExcludeVars"] = lambda: pv.ExcludeVars(("b",))
+    make["shoal.privacy.PercentilePrivacy"] = pv.PercentilePrivacy
+    make["shoal.privacy.Quantize"] = pv.Quantize
     return make
 
 

@@ -43,6 +43,7 @@ class StrategyDigits(shoal.Swarm):
         epochs: int = 1,
         byzantine: list[str] | None = None,
         attack: str = "scale",
+        exclude: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.max_iterations = rounds
@@ -51,6 +52,7 @@ class StrategyDigits(shoal.Swarm):
         self.set_global("epochs", epochs)
         self.set_global("byzantine_nodes", byzantine or [])
         self.set_global("attack", attack)
+        self.set_global("exclude", exclude or [])
         self.worker = shoal.Task(
             shoal.Module(HERE / "digits_worker.py", datasets=["digits"]), method="all"
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from shoal.privacy import ExcludeVars
 from shoal.runtime import Task
 from shoal.strategies import LocalRound, train_round
 
@@ -50,7 +51,9 @@ class Worker(Task):
                     new = {k: x[k] + rng.normal(0.0, 10.0, size=x[k].shape) for k in new}
             return new, len(y), {"accuracy": accuracy}
 
-        train_round(self, train, local_lr=lr)
+        exclude = g.get("exclude", [])
+        filters = [ExcludeVars(tuple(exclude), zero=True)] if exclude else []
+        train_round(self, train, local_lr=lr, filters=filters)
 
 
 def main() -> None:

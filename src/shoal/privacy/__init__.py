@@ -10,6 +10,9 @@
   privacy=...)`` in the simulator); a charge past it is refused with the spent and
   remaining epsilon.
 
+- Filters a site applies to what a task sends: :class:`ExcludeVars`,
+  :class:`PercentilePrivacy`, :class:`Quantize`, :class:`DPNoise`.
+
 DP-FedAvg is :class:`shoal.strategies.DPFedAvg`. Needs ``pip install 'shoal[privacy]'``.
 """
 
@@ -21,6 +24,7 @@ from typing import Any
 from shoal._privacy.accounting import Charge
 from shoal._privacy.accounting import epsilon as _epsilon
 from shoal._public import publish as _publish
+from shoal.privacy._filters import DPNoise, ExcludeVars, PercentilePrivacy, Quantize
 from shoal.privacy._mechanisms import (
     Gaussian,
     Laplace,
@@ -31,8 +35,12 @@ from shoal.privacy._mechanisms import (
 
 __all__ = [
     "Charge",
+    "DPNoise",
+    "ExcludeVars",
     "Gaussian",
     "Laplace",
+    "PercentilePrivacy",
+    "Quantize",
     "bounded_count",
     "bounded_sum",
     "clip_by_norm",

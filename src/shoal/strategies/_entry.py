@@ -5,7 +5,7 @@ Runs inside task processes, so it imports only :mod:`shoal.runtime` and numpy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -95,6 +95,7 @@ def train_round(
     *,
     key: str = "weights",
     local_lr: float | None = None,
+    filters: Sequence[Callable[[Any], Any]] = (),
 ) -> None:
     """One round of a worker under any strategy: train from the global model, report.
 
@@ -120,6 +121,10 @@ def train_round(
         The global holding the model.
     local_lr
         The local learning rate; SCAFFOLD needs it for its control variates.
+    filters
+        Applied in turn to the update ``y - x`` (in the model's structure) before
+        anything else: e.g. ``[ExcludeVars(("b",), zero=True), Quantize(8)]`` from
+        :mod:`shoal.privacy`. They must keep the model's keys and shapes.
     """
     world = task.world
     settings = world.globals.get(config_key(key)) or {"name": "fedavg"}
@@ -153,6 +158,10 @@ def train_round(
     metrics: Mapping[str, float] = out[2] if len(out) > 2 else {}
     y, _ = flatten(new)
     delta = y - x
+    if filters:
+        for f in filters:
+            delta, _ = flatten(f(layout.unflatten(delta)))
+        y = x + delta
     within: bool | None = None
     if dp:
         clip = float(world.globals.get(clip_key(key), dp["clip"]))
