@@ -211,14 +211,24 @@ def unmask(
         )
     total = np.asarray(masked_sum, dtype=np.uint64)
     size = total.size
+    cache: dict[tuple[int, ...], dict[int, int]] = {}
+
+    def recover(shares: dict[int, int]) -> bytes:
+        # The same t holders reveal for every client: their coefficients are computed
+        # once, so unmasking n clients costs O(t^2 + n t), not O(n t^2).
+        xs = tuple(sorted(shares))[:threshold]
+        if xs not in cache and len(xs) == threshold:
+            cache[xs] = _shamir.lagrange_at_zero(xs)
+        return _shamir.combine(shares, threshold, coefficients=cache.get(xs))
+
     for u in sorted(survivors):  # remove each survivor's self mask
         shares = {w: r["b"][u] for w, r in reveals.items() if u in r["b"]}
-        total = total - prg(_shamir.combine(shares, threshold), size)
+        total = total - prg(recover(shares), size)
     for v in publics:  # dropped after sharing: remove their pairwise masks with survivors
         if v in survivors:
             continue
         shares = {w: r["s"][v] for w, r in reveals.items() if v in r["s"]}
-        s_v = X25519PrivateKey.from_private_bytes(_shamir.combine(shares, threshold))
+        s_v = X25519PrivateKey.from_private_bytes(recover(shares))
         for u in sorted(survivors):
             p = prg(_pair_seed(s_v, publics[u]["s"], label), size)
             # u added +p if u < v, else -p: take it out.

@@ -28,19 +28,34 @@ def split(secret: bytes, ids: list[int], threshold: int) -> dict[int, int]:
     return out
 
 
-def combine(shares: Mapping[int, int], threshold: int, size: int = 32) -> bytes:
-    """The secret from at least ``threshold`` shares (Lagrange interpolation at 0)."""
-    if len(shares) < threshold:
-        raise ValueError(f"{len(shares)} shares cannot recover a secret of threshold {threshold}")
-    points = list(shares.items())[:threshold]
-    secret = 0
-    for j, (xj, yj) in enumerate(points):
+def lagrange_at_zero(xs: tuple[int, ...]) -> dict[int, int]:
+    """The Lagrange coefficients at 0 of the points ``xs``: computed once, they recover
+    every secret shared among the same holders in O(t) each."""
+    out = {}
+    for xj in xs:
         num, den = 1, 1
-        for m, (xm, _) in enumerate(points):
-            if m != j:
+        for xm in xs:
+            if xm != xj:
                 num = num * (-xm) % PRIME
                 den = den * (xj - xm) % PRIME
-        secret = (secret + yj * num * pow(den, -1, PRIME)) % PRIME
+        out[xj] = num * pow(den, -1, PRIME) % PRIME
+    return out
+
+
+def combine(
+    shares: Mapping[int, int],
+    threshold: int,
+    size: int = 32,
+    coefficients: Mapping[int, int] | None = None,
+) -> bytes:
+    """The secret from at least ``threshold`` shares (Lagrange interpolation at 0);
+    ``coefficients``: :func:`lagrange_at_zero` of the holders used, if known."""
+    if len(shares) < threshold:
+        raise ValueError(f"{len(shares)} shares cannot recover a secret of threshold {threshold}")
+    xs = tuple(sorted(shares))[:threshold]
+    if coefficients is None or any(x not in coefficients for x in xs):
+        coefficients = lagrange_at_zero(xs)
+    secret = sum(shares[x] * coefficients[x] for x in xs) % PRIME
     if secret >= 1 << (8 * size):
         raise ValueError("these shares do not reconstruct a secret (wrong or too few shares)")
     return secret.to_bytes(size, "big")
