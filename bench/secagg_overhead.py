@@ -63,14 +63,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[10, 100, 1000])
     args = parser.parse_args()
-    print("| clients | share (s/client) | mask (s/client) | reveal (s/client) | server unmask (s) "
-          "| upload/client: shares + masked (kB) |")
+    print(
+        "| clients | share (s/client) | mask (s/client) | reveal (s/client) | server unmask (s) "
+        "| upload/client: shares + masked (kB) |"
+    )
     print("|---|---|---|---|---|---|")
     for n in args.sizes:
         r = one_round(n, full=n <= 100)
         up = (r["share_bytes"] + r["mask_bytes"] + 2 * 32) / 1000
         print(
-            f"| {n} | {r['share_s']:.4f} | {r['mask_s']:.4f} | {r.get('reveal_s', float('nan')):.4f} "
+            f"| {n} | {r['share_s']:.4f} | {r['mask_s']:.4f} "
+            f"| {r.get('reveal_s', float('nan')):.4f} "
             f"| {r.get('server_s', float('nan')):.3f} | {up:.1f} |",
             flush=True,
         )
