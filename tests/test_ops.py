@@ -101,6 +101,8 @@ def test_properties_select_rows() -> None:
         "local.resources",
         "local.performance",
         "local.network",
+        "local.privacy",
+        "local.secret",
     }
     assert ops.names(value=True) == {"globals.set", "results.add", "state.set"}
 
@@ -285,6 +287,9 @@ def test_what_the_runtime_sends_fits_each_rows_schema() -> None:
     assert local.get_resources().cpu >= 1
     assert local.get_performance_metrics()["cpu_usage"] == 0.0
     assert local.get_network_quality() == 1.0
+    charge = {"kind": "gaussian", "noise_multiplier": 1.0}
+    assert local.spend_privacy("d", charge)["budget_epsilon"] is None  # no budget for d
+    assert len(local.secret("secagg")) == 32
     logger.info("hello")
     logger.metric("m", 1.0)
     world.schedule_next_iter(["n"], "t")

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 import shoal
+import shoal.privacy
 import shoal.runtime
+import shoal.strategies
 import shoal.testing
 from shoal._public import is_private
 
@@ -59,6 +61,46 @@ PINNED = {
         "World",
     },
     shoal.testing: {"Fault", "Federation", "VirtualClock"},
+    shoal.privacy: {
+        "Charge",
+        "DPNoise",
+        "ExcludeVars",
+        "PercentilePrivacy",
+        "Quantize",
+        "Gaussian",
+        "Laplace",
+        "bounded_count",
+        "bounded_sum",
+        "clip_by_norm",
+        "epsilon",
+        "spend",
+    },
+    shoal.strategies: {
+        "Bulyan",
+        "ClientUpdate",
+        "DPFedAvg",
+        "FedAdagrad",
+        "FedAdam",
+        "FedAvg",
+        "FedAvgM",
+        "FedProx",
+        "FedYogi",
+        "Krum",
+        "Layout",
+        "LocalRound",
+        "Median",
+        "MultiKrum",
+        "Scaffold",
+        "SecureFedAvg",
+        "SecureTasks",
+        "Strategy",
+        "TrimmedMean",
+        "flatten",
+        "proximal_gradient",
+        "proximal_term",
+        "train_round",
+        "weighted_mean",
+    },
 }
 PUBLIC = list(PINNED)
 
@@ -183,7 +225,50 @@ def _instances() -> dict[str, Callable[[], object]]:
         "shoal.testing.Fault": lambda: shoal.testing.Fault("crash", node="node-00000"),
         "shoal.testing.Federation": shoal.testing.Federation,
         "shoal.testing.VirtualClock": shoal.testing.VirtualClock,
+        **_strategy_instances(),
     }
+
+
+def _strategy_instances() -> dict[str, Callable[[], object]]:
+    import numpy as np
+
+    st = shoal.strategies
+    make: dict[str, Callable[[], object]] = {
+        f"shoal.strategies.{c.__name__}": c
+        for c in (
+            st.Bulyan,
+            st.DPFedAvg,
+            st.FedAdagrad,
+            st.FedAdam,
+            st.FedAvg,
+            st.FedAvgM,
+            st.FedProx,
+            st.FedYogi,
+            st.Krum,
+            st.Median,
+            st.MultiKrum,
+            st.Scaffold,
+            st.Strategy,
+            st.TrimmedMean,
+        )
+    }
+    vec, layout = st.flatten({"w": np.zeros(2)})
+    make["shoal.strategies.ClientUpdate"] = lambda: st.ClientUpdate(np.zeros(2), 3)
+    make["shoal.strategies.Layout"] = lambda: layout
+    make["shoal.strategies.SecureFedAvg"] = st.SecureFedAvg
+    make["shoal.strategies.SecureTasks"] = lambda: st.SecureFedAvg().tasks(
+        shoal.Swarm(), datasets=["d"]
+    )
+    make["shoal.strategies.LocalRound"] = lambda: st.LocalRound(layout, vec, 0)
+    pv = shoal.privacy
+    make["shoal.privacy.Charge"] = lambda: pv.Charge("gaussian", 1.0)
+    make["shoal.privacy.Gaussian"] = lambda: pv.Gaussian(sigma=1.0)
+    make["shoal.privacy.Laplace"] = lambda: pv.Laplace(1.0)
+    make["shoal.privacy.DPNoise"] = lambda: pv.DPNoise(1.0, 1.0)
+    make["shoal.privacy.ExcludeVars"] = lambda: pv.ExcludeVars(("b",))
+    make["shoal.privacy.PercentilePrivacy"] = pv.PercentilePrivacy
+    make["shoal.privacy.Quantize"] = pv.Quantize
+    return make
 
 
 def test_reprs_of_public_objects_do_not_name_private_modules() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import ssl
@@ -45,6 +46,7 @@ from shoal._node.identity import CredentialFile, new_credential
 from shoal._node.instance import InstanceRun
 from shoal._node.proxy import WorldProxy
 from shoal._node.warm import WarmPool
+from shoal._privacy.ledger import LEDGER_FILE, Budget, Ledger
 
 log = logging.getLogger("shoal.node")
 
@@ -84,7 +86,16 @@ class Agent:
         self.caches = Caches(config.state_dir / "cache", self.client, shared=shared)
         self.gpus = _gpus(config.gpu)
         self.link = LinkStats()  # heartbeats' round trips: local.get_network_quality()
-        self.proxy = WorldProxy(self.client, self.caches, self.gpus, self.link)
+        budgets = {k: Budget(b.epsilon, b.delta) for k, b in config.privacy.items()}
+        ledger = Ledger(budgets, config.state_dir / LEDGER_FILE, owner=f"node {config.node_id!r}")
+        self.proxy = WorldProxy(
+            self.client,
+            self.caches,
+            self.gpus,
+            self.link,
+            ledger=ledger,
+            secret_key=_secret_key(config.state_dir),
+        )
         self.requirements = RequirementChecker()
         # Installing what an image lacks only where the node's owner allows it.
         self.overlays = (
@@ -409,3 +420,14 @@ def run(config_path: Path | str) -> None:
             signal.signal(sig, lambda *_: agent.stop())
     with contextlib.suppress(KeyboardInterrupt):
         agent.serve()
+
+
+def _secret_key(state_dir: Path) -> bytes:
+    """The node's key for ``local.secret`` (``state_dir/secret-key``, mode 0600), made
+    once: tasks' secrets stay the same across agent restarts and never leave the node."""
+    path = state_dir / "secret-key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    return path.read_bytes()

@@ -19,6 +19,10 @@ Example::
     [images]
     python = "/opt/venvs/tasks"                 # an interpreter or a virtual env folder
 
+    [privacy.mnist]                             # this dataset leaves only under DP
+    epsilon = 3.0                               # its lifetime budget (epsilon, delta)
+    delta = 1e-5
+
     [limits]
     max_concurrent = 4
     memory_mb = 4096
@@ -71,7 +75,22 @@ _FIXES = {
     "'_' or '-' (at most 128), starting with a letter or digit",
     "images": 'a table [images] of name = "interpreter or venv path" (podman, docker: '
     '"OCI image reference")',
+    "privacy": "a table [privacy.DATASET] with epsilon = a number > 0 and delta = a number "
+    "in [0, 1) for a dataset of [datasets]",
 }
+
+
+class PrivacyBudget(BaseModel):
+    """A dataset's lifetime differential-privacy budget, ``(epsilon, delta)``.
+
+    Every DP query or training round on the dataset spends from it (the node's ledger
+    in ``state_dir``, kept across restarts); a request past it is refused.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epsilon: Annotated[float, Field(gt=0)]
+    delta: Annotated[float, Field(ge=0, lt=1)] = 1e-5
 
 
 class Limits(BaseModel):
@@ -119,6 +138,8 @@ class NodeConfig(BaseModel):
         ``process`` (alias ``subprocess``).
     limits
         Per-instance limits and how many instances run at once.
+    privacy
+        Dataset name -> its privacy budget (``[privacy.NAME]``), enforced by the agent.
     heartbeat_interval_s
         Seconds between heartbeats.
     retry_max_s
@@ -151,6 +172,7 @@ class NodeConfig(BaseModel):
     images: dict[str, Path] = {}
     executor: str = "auto"
     limits: Limits = Limits()
+    privacy: dict[str, PrivacyBudget] = {}
     heartbeat_interval_s: Annotated[float, Field(gt=0)] = 5.0
     retry_max_s: Annotated[float, Field(gt=0)] = 30.0
     ca_cert: Path | None = None
@@ -239,6 +261,18 @@ def _check_paths(cfg: NodeConfig) -> list[str]:
             "install_requirements: true needs package_index (a folder of wheels or an "
             "index URL the node may install from)"
         )
+    for name in cfg.privacy:
+        if name not in cfg.datasets:
+            problems.append(
+                f"privacy.{name}: no dataset {name!r} in [datasets] (fix the name or add it)"
+            )
+    if cfg.privacy:
+        try:
+            import dp_accounting  # noqa: F401
+        except ImportError:
+            problems.append(
+                "privacy: budgets need the dp-accounting library (pip install 'shoal[privacy]')"
+            )
     if cfg.join_token_file is not None and cfg.join_token is not None:
         problems.append("join_token and join_token_file are both set (keep one)")
     return problems

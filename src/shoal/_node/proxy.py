@@ -10,6 +10,8 @@ the blob cache and handed to the task as a ``file`` wire.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -21,6 +23,8 @@ from shoal._errors import ShoalError
 from shoal._node.cache import Caches
 from shoal._node.client import CoordinatorClient, file_chunks
 from shoal._node.facts import Gpu, LinkStats, cpu_count, memory_total, performance
+from shoal._privacy.accounting import Charge
+from shoal._privacy.ledger import Ledger
 from shoal._runtime import ops
 from shoal._runtime.protocol import raise_payload
 from shoal._wire import FileWire, Wire
@@ -76,6 +80,8 @@ class WorldProxy:
         caches: Caches,
         gpu: bool | list[Gpu],
         link: LinkStats | None = None,
+        ledger: Ledger | None = None,
+        secret_key: bytes | None = None,
     ) -> None:
         self._client = client
         self._caches = caches
@@ -87,12 +93,18 @@ class WorldProxy:
             "gpu_memory": max((g.memory or 0 for g in gpus), default=0),
         }
         self._link = link or LinkStats()
+        # The node's privacy budgets (node.toml [privacy]); none: no dataset is limited.
+        self._ledger = ledger or Ledger({})
+        # The key local.secret derives per-swarm secrets from (never sent anywhere).
+        self._secret_key = secret_key or secrets.token_bytes(32)
         # The operations this node answers itself: one handler per local row.
         self._answers: dict[str, Callable[[InstanceScope, Mapping[str, Any]], Any]] = {
             ops.LOCAL_DATASET.name: lambda scope, args: self._dataset(scope, str(args.get("name"))),
             ops.LOCAL_RESOURCES.name: lambda scope, args: dict(self._resources),
             ops.LOCAL_PERFORMANCE.name: lambda scope, args: performance(),
             ops.LOCAL_NETWORK.name: lambda scope, args: self._link.quality(),
+            ops.LOCAL_PRIVACY.name: self._privacy,
+            ops.LOCAL_SECRET.name: self._secret,
         }
         ops.check_handlers(self._answers, type(self).__name__, ops.names(local=True))
 
@@ -144,6 +156,19 @@ class WorldProxy:
                 "nodes that have it and may read it there",
             )
         return str(path)
+
+    def _privacy(self, scope: InstanceScope, args: Mapping[str, Any]) -> dict[str, Any]:
+        # Only a dataset the instance may read can be charged (the same check as a read).
+        dataset = str(args.get("dataset"))
+        self._dataset(scope, dataset)
+        return self._ledger.spend(dataset, Charge.from_dict(args.get("charge") or {}))
+
+    def _secret(self, scope: InstanceScope, args: Mapping[str, Any]) -> bytes:
+        # An instance id starts with its swarm id ("swarm/iteration/alias/..."): every
+        # task of a swarm on this node gets the same secret, other swarms another.
+        swarm_id = scope.instance_id.split("/", 1)[0]
+        message = f"{swarm_id}\x00{args.get('purpose', '')}".encode()
+        return hmac.new(self._secret_key, message, hashlib.sha256).digest()
 
     # -------------------------------------------------------------------- wires
     def _outgoing(self, scope: InstanceScope, wire: Any) -> Any:

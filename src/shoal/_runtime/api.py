@@ -267,6 +267,40 @@ class Local:
         """CPU count, memory and GPU facts of the node."""
         return Resources(**ops.LOCAL_RESOURCES.send(self._ctx.channel, {}))
 
+    def secret(self, purpose: str) -> bytes:
+        """A 32-byte secret of this node for this swarm and ``purpose``.
+
+        Every task of the swarm on this node gets the same bytes for the same purpose;
+        the node derives them from a key it never sends anywhere, so neither the
+        coordinator nor another node can learn them (secure aggregation derives its
+        private keys from it).
+        """
+        answer: bytes = ops.LOCAL_SECRET.send(self._ctx.channel, {"purpose": purpose})
+        return answer
+
+    def spend_privacy(self, dataset: str, charge: Mapping[str, Any]) -> dict[str, Any]:
+        """Spend from dataset ``dataset``'s privacy budget on this node, or fail.
+
+        Build ``charge`` with :mod:`shoal.privacy` (``Gaussian(...).charge()``); the
+        node computes the epsilon spent with its accountant.
+
+        Returns
+        -------
+        dict
+            ``{"dataset", "budget_epsilon", "delta", "spent", "remaining"}``
+            (``budget_epsilon`` None: the node sets no budget for it).
+
+        Raises
+        ------
+        ShoalError
+            ``privacy.budget`` when the node refuses: the charge would exceed the
+            budget its owner set (the message gives the spent and remaining epsilon).
+        """
+        answer: dict[str, Any] = ops.LOCAL_PRIVACY.send(
+            self._ctx.channel, {"dataset": dataset, "charge": dict(charge)}
+        )
+        return answer
+
     def get_performance_metrics(self) -> dict[str, float]:
         """The node's load now (seed 001's adaptive module).
 

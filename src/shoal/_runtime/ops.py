@@ -94,6 +94,19 @@ class DatasetArgs(TypedDict):
     name: str
 
 
+class PrivacyArgs(TypedDict):
+    """``local.privacy``: a dataset and the charge against its budget (``Charge.to_dict``)."""
+
+    dataset: str
+    charge: dict[str, Any]
+
+
+class SecretArgs(TypedDict):
+    """``local.secret``: what the secret is for (one secret per swarm and purpose)."""
+
+    purpose: str
+
+
 class _LogFields(TypedDict):
     level: str
     message: str
@@ -234,6 +247,8 @@ LOCAL_RESOURCES = Op("local.resources", NoArgs, local=True)
 # Seed 001's adaptive module: the node's load, and its link to the coordinator.
 LOCAL_PERFORMANCE = Op("local.performance", NoArgs, local=True)
 LOCAL_NETWORK = Op("local.network", NoArgs, local=True)
+LOCAL_PRIVACY = Op("local.privacy", PrivacyArgs, local=True)
+LOCAL_SECRET = Op("local.secret", SecretArgs, local=True)
 LOG = Op("log", LogArgs, numbered=True, one_way=True, batched=True)
 METRIC = Op("metric", MetricArgs, numbered=True, one_way=True, batched=True)
 
@@ -254,6 +269,8 @@ TABLE: Mapping[str, Op[Any]] = {
         LOCAL_RESOURCES,
         LOCAL_PERFORMANCE,
         LOCAL_NETWORK,
+        LOCAL_PRIVACY,
+        LOCAL_SECRET,
         LOG,
         METRIC,
     )

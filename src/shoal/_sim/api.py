@@ -21,6 +21,7 @@ from shoal._exec.jobs import default_workers, normalize_executor
 from shoal._exec.pool_bwrap import check_bwrap
 from shoal._exec.requirements import RequirementChecker
 from shoal._plan import Plan
+from shoal._privacy.ledger import Budget
 from shoal._sim.driver import OnMetrics, Progress, Simulation, Watch
 from shoal._sim.profiles import NodeProfile, profiled_nodes
 from shoal._sim.run import SimulationRun
@@ -66,6 +67,7 @@ def simulate(
     task_timeout: float | None = None,
     watch: Watch | None = None,
     raise_on_failure: bool = True,
+    privacy: Mapping[str, Mapping[str, float]] | None = None,
 ) -> SimulationRun:
     """Run ``swarm`` on virtual nodes and return the run.
 
@@ -125,6 +127,11 @@ def simulate(
     raise_on_failure
         Raise :class:`~shoal.SwarmFailedError` if the swarm fails (the default: a failed
         run is never mistaken for a trained one). ``False`` returns the failed run.
+    privacy
+        ``{dataset: {"epsilon": e, "delta": d}}``: the privacy budget every virtual node
+        enforces on its share of the dataset, as a node's ``[privacy]`` table does (each
+        node keeps its own ledger; a charge past it fails that instance with
+        ``privacy.budget``). Needs dp-accounting.
 
     Returns
     -------
@@ -204,6 +211,10 @@ def simulate(
             )
         if nodes_dir is not None:
             _check_dataset_names(plan, {d for n in node_list for d in n.datasets})
+        if privacy:
+            budgets = _budgets(privacy, datasets)
+            for node in node_list:
+                node.privacy = budgets
         sim = Simulation(
             plan,
             compiled.bundles,
@@ -257,3 +268,23 @@ def _check_dataset_names(plan: Plan, given: set[str]) -> None:
         code="sim.dataset_name",
         hint=f"name each dataset as the modules declare it, e.g. --dataset {missing[0]}=PATH",
     )
+
+
+def _budgets(
+    privacy: Mapping[str, Mapping[str, float]],
+    datasets: Mapping[str, str | os.PathLike[str]] | None,
+) -> dict[str, Budget]:
+    out = {}
+    for name, b in privacy.items():
+        try:
+            budget = Budget(float(b["epsilon"]), float(b.get("delta", 1e-5)))
+        except (KeyError, TypeError, ValueError):
+            budget = None
+        if budget is None or not budget.epsilon > 0 or not 0 <= budget.delta < 1:
+            raise ShoalError(
+                f"privacy[{name!r}]={b!r} is not a budget",
+                code="sim.privacy",
+                hint='pass {"epsilon": a number > 0, "delta": a number in [0, 1)}',
+            )
+        out[name] = budget
+    return out

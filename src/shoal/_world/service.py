@@ -7,7 +7,10 @@ requests here; the service reads and writes the store and reports ``stop_swarm``
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from shoal._errors import ShoalError
+from shoal._privacy.accounting import Charge
+from shoal._privacy.ledger import Budget, Ledger
 from shoal._runtime import ops
 from shoal._store.base import LogRow, MetricRow, ResultRow, Store
 from shoal._wire import Wire
@@ -85,6 +90,8 @@ class NodeInfo:
     advertised: bool = False
     images: frozenset[str] | None = None
     load: Mapping[str, float] = field(default_factory=dict)
+    #: Dataset name -> the privacy budget this node enforces on it (``[privacy]``).
+    privacy: Mapping[str, Budget] = field(default_factory=dict)
 
 
 Handler = Callable[["InstanceInfo", Any], Any]
@@ -110,6 +117,8 @@ class WorldService:
         self._on_stop = on_stop
         self._on_next_iter = on_next_iter
         self._clock = clock
+        self._ledgers: dict[str, Ledger] = {}  # per node, made at its first charge
+        self._secret_key = secrets.token_bytes(32)  # local.secret's, for this service
         self._ops: dict[str, Handler] = self.handlers()
         self._said: dict[tuple[str, str], None] = {}  # (instance, tag) hints logged
         ops.check_handlers(self._ops, type(self).__name__)
@@ -130,6 +139,8 @@ class WorldService:
             ops.LOCAL_RESOURCES.name: self._resources,
             ops.LOCAL_PERFORMANCE.name: self._performance,
             ops.LOCAL_NETWORK.name: self._network,
+            ops.LOCAL_PRIVACY.name: self._privacy,
+            ops.LOCAL_SECRET.name: self._secret,
             ops.LOG.name: self._log,
             ops.METRIC.name: self._metric,
         }
@@ -312,6 +323,21 @@ class WorldService:
                 "the task is only placed on nodes that have it",
             )
         return str(datasets[name])
+
+    def _privacy(self, info: InstanceInfo, args: ops.PrivacyArgs) -> dict[str, Any]:
+        # The same ledger class as a node agent's, one per virtual node, in memory.
+        self._dataset(info, {"name": args["dataset"]})  # a dataset the node has
+        ledger = self._ledgers.get(info.node_id)
+        if ledger is None:
+            node = self.nodes[info.node_id]
+            ledger = Ledger(node.privacy, owner=f"node {info.node_id!r}")
+            self._ledgers[info.node_id] = ledger
+        return ledger.spend(args["dataset"], Charge.from_dict(args["charge"]))
+
+    def _secret(self, info: InstanceInfo, args: ops.SecretArgs) -> bytes:
+        # Per virtual node and swarm, as a node agent derives it from its own key.
+        message = f"{info.node_id}\x00{info.swarm_id}\x00{args['purpose']}".encode()
+        return hmac.new(self._secret_key, message, hashlib.sha256).digest()
 
     def _log(self, info: InstanceInfo, args: ops.LogArgs) -> None:
         self.store.log_add(

@@ -1,0 +1,1 @@
+"""Privacy budgets: the ledger a node (and each simulated node) keeps per dataset."""

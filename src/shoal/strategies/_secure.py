@@ -1,0 +1,128 @@
+"""Secure FedAvg: the aggregator sees only the sum of the weighted updates."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from shoal.strategies._keys import config_key
+
+if TYPE_CHECKING:
+    from shoal import Swarm, Task
+
+_SOURCE = '''"""shoal.strategies: secure aggregation ({name})."""
+
+import json
+
+from shoal.strategies._secure_entry import {entry}
+
+CONFIG = json.loads({config!r})
+
+
+def main() -> None:
+    {entry}(CONFIG)
+'''
+
+
+@dataclass(frozen=True)
+class SecureFedAvg:
+    """Sample-weighted FedAvg over secure aggregation (SecAgg+-style).
+
+    Every worker sends ``encode([n_i * delta_i, n_i])`` masked so that only the sum over
+    the clients can be recovered; the aggregating task and the coordinator see nothing
+    else (docs/privacy.md: threat model, cost). Clients that drop after sharing their
+    keys are recovered as long as ``threshold`` clients reveal their shares.
+
+    Parameters
+    ----------
+    threshold
+        Shares needed to recover a secret: an int, or a fraction of the clients
+        (rounded up). Security needs more than half the clients; up to ``n - t`` may
+        drop after sharing.
+    lr
+        Server learning rate.
+    frac_bits
+        Fractional bits of the fixed-point encoding (precision ``2**-frac_bits`` per
+        value; no overflow while ``n * max|n_i * delta_i| < 2**(63 - frac_bits)``).
+    """
+
+    threshold: float = 2 / 3
+    lr: float = 1.0
+    frac_bits: int = 24
+
+    def tasks(
+        self,
+        swarm: Swarm,
+        *,
+        datasets: list[str],
+        key: str = "weights",
+        worker: str = "worker",
+        prefix: str = "secagg",
+    ) -> SecureTasks:
+        """The four tasks around the workers; call the result on the worker task in
+        ``execute()``: ``return self.secure(self.worker)``.
+
+        Parameters
+        ----------
+        swarm
+            The swarm (its globals get the settings the workers read).
+        datasets
+            The worker's datasets: the client steps run on the same nodes.
+        key
+            The global holding the model.
+        worker
+            The worker task's alias.
+        prefix
+            Aliases of the client steps: ``{prefix}_advertise``, ``_share``, ``_reveal``.
+        """
+        from shoal import Module, Task
+
+        aliases = {
+            "advertise": f"{prefix}_advertise",
+            "share": f"{prefix}_share",
+            "reveal": f"{prefix}_reveal",
+            "worker": worker,
+        }
+        swarm.set_global(
+            config_key(key),
+            {
+                "name": "secure_fedavg",
+                "secagg": {"threshold": self.threshold, "frac_bits": self.frac_bits, **aliases},
+            },
+        )
+        config = json.dumps({"key": key, "lr": self.lr})
+
+        def task(entry: str, alias: str, **options: Any) -> Task:
+            source = _SOURCE.format(name=alias, entry=entry, config=config)
+            return Task(Module(source, name=f"shoal_{alias}", **options), alias=alias)
+
+        on_clients = {"datasets": datasets}
+        return SecureTasks(
+            task("run_advertise", aliases["advertise"], **on_clients),
+            task("run_share", aliases["share"], **on_clients),
+            task("run_reveal", aliases["reveal"], **on_clients),
+            Task(
+                Module(
+                    _SOURCE.format(name="aggregator", entry="run_secure_aggregator", config=config),
+                    name="shoal_secure_aggregator",
+                ),
+                method="any",
+                maximum=1,
+                alias=f"{prefix}_aggregator",
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class SecureTasks:
+    """The tasks of one secure FedAvg round; call it on the worker task."""
+
+    advertise: Task
+    share: Task
+    reveal: Task
+    aggregator: Task
+
+    def __call__(self, worker: Task) -> Task:
+        """advertise -> share -> worker -> reveal -> aggregator; returns the aggregator."""
+        return self.aggregator(self.reveal(worker(self.share(self.advertise()))))

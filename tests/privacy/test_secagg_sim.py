@@ -1,0 +1,86 @@
+"""Secure FedAvg in the simulator: the same model as plain FedAvg, from sums only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers.digits import HERE, Digits, StrategyDigits, accuracy, run_digits
+
+import shoal
+import shoal.testing
+from shoal.strategies import FedAvg, SecureFedAvg
+
+
+class SecureDigits(shoal.Swarm):
+    def __init__(self, rounds: int, threshold: float = 2 / 3) -> None:
+        super().__init__()
+        self.max_iterations = rounds
+        self.set_global("weights", {"W": np.zeros((64, 10)), "b": np.zeros(10)})
+        self.set_global("lr", 0.5)
+        self.set_global("epochs", 1)
+        self.worker = shoal.Task(
+            shoal.Module(HERE / "digits_worker.py", datasets=["digits"]), alias="worker"
+        )
+        self.secure = SecureFedAvg(threshold=threshold).tasks(self, datasets=["digits"])
+
+    def execute(self) -> shoal.Task:
+        return self.secure(self.worker)
+
+
+def _run(swarm: shoal.Swarm, digits: Digits, nodes: int) -> shoal.SimulationRun:
+    path, _, _ = digits
+    return shoal.simulate(
+        swarm, nodes=nodes, datasets={"digits": path}, partition="iid", seed=0, executor="inline"
+    )
+
+
+def test_secure_fedavg_reaches_plain_fedavgs_model(digits: Digits) -> None:
+    run = _run(SecureDigits(rounds=3), digits, nodes=10)
+    assert run.ok, (run.reason, [f.traceback for f in run.failures])
+    _, X_test, y_test = digits
+    plain, plain_acc = run_digits(FedAvg(), digits, nodes=10, rounds=3, partition="iid")
+    secure = run.globals["weights"]
+    # The same training, summed in fixed point: equal to 1e-5.
+    for k in ("W", "b"):
+        np.testing.assert_allclose(secure[k], plain.globals["weights"][k], atol=1e-5)
+    assert accuracy(secure, X_test, y_test) == pytest.approx(plain_acc, abs=1e-9)
+    # Nothing but masked vectors left the workers.
+    assert run.results.select("update", alias="worker") == {}
+    masked = run.results.select("secagg.masked", alias="worker")
+    assert len(masked) == 10 and all(v.dtype == np.uint64 for v in masked.values())
+
+
+def test_workers_dropping_after_sharing_are_recovered(digits: Digits, tmp_path: Path) -> None:
+    # 8 nodes, threshold 5: 2 workers fail after their keys were shared (min_results 6).
+    # The secure sum of the other 6 equals plain FedAvg over those 6 nodes.
+    path, _, _ = digits
+    with np.load(path) as z:
+        X, y = z["X"], z["y"]
+    nodes = {}
+    for i, part in enumerate(np.array_split(np.arange(len(y)), 8)):
+        f = tmp_path / f"d{i}.npz"
+        np.savez(f, X=X[part], y=y[part])
+        nodes[f"n{i}"] = {"digits": f}
+    dropped = ["n2", "n5"]
+
+    swarm = SecureDigits(rounds=2, threshold=5)
+    swarm.worker.min_results = 6
+    fed = shoal.testing.Federation(nodes=nodes)
+    for node in dropped:
+        fed.inject("raise", node=node, task="worker")
+    run = fed.run(swarm)
+    assert run.ok, (run.reason, [f.traceback for f in run.failures])
+    assert run.iterations == 2
+
+    plain_swarm = StrategyDigits(FedAvg(), 2)
+    survivors = {n: d for n, d in nodes.items() if n not in dropped}
+    plain = shoal.testing.Federation(nodes=survivors).run(plain_swarm)
+    assert plain.ok, plain.reason
+    for k in ("W", "b"):
+        np.testing.assert_allclose(
+            run.globals["weights"][k], plain.globals["weights"][k], atol=1e-5
+        )
+    logs = " ".join(r.message for r in run.logs(task="secagg_aggregator"))
+    assert "secure sum of 6 updates" in logs and "2 dropped after sharing" in logs
