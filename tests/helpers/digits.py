@@ -88,6 +88,7 @@ def run_digits(
         seed=0,
         executor="inline",
         privacy=privacy,
+        raise_on_failure=ok,
     )
     if ok:
         assert run.ok, (run.reason, [f.traceback for f in run.failures])
