@@ -61,6 +61,7 @@ def _golden_run(swarm_id: str, iid: str, module: str, seq: int) -> dict[str, Any
         "global_versions": {},
         "seq": seq,
         "network": None,
+        "fresh_process": False,
     }
 
 

@@ -178,7 +178,8 @@ def test_the_app_runs_in_a_thread_over_a_memory_store(tmp_path: Path) -> None:
             status = http.get(f"/v1/swarms/{swarm_id}", headers=user).json()
             assert status["status"] == "succeeded"
             counts = {"scheduled": 1, "running": 0, "succeeded": 1, "failed": 0}
-            assert status["tasks"] == {"t": counts}
+            (module,) = {m.name for m in compiled.plan.modules.values()}
+            assert status["tasks"] == {"t": {**counts, "module": module, "version": None}}
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -32,7 +32,7 @@ from shoal._store.sql import SQLStore
 pytestmark = pytest.mark.timeout(180)
 
 PROCESS = 'executor = "process"'
-BIG = 40_000  # float64s: 320 KB, over the 64 KiB inline limit, so the value is a blob
+BIG = 200_000  # float64s: 1.6 MB, over the agent's 1 MiB inline limit: the value is a blob
 
 WRITER = """
 # Each task its own bytes (a node holds the blobs it uploaded).
