@@ -237,7 +237,7 @@ def run_shoal(
                 res.error = f"swarm {status.status}: {status.reason}"
                 return res
             # The aggregator's metric, once per round, stamped when it was recorded.
-            stamps = sorted(m.time for m in client.metrics(swarm_id, "clients"))
+            stamps = sorted(m.time for m in client.metrics(swarm_id, "clients", frame=False))
             res.round_times = [b - a for a, b in itertools.pairwise(stamps)]
             if cpu_from is not None and rounds - cpu_from[0] > 0:
                 res.coord_cpu_per_round = (coord_cpu - cpu_from[1]) / (rounds - cpu_from[0])

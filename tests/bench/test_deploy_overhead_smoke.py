@@ -31,5 +31,6 @@ def test_deploy_overhead_smoke(tmp_path: Path) -> None:
     for system in ("shoal-warm", "shoal-cold"):
         r = runs[system]
         assert r["correct"] and not r["error"], r
-        assert len(r["round_times"]) == 3 and all(t > 0 for t in r["round_times"])
+        # 3 rounds, one aggregator stamp each: the 2 intervals between them (rounds 2..R).
+        assert len(r["round_times"]) == 2 and all(t > 0 for t in r["round_times"])
         assert r["coord_cpu_per_round"] > 0 and r["node_cpu_per_round"] > 0

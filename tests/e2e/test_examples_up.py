@@ -78,7 +78,7 @@ def test_fedavg_torch_on_shoal_up(start_up: Callable[..., Any], tmp_path: Path) 
     swarm_id = _deploy_and_wait(up, EXAMPLES / "fedavg_torch" / "swarm.py")
     with shoal.Client(up.url, up.token) as client:
         weights = client.get_global(swarm_id, "weights")
-        curve = [m.value for m in client.metrics(swarm_id, name="val_accuracy")]
+        curve = [m.value for m in client.metrics(swarm_id, name="val_accuracy", frame=False)]
     assert all(isinstance(v, torch.Tensor) for v in weights.values())
     model = example.make_model(0)
     model.load_state_dict(weights)
