@@ -15,11 +15,15 @@ class Watched(Swarm):
         self.name = "watched"
         self.max_iterations = 6
         self.worker = Task(
-            Module(python_program="modules/worker.py"), method="all", alias="worker",
+            Module(python_program="modules/worker.py"),
+            method="all",
+            alias="worker",
             min_results=1,
         )
         self.aggregator = Task(
-            Module(python_program="modules/aggregator.py"), method="any", maximum=1,
+            Module(python_program="modules/aggregator.py"),
+            method="any",
+            maximum=1,
             alias="aggregator",
         )
 
