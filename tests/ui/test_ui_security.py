@@ -92,7 +92,7 @@ def test_a_forged_csrf_post_does_not_stop_the_swarm(
     live: tuple[Deployment, Coordinator, str],
 ) -> None:
     _, coord, _ = live
-    swarm, _ = load_swarm(str(SWARM))
+    swarm, _ = load_swarm(f"{SWARM}:Watched")
     swarm.max_iterations = 1000
     with coord.user() as user, _signed_in(coord) as browser:
         swarm_id = submit(user, swarm)
@@ -115,7 +115,7 @@ def test_a_forged_csrf_post_does_not_stop_the_swarm(
 
 def test_no_page_reveals_a_token(live: tuple[Deployment, Coordinator, str]) -> None:
     _, coord, cred = live
-    swarm, _ = load_swarm(str(SWARM))
+    swarm, _ = load_swarm(f"{SWARM}:Watched")
     swarm.max_iterations = 2
     with coord.user() as user, _signed_in(coord) as browser:
         swarm_id = submit(user, swarm)

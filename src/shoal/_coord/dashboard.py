@@ -91,6 +91,11 @@ class CoordinatorSource:
         self._tails_lock = threading.Lock()
 
     # ------------------------------------------------------------- changes
+    @property
+    def closing(self) -> bool:
+        """Whether the coordinator shuts down (it then wakes every wait)."""
+        return self.coord.closing
+
     def generation(self) -> int:
         """Swarm changes and log records both count (metrics arrive with logs)."""
         return self.coord.changes.generation * 1_000_003 + self.coord.log_changes.generation

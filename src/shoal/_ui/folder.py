@@ -123,6 +123,7 @@ class RunFolders:
     can_stop = False
 
     def __init__(self, folders: list[Path]) -> None:
+        self.closing = False  # set when the server stops: live streams end
         self.folders: dict[str, Path] = {}
         for folder in folders:
             name = folder.resolve().name
@@ -150,7 +151,7 @@ class RunFolders:
         while True:
             now = await asyncio.to_thread(self.generation)
             left = deadline - loop.time()
-            if now != seen or left <= 0:
+            if now != seen or left <= 0 or self.closing:
                 return now
             await asyncio.sleep(min(POLL_S, left))
 

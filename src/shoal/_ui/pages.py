@@ -369,9 +369,9 @@ class Dashboard:
             end = loop.time() + SSE_MAX_S
             seen = src.generation()
             yield "retry: 1000\n\n"
-            while loop.time() < end:
+            while loop.time() < end and not src.closing:
                 now = await src.changed(seen, min(SSE_KEEPALIVE_S, end - loop.time()))
-                if await request.is_disconnected():
+                if src.closing or await request.is_disconnected():
                     return
                 if now != seen:
                     seen = now

@@ -39,9 +39,15 @@ class FolderServer:
         self.token = secrets.token_urlsafe(24)
         token = self.token
         sessions = Sessions(lambda: token) if auth else None
-        app = dashboard_app(RunFolders(folders), sessions)
+        self.source = RunFolders(folders)
+        app = dashboard_app(self.source, sessions)
         config = uvicorn.Config(
-            with_root(app), host=host, port=port, log_level="warning", lifespan="off"
+            with_root(app),
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=2,
         )
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
@@ -74,6 +80,7 @@ class FolderServer:
 
     def stop(self) -> None:
         """Stop serving (and wait for the thread, bounded)."""
+        self.source.closing = True  # live streams end within a poll
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(10)

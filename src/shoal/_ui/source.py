@@ -124,11 +124,16 @@ class Source(Protocol):
     kind
         ``"coordinator"`` or ``"simulator"`` (shown in the page header).
     can_stop
-        Whether :meth:`stop` does anything (a finished simulator run cannot be stopped).
+        Whether :meth:`stop` does anything (a simulator run cannot be stopped here).
     """
 
     kind: str
     can_stop: bool
+
+    @property
+    def closing(self) -> bool:
+        """Whether the server shuts down (live streams end at once)."""
+        ...
 
     def generation(self) -> int:
         """A number that changes whenever anything a page shows may have changed."""

@@ -30,3 +30,12 @@ class Watched(Swarm):
     def execute(self) -> Task:
         """Every node's worker feeds one aggregator."""
         return self.aggregator(self.worker())
+
+
+class Endless(Watched):
+    """The same, until someone stops it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = "endless"
+        self.max_iterations = None
