@@ -82,7 +82,9 @@ def test_the_swarm_progresses_live_with_its_chart_failure_and_logs(
     sign_in(page, site.coord.url, site.coord.user_token)
     page.goto(f"{site.coord.url}/ui/swarms/{site.swarm_id}")
     first = int(page.locator("#swarm-iteration").inner_text())
-    rows = page.locator('figure.chart:has(figcaption:text("accuracy · worker")) tbody tr')
+    rows = page.locator(
+        'figure.chart:has(figcaption:text("accuracy · worker")) details.values tbody tr'
+    )
     before = rows.count()
     _mark(page)
     # Iterations advance and the accuracy chart grows, without a reload.
@@ -166,7 +168,7 @@ def test_every_page_reads_without_javascript_and_at_phone_width(
         expect(failure.locator("pre.traceback")).to_contain_text("RuntimeError")
         chart = page.locator('figure.chart:has(figcaption:text("accuracy · worker"))')
         chart.locator("summary").click()
-        expect(chart.locator("tbody tr")).to_have_count(6)  # the values, as a table
+        expect(chart.locator("details.values tbody tr")).to_have_count(6)  # the values, as a table
         page.select_option("select[name=node]", "site-b")
         page.click("form.filters button[type=submit]")
         expect(page.locator("table.logs tbody tr").first).to_contain_text("site-b")

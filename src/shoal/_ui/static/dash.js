@@ -43,6 +43,18 @@
     return open;
   }
 
+  function edited(root) {
+    return Array.prototype.some.call(root.querySelectorAll("input, select, textarea"), function (c) {
+      if (c.tagName === "SELECT") {
+        var initial = 0; // a select with no option marked selected shows its first
+        Array.prototype.forEach.call(c.options, function (o, i) { if (o.defaultSelected) initial = i; });
+        return c.selectedIndex !== initial;
+      }
+      if (c.type === "checkbox" || c.type === "radio") return c.checked !== c.defaultChecked;
+      return c.type !== "hidden" && c.value !== c.defaultValue;
+    });
+  }
+
   var busy = false, again = false;
   function refresh() {
     if (busy) { again = true; return; }
@@ -56,6 +68,7 @@
           var fresh = doc.getElementById(el.id);
           if (!fresh || fresh.innerHTML === el.innerHTML) return;
           if (el.contains(document.activeElement)) return; // never pull focus away
+          if (edited(el)) return; // nor a choice the user has not submitted yet
           var open = openDetails(el);
           el.replaceWith(fresh);
           fresh.querySelectorAll("details").forEach(function (d) {
