@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,13 @@ def write_instances(
     return len(rows)
 
 
+def _renamed(instance_id: str, swarm_id: str) -> str:
+    """An instance id with its folder's name for the swarm id: every simulator run calls
+    its swarm ``sim``, so ids would clash across folders."""
+    rest = instance_id.split("/", 1)[1] if "/" in instance_id else instance_id
+    return f"{swarm_id}/{rest}"
+
+
 class RunFolders:
     """Simulator run folders as a dashboard :class:`~shoal._ui.source.Source`.
 
@@ -171,7 +178,12 @@ class RunFolders:
         rows = _json(self.folders[swarm_id] / "instances.json")
         if not isinstance(rows, list):
             return []
-        return [InstanceRow(**r) for r in rows if isinstance(r, dict)]
+        out = []
+        for r in rows:
+            if isinstance(r, dict):
+                row = InstanceRow(**r)
+                out.append(replace(row, instance_id=_renamed(row.instance_id, swarm_id)))
+        return out
 
     def _info(self, swarm_id: str) -> SwarmInfo:
         folder = self.folders[swarm_id]
@@ -206,7 +218,7 @@ class RunFolders:
         summary = self._summary(swarm_id) or {}
         out = []
         for f in summary.get("failures", []):
-            iid = str(f.get("instance", ""))
+            iid = _renamed(str(f.get("instance", "")), swarm_id)
             attempt = int(iid.rsplit("/", 1)[-1]) if iid.rsplit("/", 1)[-1].isdigit() else 0
             out.append(
                 FailureRow(
@@ -338,10 +350,13 @@ class RunFolders:
 
     def story(self, instance_id: str) -> list[str] | None:
         """From ``stories.json`` (the failed instances' stories)."""
-        for folder in self.folders.values():
-            stories = _json(folder / "stories.json")
-            if isinstance(stories, dict) and instance_id in stories:
-                return [str(line) for line in stories[instance_id]]
+        swarm_id = instance_id.partition("/")[0]
+        if swarm_id not in self.folders:
+            return None
+        stories = _json(self.folders[swarm_id] / "stories.json")
+        for key, lines in (stories if isinstance(stories, dict) else {}).items():
+            if _renamed(key, swarm_id) == instance_id:
+                return [str(line) for line in lines]
         return None
 
     def stop(self, swarm_id: str) -> None:

@@ -23,7 +23,8 @@
         c.lines.forEach(function (line, j) {
           var mean = line[0] === "mean";
           series.push({ label: line[0], stroke: mean ? "#000" : COLORS[j % COLORS.length],
-                        width: mean ? 3 : 1.5, spanGaps: true });
+                        width: mean ? 2.5 : 1.5, dash: mean ? [6, 4] : undefined,
+                        spanGaps: true });
         });
         var opts = { width: width, height: 240, series: series,
                      scales: { x: { time: false } },

@@ -14,7 +14,8 @@ class Worker(Task):
         self.logger.info(f"worker on {self.world.node_id} starts iteration {it}")
         if it == 1 and self.world.node_id.endswith(("b", "1")):
             raise RuntimeError("the disk of this node is full (a test failure)")
-        acc = 0.5 + 0.07 * it + (0.01 if self.world.node_id.endswith("a") else 0.0)
+        spread = int(self.world.node_id[-1], 36) % 5 * 0.012  # nodes differ a little
+        acc = 0.5 + 0.07 * it - 0.004 * it * it + spread
         self.logger.metric("accuracy", acc)
         self.world.results.add("acc", acc)
 
