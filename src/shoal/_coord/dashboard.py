@@ -161,8 +161,8 @@ class CoordinatorSource:
         """Instances of one iteration, found by id (``swarm/iteration/alias/slot/attempt``)
         through the engine's views."""
         engine = self.coord.engine
-        rows = []
-        with self.coord._lock:
+        found = []
+        with self.coord._lock:  # only the lookups hold the driver's lock; parsing does not
             for alias in aliases:
                 slot = 0
                 while slot < MAX_ROWS_PER_TASK:
@@ -172,14 +172,17 @@ class CoordinatorSource:
                             f"{swarm_id}/{iteration}/{alias}/{slot}/{attempt}"
                         )
                     ) is not None:
-                        story = engine.story(view.instance_id)
-                        row = instance_row(view.instance_id, story, view.state.value)
-                        rows.append(dataclasses.replace(row, node_id=view.node_id))
+                        found.append((view, engine.story(view.instance_id)))
                         attempt += 1
                     if attempt == 0:
                         break
                     slot += 1
-        return rows
+        return [
+            dataclasses.replace(
+                instance_row(view.instance_id, story, view.state.value), node_id=view.node_id
+            )
+            for view, story in found
+        ]
 
     def swarm(self, swarm_id: str, iteration: int | None = None) -> SwarmDetail | None:
         """One swarm: its record, and the engine's view when it hosts the swarm."""

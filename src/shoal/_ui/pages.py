@@ -9,10 +9,12 @@ draws the charts with uPlot (shipped in ``static/``, never from a CDN).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -29,12 +31,17 @@ from shoal._ui.auth import COOKIE, Session, Sessions
 from shoal._ui.source import Source
 from shoal._version import __version__
 
+T = TypeVar("T")
 STATIC = Path(__file__).parent / "static"
 #: A live page gets a keep-alive comment this often, and its stream ends after
 #: :data:`SSE_MAX_S` (the browser's EventSource reconnects at once): no stream is
 #: held open forever, and a server that stops never waits for one.
 SSE_KEEPALIVE_S = 15.0
 SSE_MAX_S = 300.0
+#: At most one message per this many seconds: a swarm of many nodes changes many times
+#: a second, and each message makes every open page re-read itself.
+SSE_MIN_INTERVAL_S = 1.0
+MEMO_ENTRIES = 64  # reads shared by pages while nothing changed
 LOG_LINES = 300  # log records shown at once (the newest)
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -108,6 +115,23 @@ class Dashboard:
     def __init__(self, source: Source, sessions: Sessions | None) -> None:
         self.source = source
         self.sessions = sessions
+        self._memo: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._memo_lock = threading.Lock()
+
+    def read(self, key: tuple[Any, ...], fn: Callable[[], T]) -> T:
+        """``fn()``, shared by every page that asks for ``key`` while the source has not
+        changed: open dashboards refresh together on each change, and read once."""
+        full = (self.source.generation(), *key)
+        with self._memo_lock:
+            if full in self._memo:
+                self._memo.move_to_end(full)
+                return cast(T, self._memo[full])
+        value = fn()
+        with self._memo_lock:
+            self._memo[full] = value
+            while len(self._memo) > MEMO_ENTRIES:
+                self._memo.popitem(last=False)
+        return value
 
     # ------------------------------------------------------------ plumbing
     def _root(self, request: Request) -> str:
@@ -221,7 +245,7 @@ class Dashboard:
         """Nodes online/offline, swarms by state, recent failures."""
         src = self.source
         nodes, swarms, failures = await run_in_threadpool(
-            lambda: (src.nodes(), src.swarms(), src.failures(20))
+            lambda: self.read(("overview",), lambda: (src.nodes(), src.swarms(), src.failures(20)))
         )
         by_state: dict[str, list[Any]] = {}
         for s in swarms:
@@ -250,9 +274,15 @@ class Dashboard:
         src = self.source
 
         def read() -> tuple[Any, list[Any], list[Any]]:
-            detail = src.swarm(swarm_id, iteration)
-            logs = src.logs(swarm_id, node, task, level, 20 * LOG_LINES if text else LOG_LINES)
-            return detail, logs, src.metrics(swarm_id)
+            detail = self.read(
+                ("swarm", swarm_id, iteration), lambda: src.swarm(swarm_id, iteration)
+            )
+            limit = 20 * LOG_LINES if text else LOG_LINES
+            logs = self.read(
+                ("logs", swarm_id, node, task, level, limit),
+                lambda: src.logs(swarm_id, node, task, level, limit),
+            )
+            return detail, logs, self.read(("metrics", swarm_id), lambda: src.metrics(swarm_id))
 
         detail, logs, metrics = await run_in_threadpool(read)
         if detail is None:
@@ -378,6 +408,7 @@ class Dashboard:
                 if now != seen:
                     seen = now
                     yield f"data: {now}\n\n"
+                    await asyncio.sleep(SSE_MIN_INTERVAL_S)  # later changes: one message
                 else:
                     yield ": keep-alive\n\n"
 
