@@ -506,6 +506,7 @@ class Sampler:
     rss: list[int] = field(default_factory=list)
     pss: list[int] = field(default_factory=list)
     cpu_s: float = 0.0
+    cpu: list[tuple[float, float]] = field(default_factory=list)  # (monotonic, CPU s)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -523,6 +524,12 @@ class Sampler:
             self.rss.append(rss)
             self.pss.append(pss)
             self.cpu_s = cpu_seconds(self.pid)
+            self.cpu.append((time.monotonic(), self.cpu_s))
+
+    def cpu_between(self, t0: float, t1: float) -> float:
+        """CPU seconds the coordinator spent from ``t0`` to ``t1`` (nearest samples)."""
+        inside = [c for t, c in self.cpu if t0 <= t <= t1]
+        return inside[-1] - inside[0] if len(inside) > 1 else math.nan
 
     def stop(self) -> None:
         self._stop.set()
@@ -599,8 +606,40 @@ def probe(timed: UserSide, join: str, start: float, until: float) -> None:
         time.sleep(PROBE_S)
 
 
-def deploy(user: UserSide, body: dict[str, Any], until: float) -> dict[str, Any]:
-    """Submit the swarm and follow it until it ends (or ``until``)."""
+def dashboard(url: str, token: str, shown: dict[str, str], until: float, pages: list[int]) -> None:
+    """One browser with the dashboard open, as ``shoal/_ui/static/dash.js`` behaves: it
+    signs in, keeps the live event stream open, and on each announced change re-fetches
+    the page it shows (the overview, then the deployed swarm's page), one at a time
+    (changes announced during a fetch make one more fetch). ``pages[0]`` counts them."""
+    changed = threading.Event()
+
+    def listen(http: httpx.Client) -> None:
+        while time.monotonic() < until:
+            with suppress(httpx.HTTPError), http.stream("GET", "/ui/events") as events:
+                for line in events.iter_lines():
+                    if line.startswith("data:"):
+                        changed.set()
+                    if time.monotonic() >= until:
+                        return
+
+    with httpx.Client(base_url=url, timeout=HTTP_TIMEOUT) as http:
+        http.post("/ui/login", data={"token": token})
+        threading.Thread(target=listen, args=(http,), daemon=True).start()
+        while time.monotonic() < until:
+            if not changed.wait(0.5):
+                continue
+            changed.clear()
+            path = f"/ui/swarms/{shown['swarm']}" if "swarm" in shown else "/ui/"
+            with suppress(httpx.HTTPError):
+                http.get(path)
+                pages[0] += 1
+
+
+def deploy(
+    user: UserSide, body: dict[str, Any], until: float, shown: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Submit the swarm and follow it until it ends (or ``until``); its id goes into
+    ``shown["swarm"]`` (what open dashboards look at)."""
     t0 = time.monotonic()
     content = msgpack.packb(body, use_bin_type=True)
     headers = {"Content-Type": MSGPACK}
@@ -608,6 +647,8 @@ def deploy(user: UserSide, body: dict[str, Any], until: float) -> dict[str, Any]
     if resp is None:
         return {"status": "not submitted", "submitted": t0}
     swarm_id = resp.json()["swarm_id"]
+    if shown is not None:
+        shown["swarm"] = swarm_id
     status: dict[str, Any] = {"status": "running"}
     while time.monotonic() < until:
         time.sleep(0.5)
@@ -656,6 +697,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task-s", type=float, default=1.0, help="longest task time, seconds")
     p.add_argument(
         "--task-timeout", type=float, default=60.0, help="the swarm's task timeout, seconds"
+    )
+    p.add_argument(
+        "--dashboards", type=int, default=0, help="browsers with the dashboard open (live)"
     )
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.add_argument("--keep", type=Path, default=None, help="keep raw samples and logs here")
@@ -714,10 +758,19 @@ def drive(args: argparse.Namespace) -> int:
                     target=probe, args=(probed, join, t0, end - 1.0), daemon=True
                 )
                 prober.start()
+                shown: dict[str, str] = {}
+                pages = [0]
+                for _ in range(args.dashboards):
+                    threading.Thread(
+                        target=dashboard,
+                        args=(url, user_token, shown, end - 1.0, pages),
+                        daemon=True,
+                    ).start()
                 if body is not None:
                     at = t0 + args.ramp + (args.duration - args.ramp) / 4
                     time.sleep(max(0.0, at - time.monotonic()))
-                    swarm = deploy(user, body, end - 1.0)
+                    swarm = deploy(user, body, end - 1.0, shown)
+                    swarm["dashboard_pages"] = pages[0]
                 time.sleep(max(0.0, end - 1.0 - time.monotonic()))
                 got = user.call("user: nodes", "GET", "/v1/nodes")
                 nodes = got.json() if got is not None else []
@@ -855,6 +908,12 @@ def report(
         )
         print(f"| failed checks (aggregator saw every result, world calls ok) | {len(checks)} |")
         window = (swarm["submitted"], swarm["submitted"] + swarm.get("wall_s", math.inf))
+        rounds = int(swarm.get("iteration", args.iterations - 1)) + 1  # started ones
+        per_round = sampler.cpu_between(*window) / max(rounds, 1)
+        print(
+            f"| coordinator CPU per iteration of the swarm, {args.dashboards} dashboards open "
+            f"({swarm.get('dashboard_pages', 0)} live page refreshes) | {per_round:.2f} s |"
+        )
         phases(timed, window)
         print()
         print("| figure | value |")

@@ -73,6 +73,6 @@ def export(
 
 def main() -> None:
     """Entry point of the ``shoal`` console script."""
-    from shoal._cli import identity, metrics, new, remote, services, simulate, up  # noqa: F401
+    from shoal._cli import identity, metrics, new, remote, services, simulate, ui, up  # noqa: F401
 
     sys.exit(app())

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console, Group, RenderableType
@@ -19,7 +19,12 @@ from shoal._cli.app import app, fail
 from shoal._cli.headline import Headline, HeadlineProgress
 from shoal._cli.render import Running, running_view, show
 from shoal._cli.tracking import close_trackers, open_trackers
+from shoal._cli.ui import serve_until_interrupted, start_dashboard
 from shoal._errors import ShoalError
+from shoal._ui.folder import write_instances, write_live, write_plan
+
+if TYPE_CHECKING:
+    from shoal._ui.serve import FolderServer
 
 out = Console()
 err = Console(stderr=True)
@@ -103,6 +108,11 @@ def simulate(
             show_default=False,
         ),
     ] = None,
+    ui: Annotated[
+        bool,
+        typer.Option("--ui", help="Serve the dashboard of this run, live, until Ctrl-C."),
+    ] = False,
+    ui_port: Annotated[int, typer.Option(help="The dashboard's port with --ui.")] = 8765,
 ) -> None:
     """Run a swarm on virtual nodes on this machine."""
     from shoal._define.loader import load_swarm
@@ -128,8 +138,17 @@ def simulate(
     task_id = bar.add_task("run", total=None, iteration=0)
     running = _RunningNow()
 
+    server = None
+    if ui:
+        server = _live_dashboard(swarm, run_dir, ui_port)
+
     def progress(what: str, iteration: int, done: int, scheduled: int) -> None:
         bar.update(task_id, completed=done, total=scheduled, iteration=iteration)
+        if server is not None:
+            write_live(
+                run_dir,
+                {"status": "running", "iteration": iteration, "done": done, "scheduled": scheduled},
+            )
 
     def on_metrics(records: list[shoal.MetricRecord]) -> None:
         headline.add(records)
@@ -168,11 +187,15 @@ def simulate(
                 running.update([])  # the final display shows no stale instances
     except ShoalError as e:
         close_trackers(trackers, "failed")
+        if server is not None:
+            server.stop()
         fail(e)
     except KeyboardInterrupt as e:
         # The first Ctrl-C stops the run cleanly and hands back the stopped run; keep
         # what it did (logs, metrics, summary), so that `shoal logs` reads it.
         stopped: shoal.SimulationRun | None = getattr(e, "run", None)
+        if server is not None:
+            server.stop()
         if stopped is None:  # a second Ctrl-C: nothing could be kept
             err.print("interrupted", style="yellow")
             raise typer.Exit(130) from None
@@ -196,6 +219,9 @@ def simulate(
     if json_out is not None:
         json_out.write_text(json.dumps(run.summary(), indent=2, default=str) + "\n")
     out.print(f"logs: shoal logs {run_dir}")
+    if server is not None:
+        out.print("the dashboard shows the finished run; Ctrl-C stops it.")
+        serve_until_interrupted(server)
     if not run.ok:
         raise typer.Exit(1)
 
@@ -213,6 +239,18 @@ class _RunningNow:
         return running_view(self._running)
 
 
+def _live_dashboard(swarm: shoal.Swarm, run_dir: Path, port: int) -> FolderServer:
+    """Write the plan and serve the run folder's dashboard while the run goes on."""
+    from shoal._define.compile import compile_swarm
+
+    try:
+        write_plan(run_dir, compile_swarm(swarm).plan)
+    except ShoalError as e:
+        fail(e)
+    write_live(run_dir, {"status": "running", "iteration": 0, "done": 0, "scheduled": 0})
+    return start_dashboard([run_dir], "127.0.0.1", port, auth=True)
+
+
 def _save_logs(run: shoal.SimulationRun, run_dir: Path) -> None:
     with open(run_dir / "logs.jsonl", "w", encoding="utf-8") as f:
         for r in run.logs():
@@ -224,6 +262,10 @@ def _save_logs(run: shoal.SimulationRun, run_dir: Path) -> None:
     # What happened to each failed instance (`shoal story ID --run RUN_DIR`).
     stories = {f.instance_id: run.story(f.instance_id) for f in run.failures}
     (run_dir / "stories.json").write_text(json.dumps(stories, indent=1))
+    # For the dashboard (`shoal ui RUN_DIR`): the graph and every instance's row.
+    write_plan(run_dir, run.plan)
+    write_instances(run_dir, run.swarm_id, run.plan, run.iterations, run.story)
+    (run_dir / "live.json").unlink(missing_ok=True)
 
 
 def _summary(run: shoal.SimulationRun) -> None:

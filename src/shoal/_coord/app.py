@@ -11,10 +11,12 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shoal._coord import join_tokens, openapi, routes_admin, routes_node, routes_user
+from shoal._coord.dashboard import CoordinatorSource
 from shoal._coord.driver import Coordinator
 from shoal._coord.http import (
     SizeLimit,
@@ -27,6 +29,7 @@ from shoal._coord.ratelimit import DEFAULT_MAX_FAILURES, DEFAULT_WINDOW_S, AuthL
 from shoal._errors import ShoalError
 from shoal._store.base import Store
 from shoal._store.blobs import BlobStore
+from shoal._ui import Sessions, dashboard_app
 from shoal._version import __version__
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
@@ -136,4 +139,17 @@ def create_app(
     app.add_exception_handler(Exception, on_internal_error)
     app.add_middleware(SizeLimit, limit=max_request_bytes)
     openapi.install(app)
+    _mount_dashboard(app, coord)
     return app
+
+
+def _mount_dashboard(app: FastAPI, coord: Coordinator) -> None:
+    """The dashboard at ``/ui`` (docs/dashboard.md), ``/`` sends a browser there. Its
+    sign-in takes only the user token (read at each check: a rotation ends every
+    session); failed sign-ins count in the same rate limit as the API's."""
+    sessions = Sessions(lambda: str(app.state.user_token), app.state.auth_limiter)
+    app.mount("/ui", dashboard_app(CoordinatorSource(coord), sessions))
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("/ui/", 307)

@@ -1,0 +1,92 @@
+"""The dashboard's parts without a browser: story parsing, the graph, the run folder
+source (over a real simulator run), and the pages over it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from ui_helpers import SWARM
+
+import shoal
+from shoal._define.loader import load_swarm
+from shoal._plan import load_plan
+from shoal._ui.folder import RunFolders, write_instances, write_plan
+from shoal._ui.graph import depths, svg
+from shoal._ui.serve import FolderServer
+from shoal._ui.source import instance_row
+
+
+def test_an_instance_row_comes_from_its_id_and_story() -> None:
+    story = [
+        "t=10 #3 RunInstance: scheduled on node site-b (slot 1, attempt 2)",
+        "t=10.5 #4 InstanceStarted: started",
+        "t=12.75 #9 InstanceFailed: failed (error): RuntimeError: boom",
+        "t=12.75 #9 InstanceFailed: failure is final: no retries left (retries=2)",
+    ]
+    row = instance_row("abc/4/worker/1/2", story)
+    assert (row.alias, row.iteration, row.attempt, row.node_id) == ("worker", 4, 2, "site-b")
+    assert row.state == "failed" and row.duration_s == pytest.approx(2.25)
+    running = instance_row("abc/0/agg/0/0", story[:2], "running")
+    assert running.state == "running" and running.duration_s is None
+
+
+def _run(tmp: Path, name: str) -> Path:
+    swarm, _ = load_swarm(f"{SWARM}:Watched")
+    swarm.max_iterations = 3
+    run = shoal.simulate(swarm, nodes=3, executor="inline", run_dir=tmp / name)
+    folder = tmp / name
+    write_plan(folder, run.plan)
+    write_instances(folder, run.swarm_id, run.plan, run.iterations, run.story)
+    (folder / "summary.json").write_text(json.dumps(run.summary()))
+    with open(folder / "logs.jsonl", "w") as f:
+        for r in run.logs():
+            f.write(json.dumps(r.to_dict()) + "\n")
+    stories = {x.instance_id: run.story(x.instance_id) for x in run.failures}
+    (folder / "stories.json").write_text(json.dumps(stories))
+    return folder
+
+
+def test_the_graph_draws_every_task_and_edge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOAL_UI_TEST_DELAY", "0")
+    plan = load_plan((_run(tmp_path, "r") / "plan.json").read_text())
+    assert depths(plan) == {"worker": 0, "aggregator": 1}
+    drawn = str(svg(plan))
+    assert drawn.count('class="task') == 2 and drawn.count('class="edge"') == 1
+    assert "worker → aggregator" in drawn
+
+
+def test_a_run_folder_reads_as_a_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOAL_UI_TEST_DELAY", "0")
+    src = RunFolders([_run(tmp_path, "r")])
+    (info,) = src.swarms()
+    assert (info.swarm_id, info.status, info.iteration) == ("r", "succeeded", 2)
+    detail = src.swarm("r", 1)
+    assert detail is not None and len(detail.iterations) == 3
+    states = {(r.alias, r.node_id): r.state for r in detail.instances}
+    assert states[("worker", "node-00001")] == "failed"  # the test swarm's failure
+    assert detail.iterations[1].failed == 1
+    (failure,) = detail.failures
+    assert "the disk of this node is full" in failure.traceback
+    assert src.story(failure.instance_id)
+    assert [n.node_id for n in src.nodes()] == ["node-00000", "node-00001", "node-00002"]
+    assert {r.node_id for r in src.logs("r", "node-00002", None, None, 100)} == {"node-00002"}
+    assert {m.name for m in src.metrics("r")} == {"accuracy"}
+    # Pages over it (shoal ui's server on loopback): the templates the coordinator serves.
+    server = FolderServer([tmp_path / "r"])
+    url = server.start()
+    try:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            r = client.post("login", data={"token": server.token})
+            assert r.status_code == 303, r.text
+            page = client.get("swarms/r?iteration=1").text
+            assert "node-00001" in page and "RuntimeError" in page and "<svg" in page
+    finally:
+        server.stop()
+    before = src.generation()
+    (tmp_path / "r" / "live.json").write_text("{}")
+    assert src.generation() != before  # a change the event stream announces
