@@ -146,6 +146,8 @@ ALLOWED = {
     ("_codes.py", "local.dataset"),
     # A column title of the simulator's summary table, not an operation.
     ("_cli/simulate.py", "metric"),
+    # The dashboard's compare page: the name of its query parameter (?metric=...).
+    ("_ui/pages.py", "metric"),
 }
 
 
