@@ -20,8 +20,8 @@ Per-round time: shoal's is the time between two consecutive aggregator instances
 the median. Flower's is stamped in its ServerApp (``bench/peers/flower_deploy.py``).
 CPU per round: user + system seconds of the coordinator, and of the agents with every
 task process they started (alive or reaped), from the first look at the swarm that sees
-iteration >= 1 (the status is read twice a second) to its end, divided by the rounds
-in between. Runs of the systems alternate (``--repeat``) and medians are reported.
+iteration >= 1 (the status is read every 50 ms until then) to its end, divided by the
+rounds in between; from the deploy on, when the run ended before that look. Runs of the systems alternate (``--repeat``) and medians are reported.
 """
 
 from __future__ import annotations
@@ -220,8 +220,11 @@ def run_shoal(
                 lambda: sum(n.connected for n in client.nodes()) == nodes, 120, "the nodes joining"
             )
             swarm_id = client.deploy(_swarm(rounds, params))
-            # Looked at twice a second only: following every change of the status (its
-            # event stream) would cost the coordinator a status per instance event.
+            # Looked at twice a second only, once round 1 was seen: following every change
+            # of the status (its event stream) would cost the coordinator a status per
+            # instance event. Until then it is looked at every 50 ms, so short warm runs
+            # are not over before it is; if they are, the CPU counts from the deploy.
+            start = (0, tree_cpu(coord.pid), sum(tree_cpu(x.pid) for x in agents))
             cpu_from: tuple[int, float, float] | None = None
             deadline = time.monotonic() + 1800
             while True:
@@ -231,7 +234,7 @@ def run_shoal(
                 if cpu_from is None and status.iteration >= 1:
                     coord_cpu, node_cpu = tree_cpu(coord.pid), sum(tree_cpu(x.pid) for x in agents)
                     cpu_from = (status.iteration, coord_cpu, node_cpu)
-                time.sleep(0.5)
+                time.sleep(0.05 if cpu_from is None else 0.5)
             coord_cpu, node_cpu = tree_cpu(coord.pid), sum(tree_cpu(x.pid) for x in agents)
             if status.status != "succeeded":
                 res.error = f"swarm {status.status}: {status.reason}"
@@ -239,7 +242,9 @@ def run_shoal(
             # The aggregator's metric, once per round, stamped when it was recorded.
             stamps = sorted(m.time for m in client.metrics(swarm_id, "clients", frame=False))
             res.round_times = [b - a for a, b in itertools.pairwise(stamps)]
-            if cpu_from is not None and rounds - cpu_from[0] > 0:
+            if cpu_from is None or rounds - cpu_from[0] <= 0:
+                cpu_from = start
+            if rounds - cpu_from[0] > 0:
                 res.coord_cpu_per_round = (coord_cpu - cpu_from[1]) / (rounds - cpu_from[0])
                 res.node_cpu_per_round = (node_cpu - cpu_from[2]) / (rounds - cpu_from[0])
             w = np.asarray(client.get_global(swarm_id, "w"), dtype=np.float64)
