@@ -21,7 +21,8 @@ the median. Flower's is stamped in its ServerApp (``bench/peers/flower_deploy.py
 CPU per round: user + system seconds of the coordinator, and of the agents with every
 task process they started (alive or reaped), from the first look at the swarm that sees
 iteration >= 1 (the status is read every 50 ms until then) to its end, divided by the
-rounds in between; from the deploy on, when the run ended before that look. Runs of the systems alternate (``--repeat``) and medians are reported.
+rounds in between; from the deploy on, when the run ended before that look. Runs of the
+systems alternate (``--repeat``) and medians are reported.
 """
 
 from __future__ import annotations
