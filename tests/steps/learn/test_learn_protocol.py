@@ -187,3 +187,11 @@ def test_entities_are_frozen_and_strict() -> None:
     with pytest.raises(L.LearnError, match="no transformer or model class") as err:
         L.LearnEntity.from_spec({"kind": "nowhere.Thing", "params": {}})
     assert err.value.code == "learn.params"
+
+
+def test_eval_refuses_labels_the_model_never_saw(cancer: pd.DataFrame) -> None:
+    model = L.FederatedRandomForestClassifier(n_estimators=3)
+    params = model.aggregate([model.train(cancer[COLS], cancer["target"])])
+    with pytest.raises(L.LearnError, match=r"labels \[7\]") as err:
+        model.eval(cancer[COLS].iloc[:2], [0, 7], params)
+    assert err.value.code == "learn.params"

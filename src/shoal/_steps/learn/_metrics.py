@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from shoal._steps.learn._deps import LearnError
+
 
 def _safe(num: float, den: float) -> float:
     return float(num / den) if den else 0.0
@@ -77,6 +79,13 @@ def classification(
     """
     yt, yp = np.asarray(y_true), np.asarray(y_pred)
     index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted({v for v in yt.tolist() if v not in index}, key=repr)
+    if unknown:
+        raise LearnError(
+            f"evaluation labels {unknown} are not among the model's classes {list(labels)}",
+            code="learn.params",
+            hint="train on data that has every class, or filter those rows out",
+        )
     m = np.zeros((len(labels), len(labels)), dtype=np.int64)
     for t, p in zip(yt.tolist(), yp.tolist(), strict=True):
         m[index[t], index[p]] += 1
