@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import json
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from shoal import PlanError, load_plan
-from shoal._codec import encode_b64
-from shoal._plan import ModuleRef, Placement, Plan, TaskSpec, module_key
+from shoal import Module, PlanError, Task, load_plan
+from shoal._codec import decode, encode_b64
+from shoal._define.compile import compile_swarm
+from shoal._plan import (
+    CODEC_TAG,
+    PLAN_SCHEMA_VERSION,
+    ModuleRef,
+    Placement,
+    Plan,
+    TaskSpec,
+    module_key,
+    plain_global,
+)
 
 D = "sha256:" + "a" * 64
 
@@ -98,13 +111,94 @@ def test_names_outside_their_character_set_are_refused(mutate, needle: str) -> N
     ids=["alphabet", "padding", "empty"],
 )
 def test_globals_must_be_base64_of_a_value(value: str, needle: str) -> None:
+    """Version 3: an encoded global is checked inside its tag; version 2: every global."""
     doc = json.loads(_plan().to_json())
-    doc["globals"] = {"ok": encode_b64({"w": np.zeros(3)}), "g": value}
+    doc["globals"] = {"ok": {CODEC_TAG: encode_b64({"w": np.zeros(3)})}, "g": {CODEC_TAG: value}}
     with pytest.raises(PlanError, match=needle) as e:
         load_plan(json.dumps(doc))
     assert e.value.code == "plan.schema"
+    doc["schema_version"] = 2
+    doc["globals"] = {"ok": encode_b64({"w": np.zeros(3)}), "g": value}
+    with pytest.raises(PlanError, match=needle):
+        load_plan(json.dumps(doc))
     doc["globals"] = {"ok": encode_b64({"w": np.zeros(3)}), "n": encode_b64(None)}
     assert set(load_plan(json.dumps(doc)).globals) == {"ok", "n"}
+
+
+@pytest.mark.timeout(30)
+def test_version_2_globals_must_be_base64_text() -> None:
+    doc = json.loads(_plan().to_json())
+    doc["schema_version"] = 2
+    doc["globals"] = {"lr": 0.5}
+    with pytest.raises(PlanError, match="global 'lr' is not base64 text"):
+        load_plan(json.dumps(doc))
+
+
+class _Shade(IntEnum):
+    DARK = 1
+
+
+# Values a plan stores as plain JSON (readable, diffable), and values it must encode.
+PLAIN: dict[str, Any] = {
+    "lr": 0.5,
+    "epochs": 3,
+    "name": "yz/wAAAAAAAA",  # a string that is valid base64 stays a string
+    "flag": True,
+    "none": None,
+    "config": {"epochs": 2, "tags": ["a", "b"], "nested": {"$codec": 1, "x": [1.5]}},
+}
+ENCODED: dict[str, Any] = {
+    "weights": np.arange(3, dtype=np.float32),
+    "pair": (1, 2),
+    "raw": b"\x00\x01",
+    "np_float": np.float64(0.5),
+    "shade": _Shade.DARK,
+    "lookalike": {"$codec": encode_b64(7)},  # a plain dict shaped like the tag
+    "int_keys": {1: "a"},
+    "nan": float("nan"),
+}
+
+
+@pytest.mark.timeout(60)
+def test_plan_globals_are_plain_json_where_they_can_be(tmp_path: Path) -> None:
+    """Issue 16 point 10: ``"lr": 0.5`` in the plan, not ``"lr": "yz/gAAAAAAAA"``; only
+    values JSON can't hold exactly go through the codec, under an unambiguous tag."""
+    from shoal import Swarm
+
+    class S(Swarm):
+        def __init__(self) -> None:
+            super().__init__()
+            for key, value in {**PLAIN, **ENCODED}.items():
+                self.set_global(key, value)
+            (tmp_path / "w.py").write_text("def main(world):\n    pass\n")
+            self.w = Task(Module(str(tmp_path / "w.py"), name="w"), alias="w")
+
+        def execute(self) -> Any:
+            return self.w()
+
+    plan = compile_swarm(S()).plan
+    doc = json.loads(plan.to_json())
+    assert doc["schema_version"] == PLAN_SCHEMA_VERSION == 3
+    for key, value in PLAIN.items():
+        assert doc["globals"][key] == value, key
+        assert plan.global_parts(key) == (None, value)
+    for key, value in ENCODED.items():
+        assert set(doc["globals"][key]) == {CODEC_TAG}, key
+        data, plain = plan.global_parts(key)
+        assert data is not None and plain is None
+        got = decode(data)
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(got, value)
+        elif key != "nan":
+            assert got == value, key
+    assert load_plan(plan.to_json()) == plan
+
+
+@pytest.mark.timeout(30)
+def test_plain_global_refuses_what_json_cannot_hold_exactly() -> None:
+    assert all(plain_global(v) for v in PLAIN.values())
+    assert not any(plain_global(v) for v in ENCODED.values())
+    assert plain_global(2**64 - 1) and not plain_global(2**64)
 
 
 def test_modules_are_keyed_by_declaration_and_old_digest_keys_still_load() -> None:

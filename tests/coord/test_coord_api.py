@@ -117,7 +117,7 @@ def test_a_bad_plan_is_refused_before_anything_is_stored(user: httpx.Client) -> 
     swarm ``running`` at iteration -1; an alias with a path in it is refused too."""
     before = user.get("/v1/swarms").json()
     for field, value, needle in (
-        ("globals", {"g": "not base64!"}, "global 'g' is not valid base64"),
+        ("globals", {"g": {"$codec": "not base64!"}}, "global 'g' is not valid base64"),
         ("tasks", None, "tasks.0.alias"),
     ):
         doc = json.loads(compile_swarm(MeanSwarm()).plan.to_json())

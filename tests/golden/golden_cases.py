@@ -48,6 +48,8 @@ PLAN_FILE = GOLDEN / f"plan_v{PLAN_SCHEMA_VERSION}.json"
 #: A plan of version 1 (modules keyed by bundle digest) that this shoal must still read;
 #: the event-log golden embeds it in its SwarmSubmitted record.
 PLAN_V1_FILE = GOLDEN / "plan_v1.json"
+#: A plan of version 2 (every global bare base64 of its codec encoding): still read.
+PLAN_V2_FILE = GOLDEN / "plan_v2.json"
 EVENTS_FILE = GOLDEN / f"events_v{LOG_VERSION}.json"
 CODEC_FILE = GOLDEN / f"codec_v{_format.VERSION}.json"
 #: ``shoal export``'s target, relative to the checkout (it ends up in the plan's source).

@@ -3,7 +3,6 @@ it stands for, and encoding that value gives the golden bytes exactly (README.md
 
 from __future__ import annotations
 
-import base64
 import json
 import typing
 from typing import Any
@@ -18,6 +17,7 @@ from golden_cases import (
     PLAN_FILE,
     PLAN_TARGET,
     PLAN_V1_FILE,
+    PLAN_V2_FILE,
     assert_same,
     codec_values,
     envelope,
@@ -33,7 +33,7 @@ from shoal._coord.events import decode_event, encode_event
 from shoal._define.compile import compile_swarm
 from shoal._define.loader import load_swarm
 from shoal._engine.messages import Event
-from shoal._plan import Plan, load_plan
+from shoal._plan import PLAN_SCHEMA_VERSION, Plan, load_plan
 
 HOW = "an accidental format change? If deliberate, see tests/golden/README.md"
 
@@ -55,7 +55,10 @@ def test_the_golden_plan_reads_back_to_the_swarm_it_was_made_from() -> None:
     assert plan == compile_swarm(swarm, source=PLAN_TARGET).plan, HOW
     assert plan.to_json() == text, HOW
     assert {t.alias for t in plan.tasks} == {"train", "score", "aggregator"}
-    assert decode(base64.b64decode(plan.globals["lr"])) == 0.5
+    assert plan.globals["lr"] == 0.5  # plain JSON since version 3, readable and diffable
+    assert plan.globals["config"] == {"epochs": 2, "tags": ["a", "b"]}
+    data, _ = plan.global_parts("weights")
+    assert data is not None and decode(data).tolist() == [0.0, 1.0, 2.0, 3.0]
 
 
 def test_a_version_1_plan_still_loads_and_reads_back_unchanged() -> None:
@@ -65,12 +68,29 @@ def test_a_version_1_plan_still_loads_and_reads_back_unchanged() -> None:
     old = load_plan(text)
     assert old.schema_version == 1 and old.to_json() == text
     new = load_plan(PLAN_FILE.read_text(encoding="utf-8"))
-    assert new.schema_version == 2
+    assert new.schema_version == PLAN_SCHEMA_VERSION
     assert all(key == ref.digest for key, ref in old.modules.items())
     assert {ref.digest for ref in old.modules.values()} == {
         ref.digest for ref in new.modules.values()
     }  # the same bundles, under new keys
     assert [t.alias for t in old.tasks] == [t.alias for t in new.tasks]
+
+
+@pytest.mark.parametrize("old_file", [PLAN_V1_FILE, PLAN_V2_FILE], ids=["v1", "v2"])
+def test_an_old_plans_base64_globals_read_as_the_same_values(old_file: Any) -> None:
+    """Versions 1 and 2 stored every global as bare base64; they still load, unchanged,
+    and each global reads back as the value version 3 stores (plain or tagged)."""
+    text = old_file.read_text(encoding="utf-8")
+    old = load_plan(text)
+    assert old.schema_version in (1, 2) and old.to_json() == text
+    assert all(isinstance(v, str) for v in old.globals.values())
+    new = load_plan(PLAN_FILE.read_text(encoding="utf-8"))
+    assert set(old.globals) == set(new.globals)
+    for key in new.globals:
+        data, plain = new.global_parts(key)
+        old_data, old_plain = old.global_parts(key)
+        assert old_plain is None and old_data is not None
+        assert old_data == (data if data is not None else encode(plain)), key
 
 
 # -------------------------------------------------------------------------- events

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import JsonValue
+
 from shoal._bundle import Bundle
 from shoal._codec import encode_b64
 from shoal._define.graph import find_cycle
@@ -18,6 +20,7 @@ from shoal._define.swarm import Swarm
 from shoal._define.task import _BUILDER, Condition, NetworkDriver, Task, _GraphBuilder
 from shoal._errors import CodecError, Problem, ShoalError, ShoalWarning, SwarmValidationError
 from shoal._plan import (
+    CODEC_TAG,
     ConditionKind,
     Limits,
     Method,
@@ -27,6 +30,7 @@ from shoal._plan import (
     TaskSpec,
     module_key,
     name_problem,
+    plain_global,
 )
 from shoal._plan.resources import resource_problem
 
@@ -322,10 +326,13 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
                 "set placement_timeout to seconds, e.g. 60",
             )
         )
-    encoded: dict[str, str] = {}
+    encoded: dict[str, JsonValue] = {}
     for key, value in state["globals"].items():
+        if plain_global(value):  # readable and diffable in the plan (schema version 3)
+            encoded[str(key)] = value
+            continue
         try:
-            encoded[str(key)] = encode_b64(value)
+            encoded[str(key)] = {CODEC_TAG: encode_b64(value)}
         except CodecError as e:
             problems.append(
                 Problem(

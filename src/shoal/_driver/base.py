@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
+from shoal._codec import encode
 from shoal._engine import Engine, InstanceView, TaskCounts
 from shoal._engine.messages import (
     CancelInstance,
@@ -150,8 +150,12 @@ class DriverBase(ABC):
         """Write the plan's initial globals (iteration -1), then hand the swarm to the
         engine; ``task_timeout_s`` is the timeout of its tasks declared without one
         (None: the engine's default)."""
-        for key, b64 in plan.globals.items():
-            self.store.global_set(swarm_id, key, {"inline": base64.b64decode(b64)}, iteration=-1)
+        for key in plan.globals:
+            data, plain = plan.global_parts(key)
+            # A plain JSON global (plan version 3) is stored as the codec encodes it, so a
+            # task reads the same value whichever way the plan held it.
+            blob = data if data is not None else encode(plain)
+            self.store.global_set(swarm_id, key, {"inline": blob}, iteration=-1)
         self.feed(SwarmSubmitted(swarm_id, plan, self.now(), seed, task_timeout_s))
 
     def module_labels(self, swarm_id: str) -> dict[str, str]:

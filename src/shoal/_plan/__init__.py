@@ -1,6 +1,7 @@
 """The plan: the serialisable intermediate form every dialect compiles to."""
 
 from shoal._plan.schema import (
+    CODEC_TAG,
     IMAGE_PATTERN,
     NAME_PATTERN,
     PLAN_SCHEMA_VERSION,
@@ -14,9 +15,11 @@ from shoal._plan.schema import (
     load_plan,
     module_key,
     name_problem,
+    plain_global,
 )
 
 __all__ = [
+    "CODEC_TAG",
     "IMAGE_PATTERN",
     "NAME_PATTERN",
     "PLAN_SCHEMA_VERSION",
@@ -30,4 +33,5 @@ __all__ = [
     "load_plan",
     "module_key",
     "name_problem",
+    "plain_global",
 ]

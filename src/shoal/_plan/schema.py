@@ -1,8 +1,15 @@
 """Versioned JSON schema of a plan (pydantic).
 
 A plan is everything a driver needs to run a swarm: tasks with module references,
-placement, conditions, edges, sinks, globals (codec-encoded, base64) and limits. Nothing
-downstream of ``prepare_graph`` reads the user's Python objects.
+placement, conditions, edges, sinks, globals and limits. Nothing downstream of
+``prepare_graph`` reads the user's Python objects.
+
+Globals (version 3) are plain JSON where the value is plain JSON (``"lr": 0.5``), so a
+plan can be read and diffed; any other value (a numpy array, a tuple, bytes) is the
+object ``{"$codec": "<base64 of the codec encoding>"}`` (:data:`CODEC_TAG`). A plain
+value of that very shape is itself stored encoded, so the tag is never ambiguous.
+Versions 1 and 2 stored every global as a bare base64 string; they still load, and
+:meth:`Plan.global_parts` reads both forms.
 
 ``Plan.modules`` maps a *module key* to a :class:`ModuleRef`: the module's whole
 declaration (name, version, image, datasets, requirements, resources) plus the digest of
@@ -23,6 +30,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 from enum import Enum
 from typing import Annotated, Any, Literal
@@ -31,10 +39,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
-    field_validator,
     model_serializer,
     model_validator,
 )
@@ -44,8 +52,15 @@ from shoal._errors import PlanError
 # 2: modules are keyed by their whole declaration (`<name>-<hash>`), no longer by their
 # bundle's digest; names have a character set; globals are checked base64. Version 1
 # plans (keys were digests) still load.
-PLAN_SCHEMA_VERSION = 2
-READABLE_PLAN_VERSIONS = (1, 2)
+# 3: globals are plain JSON where they can be, else tagged {"$codec": base64}; versions
+# 1 and 2 (every global a bare base64 string) still load.
+PLAN_SCHEMA_VERSION = 3
+READABLE_PLAN_VERSIONS = (1, 2, 3)
+#: The one key of a version-3 global that holds a codec encoding (base64) instead of JSON.
+CODEC_TAG = "$codec"
+# Integers JSON stores but the codec (msgpack) does not: such a global goes encoded, so
+# the codec's refusal names it at declaration time, as before.
+_INT_RANGE = (-(2**63), 2**64 - 1)
 
 #: Task aliases, dataset names and node ids.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -178,30 +193,55 @@ class Limits(_Strict):
 class Plan(_Strict):
     """A compiled swarm. Round-trips exactly through :meth:`to_json` / :func:`load_plan`."""
 
-    schema_version: Literal[1, 2] = 2  # PLAN_SCHEMA_VERSION; 1 is still read
+    schema_version: Literal[1, 2, 3] = 3  # PLAN_SCHEMA_VERSION; 1 and 2 are still read
     name: str
     source: str | None = None
     modules: dict[ModuleKey, ModuleRef]
     tasks: tuple[TaskSpec, ...]
     edges: tuple[tuple[str, str], ...]
     sinks: tuple[str, ...]
-    globals: dict[str, str] = Field(
-        default_factory=dict, description="key -> base64 of the codec (msgpack) encoding"
+    globals: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description='key -> plain JSON, or {"$codec": base64 of the codec encoding} '
+        "(version 3); key -> base64 of the codec encoding (versions 1 and 2)",
     )
     networks: dict[str, str] = Field(default_factory=dict)
     limits: Limits = Limits()
 
-    @field_validator("globals")
-    @classmethod
-    def _decodable_globals(cls, value: dict[str, str]) -> dict[str, str]:
+    @model_validator(mode="after")
+    def _decodable_globals(self) -> Plan:
         # Checked here so that a submission is refused whole, before anything is stored.
-        bad = {k: why for k, v in value.items() if (why := _global_problem(v)) is not None}
+        bad = {
+            k: why
+            for k, v in self.globals.items()
+            if (why := _global_problem(v, self.schema_version)) is not None
+        }
         if bad:
             raise ValueError(
                 "; ".join(f"global {k!r} is not {why}" for k, why in sorted(bad.items()))
                 + " (write globals with Swarm.set_global, which encodes them)"
             )
-        return value
+        return self
+
+    def global_parts(self, key: str) -> tuple[bytes | None, JsonValue]:
+        """Global ``key`` as stored: ``(codec bytes, None)`` for an encoded value, or
+        ``(None, value)`` for a plain JSON one (which the caller encodes to store it).
+
+        Parameters
+        ----------
+        key
+            A key of :attr:`globals`.
+        """
+        stored = self.globals[key]
+        if self.schema_version < 3:
+            assert isinstance(stored, str)  # checked by the validator
+            return base64.b64decode(stored), None
+        if _is_tagged(stored):
+            assert isinstance(stored, dict)
+            text = stored[CODEC_TAG]
+            assert isinstance(text, str)  # checked by the validator
+            return base64.b64decode(text), None
+        return None, stored
 
     @model_validator(mode="after")
     def _consistent(self) -> Plan:
@@ -264,12 +304,60 @@ def module_key(ref: ModuleRef) -> str:
     return f"{stem}-{hashlib.sha256(canonical.encode()).hexdigest()[:16]}"
 
 
-def _global_problem(text: str) -> str | None:
-    """Why a plan global is not base64 of an encoded value, or None.
+def plain_global(value: object) -> bool:
+    """Whether a plan stores ``value`` as plain JSON (version 3), not codec-encoded.
 
-    The value itself is decoded by the codec when a task reads it, not here: a global
+    True for ``None``, ``bool``, ``str``, 64-bit ``int``, finite ``float`` and lists and
+    ``str``-keyed dicts of those, of exactly these types (a tuple, a numpy scalar or an
+    ``IntEnum`` keeps its type only through the codec), except a dict shaped like an
+    encoded global (its one key :data:`CODEC_TAG`).
+
+    Parameters
+    ----------
+    value
+        The global's value, as given to ``Swarm.set_global``.
+    """
+    if _is_tagged(value):
+        return False
+    return _plain(value)
+
+
+def _plain(value: object) -> bool:
+    kind = type(value)
+    if value is None or kind is bool or kind is str:
+        return True
+    if kind is int:
+        return _INT_RANGE[0] <= value <= _INT_RANGE[1]  # type: ignore[operator]
+    if kind is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    if kind is list:
+        return all(_plain(v) for v in value)  # type: ignore[attr-defined]
+    if kind is dict:
+        return all(type(k) is str and _plain(v) for k, v in value.items())  # type: ignore[attr-defined]
+    return False
+
+
+def _is_tagged(value: object) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and CODEC_TAG in value
+
+
+def _global_problem(stored: JsonValue, version: int) -> str | None:
+    """Why a stored plan global is malformed for plan ``version``, or None.
+
+    An encoded value is decoded by the codec when a task reads it, not here: a global
     may hold a tensor or a table whose library the coordinator does not have.
     """
+    if version >= 3:
+        if not _is_tagged(stored):
+            return None  # plain JSON: any JSON value is a valid global
+        assert isinstance(stored, dict)
+        text = stored[CODEC_TAG]
+        if not isinstance(text, str):
+            return f"an encoded value ({CODEC_TAG!r} holds {type(text).__name__}, not base64)"
+    elif not isinstance(stored, str):
+        return f"base64 text (plan version {version} stores every global encoded)"
+    else:
+        text = stored
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as e:
