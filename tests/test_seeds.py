@@ -127,11 +127,10 @@ def test_seed002_placement_options(seeds: dict[str, ModuleType]) -> None:
 
 
 def test_seed002_globals_and_networks(seeds: dict[str, ModuleType]) -> None:
-    from shoal._codec import decode_b64
-
     plan = seeds["002"].StatefulSwarm().prepare_graph()
-    assert decode_b64(plan.globals["hyperparameters"]) == {"learning_rate": 0.01, "momentum": 0.9}
-    assert decode_b64(plan.globals["model_weights"]) == [0.0] * 4
+    # Plain JSON in the plan since schema version 3 (issue 16, point 10).
+    assert plan.globals["hyperparameters"] == {"learning_rate": 0.01, "momentum": 0.9}
+    assert plan.globals["model_weights"] == [0.0] * 4
     net = seeds["002"].NetworkedSwarm().prepare_graph()
     assert net.networks == {"backend": "bridge", "frontend": "overlay"}
 
