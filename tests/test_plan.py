@@ -207,3 +207,49 @@ def test_modules_are_keyed_by_declaration_and_old_digest_keys_still_load() -> No
     assert key.startswith("my_worker-") and len(key) == len("my_worker-") + 16
     assert module_key(ref) == key != module_key(ref.model_copy(update={"datasets": ("y",)}))
     assert load_plan(_plan().to_json()).modules[D].digest == D  # a digest-keyed plan
+
+
+READER = """
+from shoal.runtime import Task
+
+class Read(Task):
+    def run(self):
+        g = self.world.globals
+        self.world.globals["seen"] = {
+            "name": g["name"], "lr": g["lr"], "config": g["config"],
+            "weights": g["weights"].tolist(), "pair": list(g["pair"]),
+            "lookalike": g["lookalike"],
+        }
+
+def main():
+    Read().run()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_the_driver_seeds_plain_and_encoded_globals_as_the_values_given(tmp_path: Path) -> None:
+    """A plain JSON string that looks like base64 reaches the task as that string; an
+    encoded array as the array; a dict shaped like the tag as that dict."""
+    import shoal
+
+    (tmp_path / "read.py").write_text(READER)
+    given = {key: PLAIN[key] for key in ("name", "lr", "config")}
+    given |= {key: ENCODED[key] for key in ("weights", "pair", "lookalike")}
+
+    class S(shoal.Swarm):
+        max_iterations = 1
+
+        def __init__(self) -> None:
+            super().__init__()
+            for key, value in given.items():
+                self.set_global(key, value)
+            self.read = Task(Module(str(tmp_path / "read.py"), name="read"), alias="read")
+
+        def execute(self) -> Any:
+            return self.read()
+
+    run = shoal.simulate(S(), nodes=1, seed=0)
+    seen = run.globals["seen"]
+    assert seen["name"] == "yz/wAAAAAAAA" and seen["lr"] == 0.5
+    assert seen["config"] == PLAIN["config"] and seen["weights"] == [0.0, 1.0, 2.0]
+    assert seen["pair"] == [1, 2] and seen["lookalike"] == ENCODED["lookalike"]
