@@ -634,7 +634,7 @@ def dashboard(url: str, token: str, shown: dict[str, str], until: float, pages: 
             changed.clear()
             path = f"/ui/swarms/{shown['swarm']}" if "swarm" in shown else "/ui/"
             with suppress(httpx.HTTPError):
-                http.get(path)
+                http.get(path, headers={"X-Shoal-Live": "1"})  # as dash.js
                 pages[0] += 1
 
 

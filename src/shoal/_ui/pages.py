@@ -61,6 +61,16 @@ _env = Environment(
 )
 
 
+def _last_tick(t: float) -> float:
+    """The latest announcement tick at or before ``t`` (monotonic seconds)."""
+    return (t // SSE_MIN_INTERVAL_S) * SSE_MIN_INTERVAL_S
+
+
+def _next_tick(t: float) -> float:
+    """The first announcement tick after ``t``: live messages go out only on these."""
+    return _last_tick(t) + SSE_MIN_INTERVAL_S
+
+
 def _ago(t: float | None) -> str:
     if t is None:
         return "—"
@@ -129,6 +139,9 @@ class Dashboard:
         # rendered at); and the renders under way, which later askers await (one render
         # per change however many dashboards ask at once).
         self._pages: OrderedDict[tuple[Any, ...], tuple[str, int, float]] = OrderedDict()
+        # The newest render per (root, path, query), whatever the generation: shared by
+        # live refetches until the next announcement tick.
+        self._ticked: OrderedDict[tuple[Any, ...], tuple[str, int, float]] = OrderedDict()
         self._rendering: dict[tuple[Any, ...], asyncio.Future[tuple[str, int]]] = {}
 
     def read(self, key: tuple[Any, ...], fn: Callable[[], T]) -> T:
@@ -191,6 +204,13 @@ class Dashboard:
         hit = self._pages.get(key)
         if hit is not None and now - hit[2] < PAGE_FRESH_S:
             return self._html(hit[0], hit[1], session)
+        # A live page's refetch (dash.js, after an event): every stream announces on the
+        # same ticks, so a render made since the last tick already holds every change
+        # announced, even if the source changed again since (the next tick says so).
+        live = request.headers.get("x-shoal-live") == "1"
+        shared = self._ticked.get(key[1:]) if live else None
+        if shared is not None and shared[2] >= _last_tick(now):
+            return self._html(shared[0], shared[1], session)
         running = self._rendering.get(key)
         if running is not None:
             html, status = await asyncio.shield(running)
@@ -201,14 +221,17 @@ class Dashboard:
         self._rendering[key] = future
         try:
             resp = await handler(request)
-            shared = getattr(request.state, "shared_html", None)
-            if shared is None:  # not a rendered page (a redirect): not shared
+            page = getattr(request.state, "shared_html", None)
+            if page is None:  # not a rendered page (a redirect): not shared
                 future.set_result(("", -1))
                 return resp
-            self._pages[key] = (shared[0], shared[1], time.monotonic())
-            while len(self._pages) > MEMO_ENTRIES:
-                self._pages.popitem(last=False)
-            future.set_result(shared)
+            entry = (page[0], page[1], now)
+            self._pages[key] = entry
+            self._ticked[key[1:]] = entry
+            for memo in (self._pages, self._ticked):
+                while len(memo) > MEMO_ENTRIES:
+                    memo.popitem(last=False)
+            future.set_result(page)
             return resp
         except BaseException as e:
             future.set_exception(e)
@@ -479,9 +502,11 @@ class Dashboard:
                 if src.closing or await request.is_disconnected():
                     return
                 if now != seen:
-                    seen = now
-                    yield f"data: {now}\n\n"
-                    await asyncio.sleep(SSE_MIN_INTERVAL_S)  # later changes: one message
+                    # Announce on the shared tick grid: every open page refetches at
+                    # the same moment and one render serves them all (Dashboard.shared).
+                    await asyncio.sleep(_next_tick(time.monotonic()) - time.monotonic())
+                    seen = src.generation()
+                    yield f"data: {seen}\n\n"
                 else:
                     yield ": keep-alive\n\n"
 
