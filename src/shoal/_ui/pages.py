@@ -440,7 +440,8 @@ class Dashboard:
             title=f"Node {node_id}",
             n=found,
             instances=instances,
-            beats=beats[::-1][:HEARTBEATS_LISTED],
+            beats=beats[::-1][: HEARTBEATS_LISTED + 1],  # one more: the last row's gap
+            listed=HEARTBEATS_LISTED,
             beats_total=len(beats),
             charts=figures,
             chart_data=[c.to_dict() for c in figures],
