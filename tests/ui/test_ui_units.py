@@ -154,3 +154,46 @@ def test_open_dashboards_share_one_render_each_with_its_own_csrf(
         for c in clients:
             c.close()
         server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_live_refetch_shares_the_render_since_the_last_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Live messages go out on a shared 1 s tick grid: a live refetch (dash.js's
+    # X-Shoal-Live) takes the render made since the last tick although the source has
+    # changed since; a plain request (a reload, a link) always gets the current state.
+    import time
+
+    from shoal._ui import charts
+    from shoal._ui.pages import SSE_MIN_INTERVAL_S
+
+    monkeypatch.setenv("SHOAL_UI_TEST_DELAY", "0")
+    server = FolderServer([_run(tmp_path, "r")])
+    renders: list[str] = []
+    real_per_node = charts.per_node
+
+    def per_node(name: str, rows: list[Any]) -> list[charts.Chart]:
+        renders.append(name)
+        return real_per_node(name, rows)
+
+    monkeypatch.setattr(charts, "per_node", per_node)
+    url = server.start()
+    live = {"X-Shoal-Live": "1"}
+    try:
+        with (
+            httpx.Client(base_url=url, timeout=30) as a,
+            httpx.Client(base_url=url, timeout=30) as b,
+        ):
+            for c in (a, b):
+                assert c.post("login", data={"token": server.token}).status_code == 303
+            while time.monotonic() % SSE_MIN_INTERVAL_S > 0.2:  # just after a tick
+                time.sleep(0.02)
+            a.get("swarms/r", headers=live)
+            (tmp_path / "r" / "live.json").write_text("{}")  # a change within the tick
+            b.get("swarms/r", headers=live)
+            assert len(renders) == 1, "a live refetch within the tick rendered again"
+            b.get("swarms/r")  # not live: the current state
+            assert len(renders) == 2
+    finally:
+        server.stop()
