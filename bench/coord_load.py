@@ -542,6 +542,9 @@ class Sampler:
 def coordinator(state: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     argv = [sys.executable, "-m", "shoal._coord", "--state", str(state), "--port", str(port)]
     argv += ["--log-level", "warning"]
+    profile = os.environ.get("SHOAL_BENCH_PROFILE")  # cProfile the coordinator into this file
+    if profile:
+        argv[1:1] = ["-m", "cProfile", "-o", profile]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -631,7 +634,7 @@ def dashboard(url: str, token: str, shown: dict[str, str], until: float, pages: 
             changed.clear()
             path = f"/ui/swarms/{shown['swarm']}" if "swarm" in shown else "/ui/"
             with suppress(httpx.HTTPError):
-                http.get(path)
+                http.get(path, headers={"X-Shoal-Live": "1"})  # as dash.js
                 pages[0] += 1
 
 

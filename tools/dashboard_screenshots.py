@@ -14,14 +14,16 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Browser, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "img"
 SWARM = ROOT / "tests" / "ui" / "swarm" / "swarm.py"
 CHROMIUM = os.environ.get("SHOAL_CHROMIUM", "/usr/bin/chromium")
+NODE_BEATS_S = 15.0  # the node agent beats this long before its page is photographed
 
 
 def simulate(run_dir: Path, nodes: int, seed: int) -> None:
@@ -30,6 +32,30 @@ def simulate(run_dir: Path, nodes: int, seed: int) -> None:
     argv += ["--run-dir", str(run_dir), "--executor", "inline", "--seed", str(seed)]
     env = {**os.environ, "SHOAL_UI_TEST_DELAY": "0.01"}
     subprocess.run(argv, check=True, capture_output=True, env=env, timeout=300)
+
+
+def node_shot(browser: Browser, root: Path) -> None:
+    """The node page from a real coordinator with one node agent (a simulator's virtual
+    nodes have no heartbeats): its facts and its heartbeat history."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from deploy_harness import deployment, wait_nodes
+
+    root.mkdir()
+    with deployment(root) as d:
+        coord = d.coordinator(heartbeat_timeout=5.0)
+        d.node(coord, "site-a")  # beats every 0.5 s (the harness's agent config)
+        with coord.user() as user:
+            wait_nodes(user, ["site-a"])
+        time.sleep(NODE_BEATS_S)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(coord.url + "/ui/login")
+        page.fill("#token", coord.user_token)
+        page.click("form.login button[type=submit]")
+        page.wait_for_url(coord.url + "/ui/")
+        page.goto(coord.url + "/ui/nodes/site-a")
+        page.wait_for_timeout(400)
+        page.screenshot(path=str(OUT / "dashboard-node.png"), full_page=True)
+        page.close()
 
 
 def main() -> None:
@@ -54,7 +80,6 @@ def main() -> None:
                 shots = {
                     "overview": url,
                     "swarm": url + "swarms/fedavg-5-nodes",
-                    "node": url + "nodes/node-00001",
                     "compare": url + "compare?swarm=fedavg-5-nodes&swarm=fedavg-8-nodes"
                     "&metric=accuracy",
                 }
@@ -70,6 +95,7 @@ def main() -> None:
                 phone.goto(url + "swarms/fedavg-5-nodes")
                 phone.wait_for_timeout(400)
                 phone.screenshot(path=str(OUT / "dashboard-swarm-phone.png"))
+                node_shot(browser, Path(tmp) / "deployment")
                 browser.close()
         finally:
             server.stop()

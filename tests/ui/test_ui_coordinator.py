@@ -183,3 +183,30 @@ def test_every_page_reads_without_javascript_and_at_phone_width(
             )
             assert overflow <= 1, f"{path} scrolls sideways at {viewport}"
         ctx.close()
+
+
+def test_the_node_page_shows_its_heartbeat_history(browser: Browser, site: Site) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    sign_in(page, site.coord.url, site.coord.user_token)
+    page.goto(f"{site.coord.url}/ui/nodes/site-a")
+    section = page.locator("section[aria-labelledby=h-beats]")
+    expect(section.locator("h2")).to_have_text("Heartbeat history")
+    rows = section.locator("table.beats tbody tr")
+    # The agent beats every few seconds: reload until the table lists several.
+    deadline_ms = WAIT_MS
+    while rows.count() < 3 and deadline_ms > 0:
+        page.wait_for_timeout(1000)
+        deadline_ms -= 1000
+        page.reload()
+    assert rows.count() >= 3, "fewer than 3 heartbeats listed within a minute"
+    expect(rows.first).to_contain_text("ago")
+    # Each row after the newest's predecessor says the gap, a number of (milli)seconds.
+    expect(rows.nth(0).locator("td").nth(1)).to_have_text(re.compile(r"^\d+(\.\d+)? m?s$"))
+    # The chart of gaps, drawn by uPlot (shipped in the package), x counted in heartbeats.
+    chart = section.locator("figure.chart")
+    expect(chart.locator("figcaption")).to_have_text("seconds since the previous heartbeat")
+    expect(chart.locator(".plot canvas")).to_be_visible()
+    chart.locator("summary").click()
+    expect(chart.locator("details.values thead")).to_contain_text("Heartbeat")
+    expect(chart.locator("details.values tbody tr")).not_to_have_count(0)
+    page.close()

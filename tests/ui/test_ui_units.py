@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -90,3 +91,109 @@ def test_a_run_folder_reads_as_a_source(tmp_path: Path, monkeypatch: pytest.Monk
     before = src.generation()
     (tmp_path / "r" / "live.json").write_text("{}")
     assert src.generation() != before  # a change the event stream announces
+
+
+@pytest.mark.timeout(120)
+def test_open_dashboards_share_one_render_each_with_its_own_csrf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue #20: 5 dashboards re-read the same page on the same change message; the
+    # page is read and rendered once, and each session still gets its own CSRF token.
+    import threading
+
+    monkeypatch.setenv("SHOAL_UI_TEST_DELAY", "0")
+    server = FolderServer([_run(tmp_path, "r")])
+    src = server.source
+    reads: list[str] = []
+    real = src.swarm
+
+    def counted(swarm_id: str, iteration: int | None = None) -> object:
+        reads.append(swarm_id)
+        return real(swarm_id, iteration)
+
+    src.swarm = counted  # type: ignore[method-assign]
+    renders: list[str] = []  # the swarm page draws its charts once per render
+    from shoal._ui import charts
+
+    real_per_node = charts.per_node
+
+    def per_node(name: str, rows: list[Any]) -> list[charts.Chart]:
+        renders.append(name)
+        return real_per_node(name, rows)
+
+    monkeypatch.setattr(charts, "per_node", per_node)
+    url = server.start()
+    clients = [httpx.Client(base_url=url, timeout=30) for _ in range(5)]
+    try:
+        for c in clients:
+            assert c.post("login", data={"token": server.token}).status_code == 303
+        pages: list[str] = [""] * len(clients)
+        go = threading.Barrier(len(clients))
+
+        def fetch(i: int) -> None:
+            go.wait(10)
+            pages[i] = clients[i].get("swarms/r").text
+
+        threads = [threading.Thread(target=fetch, args=(i,)) for i in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert reads == ["r"], f"the swarm was read {len(reads)} times for 5 dashboards"
+        assert renders == ["accuracy"], f"rendered {len(renders)} times for 5 dashboards"
+        csrfs = [p.split('name="csrf" value="', 1)[1].split('"', 1)[0] for p in pages]
+        assert len(set(csrfs)) == len(clients) and all(len(t) > 16 for t in csrfs)
+        assert all("\x00" not in p for p in pages)
+        # Apart from the token, the same page.
+        assert len({p.replace(t, "") for p, t in zip(pages, csrfs, strict=True)}) == 1
+        # A change of the source: the next read is fresh.
+        (tmp_path / "r" / "live.json").write_text("{}")
+        clients[0].get("swarms/r")
+        assert len(reads) == 2
+    finally:
+        for c in clients:
+            c.close()
+        server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_live_refetch_shares_the_render_since_the_last_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Live messages go out on a shared 1 s tick grid: a live refetch (dash.js's
+    # X-Shoal-Live) takes the render made since the last tick although the source has
+    # changed since; a plain request (a reload, a link) always gets the current state.
+    import time
+
+    from shoal._ui import charts
+    from shoal._ui.pages import SSE_MIN_INTERVAL_S
+
+    monkeypatch.setenv("SHOAL_UI_TEST_DELAY", "0")
+    server = FolderServer([_run(tmp_path, "r")])
+    renders: list[str] = []
+    real_per_node = charts.per_node
+
+    def per_node(name: str, rows: list[Any]) -> list[charts.Chart]:
+        renders.append(name)
+        return real_per_node(name, rows)
+
+    monkeypatch.setattr(charts, "per_node", per_node)
+    url = server.start()
+    live = {"X-Shoal-Live": "1"}
+    try:
+        with (
+            httpx.Client(base_url=url, timeout=30) as a,
+            httpx.Client(base_url=url, timeout=30) as b,
+        ):
+            for c in (a, b):
+                assert c.post("login", data={"token": server.token}).status_code == 303
+            while time.monotonic() % SSE_MIN_INTERVAL_S > 0.2:  # just after a tick
+                time.sleep(0.02)
+            a.get("swarms/r", headers=live)
+            (tmp_path / "r" / "live.json").write_text("{}")  # a change within the tick
+            b.get("swarms/r", headers=live)
+            assert len(renders) == 1, "a live refetch within the tick rendered again"
+            b.get("swarms/r")  # not live: the current state
+            assert len(renders) == 2
+    finally:
+        server.stop()

@@ -74,6 +74,7 @@ def _node_info(report: NodeReport) -> NodeInfo:
         report.last_seen or None,
         view.running if view is not None else 0,
         node_facts(report.record),
+        report.beats,
     )
 
 

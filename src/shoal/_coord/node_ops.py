@@ -260,6 +260,13 @@ class NodeOps:
         if node is not None and self._connected(node_id):
             node.last_seen = max(node.last_seen, self.clock())
 
+    def beat(self, node_id: str) -> None:
+        """A heartbeat of the node arrived: remember when, for its history. Runs on the
+        event loop without the lock (one append to a bounded deque)."""
+        node = self._nodes.get(node_id)
+        if node is not None:
+            node.beats.append(self.clock())
+
     def heartbeat_unchanged(self, node_id: str, offer: Offer, session: str | None) -> bool:
         """Whether a heartbeat changes nothing the engine must hear about now, beyond the
         liveness :meth:`seen` already stamped: the node is connected with this offer,
@@ -421,7 +428,8 @@ class NodeOps:
             for rec in self.store.nodes():
                 node = self._nodes.get(rec.node_id)
                 seen = node.last_seen if node is not None else rec.last_seen
-                out.append(NodeReport(rec, seen, self.engine.node(rec.node_id)))
+                beats = tuple(node.beats) if node is not None else ()
+                out.append(NodeReport(rec, seen, self.engine.node(rec.node_id), beats))
             return out
 
     def _late(self, now: float) -> bool:

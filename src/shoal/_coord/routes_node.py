@@ -166,6 +166,7 @@ async def heartbeat(request: Request, node_id: str = Depends(node_auth)) -> Hear
         await run_in_threadpool(coord.heartbeat, *args)
     elif coord.check_due(node_id):  # its session, what it runs, last_seen: not awaited
         _background(run_in_threadpool(coord.heartbeat, *args), f"heartbeat of {node_id}")
+    coord.beat(node_id)  # after a first heartbeat made its state
     return HeartbeatAnswer(heartbeat_timeout_s=coord.heartbeat_timeout_s)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from dataclasses import dataclass, field
 
 from shoal._engine import InstanceView, NodeView, SwarmView, TaskCounts
@@ -25,6 +26,10 @@ class Offer:
     capacity: Capacity | None = None
 
 
+#: Heartbeats remembered per node (at the agent's default 5 s period: the last 10 min).
+HEARTBEAT_HISTORY = 120
+
+
 @dataclass
 class NodeState:
     """What only the driver knows of a node: when it was heard from, its agent session,
@@ -38,6 +43,10 @@ class NodeState:
     session: str | None = None
     checked: bool = False
     checking: bool = False
+    #: When its last :data:`HEARTBEAT_HISTORY` heartbeats arrived (epoch seconds,
+    #: oldest first): the dashboard's node page draws them. Kept in memory only, like
+    #: ``last_seen`` between stores: a restarted coordinator starts a new history.
+    beats: deque[float] = field(default_factory=lambda: deque(maxlen=HEARTBEAT_HISTORY))
 
 
 @dataclass(frozen=True)
@@ -78,8 +87,12 @@ class NodeReport:
         When this coordinator last heard from it (the record's time if never).
     view
         The engine's view; None if the node never joined since the log began.
+    beats
+        When its recent heartbeats arrived (epoch seconds, oldest first; at most
+        :data:`HEARTBEAT_HISTORY`, since this coordinator started).
     """
 
     record: NodeRecord
     last_seen: float
     view: NodeView | None
+    beats: tuple[float, ...] = ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import pairwise
 
 from shoal._api.records import MetricRecord
 
@@ -21,15 +22,23 @@ class Chart:
         Iterations.
     lines
         ``(label, values)``; each list is as long as ``x``.
+    x_label
+        What ``x`` counts (the axis and the values table say it).
     """
 
     title: str
     x: list[int]
     lines: list[tuple[str, list[float | None]]]
+    x_label: str = "iteration"
 
     def to_dict(self) -> dict[str, object]:
         """The JSON the page's script draws."""
-        return {"title": self.title, "x": self.x, "lines": [[n, v] for n, v in self.lines]}
+        return {
+            "title": self.title,
+            "x": self.x,
+            "lines": [[n, v] for n, v in self.lines],
+            "x_label": self.x_label,
+        }
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -66,3 +75,13 @@ def across(name: str, runs: list[tuple[str, list[MetricRecord]]]) -> Chart:
     x = sorted({it for its in per.values() for it in its})
     lines = [(label, [_mean(its.get(it, [])) for it in x]) for label, its in per.items()]
     return Chart(f"{name} across swarms", x, lines)
+
+
+def heartbeats(beats: list[float]) -> Chart:
+    """A node's heartbeat history (epoch seconds, oldest first): for each heartbeat
+    after the first, the gap since the one before, in seconds; x counts heartbeats
+    back from the newest (0), so a silence shows as a peak."""
+    n = len(beats)
+    gaps: list[float | None] = [round(b - a, 3) for a, b in pairwise(beats)]
+    x = [i - (n - 1) for i in range(1, n)]
+    return Chart("seconds since the previous heartbeat", x, [("gap (s)", gaps)], "heartbeat")

@@ -9,6 +9,7 @@ draws the charts with uPlot (shipped in ``static/``, never from a CDN).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -42,6 +43,13 @@ SSE_MAX_S = 300.0
 #: a second, and each message makes every open page re-read itself.
 SSE_MIN_INTERVAL_S = 1.0
 MEMO_ENTRIES = 64  # reads shared by pages while nothing changed
+#: A rendered page is shared by every session that asks for it while the source has not
+#: changed, for at most this long (its "… s ago" texts age): open dashboards all re-read
+#: on the same change message, and one render serves them all.
+PAGE_FRESH_S = 2.0
+#: Stands for the session's CSRF token in a shared render; each response gets its own.
+_CSRF_SLOT = "\x00csrf-" + secrets.token_hex(8) + "\x00"
+HEARTBEATS_LISTED = 10  # newest heartbeats listed under the node's chart
 LOG_LINES = 300  # log records shown at once (the newest)
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -51,6 +59,16 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def _last_tick(t: float) -> float:
+    """The latest announcement tick at or before ``t`` (monotonic seconds)."""
+    return (t // SSE_MIN_INTERVAL_S) * SSE_MIN_INTERVAL_S
+
+
+def _next_tick(t: float) -> float:
+    """The first announcement tick after ``t``: live messages go out only on these."""
+    return _last_tick(t) + SSE_MIN_INTERVAL_S
 
 
 def _ago(t: float | None) -> str:
@@ -117,6 +135,14 @@ class Dashboard:
         self.sessions = sessions
         self._memo: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._memo_lock = threading.Lock()
+        # Rendered pages by (generation, path, query): (html with the CSRF slot, status,
+        # rendered at); and the renders under way, which later askers await (one render
+        # per change however many dashboards ask at once).
+        self._pages: OrderedDict[tuple[Any, ...], tuple[str, int, float]] = OrderedDict()
+        # The newest render per (root, path, query), whatever the generation: shared by
+        # live refetches until the next announcement tick.
+        self._ticked: OrderedDict[tuple[Any, ...], tuple[str, int, float]] = OrderedDict()
+        self._rendering: dict[tuple[Any, ...], asyncio.Future[tuple[str, int]]] = {}
 
     def read(self, key: tuple[Any, ...], fn: Callable[[], T]) -> T:
         """``fn()``, shared by every page that asks for ``key`` while the source has not
@@ -148,13 +174,71 @@ class Dashboard:
             root=self._root(request),
             kind=self.source.kind,
             version=__version__,
-            csrf=session.csrf if session is not None else "",
+            csrf=_CSRF_SLOT,
             signed_in=session is not None,
             auth=self.sessions is not None,
             path=request.url.path,
             **ctx,
         )
-        return HTMLResponse(html, status_code=status, headers=_HEADERS)
+        request.state.shared_html = (html, status)
+        return self._html(html, status, session)
+
+    def _html(self, html: str, status: int, session: Session | None) -> Response:
+        csrf = session.csrf if session is not None else ""
+        return HTMLResponse(html.replace(_CSRF_SLOT, csrf), status_code=status, headers=_HEADERS)
+
+    async def shared(
+        self, request: Request, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """``handler(request)`` for a GET of a page, rendered once per change of the
+        source and shared by every session (only the CSRF token differs); while one
+        render runs, the same request from other dashboards waits for it."""
+        session = None if self.sessions is None else self._session(request)
+        key = (
+            self.source.generation(),  # read first: a render is never newer than its key
+            self._root(request),
+            request.url.path,
+            request.url.query,
+        )
+        now = time.monotonic()
+        hit = self._pages.get(key)
+        if hit is not None and now - hit[2] < PAGE_FRESH_S:
+            return self._html(hit[0], hit[1], session)
+        # A live page's refetch (dash.js, after an event): every stream announces on the
+        # same ticks, so a render made since the last tick already holds every change
+        # announced, even if the source changed again since (the next tick says so).
+        live = request.headers.get("x-shoal-live") == "1"
+        shared = self._ticked.get(key[1:]) if live else None
+        if shared is not None and shared[2] >= _last_tick(now):
+            return self._html(shared[0], shared[1], session)
+        running = self._rendering.get(key)
+        if running is not None:
+            html, status = await asyncio.shield(running)
+            if status < 0:  # that answer was no page: ask on our own
+                return await handler(request)
+            return self._html(html, status, session)
+        future: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        self._rendering[key] = future
+        try:
+            resp = await handler(request)
+            page = getattr(request.state, "shared_html", None)
+            if page is None:  # not a rendered page (a redirect): not shared
+                future.set_result(("", -1))
+                return resp
+            entry = (page[0], page[1], now)
+            self._pages[key] = entry
+            self._ticked[key[1:]] = entry
+            for memo in (self._pages, self._ticked):
+                while len(memo) > MEMO_ENTRIES:
+                    memo.popitem(last=False)
+            future.set_result(page)
+            return resp
+        except BaseException as e:
+            future.set_exception(e)
+            future.exception()  # retrieved: a failed render is the asker's error only
+            raise
+        finally:
+            del self._rendering[key]
 
     def guarded(
         self, handler: Callable[[Request], Awaitable[Response]]
@@ -173,6 +257,8 @@ class Dashboard:
                         f"{self._root(request)}/login?{urlencode({'next': target})}", 303
                     )
                 return Response("sign in first", 401, headers=_HEADERS)
+            if request.method == "GET" and handler != self.events:
+                return await self.shared(request, handler)
             return await handler(request)
 
         return run
@@ -346,8 +432,19 @@ class Dashboard:
             return self.page(
                 request, "missing.html", 404, title="Not found", what=f"node {node_id}"
             )
+        beats = list(found.beats)
+        figures = [charts.heartbeats(beats)] if len(beats) > 1 else []
         return self.page(
-            request, "node.html", title=f"Node {node_id}", n=found, instances=instances
+            request,
+            "node.html",
+            title=f"Node {node_id}",
+            n=found,
+            instances=instances,
+            beats=beats[::-1][: HEARTBEATS_LISTED + 1],  # one more: the last row's gap
+            listed=HEARTBEATS_LISTED,
+            beats_total=len(beats),
+            charts=figures,
+            chart_data=[c.to_dict() for c in figures],
         )
 
     async def story(self, request: Request) -> Response:
@@ -406,9 +503,11 @@ class Dashboard:
                 if src.closing or await request.is_disconnected():
                     return
                 if now != seen:
-                    seen = now
-                    yield f"data: {now}\n\n"
-                    await asyncio.sleep(SSE_MIN_INTERVAL_S)  # later changes: one message
+                    # Announce on the shared tick grid: every open page refetches at
+                    # the same moment and one render serves them all (Dashboard.shared).
+                    await asyncio.sleep(_next_tick(time.monotonic()) - time.monotonic())
+                    seen = src.generation()
+                    yield f"data: {seen}\n\n"
                 else:
                     yield ": keep-alive\n\n"
 

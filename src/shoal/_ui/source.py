@@ -30,6 +30,9 @@ class NodeInfo:
     facts
         What its record says of it, label -> text (CPUs, memory, GPUs, images, dataset
         names...; never data). A source shows every fact its records have.
+    beats
+        When its recent heartbeats arrived (epoch seconds, oldest first; empty where
+        there are none, as for a simulator's virtual node).
     """
 
     node_id: str
@@ -37,6 +40,7 @@ class NodeInfo:
     last_seen: float | None
     running: int = 0
     facts: dict[str, str] = field(default_factory=dict)
+    beats: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@
         var fig = scope.querySelector('figure.chart[data-chart="' + i + '"] .plot');
         if (!fig) return;
         var width = Math.max(Math.min(fig.clientWidth || 600, 900), 260);
-        var series = [{ label: "iteration" }];
+        var series = [{ label: c.x_label || "iteration" }];
         c.lines.forEach(function (line, j) {
           var mean = line[0] === "mean";
           series.push({ label: line[0], stroke: mean ? "#000" : COLORS[j % COLORS.length],
@@ -28,7 +28,7 @@
         });
         var opts = { width: width, height: 240, series: series,
                      scales: { x: { time: false } },
-                     axes: [{ label: "iteration", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] }, {}] };
+                     axes: [{ label: c.x_label || "iteration", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] }, {}] };
         var rows = [c.x].concat(c.lines.map(function (l) { return l[1]; }));
         plots.push(new uPlot(opts, rows, fig));
         fig.parentElement.classList.add("drawn");
@@ -60,7 +60,8 @@
   function refresh() {
     if (busy) { again = true; return; }
     busy = true;
-    fetch(location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+    fetch(location.href, { credentials: "same-origin",
+                          headers: { "Accept": "text/html", "X-Shoal-Live": "1" } })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
         if (!html) return;
