@@ -35,6 +35,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "auth.rate_limited": "Too many failed authentications from one address (429).",
         "auth.token": "A bearer token that is neither the user token nor a node credential.",
         "auth.user": "A user route was called without the user API token.",
+        "blob.backend": "No installed backend for a blob store URL (pip install 'shoal[s3]').",
         "blob.digest": "A blob digest is not 'sha256:' and 64 lowercase hex digits.",
         "blob.invalid": "The blob store was given a malformed digest.",
         "blob.mismatch": "Uploaded bytes do not hash to the digest they were sent under.",

@@ -75,8 +75,12 @@ def coordinator_start(
         Path, typer.Option(help="Folder for tokens, blobs and the default SQLite database.")
     ] = DEFAULT_STATE,
     blobs: Annotated[
-        Path | None,
-        typer.Option(help="Folder for large values (default: STATE/blobs).", show_default=False),
+        str | None,
+        typer.Option(
+            help="Folder for large values, or s3://bucket/prefix (endpoint and credentials"
+            " from the usual AWS settings) (default: STATE/blobs).",
+            show_default=False,
+        ),
     ] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
@@ -114,7 +118,10 @@ def coordinator_start(
     except OSError as e:
         fail(f"cannot create the state folder {state}: {e}")
     server = load_service("shoal._coord.server", "coordinator")
-    blobs_dir = (blobs or state / "blobs").resolve()
+    # An object store URL is kept as it is; a folder is made absolute.
+    blobs_dir: str | Path = (
+        blobs if blobs and "://" in blobs else (Path(blobs) if blobs else state / "blobs").resolve()
+    )
     db_url = db or f"sqlite:///{state / 'shoal.db'}"
     _, user = tokens(state)
     url = public_url(host, port, tls_cert is not None)

@@ -16,7 +16,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m shoal._coord", description=__doc__)
     p.add_argument("--state", required=True, help="state folder (tokens, database, blobs)")
     p.add_argument("--db", default=None, help="store URL (default: SQLite in --state)")
-    p.add_argument("--blobs", default=None, help="blob folder (default: STATE/blobs)")
+    p.add_argument(
+        "--blobs", default=None, help="blob folder or s3://bucket/prefix (default: STATE/blobs)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--tls-cert", default=None)

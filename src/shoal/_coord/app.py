@@ -28,7 +28,7 @@ from shoal._coord.http import (
 from shoal._coord.ratelimit import DEFAULT_MAX_FAILURES, DEFAULT_WINDOW_S, AuthLimiter
 from shoal._errors import ShoalError
 from shoal._store.base import Store
-from shoal._store.blobs import BlobStore
+from shoal._store.blobs import Blobs, open_blobs
 from shoal._ui import Sessions, dashboard_app
 from shoal._version import __version__
 
@@ -52,7 +52,7 @@ async def _watch_loop(coord: Coordinator) -> None:
 
 def create_app(
     store: Store,
-    blobs: BlobStore | Path | str,
+    blobs: Blobs | Path | str,
     join_token: str,
     user_token: str,
     heartbeat_timeout_s: float = 15.0,
@@ -124,7 +124,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.coord = coord
-    app.state.blobs = blobs if isinstance(blobs, BlobStore) else BlobStore(Path(blobs))
+    app.state.blobs = open_blobs(blobs) if isinstance(blobs, (str, Path)) else blobs
     app.state.user_token = user_token
     app.state.operator_token = operator_token or secrets.token_urlsafe(32)
     app.state.save_user_token = save_user_token

@@ -19,7 +19,7 @@ from shoal._coord.access import USER, BlobAccess, node_holder, unreadable
 from shoal._coord.errors import ApiError
 from shoal._coord.storage import storage_full
 from shoal._errors import ShoalError
-from shoal._store.blobs import BlobStore
+from shoal._store.blobs import Blobs, BlobStore
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -35,7 +35,7 @@ def check_digest(digest: str) -> None:
         )
 
 
-def size_of(blobs: BlobStore, digest: str) -> int | None:
+def size_of(blobs: Blobs, digest: str) -> int | None:
     """The blob's length, or None if it is not stored."""
     return blobs.size(digest) if blobs.exists(digest) else None
 
@@ -55,18 +55,19 @@ def principal(request: Request, who: str) -> str:
 
 
 def readable_file(
-    blobs: BlobStore, access: BlobAccess, who: str, digest: str, what: str = "blob"
-) -> Path:
+    blobs: Blobs, access: BlobAccess, who: str, digest: str, what: str = "blob"
+) -> Path | None:
     """The file of a blob that holder ``who`` (:func:`principal`) may read as ``what``
     (``"blob"``: a value, through the blobs route; ``"bundle"``: through the bundles
     route); 400 for a malformed digest, 404 if it is not stored or not readable by
-    ``who`` (:mod:`shoal._coord.access`).
+    ``who`` (:mod:`shoal._coord.access`). None: readable, but not a local file (an
+    object store's blob): stream it with ``iter_chunks``.
     Blocks: call it in a worker thread."""
     check_digest(digest)
     kind = "bundle" if what == "bundle" else "value"
     if not blobs.exists(digest) or not access.may_read(who, digest, kind):
         raise unreadable(what, digest, who)
-    return blobs.path(digest)
+    return blobs.path(digest) if isinstance(blobs, BlobStore) else None
 
 
 BATCH = 4 * 1024 * 1024
@@ -77,7 +78,7 @@ AHEAD = 16 * 1024 * 1024
 DRAIN_S = 60.0  # after a failed write, how long the rest of an upload is read and dropped
 
 
-async def put_streamed(blobs: BlobStore, digest: str, stream: AsyncIterator[bytes]) -> int:
+async def put_streamed(blobs: Blobs, digest: str, stream: AsyncIterator[bytes]) -> int:
     """Store an upload as it arrives (never whole in memory); return its length.
 
     A task on the event loop reads the body into a bounded buffer while the store

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from shoal._api.identity import CredentialBody
@@ -56,7 +56,7 @@ from shoal._coord.state import Offer
 from shoal._coord.storage import storage_full
 from shoal._engine.capacity import Capacity
 from shoal._runtime.protocol import error_payload
-from shoal._store.blobs import BlobStore
+from shoal._store.blobs import Blobs
 
 log = logging.getLogger("shoal.coordinator")
 router = APIRouter(prefix="/v1", tags=["nodes"])
@@ -65,9 +65,9 @@ log = logging.getLogger("shoal.coordinator")
 MAX_WAIT_S = 60.0
 
 
-def blobs(request: Request) -> BlobStore:
+def blobs(request: Request) -> Blobs:
     """The app's blob store."""
-    store: BlobStore = request.app.state.blobs
+    store: Blobs = request.app.state.blobs
     return store
 
 
@@ -256,7 +256,7 @@ def _batch_calls(batch: Batch) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def _check_blobs(store: BlobStore, args: Mapping[str, Any]) -> None:
+def _check_blobs(store: Blobs, args: Mapping[str, Any]) -> None:
     value = args.get("value")
     if isinstance(value, dict) and "blob" in value:
         digest, length = value["blob"], value["length"]
@@ -320,6 +320,8 @@ async def bundle(request: Request, digest: Digest, who: str = Depends(any_auth))
     access = coordinator(request).access
     holder = principal(request, who)
     path = await run_in_threadpool(readable_file, blobs(request), access, holder, digest, "bundle")
+    if path is None:
+        return await streamed(blobs(request), digest, "application/zip")
     data = await small_files(request).read(path)
     if data is None:
         return FileResponse(path, media_type="application/zip")
@@ -392,13 +394,24 @@ async def put_blob(request: Request, digest: Digest, who: str = Depends(any_auth
     response_class=FileResponse,
     responses={**answers(400, 401, 404), **binary_answer("application/octet-stream")},
 )
-async def get_blob(request: Request, digest: Digest, who: str = Depends(any_auth)) -> FileResponse:
+async def get_blob(request: Request, digest: Digest, who: str = Depends(any_auth)) -> Response:
     """A value blob's bytes, streamed: one the node uploaded or was given, or one of
     the user's swarms (404 otherwise)."""
     access = coordinator(request).access
     holder = principal(request, who)
     path = await run_in_threadpool(readable_file, blobs(request), access, holder, digest)
+    if path is None:
+        return await streamed(blobs(request), digest, "application/octet-stream")
     return BigChunkFileResponse(path, media_type="application/octet-stream")
+
+
+async def streamed(store: Blobs, digest: str, media_type: str) -> StreamingResponse:
+    """A blob that is not a local file (object storage), streamed in 4 MiB pieces with
+    its length; the request to the store is made here, in a worker thread, so a missing
+    blob is a 404 rather than a broken stream."""
+    size = await run_in_threadpool(store.size, digest)
+    chunks = await run_in_threadpool(store.iter_chunks, digest, BigChunkFileResponse.chunk_size)
+    return StreamingResponse(chunks, media_type=media_type, headers={"content-length": str(size)})
 
 
 class BigChunkFileResponse(FileResponse):

@@ -36,7 +36,7 @@ from shoal._coord.routes_node import MAX_WAIT_S, blobs
 from shoal._coord.state import NodeReport, SwarmReport
 from shoal._engine.capacity import Capacity
 from shoal._plan import Plan, load_plan
-from shoal._store.blobs import BlobStore
+from shoal._store.blobs import Blobs
 from shoal._version import __version__
 
 router = APIRouter(
@@ -74,7 +74,7 @@ def _check_bundle(digest: str, data: bytes) -> None:
         ) from None
 
 
-def _prepare(plan_text: str, bundles: dict[str, bytes], store: BlobStore) -> Plan:
+def _prepare(plan_text: str, bundles: dict[str, bytes], store: Blobs) -> Plan:
     """Check and store a submission (in a worker thread: it parses and hashes
     megabytes)."""
     try:

@@ -186,7 +186,7 @@ def serve(
         Holds the join and user tokens, the default database and blobs; made private to
         the coordinator's user (folders 0700, files 0600).
     blobs_dir
-        Blob folder (default ``state_dir/blobs``).
+        Blob folder or ``s3://bucket/prefix`` (default ``state_dir/blobs``).
     host, port
         Where to listen.
     tls_cert, tls_key
@@ -232,7 +232,7 @@ def serve(
     private_database(db_url)
     app = create_app(
         store,
-        Path(blobs_dir) if blobs_dir is not None else state / "blobs",
+        blobs_dir if blobs_dir is not None else state / "blobs",  # a folder or s3://...
         tokens.join,
         tokens.user,
         heartbeat_timeout_s=heartbeat_timeout_s,

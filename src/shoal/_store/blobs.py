@@ -17,11 +17,11 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from shoal._errors import ShoalError
 
-__all__ = ["CHUNK", "BlobStore", "digest_of", "write_hashed"]
+__all__ = ["CHUNK", "BlobStore", "Blobs", "digest_of", "open_blobs", "write_hashed"]
 
 CHUNK = 1 << 20  # 1 MiB
 _DIGEST = re.compile(r"sha256:([0-9a-f]{64})")
@@ -211,3 +211,46 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class Blobs(Protocol):
+    """What every blob backend offers (the disk :class:`BlobStore`, the S3 store)."""
+
+    def put_stream(
+        self, chunks: Iterable[bytes | bytearray | memoryview], expected: str | None = None
+    ) -> tuple[str, int]: ...
+
+    def put_bytes(self, data: bytes) -> str: ...
+
+    def exists(self, digest: str) -> bool: ...
+
+    def size(self, digest: str) -> int: ...
+
+    def open(self, digest: str) -> BinaryIO: ...
+
+    def iter_chunks(self, digest: str, chunk: int = CHUNK) -> Iterator[bytes]: ...
+
+
+def open_blobs(location: str | os.PathLike[str]) -> Blobs:
+    """The blob store at ``location``: ``s3://bucket[/prefix]`` (object storage, the
+    ``s3`` extra; endpoint and credentials from the usual AWS settings) or a folder.
+
+    Raises
+    ------
+    ShoalError
+        ``blob.invalid`` for a URL scheme other than ``s3``; ``blob.backend`` if the
+        ``s3`` extra is not installed.
+    """
+    text = os.fspath(location)
+    scheme = text.split("://", 1)[0] if "://" in text else ""
+    if scheme == "s3":
+        from shoal._store.s3blobs import S3BlobStore  # boto3 only when asked for
+
+        return S3BlobStore(text)
+    if scheme and scheme != "file":
+        raise ShoalError(
+            f"blob store {text!r} has an unknown scheme {scheme!r}",
+            code="blob.invalid",
+            hint="give a folder or s3://bucket/prefix",
+        )
+    return BlobStore(text.removeprefix("file://"))
