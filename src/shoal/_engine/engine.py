@@ -266,6 +266,7 @@ class Engine(EngineCore):
         inst.slot.outcome = SlotOutcome.SUCCEEDED
         run.open -= 1
         run.succeeded_ids.append(inst.instance_id)
+        self._advance(run, inst.slot)
         self._check_run(run)
 
     def _on_failed(self, e: InstanceFailed) -> None:

@@ -165,10 +165,12 @@ class Instance:
 class Slot:
     """One placement slot of a task in an iteration; retries reuse the slot."""
 
-    __slots__ = ("current", "index", "outcome", "tried")
+    __slots__ = ("current", "index", "outcome", "planned", "tried")
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, planned: str | None = None) -> None:
         self.index = index
+        # Chain and ring slots: the node chosen for the slot before it is scheduled.
+        self.planned = planned
         self.current: Instance | None = None
         self.outcome: SlotOutcome | None = None
         self.tried: dict[str, None] = {}
@@ -189,6 +191,7 @@ class TaskRun:
         "phase",
         "ready_ups",
         "released",
+        "ring_size",
         "slots",
         "spec",
         "succeeded_ids",
@@ -211,6 +214,7 @@ class TaskRun:
         self.ready_ups = 0  # released upstream tasks
         self.deadline: float | None = None  # placement deadline while WAITING
         self._inputs_cache: tuple[str, ...] = ()
+        self.ring_size = 0  # chains and rings: how many nodes take part
 
     @property
     def alias(self) -> str:
@@ -250,6 +254,7 @@ class SwarmState:
         "seed",
         "sinks",
         "sinks_ended",
+        "skipped",
         "sources",
         "started_iterations",
         "status",
@@ -283,6 +288,8 @@ class SwarmState:
         self.runs: dict[tuple[int, str], TaskRun] = {}
         self.active: dict[str, Instance] = {}
         self.failed: list[Instance] = []
+        # Chain/ring slots that failed without an instance (their node was gone).
+        self.skipped: list[str] = []
         self.stop_by: str | None = None  # reason, once a task called stop_swarm()
         self.pins: dict[str, frozenset[str]] = {}
         self.narrow: dict[tuple[int, str], frozenset[str]] = {}
