@@ -131,6 +131,14 @@ class EngineCore:
         """Forget a now-terminal instance in the load and active sets."""
         del self._nodes[inst.node_id].active[inst.instance_id]
         del inst.run.swarm.active[inst.instance_id]
+        if inst.calls:
+            self._close_calls(inst)
+
+    def _close_calls(self, inst: Instance) -> None:
+        """``inst`` ended with open world.invoke calls (``calls.CallsMixin``)."""
+
+    def _check_call(self, run: TaskRun) -> None:
+        """A world.invoke call's counters changed (``calls.CallsMixin``)."""
 
     def _fail(
         self,
@@ -157,7 +165,9 @@ class EngineCore:
         node, why = self._retry_node(inst)
         if node is not None:
             # A chain or ring slot sees exactly what its first attempt saw.
-            inputs = self._inputs(run) if run.spec.order is Order.PARALLEL else inst.inputs
+            # A chain or ring slot, or an invoked instance, sees what its first attempt saw.
+            keep = run.spec.order is not Order.PARALLEL or run.call is not None
+            inputs = inst.inputs if keep else self._inputs(run)
             new = self._schedule(run, inst.slot, node, inst.attempt + 1, inputs)
             self._log(inst, f"retried as {new.instance_id} on node {node.node_id}")
             self._repin(run, inst.slot, node.node_id)
@@ -428,7 +438,8 @@ class EngineCore:
         inputs: dict[str, tuple[str, ...]],
     ) -> Instance:
         swarm, spec = run.swarm, run.spec
-        iid = f"{swarm.swarm_id}/{run.iteration}/{run.alias}/{slot.index}/{attempt}"
+        label = slot.index if run.call is None else f"c{run.call.number}.{slot.index}"
+        iid = f"{swarm.swarm_id}/{run.iteration}/{run.alias}/{label}/{attempt}"
         timeout = self._timeout_of(run)
         deadline = None if self._timeout_at_start else self._now + timeout
         inst = Instance(iid, run, slot, attempt, node.node_id, inputs, deadline)
@@ -450,6 +461,7 @@ class EngineCore:
                 module=spec.module,
                 inputs=dict(inputs),
                 timeout_s=timeout,
+                invoke=None if run.call is None else run.call.call_id,
             )
         )
         return inst
@@ -458,6 +470,9 @@ class EngineCore:
         """React to a change in ``run``'s counters: fail, release downstream, end."""
         swarm = run.swarm
         if swarm.status is not _RUNNING or run.phase is not RunPhase.PLACED:
+            return
+        if run.call is not None:
+            self._check_call(run)
             return
         if run.successes + run.open < run.min_results:
             self._finish(swarm, SwarmStatus.FAILED, self._task_failure(run))
@@ -493,6 +508,8 @@ class EngineCore:
         """End ``swarm``: cancel what still runs, stop waiting, report."""
         why = f"swarm {swarm.swarm_id} {status.value}"
         for inst in list(swarm.active.values()):
+            if inst.state in TERMINAL:  # cancelled with its caller's call just before
+                continue
             self._move(inst, Move.CANCEL, f"cancelled: {why}")
             inst.kind, inst.error, inst.ended_by_engine = FailureKind.CANCELLED, why, True
             self._detach(inst)
@@ -596,6 +613,9 @@ class EngineCore:
     def _live(self, at: float, target: Target) -> bool:
         if isinstance(target, Instance):
             return target.state not in TERMINAL and target.deadline == at
+        if target.call is not None:
+            call = target.call
+            return not call.done and call.deadline == at and target.swarm.status is _RUNNING
         return (
             target.phase is RunPhase.WAITING
             and target.deadline == at

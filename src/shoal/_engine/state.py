@@ -122,6 +122,8 @@ class Instance:
 
     __slots__ = (
         "attempt",
+        "calls",
+        "calls_made",
         "deadline",
         "ended_by_engine",
         "error",
@@ -160,6 +162,9 @@ class Instance:
         # Late reports on an instance the engine ended itself are a benign race.
         self.ended_by_engine = False
         self.story: list[StoryEntry] = []
+        # Its open world.invoke calls (call id -> the call's TaskRun).
+        self.calls: dict[str, TaskRun] = {}
+        self.calls_made = 0  # numbers its calls' instance ids (c0, c1, ...)
 
 
 class Slot:
@@ -181,6 +186,7 @@ class TaskRun:
 
     __slots__ = (
         "_inputs_cache",
+        "call",
         "cancelled",
         "deadline",
         "ended",
@@ -215,6 +221,7 @@ class TaskRun:
         self.deadline: float | None = None  # placement deadline while WAITING
         self._inputs_cache: tuple[str, ...] = ()
         self.ring_size = 0  # chains and rings: how many nodes take part
+        self.call: Call | None = None  # set for the instances of one world.invoke call
 
     @property
     def alias(self) -> str:
@@ -236,6 +243,22 @@ class TaskRun:
         if len(self._inputs_cache) != len(self.succeeded_ids):
             self._inputs_cache = tuple(self.succeeded_ids)
         return self._inputs_cache
+
+
+class Call:
+    """One ``world.invoke`` call: its caller, deadline and when it began."""
+
+    __slots__ = ("call_id", "caller", "deadline", "done", "number", "since")
+
+    def __init__(
+        self, call_id: str, caller: Instance, number: int, since: float, deadline: float
+    ) -> None:
+        self.call_id = call_id
+        self.caller = caller
+        self.number = number
+        self.since = since
+        self.deadline = deadline
+        self.done = False
 
 
 class SwarmState:
@@ -283,7 +306,10 @@ class SwarmState:
         self.downstream: dict[str, tuple[str, ...]] = {
             a: tuple(dict.fromkeys(plan.downstream(a))) for a in self.tasks
         }
-        self.sources = tuple(a for a in self.tasks if not self.upstream[a])
+        # On-demand tasks are started by world.invoke, never by the graph.
+        self.sources = tuple(
+            a for a, t in self.tasks.items() if not self.upstream[a] and not t.on_demand
+        )
         self.sinks: dict[str, None] = dict.fromkeys(plan.sinks)
         self.runs: dict[tuple[int, str], TaskRun] = {}
         self.active: dict[str, Instance] = {}
