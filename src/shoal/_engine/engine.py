@@ -379,6 +379,16 @@ class Engine(CallsMixin):
         if bad is not None:
             self._finish(swarm, SwarmStatus.FAILED, bad)
             return
+        if e.plan.loops:
+            # Fixed in the plan schema (docs/engine.md) but not run yet: refuse rather
+            # than run the loop's tasks once.
+            self._finish(
+                swarm,
+                SwarmStatus.FAILED,
+                f"plan has inner loops {sorted(e.plan.loops)}, which this engine does "
+                "not run yet (docs/engine.md, 'Inner loops')",
+            )
+            return
         self._start_iteration(swarm)
 
     def _on_stop_requested(self, e: StopRequested) -> None:
