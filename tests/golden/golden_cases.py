@@ -29,6 +29,7 @@ from shoal._engine.messages import (
     InstanceFailed,
     InstanceStarted,
     InstanceSucceeded,
+    InvokeCalled,
     NextIterScheduled,
     NodeJoined,
     NodeLost,
@@ -93,6 +94,7 @@ def events(plan: Plan) -> list[Event]:
         NextIterScheduled(iid, 6.5, "train", ("node-00001", "node-00002")),
         StopRequested("swarm-1", 7.0, "stopped by user"),
         TimerFired(8.25),
+        InvokeCalled(iid, 9.0, iid + "#0", "train", ("node-00001",), 1, 30.0),
     ]
 
 

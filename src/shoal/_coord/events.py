@@ -20,6 +20,7 @@ from shoal._engine.messages import (
     InstanceFailed,
     InstanceStarted,
     InstanceSucceeded,
+    InvokeCalled,
     NextIterScheduled,
     NodeJoined,
     NodeLost,
@@ -71,6 +72,16 @@ def encode_event(event: Event) -> bytes:
             doc.update(swarm_id=event.swarm_id, reason=event.reason)
         case TimerFired():
             pass
+        case InvokeCalled():
+            # A record type added without a version bump: older logs never hold one.
+            doc.update(
+                instance_id=event.instance_id,
+                call_id=event.call_id,
+                alias=event.alias,
+                node_ids=None if event.node_ids is None else list(event.node_ids),
+                min_results=event.min_results,
+                timeout_s=event.timeout_s,
+            )
         case _:
             raise ShoalError(f"cannot encode event {event!r}", code="coord.event")
     data: bytes = msgpack.packb(doc, use_bin_type=True)
@@ -183,4 +194,17 @@ def decode_event(data: bytes) -> Event:
             return StopRequested(_field(doc, "swarm_id", str), now, _field(doc, "reason", str))
         case "TimerFired":
             return TimerFired(now)
+        case "InvokeCalled":
+            nodes = None if doc.get("node_ids") is None else tuple(_strs(doc, "node_ids"))
+            least = doc.get("min_results")
+            limit = doc.get("timeout_s")
+            return InvokeCalled(
+                iid(),
+                now,
+                _field(doc, "call_id", str),
+                _field(doc, "alias", str),
+                nodes,
+                None if least is None else int(_field(doc, "min_results", int)),
+                None if limit is None else float(_field(doc, "timeout_s", (int, float))),
+            )
     raise ShoalError(f"event log record has unknown type {kind!r}", code="coord.event_log")

@@ -12,6 +12,7 @@ from shoal._engine.messages import (
     CancelInstance,
     Event,
     Instruction,
+    InvokeFinished,
     IterationStarted,
     NextIterScheduled,
     RunInstance,
@@ -84,7 +85,10 @@ class DriverBase(ABC):
             IterationStarted: self._on_iteration,
             SwarmFinished: self._on_finished,
             WakeAt: self._on_wake,
+            InvokeFinished: self._on_invoke_finished,
         }
+        # Answers to world.invoke calls, by call id, until the caller collects them.
+        self.invoke_answers: dict[str, InvokeFinished] = {}
 
     # ----------------------------------------------------------------- the loop
     @abstractmethod
@@ -142,6 +146,10 @@ class DriverBase(ABC):
 
     def _on_finished(self, ins: SwarmFinished) -> None:  # noqa: B027 (an optional hook)
         """A swarm ended (default: nothing)."""
+
+    def _on_invoke_finished(self, ins: InvokeFinished) -> None:
+        """A ``world.invoke`` call ended: keep the answer for its caller to collect."""
+        self.invoke_answers[ins.call_id] = ins
 
     # ----------------------------------------------------------------- swarms
     def submit_swarm(
