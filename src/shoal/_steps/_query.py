@@ -160,21 +160,21 @@ class QueryFeature(Entity):
     name: str
 
     def __init__(self, name: str) -> None:
-        super().__init__(name=name)
+        super().__init__(name=name)  # type: ignore[call-arg]
 
     def _cmp(self, op: Op, value: Any) -> Compare:
         return Compare(feature=self.name, op=op, value=value)
 
-    def __lt__(self, value: Any) -> Compare:  # type: ignore[override]
+    def __lt__(self, value: Any) -> Compare:
         return self._cmp("<", value)
 
-    def __le__(self, value: Any) -> Compare:  # type: ignore[override]
+    def __le__(self, value: Any) -> Compare:
         return self._cmp("<=", value)
 
-    def __gt__(self, value: Any) -> Compare:  # type: ignore[override]
+    def __gt__(self, value: Any) -> Compare:
         return self._cmp(">", value)
 
-    def __ge__(self, value: Any) -> Compare:  # type: ignore[override]
+    def __ge__(self, value: Any) -> Compare:
         return self._cmp(">=", value)
 
     def __eq__(self, value: Any) -> Compare:  # type: ignore[override]
