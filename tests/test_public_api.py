@@ -114,6 +114,11 @@ PINNED = {
         "StepsError",
         "SumEstimator",
         "VarianceEstimator",
+        "CollectMetadata",
+        "Metadata",
+        "frame_metadata",
+        "metadata_artifact",
+        "table_metadata",
         "to_swarm",
     },
     shoal.strategies: {
@@ -315,6 +320,8 @@ def _steps_instances() -> dict[str, Callable[[], object]]:
         "Query",
         "QueryFilter",
         "CountEstimator",
+        "Metadata",
+        "CollectMetadata",
     ):
         est[name] = getattr(sp, name)
     return {f"shoal.steps.{k}": v for k, v in est.items()}

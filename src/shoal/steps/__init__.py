@@ -51,6 +51,13 @@ from shoal._steps._estimators import (
     SumEstimator,
     VarianceEstimator,
 )
+from shoal._steps._metadata import (
+    CollectMetadata,
+    Metadata,
+    frame_metadata,
+    metadata_artifact,
+    table_metadata,
+)
 from shoal._steps._operation import Environment, Operation
 from shoal._steps._query import (
     And,
@@ -75,6 +82,7 @@ __all__ = [
     "Arrange",
     "Artifact",
     "Collect",
+    "CollectMetadata",
     "Compare",
     "CountEstimator",
     "Distribute",
@@ -92,6 +100,7 @@ __all__ = [
     "IsNull",
     "Iterate",
     "MeanEstimator",
+    "Metadata",
     "Not",
     "Operation",
     "Or",
@@ -107,6 +116,9 @@ __all__ = [
     "StepsError",
     "SumEstimator",
     "VarianceEstimator",
+    "frame_metadata",
+    "metadata_artifact",
+    "table_metadata",
     "to_swarm",
 ]
 
