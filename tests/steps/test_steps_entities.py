@@ -108,3 +108,10 @@ def test_compiles_to_tasks_on_the_initiator_and_all_nodes() -> None:
 
 def final_op() -> Operation:
     return _artifact().steps[1].operation
+
+
+def test_an_operation_in_a_package_module_is_refused_at_compile_time() -> None:
+    # Only a top-level module can be copied into the step's bundle.
+    op_cls = type("Nested", (Operation,), {"__module__": "pkg.sub"})
+    with pytest.raises(StepsError, match=r"top-level \.py module"):
+        to_swarm(Artifact(steps=[Finalize(operation=op_cls())], name="nested"))
