@@ -198,6 +198,8 @@ CODES: Mapping[str, str] = MappingProxyType(
         "task.method": "A task's method is unknown.",
         "task.min_results": "A task's min_results is not an int >= 1 or None.",
         "task.network": "A task uses a network the swarm did not declare.",
+        "task.on_demand": "An on-demand task is wired into the graph or has an order.",
+        "task.order": "A task's order or rounds is invalid (chain/ring rules).",
         "task.retries": "A task's retries is not an int >= 0.",
         "task.timeout": "A task's timeout is not a positive number of seconds or None.",
         "task.unknown": "The swarm has no task with this alias (404).",

@@ -25,7 +25,16 @@ from shoal._engine.messages import (
     TimerFired,
     WakeAt,
 )
-from shoal._plan import ConditionKind, Limits, Method, ModuleRef, Placement, Plan, TaskSpec
+from shoal._plan import (
+    ConditionKind,
+    Limits,
+    Method,
+    ModuleRef,
+    Order,
+    Placement,
+    Plan,
+    TaskSpec,
+)
 
 
 def digest(n: int) -> str:
@@ -64,6 +73,10 @@ def task(
     min_results: int | None = None,
     timeout: float | None = None,
     retries: int = 0,
+    order: Order = Order.PARALLEL,
+    rounds: int | None = None,
+    on_demand: bool = False,
+    loop: str | None = None,
 ) -> TaskSpec:
     return TaskSpec(
         alias=alias,
@@ -81,6 +94,10 @@ def task(
         min_results=min_results,
         timeout_s=timeout,
         retries=retries,
+        order=order,
+        rounds=rounds,
+        on_demand=on_demand,
+        loop=loop,
     )
 
 

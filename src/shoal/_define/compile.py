@@ -22,6 +22,7 @@ from shoal._plan import (
     Limits,
     Method,
     ModuleRef,
+    Order,
     Placement,
     Plan,
     TaskSpec,
@@ -250,6 +251,14 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
     name = swarm.name or type(swarm).__name__
     builder, sinks, problems = _run_execute(swarm, name)
     tasks = builder.order
+    problems += _on_demand_problems(builder, sinks)
+    # On-demand tasks are not called in execute(): they are the swarm's attributes.
+    called = {id(t) for t in tasks}
+    tasks = tasks + [
+        t
+        for t in vars(swarm).values()
+        if isinstance(t, Task) and t.on_demand is True and id(t) not in called
+    ]
     aliases, alias_problems = _aliases(swarm, tasks)
     problems += alias_problems
     edges = list(dict.fromkeys((aliases[id(u)], aliases[id(d)]) for u, d in builder.edges))
@@ -385,6 +394,9 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
             min_results=t.min_results,
             timeout_s=t.timeout,
             retries=t.retries,
+            order=Order(t.order),
+            rounds=t.rounds,
+            on_demand=t.on_demand,
         )
         for t in tasks
     )
@@ -400,6 +412,24 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
         limits=Limits(placement_timeout_s=float(pt), max_iterations=mi),
     )
     return Compiled(plan, bundles, sources)
+
+
+def _on_demand_problems(builder: _GraphBuilder, sinks: list[Task]) -> list[Problem]:
+    """On-demand tasks called in execute(): with upstream tasks, downstream or as sinks."""
+    out: list[Problem] = []
+    wired = {id(t) for edge in builder.edges for t in edge} | {id(t) for t in sinks}
+    for t in builder.order:
+        if t.on_demand is True and id(t) in wired:
+            out.append(
+                Problem(
+                    "task.on_demand",
+                    f"task {t.alias or t.module.name!r}",
+                    "is on-demand but is wired into the graph (an edge or a sink)",
+                    "declare it as an attribute of the swarm and run it with "
+                    "world.invoke(alias) from a running task; do not call it in execute()",
+                )
+            )
+    return out
 
 
 def _plain(resources: dict[str, Any]) -> dict[str, str | int | float | bool]:

@@ -77,6 +77,9 @@ def _flatten(items: Iterable[Any]) -> list[Task]:
     return out
 
 
+_ORDERS = ("parallel", "chain", "ring")
+
+
 class Task:
     """A unit of a swarm's graph: a module placed on nodes.
 
@@ -117,6 +120,19 @@ class Task:
     min_results
         Successful instances needed (default: all scheduled); with
         ``Condition.RESULT`` downstream tasks start as soon as this many succeed.
+        For a ring: successes needed in its last round.
+    order
+        ``"parallel"`` (default: the instances run side by side), ``"chain"`` (one
+        instance per chosen node, one after another in a seeded order; each sees only
+        the one before, downstream tasks only the last) or ``"ring"`` (``rounds``
+        rounds over the same nodes; in round r node i sees node i-1's round r-1).
+    rounds
+        Rings only: the number of rounds (default: the number of nodes, so that every
+        node's value was updated by every node).
+    on_demand
+        Not started by the graph: a running instance calls
+        ``world.invoke(alias, ...)``. Declare it as an attribute of the swarm and do not
+        call it in ``execute()``.
     """
 
     def __init__(
@@ -134,6 +150,9 @@ class Task:
         timeout: float | None = None,
         retries: int = 0,
         min_results: int | None = None,
+        order: str = "parallel",
+        rounds: int | None = None,
+        on_demand: bool = False,
     ) -> None:
         self.module = module
         self.method = method
@@ -148,6 +167,9 @@ class Task:
         self.timeout = timeout
         self.retries = retries
         self.min_results = min_results
+        self.order = order
+        self.rounds = rounds
+        self.on_demand = on_demand
 
     def __repr__(self) -> str:
         return f"Task({self.alias or self.module.name!r}, method={self.method!r})"
@@ -258,6 +280,55 @@ class Task:
                     obj,
                     f"min_results {self.min_results!r} is not an int >= 1",
                     "give min_results=1 or more, or None for all instances",
+                )
+            )
+        return out + self._order_problems(obj)
+
+    def _order_problems(self, obj: str) -> list[Problem]:
+        out: list[Problem] = []
+        if self.order not in _ORDERS:
+            out.append(
+                Problem(
+                    "task.order",
+                    obj,
+                    f"unknown order {self.order!r}",
+                    f"use one of {', '.join(repr(o) for o in _ORDERS)}",
+                )
+            )
+        if self.rounds is not None and (
+            self.order != "ring"
+            or not isinstance(self.rounds, int)
+            or isinstance(self.rounds, bool)
+            or self.rounds < 1
+        ):
+            out.append(
+                Problem(
+                    "task.order",
+                    obj,
+                    f"rounds={self.rounds!r} needs order='ring' and an int >= 1",
+                    "give rounds only with order='ring', or leave it None (one per node)",
+                )
+            )
+        if self.order in ("chain", "ring") and Condition(self.condition) is Condition.RESULT:
+            out.append(
+                Problem(
+                    "task.order",
+                    obj,
+                    f"order={self.order!r} with condition=RESULT",
+                    "a chain's or ring's result is its last instance or round: use FINISHED",
+                )
+            )
+        if self.on_demand is not False and self.on_demand is not True:
+            out.append(
+                Problem("task.on_demand", obj, f"on_demand={self.on_demand!r}", "give a bool")
+            )
+        if self.on_demand and self.order != "parallel":
+            out.append(
+                Problem(
+                    "task.on_demand",
+                    obj,
+                    f"is on-demand and has order={self.order!r}",
+                    "an invoked task runs its instances side by side; drop order",
                 )
             )
         return out

@@ -25,6 +25,7 @@ from shoal._engine.placement import (
     choose_share,
     explain,
     seeded_rng,
+    sequence_order,
     share_group,
 )
 from shoal._engine.state import (
@@ -46,7 +47,7 @@ from shoal._engine.views import (
     failure_of,
     format_story,
 )
-from shoal._plan import Method
+from shoal._plan import Method, Order
 
 _RUNNING = SwarmStatus.RUNNING
 
@@ -130,6 +131,14 @@ class EngineCore:
         """Forget a now-terminal instance in the load and active sets."""
         del self._nodes[inst.node_id].active[inst.instance_id]
         del inst.run.swarm.active[inst.instance_id]
+        if inst.calls:
+            self._close_calls(inst)
+
+    def _close_calls(self, inst: Instance) -> None:
+        """``inst`` ended with open world.invoke calls (``calls.CallsMixin``)."""
+
+    def _check_call(self, run: TaskRun) -> None:
+        """A world.invoke call's counters changed (``calls.CallsMixin``)."""
 
     def _fail(
         self,
@@ -155,13 +164,19 @@ class EngineCore:
             )
         node, why = self._retry_node(inst)
         if node is not None:
-            new = self._schedule(run, inst.slot, node, inst.attempt + 1, self._inputs(run))
+            # A chain or ring slot sees exactly what its first attempt saw.
+            # A chain or ring slot, or an invoked instance, sees what its first attempt saw.
+            keep = run.spec.order is not Order.PARALLEL or run.call is not None
+            inputs = inst.inputs if keep else self._inputs(run)
+            new = self._schedule(run, inst.slot, node, inst.attempt + 1, inputs)
             self._log(inst, f"retried as {new.instance_id} on node {node.node_id}")
+            self._repin(run, inst.slot, node.node_id)
         else:
             inst.slot.outcome = SlotOutcome.FAILED
             run.open -= 1
             run.failed += 1
             self._log(inst, f"failure is final: {why}")
+            self._advance(run, inst.slot)
         self._check_run(run)
 
     def _retry_node(self, inst: Instance) -> tuple[Node | None, str]:
@@ -198,11 +213,14 @@ class EngineCore:
     @staticmethod
     def _nodes_of_other_slots(run: TaskRun, but: Slot) -> dict[str, None]:
         """Nodes where another slot of ``run`` is live or has succeeded."""
-        return {
+        taken = {
             s.current.node_id: None
             for s in run.slots
             if s is not but and s.current is not None and s.outcome in (None, SlotOutcome.SUCCEEDED)
         }
+        # Chain and ring slots not yet scheduled keep their planned node.
+        taken.update((s.planned, None) for s in run.slots if s.planned and s.current is None)
+        return taken
 
     # --------------------------------------------------------------------- task flow
 
@@ -289,6 +307,9 @@ class EngineCore:
         if spec.placement.fixed and run.alias not in swarm.pins:
             swarm.pins[run.alias] = frozenset(node.node_id for node in chosen)
         inputs = self._inputs(run)
+        if spec.order is not Order.PARALLEL:
+            self._place_sequence(run, chosen, inputs)
+            return
         for i, node in enumerate(chosen):
             slot = Slot(i)
             run.slots.append(slot)
@@ -298,9 +319,115 @@ class EngineCore:
         """Upstream alias -> succeeded instance ids, as of now."""
         swarm = run.swarm
         return {
-            u: self._run(swarm, run.iteration, u).succeeded_tuple()
-            for u in swarm.upstream[run.alias]
+            u: self._visible(self._run(swarm, run.iteration, u)) for u in swarm.upstream[run.alias]
         }
+
+    def _visible(self, up: TaskRun) -> tuple[str, ...]:
+        """What a downstream task sees of ``up``: every success; for a chain only the
+        last one, for a ring only its last round's."""
+        order = up.spec.order
+        if order is Order.PARALLEL:
+            return up.succeeded_tuple()
+        if order is Order.CHAIN:
+            return tuple(up.succeeded_ids[-1:])
+        last_round = len(up.slots) - up.ring_size
+        return tuple(i for i in up.succeeded_ids if self._instances[i].slot.index >= last_round)
+
+    # ------------------------------------------------------------ chains and rings
+
+    def _place_sequence(
+        self, run: TaskRun, chosen: list[Node], inputs: dict[str, tuple[str, ...]]
+    ) -> None:
+        """Place a chain (slot k on the k-th node of a seeded order, one at a time) or a
+        ring (R rounds of n slots; slot r*n+i on node i; round 0 at once)."""
+        swarm, spec = run.swarm, run.spec
+        order = sequence_order(chosen, swarm.seed, swarm.swarm_id, run.iteration, run.alias)
+        n = len(order)
+        run.ring_size = n
+        if spec.order is Order.CHAIN:
+            run.slots.extend(Slot(k, node.node_id) for k, node in enumerate(order))
+            self._schedule(run, run.slots[0], order[0], 0, inputs)
+            return
+        rounds = spec.rounds if spec.rounds is not None else n
+        run.slots.extend(Slot(s, order[s % n].node_id) for s in range(rounds * n))
+        # min_results counts the last round; every earlier slot is needed.
+        run.min_results = (rounds - 1) * n + run.min_results
+        run.open = rounds * n
+        for i in range(n):
+            self._schedule(run, run.slots[i], order[i], 0, inputs)
+
+    def _advance(self, run: TaskRun, slot: Slot) -> None:
+        """Slot ``slot`` of a chain or ring ended (succeeded or failed for good):
+        schedule the slot it unlocks."""
+        order, swarm = run.spec.order, run.swarm
+        if order is Order.PARALLEL or swarm.status is not _RUNNING:
+            return
+        ok = slot.outcome is SlotOutcome.SUCCEEDED
+        if order is Order.CHAIN:
+            nxt = slot.index + 1
+            if nxt >= len(run.slots) or run.successes + run.open < run.min_results:
+                return  # done, or _check_run fails the swarm
+            last = run.succeeded_ids[-1:]
+            inputs = {run.alias: tuple(last)} if last else self._first_inputs(run)
+            self._start_slot(run, run.slots[nxt], inputs)
+            return
+        n = run.ring_size
+        r, i = divmod(slot.index, n)
+        if r + 1 >= len(run.slots) // n:
+            return  # the last round: min_results decides
+        if not ok:
+            self._finish(
+                swarm,
+                SwarmStatus.FAILED,
+                f"ring task '{run.alias}' lost slot {slot.index} (round {r}, node "
+                f"{slot.planned}) in iteration {run.iteration}: the next round has no "
+                f"input; " + self._task_failure(run).split("; ", 1)[-1],
+            )
+            return
+        assert slot.current is not None
+        after = run.slots[(r + 1) * n + (i + 1) % n]
+        self._start_slot(run, after, {run.alias: (slot.current.instance_id,)})
+
+    @staticmethod
+    def _repin(run: TaskRun, slot: Slot, node_id: str) -> None:
+        """A ring position whose slot moved to another node keeps that node in its
+        later rounds (the value it holds lives there)."""
+        if run.spec.order is Order.RING and slot.planned != node_id:
+            for later in run.slots[slot.index :: run.ring_size]:
+                later.planned = node_id
+
+    def _first_inputs(self, run: TaskRun) -> dict[str, tuple[str, ...]]:
+        """What the first slot of a chain saw (its upstream inputs)."""
+        first = run.slots[0].current
+        return dict(first.inputs) if first is not None else self._inputs(run)
+
+    def _start_slot(self, run: TaskRun, slot: Slot, inputs: dict[str, tuple[str, ...]]) -> None:
+        """Schedule a planned chain/ring slot on its node, or, if that node can no longer
+        run it, on another eligible node (not ``all``), or count it as failed."""
+        node = self._nodes.get(slot.planned or "")
+        req = self._requirements(run)
+        if node is None or not req.admits(node):
+            node = None
+            if run.spec.placement.method is not Method.ALL:
+                taken = self._nodes_of_other_slots(run, slot)
+                free = [m for m in req.eligible(self._nodes) if m.node_id not in taken]
+                if free:
+                    swarm = run.swarm
+                    rng = seeded_rng(
+                        swarm.seed, swarm.swarm_id, run.iteration, run.alias, slot.index
+                    )
+                    node = choose_retry(run.spec.placement.method, free, rng)
+        if node is None:
+            slot.outcome = SlotOutcome.FAILED
+            run.open -= 1
+            run.failed += 1
+            run.swarm.skipped.append(
+                f"slot {slot.index} of '{run.alias}' (node {slot.planned} is gone)"
+            )
+            self._advance(run, slot)
+            return
+        self._repin(run, slot, node.node_id)
+        self._schedule(run, slot, node, 0, inputs)
 
     def _schedule(
         self,
@@ -311,7 +438,8 @@ class EngineCore:
         inputs: dict[str, tuple[str, ...]],
     ) -> Instance:
         swarm, spec = run.swarm, run.spec
-        iid = f"{swarm.swarm_id}/{run.iteration}/{run.alias}/{slot.index}/{attempt}"
+        label = slot.index if run.call is None else f"c{run.call.number}.{slot.index}"
+        iid = f"{swarm.swarm_id}/{run.iteration}/{run.alias}/{label}/{attempt}"
         timeout = self._timeout_of(run)
         deadline = None if self._timeout_at_start else self._now + timeout
         inst = Instance(iid, run, slot, attempt, node.node_id, inputs, deadline)
@@ -333,6 +461,7 @@ class EngineCore:
                 module=spec.module,
                 inputs=dict(inputs),
                 timeout_s=timeout,
+                invoke=None if run.call is None else run.call.call_id,
             )
         )
         return inst
@@ -341,6 +470,9 @@ class EngineCore:
         """React to a change in ``run``'s counters: fail, release downstream, end."""
         swarm = run.swarm
         if swarm.status is not _RUNNING or run.phase is not RunPhase.PLACED:
+            return
+        if run.call is not None:
+            self._check_call(run)
             return
         if run.successes + run.open < run.min_results:
             self._finish(swarm, SwarmStatus.FAILED, self._task_failure(run))
@@ -376,6 +508,8 @@ class EngineCore:
         """End ``swarm``: cancel what still runs, stop waiting, report."""
         why = f"swarm {swarm.swarm_id} {status.value}"
         for inst in list(swarm.active.values()):
+            if inst.state in TERMINAL:  # cancelled with its caller's call just before
+                continue
             self._move(inst, Move.CANCEL, f"cancelled: {why}")
             inst.kind, inst.error, inst.ended_by_engine = FailureKind.CANCELLED, why, True
             self._detach(inst)
@@ -387,6 +521,13 @@ class EngineCore:
             )
         for run in list(swarm.waiting.values()):
             self._unwait(run)
+        for run in swarm.runs.values():
+            if run.spec.order is not Order.PARALLEL:
+                for slot in run.slots:
+                    if slot.current is None and slot.outcome is None:  # never scheduled
+                        slot.outcome = SlotOutcome.CANCELLED
+                        run.open -= 1
+                        run.cancelled += 1
         swarm.status = status
         swarm.reason = reason
         self._out.append(
@@ -472,6 +613,9 @@ class EngineCore:
     def _live(self, at: float, target: Target) -> bool:
         if isinstance(target, Instance):
             return target.state not in TERMINAL and target.deadline == at
+        if target.call is not None:
+            call = target.call
+            return not call.done and call.deadline == at and target.swarm.status is _RUNNING
         return (
             target.phase is RunPhase.WAITING
             and target.deadline == at

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from itertools import islice
 
 from shoal._engine import invariants
-from shoal._engine.core import EngineCore
+from shoal._engine.calls import CallsMixin
 from shoal._engine.errors import EngineError
 from shoal._engine.messages import (
     Event,
@@ -21,6 +21,7 @@ from shoal._engine.messages import (
     InstanceStarted,
     InstanceSucceeded,
     Instruction,
+    InvokeCalled,
     NextIterScheduled,
     NodeJoined,
     NodeLost,
@@ -68,10 +69,11 @@ _EVENT_TYPES = (
     NextIterScheduled,
     StopRequested,
     TimerFired,
+    InvokeCalled,
 )
 
 
-class Engine(EngineCore):
+class Engine(CallsMixin):
     """Owns every scheduling decision of every swarm a driver hosts.
 
     Feed it events with :meth:`handle`; carry out the instructions it returns. Each
@@ -246,6 +248,8 @@ class Engine(EngineCore):
                 self._on_stop_requested(event)
             case TimerFired():
                 self._on_timer(event)
+            case InvokeCalled():
+                self._on_invoke(event)
 
     def _on_started(self, e: InstanceStarted) -> None:
         inst = self._report(e.instance_id, Move.STARTED)
@@ -266,6 +270,7 @@ class Engine(EngineCore):
         inst.slot.outcome = SlotOutcome.SUCCEEDED
         run.open -= 1
         run.succeeded_ids.append(inst.instance_id)
+        self._advance(run, inst.slot)
         self._check_run(run)
 
     def _on_failed(self, e: InstanceFailed) -> None:
@@ -390,6 +395,8 @@ class Engine(EngineCore):
             if isinstance(target, Instance):
                 error = self._timeout_error(target)
                 self._fail(target, Move.TIMEOUT, FailureKind.TIMEOUT, error, "", by_engine=True)
+            elif target.call is not None:
+                self._call_timeout(target)
             else:
                 reason = self._placement_failure(target)
                 self._finish(target.swarm, SwarmStatus.FAILED, reason)

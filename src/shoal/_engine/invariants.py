@@ -112,6 +112,11 @@ def _check_run(run: TaskRun, running: bool) -> None:
         raise _broken(f"{where}: counters {run.open, run.successes, run.failed} != {counts}")
     for slot in run.slots:
         cur = slot.current
+        if cur is None and slot.planned is not None:
+            # A chain/ring slot not scheduled yet, or skipped because its node was gone.
+            if slot.outcome not in (None, SlotOutcome.FAILED, SlotOutcome.CANCELLED):
+                raise _broken(f"{where}: unscheduled slot {slot.index} is {slot.outcome}")
+            continue
         if cur is None or cur.slot is not slot or cur.node_id not in slot.tried:
             raise _broken(f"{where}: slot {slot.index} has no consistent current instance")
         expected = None if cur.state not in TERMINAL else SlotOutcome(cur.state.value)

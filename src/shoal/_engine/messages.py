@@ -120,6 +120,25 @@ class NextIterScheduled:
 
 
 @dataclass(frozen=True)
+class InvokeCalled:
+    """Task code called ``world.invoke(alias, ...)``: run the on-demand task ``alias``.
+
+    ``call_id`` is ``f"{instance_id}#{n}"`` (n counts the caller's calls from 0);
+    ``node_ids`` restricts the nodes (None: the task's own placement); ``min_results``
+    None means every placed instance; ``timeout_s`` None means the task's timeout times
+    ``retries + 1`` plus the placement timeout.
+    """
+
+    instance_id: str
+    now: float
+    call_id: str
+    alias: str
+    node_ids: tuple[str, ...] | None = None
+    min_results: int | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
 class StopRequested:
     """A user asked to stop the swarm now: running instances are cancelled."""
 
@@ -147,6 +166,7 @@ Event = (
     | NextIterScheduled
     | StopRequested
     | TimerFired
+    | InvokeCalled
 )
 
 
@@ -171,6 +191,7 @@ class RunInstance:
     module: str
     inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     timeout_s: float | None = None
+    invoke: str | None = None  # the call id, for an instance run by world.invoke
 
 
 @dataclass(frozen=True)
@@ -220,6 +241,24 @@ class SwarmFinished:
 
 
 @dataclass(frozen=True)
+class InvokeFinished:
+    """A ``world.invoke`` call ended: answer the caller's blocked call.
+
+    ``results`` maps node id -> succeeded instance id (read their values);
+    ``status`` is ``"succeeded"`` or ``"failed"`` (raise with ``failures``).
+    """
+
+    cause: int
+    swarm_id: str
+    call_id: str
+    caller_instance_id: str
+    status: str
+    results: dict[str, str]
+    reason: str
+    failures: tuple[InstanceFailure, ...] = ()
+
+
+@dataclass(frozen=True)
 class WakeAt:
     """Send :class:`TimerFired` when the clock reaches ``at`` (replaces earlier WakeAt)."""
 
@@ -227,4 +266,6 @@ class WakeAt:
     at: float
 
 
-Instruction = RunInstance | CancelInstance | IterationStarted | SwarmFinished | WakeAt
+Instruction = (
+    RunInstance | CancelInstance | IterationStarted | SwarmFinished | WakeAt | InvokeFinished
+)

@@ -233,3 +233,14 @@ def choose_share(
 
 def _share_key(*parts: object) -> bytes:
     return hashlib.sha256("\x1f".join(map(str, ("share", *parts))).encode()).digest()
+
+
+def sequence_order(nodes: Iterable[Node], *parts: object) -> list[Node]:
+    """``nodes`` in the seeded order of a chain or ring: by ``sha256("chain", *parts,
+    node_id)``, so the order depends on the seed and the task, never on ``hash()``."""
+
+    def key(node: Node) -> bytes:
+        text = "\x1f".join(map(str, ("chain", *parts, node.node_id)))
+        return hashlib.sha256(text.encode()).digest()
+
+    return sorted(nodes, key=key)

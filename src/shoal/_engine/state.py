@@ -122,6 +122,8 @@ class Instance:
 
     __slots__ = (
         "attempt",
+        "calls",
+        "calls_made",
         "deadline",
         "ended_by_engine",
         "error",
@@ -160,15 +162,20 @@ class Instance:
         # Late reports on an instance the engine ended itself are a benign race.
         self.ended_by_engine = False
         self.story: list[StoryEntry] = []
+        # Its open world.invoke calls (call id -> the call's TaskRun).
+        self.calls: dict[str, TaskRun] = {}
+        self.calls_made = 0  # numbers its calls' instance ids (c0, c1, ...)
 
 
 class Slot:
     """One placement slot of a task in an iteration; retries reuse the slot."""
 
-    __slots__ = ("current", "index", "outcome", "tried")
+    __slots__ = ("current", "index", "outcome", "planned", "tried")
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, planned: str | None = None) -> None:
         self.index = index
+        # Chain and ring slots: the node chosen for the slot before it is scheduled.
+        self.planned = planned
         self.current: Instance | None = None
         self.outcome: SlotOutcome | None = None
         self.tried: dict[str, None] = {}
@@ -179,6 +186,7 @@ class TaskRun:
 
     __slots__ = (
         "_inputs_cache",
+        "call",
         "cancelled",
         "deadline",
         "ended",
@@ -189,6 +197,7 @@ class TaskRun:
         "phase",
         "ready_ups",
         "released",
+        "ring_size",
         "slots",
         "spec",
         "succeeded_ids",
@@ -211,6 +220,8 @@ class TaskRun:
         self.ready_ups = 0  # released upstream tasks
         self.deadline: float | None = None  # placement deadline while WAITING
         self._inputs_cache: tuple[str, ...] = ()
+        self.ring_size = 0  # chains and rings: how many nodes take part
+        self.call: Call | None = None  # set for the instances of one world.invoke call
 
     @property
     def alias(self) -> str:
@@ -234,6 +245,22 @@ class TaskRun:
         return self._inputs_cache
 
 
+class Call:
+    """One ``world.invoke`` call: its caller, deadline and when it began."""
+
+    __slots__ = ("call_id", "caller", "deadline", "done", "number", "since")
+
+    def __init__(
+        self, call_id: str, caller: Instance, number: int, since: float, deadline: float
+    ) -> None:
+        self.call_id = call_id
+        self.caller = caller
+        self.number = number
+        self.since = since
+        self.deadline = deadline
+        self.done = False
+
+
 class SwarmState:
     """A submitted plan and everything the engine tracks about it."""
 
@@ -250,6 +277,7 @@ class SwarmState:
         "seed",
         "sinks",
         "sinks_ended",
+        "skipped",
         "sources",
         "started_iterations",
         "status",
@@ -278,11 +306,16 @@ class SwarmState:
         self.downstream: dict[str, tuple[str, ...]] = {
             a: tuple(dict.fromkeys(plan.downstream(a))) for a in self.tasks
         }
-        self.sources = tuple(a for a in self.tasks if not self.upstream[a])
+        # On-demand tasks are started by world.invoke, never by the graph.
+        self.sources = tuple(
+            a for a, t in self.tasks.items() if not self.upstream[a] and not t.on_demand
+        )
         self.sinks: dict[str, None] = dict.fromkeys(plan.sinks)
         self.runs: dict[tuple[int, str], TaskRun] = {}
         self.active: dict[str, Instance] = {}
         self.failed: list[Instance] = []
+        # Chain/ring slots that failed without an instance (their node was gone).
+        self.skipped: list[str] = []
         self.stop_by: str | None = None  # reason, once a task called stop_swarm()
         self.pins: dict[str, frozenset[str]] = {}
         self.narrow: dict[tuple[int, str], frozenset[str]] = {}

@@ -155,8 +155,30 @@ class Placement(_Strict):
         return self
 
 
+class Order(str, Enum):
+    """How the instances of one task run relative to each other (docs/engine.md)."""
+
+    PARALLEL = "parallel"
+    CHAIN = "chain"
+    RING = "ring"
+
+
+# TaskSpec fields added after version 2 that are optional: left out of the JSON while
+# they hold their default, so older plans, their JSON and their keys are unchanged.
+_TASK_OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "order": Order.PARALLEL,
+    "rounds": None,
+    "on_demand": False,
+    "loop": None,
+}
+
+
 class TaskSpec(_Strict):
-    """One task of the graph; ``module`` is a key of ``Plan.modules``."""
+    """One task of the graph; ``module`` is a key of ``Plan.modules``.
+
+    ``order``, ``rounds``, ``on_demand`` and ``loop`` are optional (docs/engine.md,
+    "Chains, rings, inner loops and on-demand tasks").
+    """
 
     alias: Name
     module: ModuleKey
@@ -166,6 +188,37 @@ class TaskSpec(_Strict):
     min_results: int | None = Field(default=None, ge=1)
     timeout_s: float | None = Field(default=None, gt=0)
     retries: int = Field(default=0, ge=0)
+    order: Order = Order.PARALLEL
+    rounds: int | None = Field(default=None, ge=1)
+    on_demand: bool = False
+    loop: Name | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        for key, default in _TASK_OPTIONAL_DEFAULTS.items():
+            if getattr(self, key) == default:
+                out.pop(key, None)
+        return out
+
+    @model_validator(mode="after")
+    def _order_rules(self) -> TaskSpec:
+        if self.rounds is not None and self.order is not Order.RING:
+            raise ValueError(f"task {self.alias!r} has rounds without order='ring'")
+        if self.on_demand and (self.order is not Order.PARALLEL or self.loop is not None):
+            raise ValueError(f"on-demand task {self.alias!r} can have neither order nor loop")
+        if self.order is not Order.PARALLEL and self.condition is ConditionKind.RESULT:
+            raise ValueError(
+                f"task {self.alias!r} with order={self.order.value!r} cannot use "
+                "condition='result' (its result is its last instance or round)"
+            )
+        return self
+
+
+class LoopSpec(_Strict):
+    """An inner loop: its tasks run ``times`` passes inside one outer iteration."""
+
+    times: int = Field(ge=1)
 
 
 class Limits(_Strict):
@@ -190,6 +243,15 @@ class Plan(_Strict):
     )
     networks: dict[str, str] = Field(default_factory=dict)
     limits: Limits = Limits()
+    # Optional (left out of the JSON while empty): inner loops by name.
+    loops: dict[Name, LoopSpec] = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_loops(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if not self.loops:
+            out.pop("loops", None)
+        return out
 
     @field_validator("globals")
     @classmethod
@@ -224,9 +286,28 @@ class Plan(_Strict):
                 problems.append(f"task {t.alias!r} uses unknown network {t.network!r}")
         if not self.sinks:
             problems.append("plan has no sinks")
+        problems.extend(self._new_task_problems())
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _new_task_problems(self) -> list[str]:
+        problems: list[str] = []
+        on_demand = {t.alias for t in self.tasks if t.on_demand}
+        for up, down in self.edges:
+            for a in (up, down):
+                if a in on_demand:
+                    problems.append(f"on-demand task {a!r} has an edge ({up!r}, {down!r})")
+        for s in self.sinks:
+            if s in on_demand:
+                problems.append(f"on-demand task {s!r} cannot be a sink")
+        for t in self.tasks:
+            if t.loop is not None and t.loop not in self.loops:
+                problems.append(f"task {t.alias!r} names unknown loop {t.loop!r}")
+        for name in self.loops:
+            if not any(t.loop == name for t in self.tasks):
+                problems.append(f"loop {name!r} has no task")
+        return problems
 
     def task(self, alias: str) -> TaskSpec:
         """Return the task with this alias."""
