@@ -300,9 +300,9 @@ def _steps_instances() -> dict[str, Callable[[], object]]:
         "Parallel": lambda: art.steps[0],
         "QuantileEstimator": lambda: sp.QuantileEstimator(feature="x", q=0.5, low=0, high=1),
         "QueryFeature": lambda: sp.QueryFeature("x"),
-        "RoundRobin": lambda: sp.Operation(),  # refused at declaration: no instance
+        "RoundRobin": lambda: sp.RoundRobin(operation=sp.Operation()),
         "Select": lambda: sp.Select(columns=["x"]),
-        "Sequential": lambda: sp.Operation(),  # refused at declaration: no instance
+        "Sequential": lambda: sp.Sequential(operation=sp.Operation()),
         "Step": lambda: sp.Step(operation=sp.Operation()),
         "StepsError": lambda: sp.StepsError("bad"),
         "SumEstimator": lambda: sp.SumEstimator(feature="x"),

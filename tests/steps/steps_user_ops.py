@@ -32,3 +32,20 @@ class Total(Operation):
         parts = env.resource("part")
         env.products["total"] = sum(parts)
         env.products["parts"] = len(parts)
+
+
+class Visit(Operation):
+    """Chain / ring: the visited nodes so far, plus this one."""
+
+    reads_data = True
+
+    def run(self, env: Environment) -> None:
+        before = env.resource("visited")  # the previous slot's (or nothing at the start)
+        env.products["visited"] = [*(before[0] if before else []), env.node]
+
+
+class Gather(Operation):
+    """Finalize: every value of ``visited`` it received."""
+
+    def run(self, env: Environment) -> None:
+        env.products["all"] = env.resource("visited")

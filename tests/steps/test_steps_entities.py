@@ -62,19 +62,21 @@ def test_an_unknown_kind_is_an_error_naming_it() -> None:
         Entity.from_spec([1, 2])
 
 
-@pytest.mark.parametrize(
-    ("make", "missing"),
-    [
-        (lambda op: Sequential(operation=op), "chains"),
-        (lambda op: RoundRobin(operation=op), "rings"),
-        (lambda op: Iterate(iterations=3, steps=[Parallel(operation=op)]), "inner loops"),
-    ],
-)
-def test_steps_needing_engine_features_fail_at_declaration(make, missing) -> None:  # type: ignore[no-untyped-def]
+def test_iterate_needs_inner_loops_and_fails_at_declaration() -> None:
+    op = CountEstimator().artifact("t").steps[0].operation
     with pytest.raises(StepsError) as info:
-        make(CountEstimator().artifact("t").steps[0].operation)
+        Iterate(iterations=3, steps=[Parallel(operation=op)])
     assert info.value.code == "steps.unsupported"
-    assert missing in str(info.value)
+    assert "inner loops" in str(info.value)
+
+
+def test_sequential_and_round_robin_compile_to_a_chain_and_a_ring() -> None:
+    op = CountEstimator().artifact("t").steps[0].operation
+    art = Artifact(
+        steps=[Sequential(operation=op), RoundRobin(operation=op, rounds=2)], dataset="t"
+    )
+    chain, ring = to_swarm(art).step_tasks
+    assert (chain.order, ring.order, ring.rounds) == ("chain", "ring", 2)
 
 
 def test_distributions_must_fit_the_steps() -> None:

@@ -6,8 +6,9 @@ initiator (a node the artifact names, else one chosen like ``method="any"``);
 its products go: :class:`Distribute` (one node to many), :class:`Collect` (many to one),
 :class:`Arrange` (many to many, the general case and the default).
 
-``Sequential`` (a chain), ``RoundRobin`` (a ring) and ``Iterate`` (an inner loop) need
-engine features that are not built yet: declaring one raises ``steps.unsupported``.
+``Sequential`` compiles to a chain and ``RoundRobin`` to a ring of the engine;
+``Iterate`` (an inner loop) needs an engine feature not built yet: declaring one raises
+``steps.unsupported``.
 """
 
 from __future__ import annotations
@@ -82,24 +83,29 @@ def _unsupported(name: str, feature: str) -> StepsError:
     return StepsError(
         f"{name} needs the engine's {feature}, which this build of shoal does not have yet",
         code="steps.unsupported",
-        hint="use Parallel with a Collect distribution and a Finalize step meanwhile",
+        hint="unroll the loop: repeat its steps in the artifact meanwhile",
     )
 
 
 class Sequential(Step):
-    """The operation on each node in turn (a chain). Not available yet."""
+    """The operation on each node in turn (a chain; the engine's ``order="chain"``).
 
-    @model_validator(mode="after")
-    def _refuse(self) -> Sequential:
-        raise _unsupported("Sequential", "chains (one node after another)")
+    The first node sees the previous step's products; every later node sees only the
+    products of the node before it (pass on what the next needs). The next step sees the
+    last node's products.
+    """
 
 
 class RoundRobin(Step):
-    """Resources passed round a ring until every node contributed. Not available yet."""
+    """Resources passed round a ring (the engine's ``order="ring"``).
 
-    @model_validator(mode="after")
-    def _refuse(self) -> RoundRobin:
-        raise _unsupported("RoundRobin", "rings (each node passes to the next)")
+    In round 0 every node sees the previous step's products; in each later round a node
+    sees only its predecessor's products of the round before. After ``rounds`` rounds
+    (None: as many as nodes) every node's value has passed every node; the next step
+    sees the last round's products of every node.
+    """
+
+    rounds: int | None = None
 
 
 class Iterate(Entity):

@@ -13,8 +13,9 @@ modules and runs like one::
     run.globals["result"]
 
 User operations subclass :class:`Operation` in an ordinary top-level module that the
-artifact bundles. ``Sequential``, ``RoundRobin`` and ``Iterate`` need engine features
-not built yet: declaring one raises a :class:`StepsError` (``steps.unsupported``).
+artifact bundles. ``Sequential`` compiles to an engine chain, ``RoundRobin`` to a ring;
+``Iterate`` needs the engine's inner loops, not built yet: declaring one raises a
+:class:`StepsError` (``steps.unsupported``).
 """
 
 from __future__ import annotations

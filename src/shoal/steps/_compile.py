@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import Module, Swarm, Task
-from shoal._steps._artifact import Artifact
+from shoal._steps._artifact import Artifact, RoundRobin, Sequential
 from shoal._steps._entity import _REGISTRY, StepsError
 
 _SOURCE = '''"""Step {index} of artifact {name!r}: a ready-made module of shoal's steps library."""
@@ -94,6 +94,10 @@ class ArtifactSwarm(Swarm):
         self.step_tasks: list[Task] = []
         for i, step in enumerate(artifact.steps):
             options: dict[str, Any] = {"alias": f"step{i}"}
+            if isinstance(step, Sequential):
+                options["order"] = "chain"
+            elif isinstance(step, RoundRobin):
+                options.update(order="ring", rounds=step.rounds)
             if step.on_one_node():
                 options.update(method="any", maximum=1)
                 if artifact.initiator is not None:
