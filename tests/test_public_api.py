@@ -14,6 +14,7 @@ import pytest
 import shoal
 import shoal.privacy
 import shoal.runtime
+import shoal.steps
 import shoal.strategies
 import shoal.testing
 from shoal._public import is_private
@@ -74,6 +75,51 @@ PINNED = {
         "clip_by_norm",
         "epsilon",
         "spend",
+    },
+    shoal.steps: {
+        "Aggregate",
+        "And",
+        "Arrange",
+        "Artifact",
+        "Collect",
+        "Compare",
+        "CountEstimator",
+        "Distribute",
+        "Distribution",
+        "Entity",
+        "Environment",
+        "Estimate",
+        "Estimator",
+        "Finalize",
+        "GroupCountEstimator",
+        "GroupMeanEstimator",
+        "HistogramEstimator",
+        "Initialize",
+        "IsIn",
+        "IsNull",
+        "Iterate",
+        "MeanEstimator",
+        "Not",
+        "Operation",
+        "Or",
+        "Parallel",
+        "QuantileEstimator",
+        "Query",
+        "QueryFeature",
+        "QueryFilter",
+        "RoundRobin",
+        "Select",
+        "Sequential",
+        "Step",
+        "StepsError",
+        "SumEstimator",
+        "VarianceEstimator",
+        "CollectMetadata",
+        "Metadata",
+        "frame_metadata",
+        "metadata_artifact",
+        "table_metadata",
+        "to_swarm",
     },
     shoal.strategies: {
         "Bulyan",
@@ -226,7 +272,59 @@ def _instances() -> dict[str, Callable[[], object]]:
         "shoal.testing.Federation": shoal.testing.Federation,
         "shoal.testing.VirtualClock": shoal.testing.VirtualClock,
         **_strategy_instances(),
+        **_steps_instances(),
     }
+
+
+def _steps_instances() -> dict[str, Callable[[], object]]:
+    sp = shoal.steps
+    count = sp.CountEstimator(query=sp.QueryFeature("x") < 1)
+    art = count.artifact("t")
+    est: dict[str, Callable[[], object]] = {
+        "Aggregate": lambda: sp.Aggregate(estimator=count),
+        "And": lambda: sp.QueryFeature("x").isnull() & (sp.QueryFeature("y") > 1),
+        "Artifact": lambda: art,
+        "Compare": lambda: sp.QueryFeature("x") < 1,
+        "Estimate": lambda: sp.Estimate(estimator=count),
+        "Finalize": lambda: art.steps[1],
+        "GroupCountEstimator": lambda: sp.GroupCountEstimator(by="g"),
+        "GroupMeanEstimator": lambda: sp.GroupMeanEstimator(by="g", feature="x"),
+        "HistogramEstimator": lambda: sp.HistogramEstimator(feature="x", edges=[0, 1]),
+        "Initialize": lambda: sp.Initialize(operation=sp.Operation()),
+        "IsIn": lambda: sp.QueryFeature("x").isin([1]),
+        "IsNull": lambda: sp.QueryFeature("x").isnull(),
+        "Iterate": lambda: sp.Operation(),  # refused at declaration: no instance
+        "MeanEstimator": lambda: sp.MeanEstimator(feature="x"),
+        "Not": lambda: sp.QueryFeature("x").notnull(),
+        "Or": lambda: (sp.QueryFeature("x") < 1) | (sp.QueryFeature("x") > 2),
+        "Parallel": lambda: art.steps[0],
+        "QuantileEstimator": lambda: sp.QuantileEstimator(feature="x", q=0.5, low=0, high=1),
+        "QueryFeature": lambda: sp.QueryFeature("x"),
+        "RoundRobin": lambda: sp.RoundRobin(operation=sp.Operation()),
+        "Select": lambda: sp.Select(columns=["x"]),
+        "Sequential": lambda: sp.Sequential(operation=sp.Operation()),
+        "Step": lambda: sp.Step(operation=sp.Operation()),
+        "StepsError": lambda: sp.StepsError("bad"),
+        "SumEstimator": lambda: sp.SumEstimator(feature="x"),
+        "VarianceEstimator": lambda: sp.VarianceEstimator(feature="x"),
+    }
+    for name in (
+        "Arrange",
+        "Collect",
+        "Distribute",
+        "Distribution",
+        "Entity",
+        "Environment",
+        "Estimator",
+        "Operation",
+        "Query",
+        "QueryFilter",
+        "CountEstimator",
+        "Metadata",
+        "CollectMetadata",
+    ):
+        est[name] = getattr(sp, name)
+    return {f"shoal.steps.{k}": v for k, v in est.items()}
 
 
 def _strategy_instances() -> dict[str, Callable[[], object]]:

@@ -63,6 +63,10 @@ def simulate(
     partition: Annotated[
         str | None, typer.Option(help="Split datasets: iid | dirichlet:ALPHA | shards:K.")
     ] = None,
+    label: Annotated[
+        str | None,
+        typer.Option(help="The label column a table is split by (default: label/target/y/class)."),
+    ] = None,
     nodes_dir: Annotated[
         Path | None, typer.Option(help="One subfolder per node holding that node's files.")
     ] = None,
@@ -169,7 +173,7 @@ def simulate(
                     swarm,
                     nodes=fleet or nodes,
                     datasets=_datasets(dataset or []),
-                    partition=partition,
+                    partition=f"{partition},label={label}" if partition and label else partition,
                     seed=seed,
                     executor=executor,
                     workers=workers,

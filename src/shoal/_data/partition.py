@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,11 +76,15 @@ class Scheme:
         The Dirichlet concentration (``dirichlet`` only).
     shards
         Shards per node (``shards`` only).
+    label
+        The label column of a table (None: the first of ``label``, ``target``, ``y``,
+        ``class``); written ``"dirichlet:0.5,label=income"``.
     """
 
     kind: Literal["iid", "dirichlet", "shards"]
     alpha: float = 0.0
     shards: int = 0
+    label: str | None = None
 
     @property
     def needs_labels(self) -> bool:
@@ -88,6 +92,8 @@ class Scheme:
         return self.kind != "iid"
 
     def __str__(self) -> str:
+        if self.label is not None:
+            return f"{replace(self, label=None)},label={self.label}"
         if self.kind == "dirichlet":
             return f"dirichlet:{self.alpha:g}"
         if self.kind == "shards":
@@ -122,6 +128,16 @@ def parse_scheme(text: str | Scheme) -> Scheme:
             code="partition.scheme",
             hint=_SCHEME_HELP,
         )
+    head, comma, tail = text.partition(",")
+    if comma:  # ",label=COLUMN": the table's label column (its case kept)
+        key, _, label = tail.partition("=")
+        if key.strip().lower() != "label" or not label.strip():
+            raise ShoalError(
+                f"partition scheme {text!r}: after the comma give label=COLUMN",
+                code="partition.scheme",
+                hint="write e.g. 'dirichlet:0.5,label=target'",
+            )
+        return replace(parse_scheme(head), label=label.strip())
     kind, sep, arg = text.strip().lower().partition(":")
     kind, arg = kind.strip(), arg.strip()
     if kind == "iid" and not sep:
@@ -508,6 +524,10 @@ def _write_npy(job: _Job) -> None:
 
 
 def _table_label(job: _Job, columns: list[str]) -> str | None:
+    if job.scheme.label is not None:  # named by the user: it must exist
+        if job.scheme.label in columns:
+            return job.scheme.label
+        raise job.no_labels(f"it has no label column {job.scheme.label!r} (columns: {columns})")
     for wanted in TABLE_LABEL_NAMES:
         if wanted in columns:
             return wanted

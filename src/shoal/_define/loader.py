@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import sys
 from pathlib import Path
+from typing import Any
 
 from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError
@@ -56,6 +57,9 @@ def load_swarm(target: str) -> tuple[Swarm, str]:
         ) from None
     finally:
         sys.path.remove(str(path.parent))
+    artifact = _artifact(module, class_name)  # a steps Artifact compiles to a Swarm
+    if artifact is not None:
+        return artifact[1].to_swarm(), f"{path_text}:{artifact[0]}"
     if class_name:
         obj = getattr(module, class_name, None)
         if obj is None:
@@ -105,3 +109,17 @@ def _swarm_names(module: object) -> list[str]:
         and v is not Swarm
         and v.__module__ == getattr(module, "__name__", None)
     ]
+
+
+def _artifact(module: object, name: str) -> tuple[str, Any] | None:
+    """The steps artifact the file defines at top level (named, or the only one)."""
+    found = {
+        n: v
+        for n, v in vars(module).items()
+        if not inspect.isclass(v) and callable(getattr(v, "to_swarm", None))
+    }
+    if name:
+        return (name, found[name]) if name in found else None
+    if len(found) == 1 and not _swarm_names(module):
+        return next(iter(found.items()))
+    return None

@@ -173,6 +173,8 @@ def simulate(
             ) from None
     if normalize_executor(executor) == "bwrap":
         check_bwrap()  # before any partitioning work: say at once what is missing
+    if not isinstance(swarm, Swarm) and hasattr(swarm, "to_swarm"):
+        swarm = swarm.to_swarm()  # a steps Artifact compiles to a Swarm
     compiled = compile_swarm(swarm)
     plan = compiled.plan
     _check_requirements(plan)

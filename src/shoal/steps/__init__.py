@@ -1,0 +1,126 @@
+"""The steps dialect (seed 003): artifacts of steps, queries and estimators.
+
+An :class:`Artifact` is JSON code-as-data: a list of steps, each an
+:class:`Operation` and a distribution. It compiles to a Swarm of ready-made library
+modules and runs like one::
+
+    import shoal
+    from shoal.steps import MeanEstimator, QueryFeature
+
+    age = QueryFeature("age")
+    artifact = MeanEstimator(feature="income", query=age >= 30).artifact(dataset="t")
+    run = shoal.simulate(artifact, nodes=5, datasets={"t": "table.csv"})
+    run.globals["result"]
+
+User operations subclass :class:`Operation` in an ordinary top-level module that the
+artifact bundles. ``Sequential`` compiles to an engine chain, ``RoundRobin`` to a ring;
+``Iterate`` needs the engine's inner loops, not built yet: declaring one raises a
+:class:`StepsError` (``steps.unsupported``).
+"""
+
+from __future__ import annotations
+
+from shoal._public import publish as _publish
+from shoal._steps._artifact import (
+    COMPILER as _COMPILER,
+)
+from shoal._steps._artifact import (
+    Arrange,
+    Artifact,
+    Collect,
+    Distribute,
+    Distribution,
+    Finalize,
+    Initialize,
+    Iterate,
+    Parallel,
+    RoundRobin,
+    Sequential,
+    Step,
+)
+from shoal._steps._entity import Entity, StepsError
+from shoal._steps._estimators import (
+    Aggregate,
+    CountEstimator,
+    Estimate,
+    Estimator,
+    GroupCountEstimator,
+    GroupMeanEstimator,
+    HistogramEstimator,
+    MeanEstimator,
+    QuantileEstimator,
+    SumEstimator,
+    VarianceEstimator,
+)
+from shoal._steps._metadata import (
+    CollectMetadata,
+    Metadata,
+    frame_metadata,
+    metadata_artifact,
+    table_metadata,
+)
+from shoal._steps._operation import Environment, Operation
+from shoal._steps._query import (
+    And,
+    Compare,
+    IsIn,
+    IsNull,
+    Not,
+    Or,
+    Query,
+    QueryFeature,
+    QueryFilter,
+    Select,
+)
+from shoal.steps._compile import to_swarm
+
+if not _COMPILER:
+    _COMPILER.append(to_swarm)
+
+__all__ = [
+    "Aggregate",
+    "And",
+    "Arrange",
+    "Artifact",
+    "Collect",
+    "CollectMetadata",
+    "Compare",
+    "CountEstimator",
+    "Distribute",
+    "Distribution",
+    "Entity",
+    "Environment",
+    "Estimate",
+    "Estimator",
+    "Finalize",
+    "GroupCountEstimator",
+    "GroupMeanEstimator",
+    "HistogramEstimator",
+    "Initialize",
+    "IsIn",
+    "IsNull",
+    "Iterate",
+    "MeanEstimator",
+    "Metadata",
+    "Not",
+    "Operation",
+    "Or",
+    "Parallel",
+    "QuantileEstimator",
+    "Query",
+    "QueryFeature",
+    "QueryFilter",
+    "RoundRobin",
+    "Select",
+    "Sequential",
+    "Step",
+    "StepsError",
+    "SumEstimator",
+    "VarianceEstimator",
+    "frame_metadata",
+    "metadata_artifact",
+    "table_metadata",
+    "to_swarm",
+]
+
+_publish(__name__, globals(), __all__)

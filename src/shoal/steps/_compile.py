@@ -1,0 +1,117 @@
+"""Compile an :class:`Artifact` to a Swarm of ready-made library modules.
+
+Each step is one task, its module a few lines that call :func:`shoal.steps._entry.
+run_step` with the step as JSON; consecutive steps are joined by edges. ``Initialize``
+and ``Finalize`` run on the initiator (``specified_ids`` when the artifact names one,
+else ``method="any", maximum=1``); ``Parallel`` runs on every node with the dataset.
+The distributions map onto these edges: every receiver reads its senders' products.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from shoal import Module, Swarm, Task
+from shoal._steps._artifact import Artifact, RoundRobin, Sequential
+from shoal._steps._entity import _REGISTRY, StepsError
+
+_SOURCE = '''"""Step {index} of artifact {name!r}: a ready-made module of shoal's steps library."""
+
+from shoal.steps._entry import run_step
+
+SPEC = {spec!r}
+
+
+def main() -> None:
+    run_step(SPEC, __file__)
+'''
+
+
+def _kinds(value: Any) -> set[str]:
+    out: set[str] = set()
+    if isinstance(value, dict):
+        if "kind" in value and isinstance(value["kind"], str):
+            out.add(value["kind"])
+        for v in value.values():
+            out |= _kinds(v)
+    elif isinstance(value, list):
+        for v in value:
+            out |= _kinds(v)
+    return out
+
+
+def _user_modules(spec: dict[str, Any]) -> dict[str, Path]:
+    """``{module name: file}`` of every entity class outside shoal the step names."""
+    out: dict[str, Path] = {}
+    for kind in _kinds(spec):
+        cls = _REGISTRY.get(kind)
+        if cls is None or kind.startswith("shoal."):
+            continue
+        name = kind[: -len(cls.__qualname__) - 1]
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if "." in name or name == "__main__" or file is None:
+            raise StepsError(
+                f"{cls.__name__} is defined in module {name!r}, which cannot be bundled",
+                hint="define user operations in a top-level .py module (e.g. my_ops.py) "
+                "and import it in the artifact file",
+            )
+        out[name] = Path(file)
+    return out
+
+
+def _module(artifact: Artifact, index: int) -> Module:
+    step = artifact.steps[index]
+    spec = artifact.step_spec(index)
+    users = _user_modules(spec)
+    spec["modules"] = sorted(users)
+    spec["last"] = index == len(artifact.steps) - 1
+    source = _SOURCE.format(index=index, name=artifact.name, spec=json.dumps(spec))
+    datasets = [artifact.dataset] if step.operation.reads_data and artifact.dataset else []
+    name = f"steps_{artifact.name}_{index}"
+    if not users:
+        return Module(source, datasets=datasets, name=name)
+    # A package: the entry as __init__.py and each user module beside it.
+    folder = Path(tempfile.mkdtemp(prefix="shoal-steps-")) / name
+    folder.mkdir()
+    (folder / "__init__.py").write_text(source)
+    for mod, file in users.items():
+        shutil.copyfile(file, folder / f"{mod}.py")
+    return Module(str(folder), datasets=datasets, name=name)
+
+
+class ArtifactSwarm(Swarm):
+    """The Swarm an artifact compiles to: one task per step, in a line."""
+
+    def __init__(self, artifact: Artifact) -> None:
+        super().__init__()
+        self.name = artifact.name
+        self.max_iterations = 1
+        self.step_tasks: list[Task] = []
+        for i, step in enumerate(artifact.steps):
+            options: dict[str, Any] = {"alias": f"step{i}"}
+            if isinstance(step, Sequential):
+                options["order"] = "chain"
+            elif isinstance(step, RoundRobin):
+                options.update(order="ring", rounds=step.rounds)
+            if step.on_one_node():
+                options.update(method="any", maximum=1)
+                if artifact.initiator is not None:
+                    options["specified_ids"] = [artifact.initiator]
+            self.step_tasks.append(Task(_module(artifact, i), **options))
+
+    def execute(self) -> Task:
+        """Each step feeds the next."""
+        last = self.step_tasks[0]()
+        for task in self.step_tasks[1:]:
+            last = task(last)
+        return last
+
+
+def to_swarm(artifact: Artifact) -> Swarm:
+    """The Swarm ``artifact`` compiles to (run it like any swarm)."""
+    return ArtifactSwarm(artifact)
