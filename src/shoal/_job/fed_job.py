@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from shoal._errors import ShoalError
 from shoal._job.app import ALL_TASKS, App, FilterType
 from shoal._job.describe import strings_in
+
+#: Set by shoal.job: runs a job in the simulator (the dialect itself only builds).
+RUNNER: Callable[..., Any] | None = None
 
 SERVER = "server"
 ALL_CLIENTS = "@ALL"
@@ -236,11 +239,18 @@ class FedJob:
         n_clients: int | None = None,
         threads: int | None = None,
         gpu: str | None = None,
-    ) -> None:
-        """Run the job in shoal's simulator with sites ``site-1..site-N`` and ``server``."""
-        raise ShoalError(
-            f"FedJob({self.name!r}).simulator_run(): running a job is not built yet; "
-            "this shoal builds and exports jobs only",
-            code="job.unsupported",
-            hint="export it with job.export_job(job_root) and inspect job.json",
-        )
+        **options: Any,
+    ) -> Any:
+        """Run the job in shoal's simulator with sites ``site-1..site-N`` and ``server``.
+
+        ``n_clients`` only when no site was named with :meth:`to`; ``threads`` is the
+        simulator's worker count; ``gpu`` is accepted for FLARE's signature (CPU here).
+        Returns the simulator's run (``run.globals["weights"]`` is the final model).
+        """
+        if RUNNER is None:  # shoal.job sets it: this package builds plans only
+            raise ShoalError(
+                "FedJob.simulator_run() needs shoal.job imported",
+                code="job.unsupported",
+                hint="import FedJob from shoal.job",
+            )
+        return RUNNER(self, workspace, n_clients, threads, gpu, **options)

@@ -16,6 +16,7 @@ and training scripts write ``import shoal.job.client as flare``. See docs/job.md
 
 from __future__ import annotations
 
+from shoal._job import fed_job as _fed_job
 from shoal._job.app import FilterType
 from shoal._job.fed_job import FedJob, JobCtx
 from shoal._job.filters import ExcludeVars, ModelDequantizer, ModelQuantizer, PercentilePrivacy
@@ -34,6 +35,7 @@ from shoal._job.objects import (
 )
 from shoal._job.patterns import FedAvgJob
 from shoal._public import publish as _publish
+from shoal.job._run import simulator_run as _simulator_run
 
 __all__ = [
     "Controller",
@@ -58,3 +60,4 @@ __all__ = [
 ]
 
 _publish(__name__, globals(), __all__)
+_fed_job.RUNNER = _simulator_run

@@ -1,0 +1,106 @@
+"""simulator_run: the built-in FedAvg as an ordinary plan on server + site-1..N."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shoal import ShoalError
+from shoal.job import (
+    ExcludeVars,
+    FedAvg,
+    FedJob,
+    FilterType,
+    ModelController,
+    NPModel,
+    ScriptRunner,
+)
+
+SCRIPT = """
+import argparse
+import numpy as np
+import shoal.job.client as flare
+
+p = argparse.ArgumentParser()
+p.add_argument("--site", type=int)
+args = p.parse_args()
+flare.init()
+while flare.is_running():
+    m = flare.receive()
+    assert flare.get_site_name() == f"site-{args.site}"
+    new = {k: np.asarray(v) + args.site for k, v in m.params.items()}
+    flare.send(flare.FLModel(params=new, metrics={"accuracy": 0.1 * args.site},
+                             meta={"NUM_STEPS_CURRENT_ROUND": args.site}))
+"""
+
+
+def _job(tmp_path: Path, rounds: int) -> FedJob:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    job = FedJob("sums", min_clients=3)
+    job.to_server(FedAvg(num_clients=3, num_rounds=rounds))
+    job.to_server(NPModel({"w": np.zeros(3), "b": np.zeros(1)}))
+    job.to_clients(ScriptRunner(str(script), script_args="--site {i}", framework="numpy"))
+    return job
+
+
+@pytest.mark.timeout(120)
+def test_fedavg_weighted_by_num_steps(tmp_path: Path) -> None:
+    job = _job(tmp_path, rounds=2)
+    run = job.simulator_run(str(tmp_path / "ws"), n_clients=3, threads=2)
+    assert run.ok, (run.reason, [f.traceback for f in run.failures])
+    # each round adds sum(i * i) / sum(i) = 14 / 6 to every entry
+    np.testing.assert_allclose(run.globals["weights"]["w"], np.full(3, 2 * 14 / 6))
+    assert run.iterations == 2
+
+
+@pytest.mark.timeout(120)
+def test_result_filter_runs_on_the_site(tmp_path: Path) -> None:
+    job = _job(tmp_path, rounds=1)
+    job.to_clients(ExcludeVars(["b"]), filter_type=FilterType.TASK_RESULT, tasks=["train"])
+    run = job.simulator_run(str(tmp_path / "ws"), n_clients=3, threads=2)
+    assert run.ok, (run.reason, [f.traceback for f in run.failures])
+    np.testing.assert_allclose(run.globals["weights"]["w"], np.full(3, 14 / 6))
+    np.testing.assert_array_equal(run.globals["weights"]["b"], np.zeros(1))  # never left
+
+
+class ByHand(ModelController):
+    def run(self) -> None:
+        self.send_model_and_wait(targets=self.sample_clients(2), data=self.load_model())
+
+
+@pytest.mark.timeout(30)
+def test_own_model_controller_fails_clearly(tmp_path: Path) -> None:
+    job = FedJob("own")
+    job.to_server(ByHand())
+    job.to_server(NPModel({"w": np.zeros(1)}))
+    with pytest.raises(ShoalError, match="on-demand tasks"):
+        job.simulator_run(str(tmp_path), n_clients=2)
+
+
+DYING = SCRIPT.replace(
+    "    m = flare.receive()\n",
+    "    m = flare.receive()\n    if args.site == 2:\n        import os; os._exit(3)\n",
+)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("min_clients", [2, 3])
+def test_site_dying_mid_round_continues_or_fails_per_min_clients(
+    tmp_path: Path, min_clients: int
+) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(DYING)
+    job = FedJob("dying", min_clients=min_clients)
+    job.to_server(FedAvg(num_clients=3, num_rounds=1))
+    job.to_server(NPModel({"w": np.zeros(2)}))
+    job.to_clients(ScriptRunner(str(script), script_args="--site {i}", framework="numpy"))
+    run = job.simulator_run(str(tmp_path / "ws"), n_clients=3, raise_on_failure=False)
+    if min_clients == 2:
+        assert run.ok, run.reason
+        # sites 1 and 3: (1*1 + 3*3) / (1 + 3)
+        np.testing.assert_allclose(run.globals["weights"]["w"], np.full(2, 10 / 4))
+    else:
+        assert not run.ok and "min_results=3" in run.reason
