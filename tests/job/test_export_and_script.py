@@ -147,3 +147,41 @@ def test_script_that_never_sends_is_named(tmp_path: Path) -> None:
     script.write_text("import shoal.job.client as flare\nflare.init()\n")
     with pytest.raises(ShoalError, match=r"lazy\.py on 'site-1' ended without flare\.send\(\)"):
         run_in_process(script, [], "site-1", "j", "train", FLModel(params={}, current_round=0))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("framework", ["numpy", "pytorch"])
+def test_external_process_round(tmp_path: Path, framework: str) -> None:
+    import sys
+
+    from shoal._job.script import run_external
+
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    if framework == "pytorch":
+        torch = pytest.importorskip("torch")
+        params: dict[str, Any] = {"w": torch.ones(3)}
+        script.write_text(SCRIPT.replace("np.asarray(v) * args.scale", "v * args.scale"))
+    else:
+        params = {"w": np.ones(3)}
+    model = FLModel(params=params, current_round=1, total_rounds=2)
+    flt = [(["train"], ExcludeVars(["b"]))]
+    s = run_external(
+        f"{sys.executable} -u", script, ["--scale", "4"], "site-3", "j", "train", model, [], flt
+    )
+    assert s.sent is not None and s.sent.params is not None
+    np.testing.assert_array_equal(np.asarray(s.sent.params["w"]), np.full(3, 4.0))
+    assert s.sent.meta["site"] == "site-3" and s.logs == [("loss", 0.5, 1)]
+
+
+@pytest.mark.timeout(60)
+def test_external_script_dying_is_named(tmp_path: Path) -> None:
+    import sys
+
+    from shoal._job.script import run_external
+
+    script = tmp_path / "die.py"
+    script.write_text("import sys, shoal.job.client as flare\nflare.receive()\nsys.exit(5)\n")
+    model = FLModel(params={"w": np.ones(1)}, current_round=0)
+    with pytest.raises(ShoalError, match=r"exit code 5 before flare\.send"):
+        run_external(sys.executable, script, [], "site-1", "j", "train", model)

@@ -104,3 +104,19 @@ def test_site_dying_mid_round_continues_or_fails_per_min_clients(
         np.testing.assert_allclose(run.globals["weights"]["w"], np.full(2, 10 / 4))
     else:
         assert not run.ok and "min_results=3" in run.reason
+
+
+@pytest.mark.timeout(120)
+def test_external_process_runner_in_the_simulator(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    job = FedJob("ext", min_clients=2)
+    job.to_server(FedAvg(num_clients=2, num_rounds=1))
+    job.to_server(NPModel({"w": np.zeros(2)}))
+    runner = ScriptRunner(
+        str(script), script_args="--site {i}", launch_external_process=True, framework="numpy"
+    )
+    job.to_clients(runner)
+    run = job.simulator_run(str(tmp_path / "ws"), n_clients=2)
+    assert run.ok, run.reason
+    np.testing.assert_allclose(run.globals["weights"]["w"], np.full(2, 5 / 3))

@@ -70,6 +70,7 @@ class Session:
     sent: FLModel | None = None
     received: bool = False
     logs: list[tuple[str, Any, int | None]] = field(default_factory=list)
+    channel: Any = None
 
 
 _session: Session | None = None
@@ -86,7 +87,27 @@ def bound(session: Session) -> Iterator[Session]:
         _session = previous
 
 
+#: In an external-process script: the fd of its socket to the task that launched it.
+CHANNEL_ENV = "SHOAL_JOB_CHANNEL"
+
+
+def _from_channel() -> Session | None:
+    """The round's session read from the launching task (external-process mode)."""
+    import os
+
+    fd = os.environ.get(CHANNEL_ENV)
+    if fd is None:
+        return None
+    from shoal._job.channel import Channel
+
+    channel = Channel(int(fd))
+    return channel.receive_session()
+
+
 def _current(what: str) -> Session:
+    global _session
+    if _session is None:
+        _session = _from_channel()
     if _session is None:
         raise ShoalError(
             f"shoal.job.client.{what}: no job round is running in this process",
@@ -129,6 +150,8 @@ def send(model: FLModel, clear_cache: bool = True) -> None:
             hint="each round runs the script anew: send once, then let the script end",
         )
     s.sent = model
+    if s.channel is not None:  # external process: the result goes back now
+        s.channel.send_result(s)
 
 
 def system_info() -> dict[str, str]:

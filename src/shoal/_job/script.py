@@ -54,3 +54,53 @@ def run_in_process(
         )
     session.sent = run_filters(result_filters, task_name, session.sent)
     return session
+
+
+def run_external(
+    command: str,
+    script: str | Path,
+    argv: Sequence[str],
+    site: str,
+    job_id: str,
+    task_name: str,
+    model: FLModel,
+    data_filters: Sequence[tuple[list[str], Any]] = (),
+    result_filters: Sequence[tuple[list[str], Any]] = (),
+    timeout: float = 3600.0,
+) -> Session:
+    """One round as ``command script argv`` in a child process, over a socket pair.
+
+    The child inherits the task's sandbox (it is the task's own child process); its
+    Client API reads the round from the socket and writes its result back.
+    """
+    import os
+    import shlex
+    import socket
+    import subprocess
+
+    from shoal._job.channel import Channel
+    from shoal._job.client import CHANNEL_ENV
+
+    model = run_filters(data_filters, task_name, model)
+    session = Session(site=site, job_id=job_id, task_name=task_name, model=model)
+    ours, theirs = socket.socketpair()
+    env = {**os.environ, CHANNEL_ENV: str(theirs.fileno())}
+    cmd = [*shlex.split(command), str(script), *argv]
+    with ours:
+        proc = subprocess.Popen(cmd, env=env, pass_fds=(theirs.fileno(),))
+        theirs.close()
+        channel = Channel(ours, timeout=timeout)
+        try:
+            channel.send_round(session)
+            channel.receive_result(session)
+        except ShoalError as e:
+            code = proc.wait(timeout=timeout)
+            raise ShoalError(
+                f"{Path(script).name} on {site!r} (pid {proc.pid}) ended with exit code {code} "
+                "before flare.send()",
+                code="job.config",
+                hint="call flare.send(flare.FLModel(...)) once per round; see its output",
+            ) from e
+        proc.wait(timeout=timeout)
+    session.sent = run_filters(result_filters, task_name, session.sent)
+    return session

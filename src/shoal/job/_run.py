@@ -90,11 +90,6 @@ def _site_config(job: FedJob, sites: list[str], pkg: Path) -> dict[str, Any]:
         if not runners:
             continue
         runner = runners[0]
-        if runner.launch_external_process:
-            raise _unsupported(
-                f"ScriptRunner({runner.script!r}, launch_external_process=True) in simulator_run",
-                "run it in-process (launch_external_process=False) for now",
-            )
         for res in app.resources:
             src = Path(res)
             if src.is_dir():
@@ -107,6 +102,8 @@ def _site_config(job: FedJob, sites: list[str], pkg: Path) -> dict[str, Any]:
                 "script": runner.script,
                 "script_args": runner.script_args,
                 "framework": runner.framework,
+                "external": runner.launch_external_process,
+                "command": runner.command,
             },
             "task_data_filters": [
                 {"tasks": f["tasks"], "filter": comps[f["filter"]]}

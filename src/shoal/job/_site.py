@@ -10,13 +10,14 @@ over the same task channel) and reports the sent model through
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from shoal._job.client import FLModel, ParamsType
-from shoal._job.script import run_in_process
+from shoal._job.script import run_external, run_in_process
 from shoal.runtime import Task
 from shoal.strategies import LocalRound, train_round
 
@@ -45,6 +46,21 @@ def _to_numpy(params: dict[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
+def _command(command: str) -> str:
+    """``command`` with a leading ``python``/``python3`` as this node's interpreter.
+
+    The script imports ``shoal.job.client``: it must run under the interpreter (or
+    image) the node gave the task, not whatever ``python3`` is first on PATH.
+    """
+    import shlex
+    import sys
+
+    parts = shlex.split(command)
+    if parts and re.fullmatch(r"python(3(\.\d+)?)?", parts[0]):
+        parts[0] = sys.executable
+    return shlex.join(parts)
+
+
 def run_site(task: Task, here: Path, config: dict[str, Any]) -> None:
     """One round on this site (``config`` is the job's site description)."""
     site = task.world.node_id
@@ -52,7 +68,7 @@ def run_site(task: Task, here: Path, config: dict[str, Any]) -> None:
     runner = mine["runner"]
     data_filters = [(f["tasks"], build(f["filter"])) for f in mine["task_data_filters"]]
     result_filters = [(f["tasks"], build(f["filter"])) for f in mine["task_result_filters"]]
-    m = __import__("re").search(r"(\d+)$", site)
+    m = re.search(r"(\d+)$", site)
     args = runner["script_args"].replace("{i}", m.group(1) if m else site).replace("{site}", site)
     iteration = task.world.iteration
 
@@ -62,16 +78,12 @@ def run_site(task: Task, here: Path, config: dict[str, Any]) -> None:
             current_round=iteration,
             total_rounds=config["num_rounds"],
         )
-        session = run_in_process(
-            here / Path(runner["script"]).name,
-            args.split(),
-            site,
-            config["name"],
-            config["task_name"],
-            model,
-            data_filters,
-            result_filters,
-        )
+        where = (site, config["name"], config["task_name"], model, data_filters, result_filters)
+        script = here / Path(runner["script"]).name
+        if runner.get("external"):
+            session = run_external(_command(runner["command"]), script, args.split(), *where)
+        else:
+            session = run_in_process(script, args.split(), *where)
         sent = session.sent
         assert sent is not None and sent.params is not None
         new = _to_numpy(sent.params)
