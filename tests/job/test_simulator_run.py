@@ -31,7 +31,8 @@ while flare.is_running():
     m = flare.receive()
     assert flare.get_site_name() == f"site-{args.site}"
     new = {k: np.asarray(v) + args.site for k, v in m.params.items()}
-    flare.send(flare.FLModel(params=new, metrics={"accuracy": 0.1 * args.site},
+    acc = 0.1 * args.site - 0.01 * (m.current_round - 1) ** 2
+    flare.send(flare.FLModel(params=new, metrics={"accuracy": acc},
                              meta={"NUM_STEPS_CURRENT_ROUND": args.site}))
 """
 
@@ -120,3 +121,27 @@ def test_external_process_runner_in_the_simulator(tmp_path: Path) -> None:
     run = job.simulator_run(str(tmp_path / "ws"), n_clients=2)
     assert run.ok, run.reason
     np.testing.assert_allclose(run.globals["weights"]["w"], np.full(2, 5 / 3))
+
+
+@pytest.mark.timeout(120)
+def test_persistor_writes_each_round_and_the_best(tmp_path: Path) -> None:
+    import json
+
+    from shoal._codec import decode
+    from shoal.job import IntimeModelSelector
+
+    job = _job(tmp_path, rounds=3)
+    job.to_server(IntimeModelSelector(key_metric="accuracy"))
+    run = job.simulator_run(str(tmp_path / "ws"), n_clients=3)
+    models = tmp_path / "ws" / "server" / "models"
+    for r in range(3):
+        w = decode((models / f"round_{r}.msgpack").read_bytes())
+        np.testing.assert_allclose(w["w"], np.full(3, (r + 1) * 14 / 6))
+    last = decode((models / "FL_global_model.msgpack").read_bytes())
+    np.testing.assert_allclose(last["w"], run.globals["weights"]["w"])
+    # the script's accuracy peaks in round 1, which scores the model after round 0
+    best = json.loads((models / "best.json").read_text())
+    assert best == {"round": 0, "key_metric": "accuracy", "value": pytest.approx(14 / 60)}
+    np.testing.assert_allclose(
+        decode((models / "best_FL_global_model.msgpack").read_bytes())["w"], np.full(3, 14 / 6)
+    )

@@ -38,13 +38,14 @@ def run_in_process(
     """One round: the script's ``__main__`` with ``argv``; returns the finished session."""
     model = run_filters(data_filters, task_name, model)
     session = Session(site=site, job_id=job_id, task_name=task_name, model=model)
-    saved = sys.argv
+    saved, saved_path = sys.argv, list(sys.path)
     sys.argv = [str(script), *argv]
+    sys.path.insert(0, str(Path(script).parent))  # as `python script.py` would
     try:
         with bound(session):
             runpy.run_path(str(script), run_name="__main__")
     finally:
-        sys.argv = saved
+        sys.argv, sys.path[:] = saved, saved_path
     if session.sent is None:
         raise ShoalError(
             f"{Path(script).name} on {site!r} ended without flare.send() in round "

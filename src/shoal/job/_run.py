@@ -19,6 +19,7 @@ from shoal._errors import ShoalError
 from shoal._job.export import describe
 from shoal._job.fed_job import ALL_CLIENTS, SERVER, FedJob
 from shoal._job.objects import FedAvg, ModelController, ModelPersistor, ScriptRunner
+from shoal.job._persist import persist
 from shoal.strategies import Strategy
 
 _WORKER = '''"""shoal.job: one site round of job {name!r} (generated)."""
@@ -179,7 +180,7 @@ def simulator_run(
             return self.aggregator(self.worker())
 
     nodes = [shoal.NodeProfile(name=SERVER)] + [shoal.NodeProfile(name=s) for s in sites]
-    return shoal.simulate(
+    run = shoal.simulate(
         JobSwarm(),
         nodes=nodes,
         seed=seed,
@@ -188,3 +189,6 @@ def simulator_run(
         run_dir=ws / "run",
         raise_on_failure=raise_on_failure,
     )
+    if run.ok:
+        persist(job, run, ws)
+    return run
