@@ -145,3 +145,27 @@ def test_persistor_writes_each_round_and_the_best(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         decode((models / "best_FL_global_model.msgpack").read_bytes())["w"], np.full(3, 14 / 6)
     )
+
+
+@pytest.mark.timeout(120)
+def test_stop_condition_ends_the_job_early(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    job = FedJob("stops", min_clients=3)
+    # round r's weighted accuracy is 14/60 - 0.01 (r - 1)^2: 0.2233, 0.2333, 0.2233
+    job.to_server(FedAvg(num_clients=3, num_rounds=6, stop_cond="accuracy >= 0.23"))
+    job.to_server(NPModel({"w": np.zeros(1)}))
+    job.to_clients(ScriptRunner(str(script), script_args="--site {i}", framework="numpy"))
+    run = job.simulator_run(str(tmp_path / "ws"), n_clients=3)
+    assert run.ok and run.iterations == 2, (run.iterations, run.reason)
+
+
+@pytest.mark.timeout(10)
+def test_patience() -> None:
+    from shoal.job._server import should_stop
+
+    h = [{"a": 0.5}, {"a": 0.6}, {"a": 0.55}, {"a": 0.58}]
+    assert should_stop(h, ["a", ">=", 0.9], 2) == "a did not improve for 2 rounds"
+    assert should_stop(h, ["a", ">=", 0.9], 3) == ""
+    assert should_stop(h, ["a", ">=", 0.58], None).startswith("a 0.58 >= 0.58")
+    assert should_stop([{"l": 2.0}, {"l": 1.0}], ["l", "<", 0.5], 1) == ""

@@ -21,6 +21,7 @@ from shoal._job.fed_job import ALL_CLIENTS, SERVER, FedJob
 from shoal._job.objects import FedAvg, ModelController, ModelPersistor, ScriptRunner
 from shoal.job._persist import persist
 from shoal.strategies import Strategy
+from shoal.strategies._keys import config_key
 
 _WORKER = '''"""shoal.job: one site round of job {name!r} (generated)."""
 
@@ -40,6 +41,20 @@ class Worker(Task):
 
 def main():
     Worker().run()
+'''
+
+
+_SERVER = '''"""shoal.job: the server round of job {name!r} (generated)."""
+
+import json
+
+from shoal.job._server import run_server
+
+CONFIG = json.loads({config!r})
+
+
+def main():
+    run_server(CONFIG)
 '''
 
 
@@ -174,7 +189,19 @@ def simulator_run(
                 # a lost site fails the round only below the job's min_clients
                 min_results=min(job.min_clients, per_round),
             )
-            self.aggregator = strategy.task(self, specified_ids=[SERVER])
+            self.set_global(config_key("weights"), strategy.client_config())
+            server = {
+                "aggregator": {"strategy": strategy.config(), "key": "weights"},
+                "stop": list(controller._stop) if controller._stop else None,
+                "patience": controller.patience,
+            }
+            source = _SERVER.format(name=job.name, config=json.dumps(server))
+            self.aggregator = shoal.Task(
+                shoal.Module(source, name="shoal_job_server"),
+                method="any",
+                maximum=1,
+                specified_ids=[SERVER],
+            )
 
         def execute(self) -> shoal.Task:
             return self.aggregator(self.worker())
