@@ -169,3 +169,20 @@ def test_patience() -> None:
     assert should_stop(h, ["a", ">=", 0.9], 3) == ""
     assert should_stop(h, ["a", ">=", 0.58], None).startswith("a 0.58 >= 0.58")
     assert should_stop([{"l": 2.0}, {"l": 1.0}], ["l", "<", 0.5], 1) == ""
+
+
+@pytest.mark.timeout(120)
+def test_fedopt_is_shoal_strategies_server_step(tmp_path: Path) -> None:
+    from shoal.job import FedOpt
+    from shoal.strategies import ClientUpdate, FedAdam
+
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    job = FedJob("opt", min_clients=3)
+    job.to_server(FedOpt(num_clients=3, num_rounds=1, optimizer="adam", lr=0.05))
+    job.to_server(NPModel({"w": np.zeros(2)}))
+    job.to_clients(ScriptRunner(str(script), script_args="--site {i}", framework="numpy"))
+    run = job.simulator_run(str(tmp_path / "ws"), n_clients=3)
+    ups = [ClientUpdate(np.full(2, float(i)), i) for i in (1, 2, 3)]
+    want, _ = FedAdam(lr=0.05).aggregate(np.zeros(2), ups)
+    np.testing.assert_allclose(run.globals["weights"]["w"], want)
