@@ -186,3 +186,18 @@ def test_fedopt_is_shoal_strategies_server_step(tmp_path: Path) -> None:
     ups = [ClientUpdate(np.full(2, float(i)), i) for i in (1, 2, 3)]
     want, _ = FedAdam(lr=0.05).aggregate(np.zeros(2), ups)
     np.testing.assert_allclose(run.globals["weights"]["w"], want)
+
+
+@pytest.mark.timeout(120)
+def test_exported_job_loads_back_and_runs_the_same(tmp_path: Path) -> None:
+    from shoal._job.load import load_job
+
+    job = _job(tmp_path, rounds=2)
+    job.to_clients(ExcludeVars(["b"]), filter_type=FilterType.TASK_RESULT, tasks=["train"])
+    folder = job.export_job(str(tmp_path / "jobs"))
+    (tmp_path / "train.py").unlink()  # the export carries the script
+    loaded = load_job(folder)
+    assert sorted(loaded.apps) == sorted(job.apps)
+    run = loaded.simulator_run(str(tmp_path / "ws"), n_clients=3)
+    np.testing.assert_allclose(run.globals["weights"]["w"], np.full(3, 2 * 14 / 6))
+    np.testing.assert_array_equal(run.globals["weights"]["b"], np.zeros(1))
