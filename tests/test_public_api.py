@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 import shoal
+import shoal.job
+import shoal.job.client
 import shoal.privacy
 import shoal.runtime
 import shoal.steps
@@ -146,6 +148,43 @@ PINNED = {
         "proximal_term",
         "train_round",
         "weighted_mean",
+    },
+    shoal.job: {
+        "Controller",
+        "ExcludeVars",
+        "Executor",
+        "FedAvg",
+        "FedAvgJob",
+        "FedJob",
+        "FedOpt",
+        "Filter",
+        "FilterType",
+        "IntimeModelSelector",
+        "JobCtx",
+        "ModelController",
+        "ModelDequantizer",
+        "ModelPersistor",
+        "ModelQuantizer",
+        "NPModel",
+        "PTModel",
+        "PercentilePrivacy",
+        "ScriptRunner",
+    },
+    shoal.job.client: {
+        "AnalyticsDataType",
+        "FLModel",
+        "ParamsType",
+        "get_job_id",
+        "get_site_name",
+        "init",
+        "is_evaluate",
+        "is_running",
+        "is_submit_model",
+        "is_train",
+        "log",
+        "receive",
+        "send",
+        "system_info",
     },
 }
 PUBLIC = list(PINNED)
@@ -366,7 +405,39 @@ def _strategy_instances() -> dict[str, Callable[[], object]]:
     make["shoal.privacy.ExcludeVars"] = lambda: pv.ExcludeVars(("b",))
     make["shoal.privacy.PercentilePrivacy"] = pv.PercentilePrivacy
     make["shoal.privacy.Quantize"] = pv.Quantize
+    make.update(_job_instances())
     return make
+
+
+def _job_instances() -> dict[str, Callable[[], object]]:
+    import numpy as np
+
+    jb = shoal.job
+    cl = shoal.job.client
+    return {
+        "shoal.job.Controller": jb.Controller,
+        "shoal.job.ExcludeVars": jb.ExcludeVars,
+        "shoal.job.Executor": jb.Executor,
+        "shoal.job.FedAvg": jb.FedAvg,
+        "shoal.job.FedAvgJob": lambda: jb.FedJob("j"),  # needs torch; FedJob's repr
+        "shoal.job.FedJob": lambda: jb.FedJob("j"),
+        "shoal.job.FedOpt": jb.FedOpt,
+        "shoal.job.Filter": jb.Filter,
+        "shoal.job.FilterType": lambda: jb.FilterType.TASK_DATA,
+        "shoal.job.IntimeModelSelector": jb.IntimeModelSelector,
+        "shoal.job.JobCtx": lambda: jb.JobCtx("server"),
+        "shoal.job.ModelController": jb.ModelController,
+        "shoal.job.ModelDequantizer": jb.ModelDequantizer,
+        "shoal.job.ModelPersistor": lambda: jb.ModelPersistor({}, "numpy"),
+        "shoal.job.ModelQuantizer": jb.ModelQuantizer,
+        "shoal.job.NPModel": lambda: jb.NPModel({"w": np.zeros(1)}),
+        "shoal.job.PTModel": lambda: jb.NPModel({"w": np.zeros(1)}),
+        "shoal.job.PercentilePrivacy": jb.PercentilePrivacy,
+        "shoal.job.ScriptRunner": lambda: jb.ScriptRunner("t.py"),
+        "shoal.job.client.AnalyticsDataType": lambda: cl.AnalyticsDataType.SCALAR,
+        "shoal.job.client.FLModel": cl.FLModel,
+        "shoal.job.client.ParamsType": lambda: cl.ParamsType.FULL,
+    }
 
 
 def test_reprs_of_public_objects_do_not_name_private_modules() -> None:

@@ -1,0 +1,1 @@
+"""The job dialect (seed 004): FedJob and its objects build a job description (a plan)."""

@@ -1,0 +1,48 @@
+"""The persistor and the model selector, after a run: models into the workspace.
+
+Writes ``<workspace>/server/models/``: ``round_<r>.msgpack`` (the global model after
+each round), ``FL_global_model.msgpack`` (the last) and, with an
+``IntimeModelSelector``, ``best_FL_global_model.msgpack`` with ``best.json`` (which
+round and its metric). Sites report the metric of the global model they received, so
+round ``r``'s metric scores the model written after round ``r - 1``. Files are shoal's
+codec (never pickle): ``shoal._codec.decode`` reads them back as NumPy arrays.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from shoal._codec import encode
+from shoal._job.fed_job import SERVER, FedJob
+from shoal._job.objects import IntimeModelSelector
+
+
+def persist(job: FedJob, run: Any, workspace: Path) -> Path:
+    """Write the run's global models; returns the models folder."""
+    out = workspace / "server" / "models"
+    out.mkdir(parents=True, exist_ok=True)
+    history: dict[int, Any] = run.globals.history("weights")
+    for it, weights in sorted(history.items()):
+        if it >= 0:
+            (out / f"round_{it}.msgpack").write_bytes(encode(weights))
+    (out / "FL_global_model.msgpack").write_bytes(encode(run.globals["weights"]))
+    selectors = [
+        c for c in job.apps[SERVER].components.values() if isinstance(c, IntimeModelSelector)
+    ]
+    metrics = run.globals.get("shoal.history.weights") or []
+    if selectors and metrics:
+        sel = selectors[0]
+        sign = -1.0 if sel.negate_key_metric else 1.0
+        scored = [
+            (sign * float(m[sel.key_metric]), r)
+            for r, m in enumerate(metrics)
+            if isinstance(m, dict) and sel.key_metric in m and (r - 1) in history
+        ]
+        if scored:
+            value, r = max(scored)
+            (out / "best_FL_global_model.msgpack").write_bytes(encode(history[r - 1]))
+            best = {"round": r - 1, "key_metric": sel.key_metric, "value": sign * value}
+            (out / "best.json").write_text(json.dumps(best) + "\n")
+    return out
