@@ -54,6 +54,20 @@ class Step(Entity):
     operation: _Op
     distribution: _Dist | None = None
 
+    def __init__(
+        self,
+        operation: Operation | None = None,
+        distribution: Distribution | None = None,
+        /,
+        **data: Any,
+    ) -> None:
+        # Positional as in the seed: Parallel(TrainTest(...), Collect()).
+        if operation is not None:
+            data["operation"] = operation
+        if distribution is not None:
+            data["distribution"] = distribution
+        super().__init__(**data)
+
     def on_one_node(self) -> bool:
         """Whether the step runs on the initiator only."""
         return False

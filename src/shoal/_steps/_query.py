@@ -3,19 +3,24 @@
 ``QueryFeature("age") < 30`` is a filter; filters combine with ``&`` (AND), ``|`` (OR)
 and ``~`` (NOT), or with :class:`And`, :class:`Or`, :class:`Not`; ``isin`` and
 ``isnull`` / ``notnull`` build IN and is-null. A :class:`Query` applies its stages in
-order (a filter keeps rows, a :class:`Select` keeps columns). A stage naming a missing
-column fails naming the columns that exist.
+order (a filter keeps rows, a :class:`Select` keeps columns, a :class:`Transform` applies
+a federated transformer). A stage naming a missing column fails naming the columns that
+exist. Transformers are fitted federatedly: an artifact whose model operation's query
+has one compiles the fitting to steps before it (:mod:`shoal._steps._learn_ops`), and
+the query is applied with the fitted state.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, PlainSerializer, field_validator
 
 from shoal._steps._entity import DUMP, LOAD, Entity, StepsError
+from shoal._steps.learn._base import FederatedTransformer, LearnEntity, State
+from shoal._steps.learn._pipeline import FederatedPipeline
 
 Op = Literal["<", "<=", ">", ">=", "==", "!="]
 _OPS: dict[str, Callable[[Any, Any], Any]] = {
@@ -205,6 +210,49 @@ class Select(Entity):
     columns: list[str]
 
 
+def _learn_load(value: Any) -> Any:
+    return LearnEntity.from_spec(value) if isinstance(value, dict) else value
+
+
+LEARN_LOAD = BeforeValidator(_learn_load)
+"""Reads a transformer or model of :mod:`shoal._steps.learn` from its ``spec()``."""
+LEARN_DUMP = PlainSerializer(lambda value: value.spec())
+"""Writes a transformer or model as its ``spec()``."""
+
+
+class Transform(Entity):
+    """A query stage applying a federated transformer (fitted on every node's data).
+
+    ``Query().add(FederatedStandardScaler(features_in=[...]))`` wraps the transformer in
+    one. The statistics come from every node that runs the step (after the stages
+    before it), so every node applies the same transform.
+    """
+
+    transformer: Annotated[FederatedTransformer, LEARN_LOAD, LEARN_DUMP]
+
+
+class _QueryStage(FederatedTransformer):
+    """A filter or Select of a query as a stateless stage of its fitting pipeline."""
+
+    stage: Any = None
+    stateless: ClassVar[bool] = True
+
+    def transform(self, df: Any, fitted: State | None = None) -> Any:
+        return _apply_stage(self.stage, df)
+
+
+def _apply_stage(stage: Any, df: Any) -> Any:
+    if isinstance(stage, QueryFilter):
+        return df[stage.mask(df).fillna(False).astype(bool)]
+    if isinstance(stage, Select):
+        require_columns(df, stage.columns, f"query stage {stage!r}")
+        return df[stage.columns]
+    raise StepsError(
+        f"query stage {stage!r} is neither a filter, a Select nor a Transform",
+        hint="build stages with QueryFeature comparisons, Query.select or Query.add",
+    )
+
+
 class Query(Entity):
     """Stages applied in order to a node's frame: filters keep rows, selects columns.
 
@@ -216,6 +264,37 @@ class Query(Entity):
 
     stages: list[Annotated[Entity, LOAD, DUMP]] = Field(default_factory=list)
 
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _wrap_transformers(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [
+                Transform(transformer=v) if isinstance(v, FederatedTransformer) else v
+                for v in value
+            ]
+        return value
+
+    def add(self, stage: Entity | FederatedTransformer) -> Query:
+        """This query with one more stage: a filter, a Select or a federated transformer."""
+        return Query(stages=[*self.stages, stage])  # type: ignore[list-item]
+
+    def transformers(self) -> list[FederatedTransformer]:
+        """The federated transformers among the stages, in order."""
+        return [s.transformer for s in self.stages if isinstance(s, Transform)]
+
+    def pipeline(self) -> FederatedPipeline:
+        """Every stage as one pipeline: fitting it fits the transformers in order.
+
+        Filters and selects are stateless stages, so each transformer is fitted on the
+        rows and columns the stages before it leave.
+        """
+        return FederatedPipeline(
+            stages=[
+                s.transformer if isinstance(s, Transform) else _QueryStage(stage=s)
+                for s in self.stages
+            ]
+        )
+
     def filter(self, item: QueryFilter) -> Query:
         """This query with one more filter stage."""
         return Query(stages=[*self.stages, item])
@@ -224,19 +303,39 @@ class Query(Entity):
         """This query with one more column selection."""
         return Query(stages=[*self.stages, Select(columns=list(columns))])
 
-    def apply(self, df: Any) -> Any:
-        """The frame after every stage."""
-        for stage in self.stages:
-            if isinstance(stage, QueryFilter):
-                df = df[stage.mask(df).fillna(False).astype(bool)]
-            elif isinstance(stage, Select):
-                require_columns(df, stage.columns, f"query stage {stage!r}")
-                df = df[stage.columns]
-            else:
-                raise StepsError(
-                    f"query stage {stage!r} is neither a filter nor a Select",
-                    hint="build stages with QueryFeature comparisons or Query.select",
-                )
+    def apply(self, df: Any, fitted: State | None = None, keep_rows: bool = False) -> Any:
+        """The frame after every stage.
+
+        Parameters
+        ----------
+        df
+            A node's frame.
+        fitted
+            The fitted state of :meth:`pipeline` (needed when a stage is a transformer).
+        keep_rows
+            Skip the row filters (a model predicting on given rows keeps every row).
+        """
+        if not self.transformers():
+            for stage in self.stages:
+                if not (keep_rows and isinstance(stage, QueryFilter)):
+                    df = _apply_stage(stage, df)
+            return df
+        pipeline = self.pipeline()
+        if not pipeline.done(fitted):
+            raise StepsError(
+                f"the query's transformers {[type(t).__name__ for t in self.transformers()]} "
+                "are not fitted",
+                code="steps.unfitted",
+                hint="use the query in a model operation (Train, TrainTest, "
+                "LocalCrossValidation): the artifact fits its transformers on every node",
+            )
+        states = list((fitted or {}).get("stages", []))
+        states += [{}] * (len(self.stages) - len(states))  # stateless stages at the end
+        for stage, state in zip(self.stages, states, strict=True):
+            if isinstance(stage, Transform):
+                df = stage.transformer.transform(df, state)
+            elif not (keep_rows and isinstance(stage, QueryFilter)):
+                df = _apply_stage(stage, df)
         return df
 
 

@@ -12,6 +12,13 @@ modules and runs like one::
     run = shoal.simulate(artifact, nodes=5, datasets={"t": "table.csv"})
     run.globals["result"]
 
+Models and transformers run as steps: ``Parallel(TrainTest(query, model=...,
+label=...), Collect())`` then ``Finalize(Aggregation(model=...))``, whose global
+``"model"`` :meth:`TrainedModel.loads` reads back. Transformers in a model operation's
+query (``Query().add(FederatedPipeline(...))``) are fitted federatedly by steps the
+compiler inserts: every node applies the same transform, computed from every node's
+statistics.
+
 User operations subclass :class:`Operation` in an ordinary top-level module that the
 artifact bundles. ``Sequential`` compiles to an engine chain, ``RoundRobin`` to a ring;
 ``Iterate`` needs the engine's inner loops, not built yet: declaring one raises a
@@ -52,6 +59,18 @@ from shoal._steps._estimators import (
     SumEstimator,
     VarianceEstimator,
 )
+from shoal._steps._learn_ops import (
+    Aggregation,
+    Evaluate,
+    FitTransformers,
+    LocalCrossValidation,
+    MergeMetrics,
+    MergeTransformers,
+    ModelOperation,
+    Train,
+    TrainedModel,
+    TrainTest,
+)
 from shoal._steps._metadata import (
     CollectMetadata,
     Metadata,
@@ -71,6 +90,28 @@ from shoal._steps._query import (
     QueryFeature,
     QueryFilter,
     Select,
+    Transform,
+)
+from shoal._steps.learn import (
+    FederatedBinarizer,
+    FederatedClamp,
+    FederatedDrop,
+    FederatedFilter,
+    FederatedKBinsDiscretizer,
+    FederatedLabelBinarizer,
+    FederatedLinearRegression,
+    FederatedLogisticRegression,
+    FederatedMinMaxScaler,
+    FederatedOneHotEncoder,
+    FederatedPipeline,
+    FederatedRandomForestClassifier,
+    FederatedRename,
+    FederatedSimpleImputer,
+    FederatedSplitter,
+    FederatedStandardScaler,
+    FederatedTransformer,
+    Model,
+    StrategyRandomForestClassifier,
 )
 from shoal.steps._compile import to_swarm
 
@@ -79,6 +120,7 @@ if not _COMPILER:
 
 __all__ = [
     "Aggregate",
+    "Aggregation",
     "And",
     "Arrange",
     "Artifact",
@@ -92,7 +134,26 @@ __all__ = [
     "Environment",
     "Estimate",
     "Estimator",
+    "Evaluate",
+    "FederatedBinarizer",
+    "FederatedClamp",
+    "FederatedDrop",
+    "FederatedFilter",
+    "FederatedKBinsDiscretizer",
+    "FederatedLabelBinarizer",
+    "FederatedLinearRegression",
+    "FederatedLogisticRegression",
+    "FederatedMinMaxScaler",
+    "FederatedOneHotEncoder",
+    "FederatedPipeline",
+    "FederatedRandomForestClassifier",
+    "FederatedRename",
+    "FederatedSimpleImputer",
+    "FederatedSplitter",
+    "FederatedStandardScaler",
+    "FederatedTransformer",
     "Finalize",
+    "FitTransformers",
     "GroupCountEstimator",
     "GroupMeanEstimator",
     "HistogramEstimator",
@@ -100,8 +161,13 @@ __all__ = [
     "IsIn",
     "IsNull",
     "Iterate",
+    "LocalCrossValidation",
     "MeanEstimator",
+    "MergeMetrics",
+    "MergeTransformers",
     "Metadata",
+    "Model",
+    "ModelOperation",
     "Not",
     "Operation",
     "Or",
@@ -115,7 +181,12 @@ __all__ = [
     "Sequential",
     "Step",
     "StepsError",
+    "StrategyRandomForestClassifier",
     "SumEstimator",
+    "Train",
+    "TrainTest",
+    "TrainedModel",
+    "Transform",
     "VarianceEstimator",
     "frame_metadata",
     "metadata_artifact",

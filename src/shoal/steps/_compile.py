@@ -19,6 +19,7 @@ from typing import Any
 from shoal import Module, Swarm, Task
 from shoal._steps._artifact import Artifact, RoundRobin, Sequential
 from shoal._steps._entity import _REGISTRY, StepsError
+from shoal._steps._learn_ops import fit_steps
 
 _SOURCE = '''"""Step {index} of artifact {name!r}: a ready-made module of shoal's steps library."""
 
@@ -113,5 +114,9 @@ class ArtifactSwarm(Swarm):
 
 
 def to_swarm(artifact: Artifact) -> Swarm:
-    """The Swarm ``artifact`` compiles to (run it like any swarm)."""
-    return ArtifactSwarm(artifact)
+    """The Swarm ``artifact`` compiles to (run it like any swarm).
+
+    Transformers in model operations' queries are fitted by steps inserted first
+    (:func:`shoal._steps._learn_ops.fit_steps`).
+    """
+    return ArtifactSwarm(fit_steps(artifact))

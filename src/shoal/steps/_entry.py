@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from shoal._steps._artifact import Finalize
 from shoal._steps._entity import Entity, StepsError
 from shoal._steps._operation import Environment
 from shoal.runtime import Task
@@ -38,9 +39,12 @@ class _StepTask(Task):
             env.df = self.local.get_dataset(self.spec["dataset"])
         op.run(env)
         self.world.results.add(PRODUCTS, env.products)
-        if self.spec["last"]:
+        # The last step's products are the run's globals, and so are every Finalize's
+        # (an Aggregation that distributes its model on still hands it to the user).
+        if self.spec["last"] or isinstance(step, Finalize):
             for name, value in env.products.items():
-                self.world.globals[name] = value
+                if not name.startswith("__"):
+                    self.world.globals[name] = value
         self.logger.info(f"step {self.spec['index']} ({type(step).__name__}) done")
 
 

@@ -21,6 +21,9 @@ State = dict[str, Any]
 """What ``merge`` returns: a partial state between rounds, the fitted transform after."""
 
 _REGISTRY: dict[str, type[LearnEntity]] = {}
+# The name each class registered under: a public module (``shoal.steps``) re-publishes
+# classes (changing their ``__module__``); their JSON name must not change with it.
+_KIND_OF: dict[type, str] = {}
 
 
 class LearnEntity(BaseModel):
@@ -44,11 +47,12 @@ class LearnEntity(BaseModel):
                 hint="rename one of them: entities are registered by qualified name",
             )
         _REGISTRY[name] = cls
+        _KIND_OF[cls] = name
 
     @classmethod
     def kind(cls) -> str:
         """The qualified name the class is registered under."""
-        return f"{cls.__module__}.{cls.__qualname__}"
+        return _KIND_OF.get(cls) or f"{cls.__module__}.{cls.__qualname__}"
 
     def spec(self) -> dict[str, Any]:
         """``{"kind": qualified name, "params": JSON fields}``."""
