@@ -198,6 +198,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "task.alias": "Two different tasks share an alias.",
         "task.condition": "A task's condition is not a Condition.",
         "task.ids": "A task's specified_ids and excepted_ids contradict each other or are missing.",
+        "task.loop": "A task's loop= or a Swarm.add_loop declaration is invalid (inner loops).",
         "task.maximum": "A task's maximum selects no node or is not a number.",
         "task.method": "A task's method is unknown.",
         "task.min_results": "A task's min_results is not an int >= 1 or None.",
