@@ -174,7 +174,6 @@ CODES: Mapping[str, str] = MappingProxyType(
         "steps.column": "A query or estimator names a missing column (lists those present).",
         "steps.entity": "Two entity classes share a name, or a spec names no known class.",
         "steps.privacy": "An estimator was given a privacy= setting; only None (exact) exists yet.",
-        "steps.unsupported": "A step needs an engine feature (chain, ring, loop) not built yet.",
         "storage.full": "The coordinator's disk is full: a blob or database write failed (507).",
         "store.blob_kind": "A blob was claimed as something other than a bundle or a value.",
         "store.driver": "The database driver for the store's URL is not installed.",
