@@ -176,7 +176,8 @@ CODES: Mapping[str, str] = MappingProxyType(
         "steps.model": "Bytes or a value given as a trained model are not one shoal.steps wrote.",
         "steps.privacy": "An estimator was given a privacy= setting; only None (exact) exists yet.",
         "steps.unfitted": "A query's transformers were applied before their federated fit.",
-        "steps.unsupported": "A step needs an engine feature (chain, ring, loop) not built yet.",
+        "steps.unsupported": "A step combines features the dialect does not (e.g. a "
+        "transformer in an estimator's query).",
         "storage.full": "The coordinator's disk is full: a blob or database write failed (507).",
         "store.blob_kind": "A blob was claimed as something other than a bundle or a value.",
         "store.driver": "The database driver for the store's URL is not installed.",
@@ -200,6 +201,7 @@ CODES: Mapping[str, str] = MappingProxyType(
         "task.alias": "Two different tasks share an alias.",
         "task.condition": "A task's condition is not a Condition.",
         "task.ids": "A task's specified_ids and excepted_ids contradict each other or are missing.",
+        "task.loop": "A task's loop= or a Swarm.add_loop declaration is invalid (inner loops).",
         "task.maximum": "A task's maximum selects no node or is not a number.",
         "task.method": "A task's method is unknown.",
         "task.min_results": "A task's min_results is not an int >= 1 or None.",

@@ -44,11 +44,14 @@ class Graph(Swarm):
         rows: list[tuple[str, Module, dict[str, Any], list[str]]],
         max_iterations: int | None = 1,
         placement_timeout: float = 60.0,
+        loops: dict[str, tuple[int, dict[str, Any] | None]] | None = None,
     ) -> None:
         self.max_iterations = max_iterations
         self.placement_timeout = placement_timeout
         self._rows = rows
         self._tasks = {a: Task(m, alias=a, **o) for a, m, o, _ in rows}
+        for name, (times, until) in (loops or {}).items():
+            self.add_loop(name, times=times, until=until)
 
     def execute(self) -> list[Task]:
         ups = {a for _, _, _, u in self._rows for a in u}
@@ -73,6 +76,37 @@ self.world.globals["seen"] = sorted(got)
 """,
     "mean",
 )
+
+
+# An inner loop: each pass, every node adds 1 to the w of the previous pass's agg (the
+# carry; 0 in pass 0), and agg averages them into w.
+LOOP_TRAIN = src(
+    """
+got = self.world.results.select("w")
+self.world.results.add("v", next(iter(got.values()), 0.0) + 1.0)
+""",
+    "loop_train",
+)
+LOOP_AGG = src(
+    """
+got = self.world.results.select("v")
+self.world.results.add("w", sum(got.values()) / len(got))
+self.world.globals["w"] = sum(got.values()) / len(got)
+self.world.globals["passes"] = self.world.globals.get("passes", 0) + 1
+""",
+    "loop_agg",
+)
+
+
+def looped(until: dict[str, Any] | None = None) -> Swarm:
+    return Graph(
+        [
+            ("train", LOOP_TRAIN, {"method": "all", "loop": "fit"}, []),
+            ("agg", LOOP_AGG, {"method": "any", "loop": "fit"}, ["train"]),
+            ("after", src('self.world.globals["after"] = True', "after"), {}, ["agg"]),
+        ],
+        loops={"fit": (10, until)},
+    )
 
 
 def fedavg() -> Swarm:
@@ -193,6 +227,26 @@ SCENARIOS = [
         nodes=1,
         status="failed",
         failures=[("sched", "node-00000", "error", "which is not in the swarm")],
+    ),
+    Scenario(
+        "an_inner_loop_runs_its_passes_then_the_task_after_it",
+        looped,
+        iterations=1,
+        globals={"w": 10.0, "passes": 10, "after": True},
+    ),
+    Scenario(
+        "an_inner_loop_until_condition_stops_it_early",
+        lambda: looped({"tag": "w", "op": ">=", "value": 3}),
+        iterations=1,
+        globals={"w": 3.0, "passes": 3, "after": True},
+    ),
+    Scenario(
+        "a_crash_inside_an_inner_loop_fails_the_swarm_with_its_node",
+        looped,
+        faults=[("crash", {"node": "node-00001", "task": "train", "attempt": None})],
+        status="failed",
+        failures=[("train", "node-00001", "crash", "injected fault: crash")],
+        reason="task 'train' failed in iteration 0",
     ),
     Scenario(
         "no_node_has_the_dataset",

@@ -28,6 +28,7 @@ from shoal._engine.messages import (
 from shoal._plan import (
     ConditionKind,
     Limits,
+    LoopSpec,
     Method,
     ModuleRef,
     Order,
@@ -109,6 +110,7 @@ def plan(
     modules: Sequence[ModuleRef] | None = None,
     max_iterations: int | None = 1,
     placement_timeout: float = 60.0,
+    loops: dict[str, LoopSpec] | None = None,
 ) -> Plan:
     if modules is None:
         modules = [module(n) for n in sorted({int(t.module[7:], 16) for t in tasks})]
@@ -122,6 +124,7 @@ def plan(
         edges=tuple(edges),
         sinks=tuple(sinks),
         limits=Limits(placement_timeout_s=placement_timeout, max_iterations=max_iterations),
+        loops=loops or {},
     )
 
 

@@ -210,19 +210,3 @@ def test_ring_min_results_counts_the_last_round() -> None:
     out = h.run_ok(round1[2].instance_id)
     (sink,) = runs(out, "sink")
     assert len(sink.inputs["ring"]) == 2
-
-
-def test_a_plan_with_inner_loops_is_refused_until_the_engine_runs_them() -> None:
-    from shoal._plan import LoopSpec
-
-    h = Harness()
-    h.join("n1")
-    p0 = plan([task("a")])
-    p = p0.model_copy(
-        update={
-            "tasks": (task("a", loop="train"),),
-            "loops": {"train": LoopSpec(times=2)},
-        }
-    )
-    (done,) = finished(h.submit(p))
-    assert done.status == "failed" and "inner loops ['train']" in done.reason

@@ -95,6 +95,8 @@ def events(plan: Plan) -> list[Event]:
         StopRequested("swarm-1", 7.0, "stopped by user"),
         TimerFired(8.25),
         InvokeCalled(iid, 9.0, iid + "#0", "train", ("node-00001",), 1, 30.0),
+        # Added without a version bump (older logs never hold the field): a loop's value.
+        InstanceSucceeded("swarm-1/0.2/agg/0/0", 9.5, loop_value=0.75),
     ]
 
 

@@ -49,3 +49,43 @@ class Gather(Operation):
 
     def run(self, env: Environment) -> None:
         env.products["all"] = env.resource("visited")
+
+
+class Start(Operation):
+    """Initialize: the value an Iterate's passes improve."""
+
+    def run(self, env: Environment) -> None:
+        env.products["x"] = 0.0
+        env.products["history"] = []
+
+
+class Nudge(Operation):
+    """Parallel (inside an Iterate): the x it received plus one; passes the history on."""
+
+    reads_data = True
+
+    def run(self, env: Environment) -> None:
+        (x,) = set(env.resource("x"))
+        (history,) = env.resource("history")
+        env.products["part"] = x + 1.0
+        env.products["history"] = history
+
+
+class Average(Operation):
+    """Initialize (the Iterate's last step): the mean of the parts is the next x."""
+
+    def run(self, env: Environment) -> None:
+        parts = env.resource("part")
+        x = sum(parts) / len(parts)
+        env.products["x"] = x
+        env.products["history"] = [*env.resource("history")[0], x]
+
+
+class Report(Operation):
+    """Finalize (after the Iterate): what the last pass produced."""
+
+    def run(self, env: Environment) -> None:
+        (x,) = env.resource("x")
+        (history,) = env.resource("history")
+        env.products["final_x"] = x
+        env.products["history"] = history

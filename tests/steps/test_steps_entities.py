@@ -62,12 +62,14 @@ def test_an_unknown_kind_is_an_error_naming_it() -> None:
         Entity.from_spec([1, 2])
 
 
-def test_iterate_needs_inner_loops_and_fails_at_declaration() -> None:
+def test_iterate_is_declared_by_keyword_or_position_and_inside_an_artifact() -> None:
     op = CountEstimator().artifact("t").steps[0].operation
-    with pytest.raises(StepsError) as info:
-        Iterate(iterations=3, steps=[Parallel(operation=op)])
-    assert info.value.code == "steps.unsupported"
-    assert "inner loops" in str(info.value)
+    by_name = Iterate(iterations=3, steps=[Parallel(operation=op)])
+    assert Iterate(3, [Parallel(operation=op)]) == by_name
+    art = Artifact(steps=[by_name, Parallel(operation=op)], dataset="t")
+    assert [type(s).__name__ for s, _ in art.flat_steps()] == ["Parallel", "Parallel"]
+    assert [at for _, at in art.flat_steps()] == [0, None]
+    assert Artifact.from_spec(json.loads(json.dumps(art.spec()))) == art
 
 
 def test_sequential_and_round_robin_compile_to_a_chain_and_a_ring() -> None:

@@ -185,10 +185,18 @@ def test_every_page_reads_without_javascript_and_at_phone_width(
         ctx.close()
 
 
-def test_the_node_page_shows_its_heartbeat_history(browser: Browser, site: Site) -> None:
+def test_the_node_page_shows_its_facts_and_heartbeat_history(browser: Browser, site: Site) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     sign_in(page, site.coord.url, site.coord.user_token)
     page.goto(f"{site.coord.url}/ui/nodes/site-a")
+    # The facts the agent advertised for placement: CPUs, memory and GPUs.
+    facts = page.locator("section[aria-labelledby=h-facts] dl.facts")
+    for label, value in (
+        ("cpus", r"^\d+(\.\d+)?$"),
+        ("memory", r"^\d+\.\d GiB$"),
+        ("gpus", r"^\d+$"),
+    ):
+        expect(facts.locator(f"dt:text-is('{label}') + dd")).to_have_text(re.compile(value))
     section = page.locator("section[aria-labelledby=h-beats]")
     expect(section.locator("h2")).to_have_text("Heartbeat history")
     rows = section.locator("table.beats tbody tr")

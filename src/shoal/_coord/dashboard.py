@@ -15,6 +15,7 @@ from shoal._api.records import LogRecord, MetricRecord, log_record, metric_recor
 from shoal._coord.driver import Coordinator
 from shoal._coord.state import NodeReport
 from shoal._engine import EngineError
+from shoal._engine.capacity import Capacity
 from shoal._plan import load_plan
 from shoal._store.base import NodeRecord
 from shoal._ui.source import (
@@ -66,6 +67,26 @@ def node_facts(record: NodeRecord) -> dict[str, str]:
     return facts
 
 
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def capacity_facts(capacity: Capacity | None) -> dict[str, str]:
+    """What a node advertised for one instance (CPUs, memory, GPUs), as the node page
+    shows it; nothing when it advertised none (an agent that predates the facts)."""
+    if capacity is None:
+        return {}
+    facts = {}
+    if capacity.cpu is not None:
+        facts["cpus"] = f"{capacity.cpu:g}"
+    if capacity.memory is not None:
+        facts["memory"] = _gib(capacity.memory)
+    facts["gpus"] = str(capacity.gpu)
+    if capacity.gpu_memory is not None:
+        facts["gpu memory"] = _gib(capacity.gpu_memory)
+    return facts
+
+
 def _node_info(report: NodeReport) -> NodeInfo:
     view = report.view
     return NodeInfo(
@@ -73,7 +94,8 @@ def _node_info(report: NodeReport) -> NodeInfo:
         bool(view.connected) if view is not None else False,
         report.last_seen or None,
         view.running if view is not None else 0,
-        node_facts(report.record),
+        # The advertised capacity lives in the engine's view, not in the store's record.
+        node_facts(report.record) | capacity_facts(view.capacity if view is not None else None),
         report.beats,
     )
 

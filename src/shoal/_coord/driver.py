@@ -40,7 +40,6 @@ from shoal._engine.messages import (
     FailureKind,
     InstanceFailed,
     InstanceStarted,
-    InstanceSucceeded,
     Instruction,
     IterationStarted,
     NextIterScheduled,
@@ -380,7 +379,7 @@ class Coordinator(NodeOps, DriverBase):
             if started and inst.state is InstanceState.SCHEDULED:
                 self.feed(InstanceStarted(instance_id, now))
             if ok:
-                self.feed(InstanceSucceeded(instance_id, now))
+                self.feed(self.succeeded(instance_id, now))
             else:
                 # The user's files are not on this machine: name modules as declared.
                 labels = self.module_labels(inst.swarm_id)

@@ -55,8 +55,12 @@ def encode_event(event: Event) -> bytes:
             doc.update(swarm_id=event.swarm_id, plan=event.plan.to_json(), seed=event.seed)
             if event.task_timeout_s is not None:  # absent: the engine's default (older logs)
                 doc["task_timeout_s"] = event.task_timeout_s
-        case InstanceStarted() | InstanceSucceeded() | StopSwarmCalled():
+        case InstanceStarted() | StopSwarmCalled():
             doc.update(instance_id=event.instance_id)
+        case InstanceSucceeded():
+            doc.update(instance_id=event.instance_id)
+            if event.loop_value is not None:  # inner loops' until; absent in older logs
+                doc["loop_value"] = event.loop_value
         case InstanceFailed():
             doc.update(
                 instance_id=event.instance_id,
@@ -175,7 +179,10 @@ def decode_event(data: bytes) -> Event:
         case "InstanceStarted":
             return InstanceStarted(iid(), now)
         case "InstanceSucceeded":
-            return InstanceSucceeded(iid(), now)
+            value = doc.get("loop_value")
+            if value is not None:
+                value = float(_field(doc, "loop_value", (int, float)))
+            return InstanceSucceeded(iid(), now, value)
         case "StopSwarmCalled":
             return StopSwarmCalled(iid(), now)
         case "InstanceFailed":

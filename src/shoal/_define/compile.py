@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import JsonValue
+from pydantic import JsonValue, ValidationError
 
 from shoal._bundle import Bundle
 from shoal._codec import encode_b64
@@ -23,6 +23,8 @@ from shoal._plan import (
     CODEC_TAG,
     ConditionKind,
     Limits,
+    LoopSpec,
+    LoopUntil,
     Method,
     ModuleRef,
     Order,
@@ -34,6 +36,7 @@ from shoal._plan import (
     plain_global,
 )
 from shoal._plan.resources import resource_problem
+from shoal._plan.schema import loop_outsider
 
 _DRIVER_NAMES = frozenset(d.value for d in NetworkDriver)
 
@@ -351,6 +354,8 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
                     "store plain data: numbers, strings, lists, dicts, arrays",
                 )
             )
+    loops, loop_problems = _loops(state.get("loops", {}), tasks, aliases, edges)
+    problems += loop_problems
     if problems:
         raise SwarmValidationError(name, problems)
 
@@ -404,6 +409,7 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
             order=Order(t.order),
             rounds=t.rounds,
             on_demand=t.on_demand,
+            loop=t.loop,
         )
         for t in tasks
     )
@@ -417,8 +423,81 @@ def compile_swarm(swarm: Swarm, source: str | None = None) -> Compiled:
         globals=encoded,
         networks=dict(networks),
         limits=Limits(placement_timeout_s=float(pt), max_iterations=mi),
+        loops=loops,
     )
     return Compiled(plan, bundles, sources)
+
+
+_UNTIL_FIX = (
+    'give until={"tag": "accuracy", "op": ">=", "value": 0.9} (optionally "key": the '
+    "entry of a mapping result), or None"
+)
+
+
+def _loops(
+    declared: dict[str, tuple[Any, Any]],
+    tasks: list[Task],
+    aliases: dict[int, str],
+    edges: list[tuple[str, str]],
+) -> tuple[dict[str, LoopSpec], list[Problem]]:
+    """The plan's loops from ``Swarm.add_loop`` and ``Task(loop=...)``, or the problems."""
+    problems: list[Problem] = []
+    loops: dict[str, LoopSpec] = {}
+    for name, (times, until) in declared.items():
+        obj = f"loop {name!r}"
+        if (why := name_problem(name)) is not None:
+            problems.append(Problem("task.loop", obj, why, "name the loop like a task alias"))
+            continue
+        if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+            problems.append(
+                Problem(
+                    "task.loop", obj, f"times={times!r} is not an int >= 1", "give times=1 or more"
+                )
+            )
+            continue
+        try:
+            cond = None if until is None else LoopUntil.model_validate(dict(until))
+        except (ValidationError, TypeError, ValueError) as e:
+            problems.append(
+                Problem("task.loop", obj, f"until={until!r} is invalid: {e}", _UNTIL_FIX)
+            )
+            continue
+        loops[name] = LoopSpec(times=times, until=cond)
+    members: dict[str, list[str]] = {}
+    for t in tasks:
+        if isinstance(t.loop, str):
+            members.setdefault(t.loop, []).append(aliases[id(t)])
+            if t.loop not in declared:
+                problems.append(
+                    Problem(
+                        "task.loop",
+                        f"task {aliases[id(t)]!r}",
+                        f"names loop {t.loop!r}, which the swarm does not declare",
+                        f'declare it in the swarm: self.add_loop("{t.loop}", times=...)',
+                    )
+                )
+    for name in loops:
+        inside = set(members.get(name, ()))
+        if not inside:
+            problems.append(
+                Problem(
+                    "task.loop",
+                    f"loop {name!r}",
+                    "is declared but no task is in it",
+                    f'give its tasks loop="{name}", or remove the add_loop call',
+                )
+            )
+        elif (between := loop_outsider(inside, edges)) is not None:
+            problems.append(
+                Problem(
+                    "task.loop",
+                    f"loop {name!r}",
+                    f"task {between!r} is outside the loop but on a path between its tasks",
+                    f'give {between!r} loop="{name}" too, or connect it so that no path '
+                    "leaves the loop and comes back",
+                )
+            )
+    return loops, problems
 
 
 def _on_demand_problems(builder: _GraphBuilder, sinks: list[Task]) -> list[Problem]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from shoal._define.task import NetworkDriver, Task
@@ -39,7 +40,7 @@ class Swarm:
         # Created lazily: Manta swarms often skip super().__init__().
         state: dict[str, Any] | None = self.__dict__.get("_shoal")
         if state is None:
-            state = {"globals": {}, "networks": {}}
+            state = {"globals": {}, "networks": {}, "loops": {}}
             self.__dict__["_shoal"] = state
         return state
 
@@ -54,6 +55,40 @@ class Swarm:
     def add_network(self, name: str, driver: NetworkDriver | str = NetworkDriver.BRIDGE) -> None:
         """Declare a network tasks may name with ``Task(network=name)``."""
         self._shoal_state()["networks"][name] = NetworkDriver(driver).value
+
+    def add_loop(self, name: str, times: int, until: Mapping[str, Any] | None = None) -> None:
+        """Declare an inner loop: the tasks declared with ``Task(loop=name)`` run ``times``
+        passes inside each iteration (docs/engine.md, "Inner loops").
+
+        In pass p > 0 the loop's first tasks (no upstream task inside the loop) see the
+        results of its last tasks (no downstream task inside it) of pass p-1, besides
+        their upstream tasks; the tasks after the loop see its last pass only.
+
+        Parameters
+        ----------
+        name
+            The loop's name, as tasks give it in ``loop=``.
+        times
+            The number of passes (an int >= 1): the most, when ``until`` is given.
+        until
+            Stop after the first pass whose last tasks' instances each stored a number
+            for which the condition holds: ``{"tag": "accuracy", "op": ">=", "value":
+            0.9}`` reads ``world.results.add("accuracy", x)``; with ``"key": k`` the
+            result is a mapping and its entry ``k`` is read. ``op`` is one of ``>=``,
+            ``>``, ``<=``, ``<``, ``==``, ``!=``. Data, not code: the engine evaluates it.
+
+        Examples
+        --------
+        >>> class Fit(Swarm):
+        ...     def __init__(self, train, agg):
+        ...         self.train = Task(train, loop="fit")
+        ...         self.agg = Task(agg, method="any", loop="fit")
+        ...         self.add_loop("fit", times=10, until={"tag": "loss", "op": "<", "value": 0.1})
+        ...
+        ...     def execute(self):
+        ...         return self.agg(self.train())
+        """
+        self._shoal_state().setdefault("loops", {})[name] = (times, until)
 
     def execute(self) -> Task | list[Task]:
         """Build the graph by calling tasks and return the sink task or a list of sinks."""

@@ -133,6 +133,9 @@ class Task:
         Not started by the graph: a running instance calls
         ``world.invoke(alias, ...)``. Declare it as an attribute of the swarm and do not
         call it in ``execute()``.
+    loop
+        The name of an inner loop declared with ``Swarm.add_loop(name, times=...)``:
+        the task runs in each pass of that loop (docs/engine.md, "Inner loops").
     """
 
     def __init__(
@@ -153,6 +156,7 @@ class Task:
         order: str = "parallel",
         rounds: int | None = None,
         on_demand: bool = False,
+        loop: str | None = None,
     ) -> None:
         self.module = module
         self.method = method
@@ -170,6 +174,7 @@ class Task:
         self.order = order
         self.rounds = rounds
         self.on_demand = on_demand
+        self.loop = loop
 
     def __repr__(self) -> str:
         return f"Task({self.alias or self.module.name!r}, method={self.method!r})"
@@ -329,6 +334,24 @@ class Task:
                     obj,
                     f"is on-demand and has order={self.order!r}",
                     "an invoked task runs its instances side by side; drop order",
+                )
+            )
+        if self.loop is not None and not isinstance(self.loop, str):
+            out.append(
+                Problem(
+                    "task.loop",
+                    obj,
+                    f"loop={self.loop!r} is not a loop name",
+                    'give the name of a loop declared with Swarm.add_loop("name", times=...)',
+                )
+            )
+        elif self.loop is not None and self.on_demand:
+            out.append(
+                Problem(
+                    "task.loop",
+                    obj,
+                    f"is on-demand and in loop {self.loop!r}",
+                    "an invoked task is run by world.invoke, never by a loop: drop loop=",
                 )
             )
         return out

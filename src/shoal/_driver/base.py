@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from numbers import Real
 from typing import Any
 
 from shoal._codec import encode
@@ -11,6 +13,7 @@ from shoal._engine import Engine, InstanceView, TaskCounts
 from shoal._engine.messages import (
     CancelInstance,
     Event,
+    InstanceSucceeded,
     Instruction,
     InvokeFinished,
     IterationStarted,
@@ -22,8 +25,9 @@ from shoal._engine.messages import (
     WakeAt,
 )
 from shoal._errors import ShoalError
-from shoal._plan import Plan
+from shoal._plan import LoopUntil, Plan
 from shoal._store.base import Store
+from shoal._wire import Wire, from_wire
 from shoal._world.service import InstanceInfo
 
 
@@ -38,6 +42,20 @@ def upstream_of(plan: Plan, alias: str) -> frozenset[str]:
             seen.add(up)
             todo.extend(plan.upstream(up))
     return frozenset(seen)
+
+
+def loop_number(value: Any, key: str | None) -> float | None:
+    """The number an inner loop's ``until`` reads from a result: ``value`` itself, or
+    its entry ``key`` when it is a mapping; None if that is not a real number."""
+    if key is not None:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, Real):
+        shape = getattr(value, "shape", None)
+        if shape == () and hasattr(value, "item"):  # a 0-d array
+            return loop_number(value.item(), None)
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def module_labels(plan: Plan) -> dict[str, str]:
@@ -89,6 +107,8 @@ class DriverBase(ABC):
         }
         # Answers to world.invoke calls, by call id, until the caller collects them.
         self.invoke_answers: dict[str, InvokeFinished] = {}
+        # (swarm, alias) -> the until condition its successes report on (None: none).
+        self._until: dict[tuple[str, str], LoopUntil | None] = {}
 
     # ----------------------------------------------------------------- the loop
     @abstractmethod
@@ -150,6 +170,39 @@ class DriverBase(ABC):
     def _on_invoke_finished(self, ins: InvokeFinished) -> None:
         """A ``world.invoke`` call ended: keep the answer for its caller to collect."""
         self.invoke_answers[ins.call_id] = ins
+
+    def succeeded(self, instance_id: str, now: float) -> InstanceSucceeded:
+        """The ``InstanceSucceeded`` event of an instance.
+
+        For an exit task of an inner loop with an ``until`` condition it carries the
+        number the condition names, read from the instance's stored result
+        (``loop_value``; None when missing or not a number): the engine decides on it.
+        """
+        view = self.engine.find_instance(instance_id)
+        if view is None:
+            return InstanceSucceeded(instance_id, now)
+        key = (view.swarm_id, view.alias)
+        if key not in self._until:
+            plan = self.engine.plan(view.swarm_id)
+            loop = plan.task(view.alias).loop
+            until = None if loop is None else plan.loops[loop].until
+            exits = () if loop is None else plan.loop_exits(loop)
+            self._until[key] = until if view.alias in exits else None
+        until = self._until[key]
+        if until is None:
+            return InstanceSucceeded(instance_id, now)
+        rows = self.store.results_of_instances([instance_id], until.tag)
+        value = None
+        if rows:
+            try:
+                value = loop_number(self._result_value(rows[-1].value), until.key)
+            except Exception:
+                value = None
+        return InstanceSucceeded(instance_id, now, value)
+
+    def _result_value(self, wire: Wire) -> Any:
+        """Decode a stored result (a driver whose results live elsewhere overrides it)."""
+        return from_wire(wire)
 
     # ----------------------------------------------------------------- swarms
     def submit_swarm(

@@ -37,6 +37,7 @@ class CallsMixin(EngineCore):
             return
         spec = swarm.tasks.get(e.alias)
         run = TaskRun(swarm, caller.run.iteration, spec or caller.run.spec)
+        run.loop_pass = caller.run.loop_pass  # its ids carry the caller's loop pass
         run.phase = RunPhase.PLACED
         timeout = e.timeout_s
         if timeout is None:

@@ -33,6 +33,7 @@ from shoal._engine.state import (
     TERMINAL,
     TRANSITIONS,
     Instance,
+    LoopRun,
     Move,
     Node,
     RunPhase,
@@ -238,7 +239,18 @@ class EngineCore:
         run = swarm.runs.get((iteration, alias))
         if run is None:
             run = swarm.runs[(iteration, alias)] = TaskRun(swarm, iteration, swarm.tasks[alias])
+            loop = swarm.loop_of.get(alias)
+            if loop is not None:  # an inner loop's task: in the loop's current pass
+                run.loop_pass = self._loop_run(swarm, iteration, loop).pass_
         return run
+
+    def _loop_run(self, swarm: SwarmState, iteration: int, loop: str) -> LoopRun:
+        """The run of inner loop ``loop`` in ``iteration`` (made at its first task)."""
+        found = swarm.loop_runs.get((iteration, loop))
+        if found is None:
+            found = LoopRun(loop, swarm.plan.loops[loop], iteration)
+            swarm.loop_runs[(iteration, loop)] = found
+        return found
 
     def _requirements(self, run: TaskRun) -> Requirements:
         swarm, p = run.swarm, run.spec.placement
@@ -318,9 +330,17 @@ class EngineCore:
     def _inputs(self, run: TaskRun) -> dict[str, tuple[str, ...]]:
         """Upstream alias -> succeeded instance ids, as of now."""
         swarm = run.swarm
-        return {
+        inputs = {
             u: self._visible(self._run(swarm, run.iteration, u)) for u in swarm.upstream[run.alias]
         }
+        if run.loop_pass:  # a later pass of an inner loop: its entries see the carry
+            inputs.update(self._carry(run))
+        return inputs
+
+    def _carry(self, run: TaskRun) -> dict[str, tuple[str, ...]]:
+        """What an entry task of pass p > 0 of an inner loop sees of pass p-1
+        (``loops.LoopsMixin``)."""
+        return {}
 
     def _visible(self, up: TaskRun) -> tuple[str, ...]:
         """What a downstream task sees of ``up``: every success; for a chain only the
@@ -439,7 +459,7 @@ class EngineCore:
     ) -> Instance:
         swarm, spec = run.swarm, run.spec
         label = slot.index if run.call is None else f"c{run.call.number}.{slot.index}"
-        iid = f"{swarm.swarm_id}/{run.iteration}/{run.alias}/{label}/{attempt}"
+        iid = f"{swarm.swarm_id}/{run.label}/{run.alias}/{label}/{attempt}"
         timeout = self._timeout_of(run)
         deadline = None if self._timeout_at_start else self._now + timeout
         inst = Instance(iid, run, slot, attempt, node.node_id, inputs, deadline)
@@ -462,6 +482,7 @@ class EngineCore:
                 inputs=dict(inputs),
                 timeout_s=timeout,
                 invoke=None if run.call is None else run.call.call_id,
+                loop_pass=run.loop_pass,
             )
         )
         return inst
@@ -481,7 +502,7 @@ class EngineCore:
             run.open == 0 or (run.result_condition and run.successes >= run.min_results)
         ):
             run.released = True
-            for alias in swarm.downstream[run.alias]:
+            for alias in self._released_to(run):
                 down = self._run(swarm, run.iteration, alias)
                 down.ready_ups += 1
                 if down.ready_ups == len(swarm.upstream[alias]):
@@ -490,10 +511,23 @@ class EngineCore:
                     return
         if not run.ended and run.open == 0:
             run.ended = True
-            if run.alias in swarm.sinks:
-                swarm.sinks_ended[run.iteration] += 1
-                if swarm.sinks_ended[run.iteration] == len(swarm.sinks):
-                    self._end_iteration(swarm)
+            if run.loop_pass is not None:
+                self._loop_task_ended(run)
+            elif run.alias in swarm.sinks:
+                self._sink_ended(swarm, run.iteration)
+
+    def _sink_ended(self, swarm: SwarmState, iteration: int) -> None:
+        swarm.sinks_ended[iteration] += 1
+        if swarm.sinks_ended[iteration] == len(swarm.sinks):
+            self._end_iteration(swarm)
+
+    def _released_to(self, run: TaskRun) -> tuple[str, ...]:
+        """The tasks ``run`` releases now; an inner loop's task releases the tasks after
+        the loop only when the loop ends (``loops.LoopsMixin``)."""
+        return run.swarm.downstream[run.alias]
+
+    def _loop_task_ended(self, run: TaskRun) -> None:
+        """Every instance of a task of an inner loop's pass ended (``loops.LoopsMixin``)."""
 
     def _end_iteration(self, swarm: SwarmState) -> None:
         limit = swarm.plan.limits.max_iterations

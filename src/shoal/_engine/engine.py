@@ -14,6 +14,7 @@ from itertools import islice
 from shoal._engine import invariants
 from shoal._engine.calls import CallsMixin
 from shoal._engine.errors import EngineError
+from shoal._engine.loops import LoopsMixin
 from shoal._engine.messages import (
     Event,
     FailureKind,
@@ -73,7 +74,7 @@ _EVENT_TYPES = (
 )
 
 
-class Engine(CallsMixin):
+class Engine(CallsMixin, LoopsMixin):
     """Owns every scheduling decision of every swarm a driver hosts.
 
     Feed it events with :meth:`handle`; carry out the instructions it returns. Each
@@ -270,6 +271,7 @@ class Engine(CallsMixin):
         inst.slot.outcome = SlotOutcome.SUCCEEDED
         run.open -= 1
         run.succeeded_ids.append(inst.instance_id)
+        self._loop_value(inst, e.loop_value)
         self._advance(run, inst.slot)
         self._check_run(run)
 
@@ -378,16 +380,6 @@ class Engine(CallsMixin):
         bad = swarm.resource_problem()
         if bad is not None:
             self._finish(swarm, SwarmStatus.FAILED, bad)
-            return
-        if e.plan.loops:
-            # Fixed in the plan schema (docs/engine.md) but not run yet: refuse rather
-            # than run the loop's tasks once.
-            self._finish(
-                swarm,
-                SwarmStatus.FAILED,
-                f"plan has inner loops {sorted(e.plan.loops)}, which this engine does "
-                "not run yet (docs/engine.md, 'Inner loops')",
-            )
             return
         self._start_iteration(swarm)
 

@@ -84,10 +84,16 @@ class InstanceStarted:
 
 @dataclass(frozen=True)
 class InstanceSucceeded:
-    """The instance's ``run()`` returned; its results are stored."""
+    """The instance's ``run()`` returned; its results are stored.
+
+    ``loop_value``: for an instance of an inner loop whose ``until`` condition names a
+    result, the number the driver read from that result (None: none, or not a number).
+    The engine evaluates the condition on it (docs/engine.md, "Inner loops").
+    """
 
     instance_id: str
     now: float
+    loop_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +198,7 @@ class RunInstance:
     inputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     timeout_s: float | None = None
     invoke: str | None = None  # the call id, for an instance run by world.invoke
+    loop_pass: int | None = None  # the pass of its inner loop (None: not in a loop)
 
 
 @dataclass(frozen=True)

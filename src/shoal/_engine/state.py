@@ -13,7 +13,7 @@ from typing import Final
 
 from shoal._engine.capacity import Capacity
 from shoal._engine.messages import FailureKind
-from shoal._plan import ConditionKind, Plan, TaskSpec
+from shoal._plan import ConditionKind, LoopSpec, Plan, TaskSpec
 from shoal._plan.resources import ResourceNeed, parse_resources
 
 
@@ -192,6 +192,7 @@ class TaskRun:
         "ended",
         "failed",
         "iteration",
+        "loop_pass",
         "min_results",
         "open",
         "phase",
@@ -222,6 +223,15 @@ class TaskRun:
         self._inputs_cache: tuple[str, ...] = ()
         self.ring_size = 0  # chains and rings: how many nodes take part
         self.call: Call | None = None  # set for the instances of one world.invoke call
+        self.loop_pass: int | None = None  # its inner loop's pass (None: not in a loop)
+
+    @property
+    def label(self) -> str:
+        """Its iteration as instance ids write it: ``"3"``, or ``"3.1"`` in pass 1 of
+        an inner loop."""
+        if self.loop_pass is None:
+            return str(self.iteration)
+        return f"{self.iteration}.{self.loop_pass}"
 
     @property
     def alias(self) -> str:
@@ -261,6 +271,34 @@ class Call:
         self.done = False
 
 
+class LoopRun:
+    """One inner loop in one outer iteration: which pass runs, and what ended."""
+
+    __slots__ = ("ended", "iteration", "name", "pass_", "prev", "spec", "values")
+
+    def __init__(self, name: str, spec: LoopSpec, iteration: int) -> None:
+        self.name = name
+        self.spec = spec
+        self.iteration = iteration
+        self.pass_ = 0
+        self.ended = 0  # tasks of this pass whose every instance ended
+        # The previous pass's runs of the loop's tasks (their exits are the carry).
+        self.prev: dict[str, TaskRun] = {}
+        # instance id -> the number it reported for ``until`` (this pass only).
+        self.values: dict[str, float | None] = {}
+
+
+class LoopShape:
+    """A loop's tasks, entries (no upstream inside) and exits (no downstream inside)."""
+
+    __slots__ = ("entries", "exits", "tasks")
+
+    def __init__(self, plan: Plan, name: str) -> None:
+        self.tasks = plan.loop_tasks(name)
+        self.entries = plan.loop_entries(name)
+        self.exits = plan.loop_exits(name)
+
+
 class SwarmState:
     """A submitted plan and everything the engine tracks about it."""
 
@@ -268,6 +306,9 @@ class SwarmState:
         "active",
         "downstream",
         "failed",
+        "loop_of",
+        "loop_runs",
+        "loop_shapes",
         "narrow",
         "needs",
         "pins",
@@ -311,6 +352,10 @@ class SwarmState:
             a for a, t in self.tasks.items() if not self.upstream[a] and not t.on_demand
         )
         self.sinks: dict[str, None] = dict.fromkeys(plan.sinks)
+        # Inner loops: each loop task's loop, each loop's shape, each (iteration, loop)'s run.
+        self.loop_of: dict[str, str] = {t.alias: t.loop for t in plan.tasks if t.loop is not None}
+        self.loop_shapes: dict[str, LoopShape] = {n: LoopShape(plan, n) for n in plan.loops}
+        self.loop_runs: dict[tuple[int, str], LoopRun] = {}
         self.runs: dict[tuple[int, str], TaskRun] = {}
         self.active: dict[str, Instance] = {}
         self.failed: list[Instance] = []

@@ -230,10 +230,63 @@ class TaskSpec(_Strict):
         return self
 
 
+#: Comparisons a loop's ``until`` condition may use.
+UNTIL_OPS: tuple[str, ...] = (">=", ">", "<=", "<", "==", "!=")
+
+
+class LoopUntil(_Strict):
+    """When an inner loop stops early: a condition on a number its exit tasks report.
+
+    After each pass, every instance of the loop's exit tasks that downstream tasks see
+    (docs/engine.md, "Inner loops") is read: the result it stored under ``tag`` (with
+    ``key``: that entry of the mapping it stored). The loop stops when **each** of them
+    is a number and ``number <op> value`` holds. A missing or non-numeric value does not
+    hold, so the loop goes on to its ``times`` passes.
+    """
+
+    tag: str = Field(min_length=1)
+    key: str | None = None
+    op: Literal[">=", ">", "<=", "<", "==", "!="]
+    value: float
+
+    @model_serializer(mode="wrap")
+    def _drop_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if self.key is None:
+            out.pop("key", None)
+        return out
+
+    def holds(self, number: float) -> bool:
+        """Whether ``number <op> value``."""
+        v = self.value
+        return {
+            ">=": number >= v,
+            ">": number > v,
+            "<=": number <= v,
+            "<": number < v,
+            "==": number == v,
+            "!=": number != v,
+        }[self.op]
+
+    def describe(self) -> str:
+        """``"accuracy >= 0.9"`` (``"products[accuracy] >= 0.9"`` with a key)."""
+        what = self.tag if self.key is None else f"{self.tag}[{self.key}]"
+        return f"{what} {self.op} {self.value:g}"
+
+
 class LoopSpec(_Strict):
-    """An inner loop: its tasks run ``times`` passes inside one outer iteration."""
+    """An inner loop: its tasks run up to ``times`` passes inside one outer iteration,
+    fewer if ``until`` holds after a pass."""
 
     times: int = Field(ge=1)
+    until: LoopUntil | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if self.until is None:
+            out.pop("until", None)
+        return out
 
 
 class Limits(_Strict):
@@ -347,7 +400,37 @@ class Plan(_Strict):
         for name in self.loops:
             if not any(t.loop == name for t in self.tasks):
                 problems.append(f"loop {name!r} has no task")
+            else:
+                problems.extend(self._loop_problems(name))
         return problems
+
+    def _loop_problems(self, name: str) -> list[str]:
+        """A loop must be contiguous: no path leaves it and comes back into it."""
+        between = loop_outsider(set(self.loop_tasks(name)), self.edges)
+        if between is None:
+            return []
+        return [
+            f"loop {name!r} is not contiguous: task {between!r} is outside it but on a "
+            f"path between its tasks; put {between!r} in the loop or take it off that path"
+        ]
+
+    def loop_tasks(self, name: str) -> tuple[str, ...]:
+        """Aliases of the tasks of loop ``name``, in plan order."""
+        return tuple(t.alias for t in self.tasks if t.loop == name)
+
+    def loop_exits(self, name: str) -> tuple[str, ...]:
+        """The loop's exit tasks: its tasks with no downstream task inside it."""
+        inside = set(self.loop_tasks(name))
+        return tuple(
+            a for a in self.loop_tasks(name) if not any(d in inside for d in self.downstream(a))
+        )
+
+    def loop_entries(self, name: str) -> tuple[str, ...]:
+        """The loop's entry tasks: its tasks with no upstream task inside it."""
+        inside = set(self.loop_tasks(name))
+        return tuple(
+            a for a in self.loop_tasks(name) if not any(u in inside for u in self.upstream(a))
+        )
 
     def task(self, alias: str) -> TaskSpec:
         """Return the task with this alias."""
@@ -371,6 +454,28 @@ class Plan(_Strict):
     def to_json(self) -> str:
         """Serialise to a stable JSON document (sorted keys, two-space indent)."""
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def loop_outsider(
+    inside: set[str], edges: tuple[tuple[str, str], ...] | list[tuple[str, str]]
+) -> str | None:
+    """A task outside a loop (the tasks ``inside``) on a path that leaves the loop and
+    comes back into it, or None when the loop is contiguous."""
+    down: dict[str, list[str]] = {}
+    for u, d in edges:
+        down.setdefault(u, []).append(d)
+    todo = [d for u, d in edges if u in inside and d not in inside]
+    seen: set[str] = set()
+    while todo:
+        a = todo.pop()
+        if a in seen:
+            continue
+        seen.add(a)
+        for d in down.get(a, ()):
+            if d in inside:
+                return a
+            todo.append(d)
+    return None
 
 
 def module_key(ref: ModuleRef) -> str:

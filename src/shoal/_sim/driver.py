@@ -30,7 +30,6 @@ from shoal._engine.messages import (
     FailureKind,
     InstanceFailed,
     InstanceStarted,
-    InstanceSucceeded,
     IterationStarted,
     NextIterScheduled,
     NodeJoined,
@@ -266,7 +265,7 @@ class Simulation(DriverBase):
             self._c.durations.setdefault(info.alias, []).append(self.clock.now() - started)
         self._c.done += 1
         if outcome.ok:
-            self._events.append(InstanceSucceeded(instance_id, self.now()))
+            self._events.append(self.succeeded(instance_id, self.now()))
         else:
             error = user_paths(outcome.error, self._labels)
             tb = user_paths(outcome.traceback, self._labels)

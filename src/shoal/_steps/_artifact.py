@@ -7,8 +7,7 @@ its products go: :class:`Distribute` (one node to many), :class:`Collect` (many 
 :class:`Arrange` (many to many, the general case and the default).
 
 ``Sequential`` compiles to a chain and ``RoundRobin`` to a ring of the engine;
-``Iterate`` (an inner loop) needs an engine feature not built yet: declaring one raises
-``steps.unsupported``.
+``Iterate`` to an inner loop (its steps repeated in passes, then the steps after it).
 """
 
 from __future__ import annotations
@@ -93,14 +92,6 @@ class Parallel(Step):
     """The operation on every node holding the dataset, in parallel."""
 
 
-def _unsupported(name: str, feature: str) -> StepsError:
-    return StepsError(
-        f"{name} needs the engine's {feature}, which this build of shoal does not have yet",
-        code="steps.unsupported",
-        hint="unroll the loop: repeat its steps in the artifact meanwhile",
-    )
-
-
 class Sequential(Step):
     """The operation on each node in turn (a chain; the engine's ``order="chain"``).
 
@@ -122,15 +113,66 @@ class RoundRobin(Step):
     rounds: int | None = None
 
 
+_UNTIL_OPS = (">=", ">", "<=", "<", "==", "!=")
+_UNTIL_HINT = 'give until={"metric": "<product name>", "op": ">=", "value": 0.9}, or None'
+
+
 class Iterate(Entity):
-    """Repeat inner steps up to ``iterations`` times. Not available yet."""
+    """Repeat inner ``steps`` ``iterations`` times, or until a metric condition holds
+    (the engine's inner loop, docs/engine.md "Inner loops").
+
+    In pass p > 0 the first inner step sees the products of the last inner step of pass
+    p-1 (instead of the step before the ``Iterate``); the step after the ``Iterate``
+    sees the last pass's products.
+
+    Parameters
+    ----------
+    iterations
+        The number of passes (>= 1); the most, with ``until``.
+    steps
+        The inner steps (at least one; an ``Iterate`` does not nest).
+    until
+        ``{"metric": name, "op": ">=", "value": 0.9}``: stop after the first pass whose
+        last inner step's products hold a number ``name`` with ``number op value`` on
+        every node it ran on. ``op`` is one of ``>=``, ``>``, ``<=``, ``<``, ``==``, ``!=``.
+    """
 
     iterations: int
     steps: list[Annotated[Step, LOAD, DUMP]]
+    until: dict[str, Any] | None = None
+
+    def __init__(
+        self,
+        iterations: int,
+        steps: list[Any],
+        until: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> None:
+        fields: dict[str, Any] = {"iterations": iterations, "steps": steps, "until": until}
+        super().__init__(**fields, **extra)
 
     @model_validator(mode="after")
-    def _refuse(self) -> Iterate:
-        raise _unsupported("Iterate", "inner loops (steps repeated, then more steps)")
+    def _check(self) -> Iterate:
+        if isinstance(self.iterations, bool) or self.iterations < 1:
+            raise StepsError(
+                f"Iterate(iterations={self.iterations!r}) runs no pass",
+                hint="give iterations=1 or more",
+            )
+        if not self.steps:
+            raise StepsError("Iterate(steps=[]) has no step", hint="give at least one step")
+        u = self.until
+        if u is not None:
+            ok = (
+                set(u) == {"metric", "op", "value"}
+                and isinstance(u["metric"], str)
+                and u["metric"]
+                and u["op"] in _UNTIL_OPS
+                and isinstance(u["value"], int | float)
+                and not isinstance(u["value"], bool)
+            )
+            if not ok:
+                raise StepsError(f"Iterate(until={u!r}) is not a condition", hint=_UNTIL_HINT)
+        return self
 
 
 COMPILER: list[Callable[[Artifact], Any]] = []
@@ -152,7 +194,7 @@ class Artifact(Entity):
         The swarm name the artifact compiles to.
     """
 
-    steps: list[Annotated[Step, LOAD, DUMP]]
+    steps: list[Annotated[Step | Iterate, LOAD, DUMP]]
     dataset: str | None = None
     initiator: str | None = None
     name: str = "artifact"
@@ -161,7 +203,8 @@ class Artifact(Entity):
     def _check(self) -> Artifact:
         if not self.steps:
             raise StepsError("Artifact(steps=[]) has no step", hint="give at least one step")
-        for i, step in enumerate(self.steps):
+        flat = self.flat_steps()
+        for i, (step, _) in enumerate(flat):
             dist = step.distribution
             where = f"step {i} ({type(step).__name__})"
             if dist is None:
@@ -171,13 +214,13 @@ class Artifact(Entity):
                     f"{where} runs on many nodes but distributes with Distribute (one to many)",
                     hint="use Collect or Arrange, or Distribute from an Initialize step",
                 )
-            nxt = self.steps[i + 1] if i + 1 < len(self.steps) else None
+            nxt = flat[i + 1][0] if i + 1 < len(flat) else None
             if dist.fan == "many_to_one" and (nxt is None or not nxt.on_one_node()):
                 raise StepsError(
                     f"{where} collects (Collect) but the next step does not run on one node",
                     hint="follow a Collect with Finalize (or Initialize), or use Arrange",
                 )
-        if self.dataset is None and any(s.operation.reads_data for s in self.steps):
+        if self.dataset is None and any(s.operation.reads_data for s, _ in flat):
             raise StepsError(
                 "an operation of the artifact reads data but Artifact(dataset=None)",
                 hint='name the dataset: Artifact(steps=..., dataset="t")',
@@ -193,6 +236,19 @@ class Artifact(Entity):
             )
         return COMPILER[0](self)
 
+    def flat_steps(self) -> list[tuple[Step, int | None]]:
+        """Every step in order, the steps of each ``Iterate`` in place, each with the
+        position in :attr:`steps` of the ``Iterate`` it is in (None: none)."""
+        out: list[tuple[Step, int | None]] = []
+        for i, step in enumerate(self.steps):
+            if isinstance(step, Iterate):
+                out.extend((inner, i) for inner in step.steps)
+            else:
+                out.append((step, None))
+        return out
+
     def step_spec(self, index: int) -> dict[str, Any]:
-        """What the task of step ``index`` needs: its step and the dataset name."""
-        return {"step": self.steps[index].spec(), "dataset": self.dataset, "index": index}
+        """What the task of step ``index`` (of :meth:`flat_steps`) needs: its step and
+        the dataset name."""
+        step = self.flat_steps()[index][0]
+        return {"step": step.spec(), "dataset": self.dataset, "index": index}

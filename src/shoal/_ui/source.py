@@ -204,7 +204,8 @@ def instance_row(instance_id: str, story: list[str], state: str | None = None) -
     (from an engine view) wins over what the story's last line says.
     """
     parts = instance_id.rsplit("/", 4)
-    iteration, alias, attempt = int(parts[1]), parts[2], int(parts[4])
+    # An inner loop's instances write their iteration "<iteration>.<pass>".
+    iteration, alias, attempt = int(parts[1].split(".")[0]), parts[2], int(parts[4])
     node, started, ended, last = "", None, None, "scheduled"
     last_t = 0.0
     for line in story:

@@ -20,9 +20,9 @@ compiler inserts: every node applies the same transform, computed from every nod
 statistics.
 
 User operations subclass :class:`Operation` in an ordinary top-level module that the
-artifact bundles. ``Sequential`` compiles to an engine chain, ``RoundRobin`` to a ring;
-``Iterate`` needs the engine's inner loops, not built yet: declaring one raises a
-:class:`StepsError` (``steps.unsupported``).
+artifact bundles. ``Sequential`` compiles to an engine chain, ``RoundRobin`` to a ring
+and ``Iterate`` to an inner loop (its steps repeated in passes, optionally until a metric
+holds).
 """
 
 from __future__ import annotations

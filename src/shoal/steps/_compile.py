@@ -5,6 +5,8 @@ run_step` with the step as JSON; consecutive steps are joined by edges. ``Initia
 and ``Finalize`` run on the initiator (``specified_ids`` when the artifact names one,
 else ``method="any", maximum=1``); ``Parallel`` runs on every node with the dataset.
 The distributions map onto these edges: every receiver reads its senders' products.
+The steps of an ``Iterate`` at position i are tasks of the inner loop ``iterate<i>``
+(``Swarm.add_loop``); its ``until`` reads a number from its last step's products.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from shoal import Module, Swarm, Task
-from shoal._steps._artifact import Artifact, RoundRobin, Sequential
+from shoal._steps._artifact import Artifact, Iterate, RoundRobin, Sequential
 from shoal._steps._entity import _REGISTRY, StepsError
 from shoal._steps._learn_ops import fit_steps
+from shoal.steps._entry import PRODUCTS
 
 _SOURCE = '''"""Step {index} of artifact {name!r}: a ready-made module of shoal's steps library."""
 
@@ -65,12 +68,15 @@ def _user_modules(spec: dict[str, Any]) -> dict[str, Path]:
     return out
 
 
-def _module(artifact: Artifact, index: int) -> Module:
-    step = artifact.steps[index]
+def _module(artifact: Artifact, index: int, carry: str | None = None) -> Module:
+    flat = artifact.flat_steps()
+    step = flat[index][0]
     spec = artifact.step_spec(index)
     users = _user_modules(spec)
     spec["modules"] = sorted(users)
-    spec["last"] = index == len(artifact.steps) - 1
+    spec["last"] = index == len(flat) - 1
+    if carry is not None:  # the first step of an Iterate: later passes read this alias
+        spec["carry"] = carry
     source = _SOURCE.format(index=index, name=artifact.name, spec=json.dumps(spec))
     datasets = [artifact.dataset] if step.operation.reads_data and artifact.dataset else []
     name = f"steps_{artifact.name}_{index}"
@@ -93,8 +99,26 @@ class ArtifactSwarm(Swarm):
         self.name = artifact.name
         self.max_iterations = 1
         self.step_tasks: list[Task] = []
-        for i, step in enumerate(artifact.steps):
+        flat = artifact.flat_steps()
+        for at, it in enumerate(artifact.steps):
+            if isinstance(it, Iterate):
+                until = None
+                if it.until is not None:
+                    until = {
+                        "tag": PRODUCTS,
+                        "key": it.until["metric"],
+                        "op": it.until["op"],
+                        "value": float(it.until["value"]),
+                    }
+                self.add_loop(f"iterate{at}", times=it.iterations, until=until)
+        for i, (step, within) in enumerate(flat):
             options: dict[str, Any] = {"alias": f"step{i}"}
+            carry = None
+            if within is not None:
+                options["loop"] = f"iterate{within}"
+                if i == 0 or flat[i - 1][1] != within:  # the Iterate's first step
+                    last = max(j for j, (_, a) in enumerate(flat) if a == within)
+                    carry = f"step{last}"
             if isinstance(step, Sequential):
                 options["order"] = "chain"
             elif isinstance(step, RoundRobin):
@@ -103,7 +127,7 @@ class ArtifactSwarm(Swarm):
                 options.update(method="any", maximum=1)
                 if artifact.initiator is not None:
                     options["specified_ids"] = [artifact.initiator]
-            self.step_tasks.append(Task(_module(artifact, i), **options))
+            self.step_tasks.append(Task(_module(artifact, i, carry), **options))
 
     def execute(self) -> Task:
         """Each step feeds the next."""

@@ -31,9 +31,14 @@ class _StepTask(Task):
         step = Entity.from_spec(self.spec["step"])
         op = step.operation  # type: ignore[attr-defined]
         resources: dict[str, dict[str, Any]] = {}
-        for node, products in self.world.results.select(PRODUCTS).items():
-            for name, value in (products or {}).items():
-                resources.setdefault(name, {})[node] = value
+        records = self.world.results.select_all(PRODUCTS)
+        carry = self.spec.get("carry")
+        if any(r.alias == carry for r in records):
+            # A later pass of an Iterate: its first step reads the last step's products.
+            records = [r for r in records if r.alias == carry]
+        for r in records:
+            for name, value in (r.value or {}).items():
+                resources.setdefault(name, {})[r.node_id] = value
         env = Environment(node=self.world.node_id, resources=resources)
         if op.reads_data:
             env.df = self.local.get_dataset(self.spec["dataset"])
