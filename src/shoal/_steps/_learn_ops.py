@@ -31,7 +31,15 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from shoal import _codec
-from shoal._steps._artifact import Artifact, Collect, Distribute, Initialize, Parallel
+from shoal._errors import CodecError
+from shoal._steps._artifact import (
+    Artifact,
+    Collect,
+    Distribute,
+    Initialize,
+    Iterate,
+    Parallel,
+)
 from shoal._steps._entity import DUMP, LOAD, Entity, StepsError
 from shoal._steps._operation import Environment, Operation
 from shoal._steps._query import LEARN_DUMP, LEARN_LOAD, Query, QueryFilter, Transform, as_query
@@ -164,7 +172,12 @@ class TrainedModel:
     @staticmethod
     def loads(data: bytes) -> TrainedModel:
         """The model :meth:`dumps` wrote (e.g. an artifact's global ``"model"``)."""
-        doc = _codec.decode(data) if isinstance(data, bytes | bytearray | memoryview) else None
+        doc = None
+        if isinstance(data, bytes | bytearray | memoryview):
+            try:
+                doc = _codec.decode(data)
+            except CodecError:
+                doc = None  # refused below, with the fix
         if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
             raise StepsError(
                 "these bytes are not a model that an artifact's Aggregation wrote",
@@ -503,16 +516,20 @@ def _has_transform(value: Any) -> bool:
     return False
 
 
-def fit_steps(artifact: Artifact) -> Artifact:
-    """The artifact with the fitting steps of its model operations' transformers inserted.
-
-    Before each step whose operation's query holds transformers, one
-    ``Parallel(FitTransformers, Collect())`` and ``Initialize(MergeTransformers,
-    Distribute())`` pair per round of the fit. An artifact without transformers is
-    returned as it is.
-    """
-    steps: list[Any] = []
-    for step in artifact.steps:
+def _with_fits(steps: list[Any], before: bool) -> list[Any]:
+    """``steps`` with the fitting steps inserted; ``before``: a step precedes them."""
+    out: list[Any] = []
+    for step in steps:
+        if isinstance(step, Iterate):
+            # The fit runs inside the loop, at the start of every pass: a pass's first step
+            # sees only the previous pass's products, so a state fitted once before the
+            # loop would not reach pass 2. The statistics are the same each pass. Passes
+            # after the first always have products to carry (the last inner step's).
+            inner = _with_fits(step.steps, before=True)
+            if inner != step.steps:
+                step = Iterate(step.iterations, inner, until=step.until)
+            out.append(step)
+            continue
         op = getattr(step, "operation", None)
         query = op.fit_query() if isinstance(op, ModelOperation) else None
         if query is None:
@@ -524,16 +541,28 @@ def fit_steps(artifact: Artifact) -> Artifact:
                     hint="put transformers in the query of Train, TrainTest or "
                     "LocalCrossValidation; estimators read the columns as they are",
                 )
-            steps.append(step)
+            out.append(step)
             continue
-        carry = bool(steps)
+        carry = before or bool(out)
         for _ in range(query.pipeline().rounds()):
             fit = FitTransformers(query=query, carry=carry)
             merge = MergeTransformers(query=query, carry=carry)
-            steps.append(Parallel(operation=fit, distribution=Collect()))
-            steps.append(Initialize(operation=merge, distribution=Distribute()))
-        steps.append(step)
-    if len(steps) == len(artifact.steps):
+            out.append(Parallel(operation=fit, distribution=Collect()))
+            out.append(Initialize(operation=merge, distribution=Distribute()))
+        out.append(step)
+    return out
+
+
+def fit_steps(artifact: Artifact) -> Artifact:
+    """The artifact with the fitting steps of its model operations' transformers inserted.
+
+    Before each step whose operation's query holds transformers, one
+    ``Parallel(FitTransformers, Collect())`` and ``Initialize(MergeTransformers,
+    Distribute())`` pair per round of the fit (inside an ``Iterate``: at the start of
+    each pass). An artifact without transformers is returned as it is.
+    """
+    steps = _with_fits(list(artifact.steps), before=False)
+    if steps == list(artifact.steps):
         return artifact
     return Artifact(
         steps=steps,
