@@ -363,7 +363,7 @@ def _steps_instances() -> dict[str, Callable[[], object]]:
         "Initialize": lambda: sp.Initialize(operation=sp.Operation()),
         "IsIn": lambda: sp.QueryFeature("x").isin([1]),
         "IsNull": lambda: sp.QueryFeature("x").isnull(),
-        "Iterate": lambda: sp.Operation(),  # refused at declaration: no instance
+        "Iterate": lambda: sp.Iterate(2, [art.steps[0]]),
         "MeanEstimator": lambda: sp.MeanEstimator(feature="x"),
         "Not": lambda: sp.QueryFeature("x").notnull(),
         "Or": lambda: (sp.QueryFeature("x") < 1) | (sp.QueryFeature("x") > 2),
