@@ -88,6 +88,23 @@ class TrainedModel:
         model = TrainedModel.loads(run.globals["model"])
         model.classify(df)            # labels for the rows of df
         model.eval(df)                # metrics on df (its label column), filters applied
+
+    Parameters
+    ----------
+    model
+        The model (its hyper-parameters).
+    params
+        What ``model.aggregate`` returned: the learned parameters.
+    query
+        The query the nodes applied before training, or None.
+    fitted
+        The query's federatedly fitted state (None: no transformer).
+    label
+        The target column.
+    features
+        The feature columns; None: every column but the label.
+    splitter
+        The train/test splitter the nodes used (``Evaluate(split="test")`` reuses it).
     """
 
     def __init__(
@@ -305,6 +322,15 @@ class TrainTest(ModelOperation):
     Products ``"update"``, ``"recipe"`` and ``"local_metrics"``. The split is the
     ``splitter``'s, seeded per node (its id is the salt). ``trainer=Train(...)`` (the
     seed's form) is accepted: its model, label, features and query are the defaults.
+
+    Parameters
+    ----------
+    splitter
+        How each node splits its queried rows into train and test (default: 20% test).
+    trainer
+        Optional, the seed's form: a :class:`Train` whose fields are the defaults.
+
+    The other parameters are :class:`ModelOperation`'s.
     """
 
     splitter: _Splitter = Field(default_factory=FederatedSplitter)
@@ -351,6 +377,17 @@ class LocalCrossValidation(ModelOperation):
 
     ``{"folds": [k metrics], "mean": {metric: mean over the folds}}`` per node; follow
     it with ``Collect()`` and ``Finalize(MergeMetrics())`` to get every node's.
+
+    Parameters
+    ----------
+    folds
+        k, the number of folds (each row is tested exactly once).
+    stratified
+        Keep the label's proportions in every fold (classifiers).
+    random_state
+        Seeds the fold assignment.
+
+    The other parameters are :class:`ModelOperation`'s.
     """
 
     folds: int = 5
@@ -395,6 +432,11 @@ class Aggregation(Operation):
     with ``TrainTest`` before it, ``"local_metrics"`` pools the nodes' own-model scores.
     As a ``Finalize``, its products are the run's globals; add ``Distribute()`` to send
     the model on (to ``Evaluate``, or to the next round's ``Train``).
+
+    Parameters
+    ----------
+    model
+        The model the nodes trained (its ``aggregate`` merges their updates).
     """
 
     model: _Model
@@ -438,6 +480,11 @@ class Evaluate(Operation):
     ``split="test"``: on the node's test split (the splitter the model was trained with;
     all rows if it had none), ``"all"``: on every (queried) row. The model's own query,
     with its fitted transform, prepares the rows.
+
+    Parameters
+    ----------
+    split
+        ``"test"`` or ``"all"``.
     """
 
     reads_data: ClassVar[bool] = True
