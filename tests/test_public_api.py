@@ -28,6 +28,7 @@ PINNED = {
         "Condition",
         "Driver",
         "FailureRecord",
+        "InvokeError",
         "LogRecord",
         "MetricRecord",
         "Module",
@@ -278,6 +279,9 @@ def _instances() -> dict[str, Callable[[], object]]:
         "shoal.Client": lambda: shoal.Client("http://127.0.0.1:9", "secret-token"),
         "shoal.CodecError": lambda: shoal.CodecError("cannot encode", code="codec.unsupported"),
         "shoal.Condition": lambda: shoal.Condition.RESULT,
+        "shoal.InvokeError": lambda: shoal.InvokeError(
+            "world.invoke('t') failed", alias="t", failures=[{"node_id": "n1"}]
+        ),
         "shoal.NetworkDriver": lambda: shoal.NetworkDriver.OVERLAY,
         "shoal.Module": lambda: module,
         "shoal.Plan": lambda: _one_run()[0].plan,
