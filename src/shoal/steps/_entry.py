@@ -34,6 +34,8 @@ class _StepTask(Task):
             for name, value in (products or {}).items():
                 resources.setdefault(name, {})[node] = value
         env = Environment(node=self.world.node_id, resources=resources)
+        env.secret = self.local.secret
+        env.spend = self._spend
         if op.reads_data:
             env.df = self.local.get_dataset(self.spec["dataset"])
         op.run(env)
@@ -42,6 +44,11 @@ class _StepTask(Task):
             for name, value in env.products.items():
                 self.world.globals[name] = value
         self.logger.info(f"step {self.spec['index']} ({type(step).__name__}) done")
+
+    def _spend(self, charge: Any) -> dict[str, Any]:
+        from shoal.privacy import spend
+
+        return spend(self, str(self.spec["dataset"]), charge)
 
 
 def run_step(spec_json: str, here: str) -> None:
