@@ -12,6 +12,10 @@ modules and runs like one::
     run = shoal.simulate(artifact, nodes=5, datasets={"t": "table.csv"})
     run.globals["result"]
 
+Estimators take ``secure=True`` (a secure sum over a chain: no party sees another
+node's statistics) and ``privacy=DP(...)`` (each node spends from its budget and noises
+its statistics); docs/steps.md.
+
 User operations subclass :class:`Operation` in an ordinary top-level module that the
 artifact bundles. ``Sequential`` compiles to an engine chain, ``RoundRobin`` to a ring
 and ``Iterate`` to an inner loop (its steps repeated in passes, optionally until a metric
@@ -38,6 +42,7 @@ from shoal._steps._artifact import (
     Sequential,
     Step,
 )
+from shoal._steps._dp import DP
 from shoal._steps._entity import Entity, StepsError
 from shoal._steps._estimators import (
     Aggregate,
@@ -72,12 +77,14 @@ from shoal._steps._query import (
     QueryFilter,
     Select,
 )
+from shoal._steps._secure import SecureAdd, SecureAdvertise, SecureFinish, SecureStart
 from shoal.steps._compile import to_swarm
 
 if not _COMPILER:
     _COMPILER.append(to_swarm)
 
 __all__ = [
+    "DP",
     "Aggregate",
     "And",
     "Arrange",
@@ -111,6 +118,10 @@ __all__ = [
     "QueryFeature",
     "QueryFilter",
     "RoundRobin",
+    "SecureAdd",
+    "SecureAdvertise",
+    "SecureFinish",
+    "SecureStart",
     "Select",
     "Sequential",
     "Step",
