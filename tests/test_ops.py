@@ -104,7 +104,7 @@ def test_properties_select_rows() -> None:
         "local.privacy",
         "local.secret",
     }
-    assert ops.names(value=True) == {"globals.set", "results.add", "state.set"}
+    assert ops.names(value=True) == {"globals.set", "results.add", "state.set", "invoke.call"}
 
 
 def test_the_coordinator_validates_the_rows_schemas() -> None:
@@ -270,11 +270,22 @@ def test_what_the_runtime_sends_fits_each_rows_schema() -> None:
     from shoal._runtime.context import InstanceContext
     from shoal._world.service import NodeInfo
 
+    class Invoker:  # the drivers' half of world.invoke, as the service's other callbacks
+        invoke_retry_s = 0.01
+
+        def invoke_call(self, info: InstanceInfo, call_id: str, *rest: Any) -> float:
+            return 1.0
+
+        def invoke_wait(self, info: InstanceInfo, call_id: str) -> dict[str, Any]:
+            results = {"n": "s/0/t/0/0"}
+            return {"status": "succeeded", "reason": "", "results": results, "failures": []}
+
     service = WorldService(
         MemoryStore(),
         {"n": NodeInfo("n", {"d": Path("/data/d")})},
         lambda i: None,
         lambda i, a, n: None,
+        invoker=Invoker(),
     )
     info = InstanceInfo("s", "s/0/t/0/0", "n", "t", 0, {"t": ("s/0/t/0/0",)})
     ctx = InstanceContext("s", "s/0/t/0/0", "n", "t", 0, 0, Recording(service, info))
@@ -295,6 +306,9 @@ def test_what_the_runtime_sends_fits_each_rows_schema() -> None:
     logger.info("hello")
     logger.metric("m", 1.0)
     world.schedule_next_iter(["n"], "t")
+    world.reply({"x": 1})
+    assert world.invoke("t", inputs=[1]) == {"n": {"x": 1}}
+    assert world.inputs is None  # not an invoked instance
     world.stop_swarm()
     assert {op for op, _ in sent} == set(ops.TABLE)
     for op, args in sent:

@@ -14,6 +14,7 @@ from shoal._define.swarm import Swarm
 from shoal._define.task import Condition, NetworkDriver, Task
 from shoal._errors import (
     CodecError,
+    InvokeError,
     PlanError,
     Problem,
     ShoalError,
@@ -94,6 +95,7 @@ __all__ = [
     "Condition",
     "Driver",
     "FailureRecord",
+    "InvokeError",
     "LogRecord",
     "MetricRecord",
     "Module",

@@ -71,6 +71,34 @@ class Problem:
         return f"{self.obj}: {self.message}. Fix: {self.fix}"
 
 
+class InvokeError(ShoalError):
+    """A ``world.invoke`` call failed: too few of its instances succeeded in time.
+
+    Attributes
+    ----------
+    alias
+        The on-demand task that was invoked.
+    failures
+        Every failed instance of the call, as dicts with ``node_id``, ``instance_id``,
+        ``attempt``, ``kind`` (``error``, ``crash``, ``timeout``, ``lost``, ...) and
+        ``error``.
+    """
+
+    code = "invoke.failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        alias: str = "",
+        failures: Sequence[dict[str, Any]] = (),
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.alias = alias
+        self.failures = list(failures)
+
+
 class SwarmValidationError(ShoalError):
     """Every problem found while preparing a swarm, reported at once."""
 

@@ -160,12 +160,13 @@ class HandWritten(ModelController):
 
 
 @pytest.mark.timeout(10)
-def test_model_controller_run_fails_clearly_without_on_demand_tasks() -> None:
+def test_model_controller_run_outside_a_job_run_fails_clearly() -> None:
+    # Inside a job run it is a controller task (tests/job/test_model_controller.py).
     job = FedJob("j")
     job.to_server(HandWritten())
-    with pytest.raises(ShoalError, match="on-demand tasks") as e:
+    with pytest.raises(ShoalError, match="outside a job run") as e:
         HandWritten().run()
-    assert e.value.code == "job.unsupported"
+    assert e.value.code == "job.outside"
 
 
 @pytest.mark.timeout(30)

@@ -72,12 +72,14 @@ class ByHand(ModelController):
         self.send_model_and_wait(targets=self.sample_clients(2), data=self.load_model())
 
 
-@pytest.mark.timeout(30)
-def test_own_model_controller_fails_clearly(tmp_path: Path) -> None:
+@pytest.mark.timeout(60)
+def test_own_model_controller_without_runners_fails_clearly(tmp_path: Path) -> None:
+    # Its run() runs as a controller task (tests/job/test_model_controller.py); a job
+    # whose sites have no script is refused before anything runs.
     job = FedJob("own")
     job.to_server(ByHand())
     job.to_server(NPModel({"w": np.zeros(1)}))
-    with pytest.raises(ShoalError, match="on-demand tasks"):
+    with pytest.raises(ShoalError, match="has no ScriptRunner"):
         job.simulator_run(str(tmp_path), n_clients=2)
 
 

@@ -7,12 +7,14 @@ import json
 import pytest
 
 from shoal.steps import (
+    DP,
     Artifact,
     Collect,
     CountEstimator,
     Distribute,
     Entity,
     Finalize,
+    GroupCountEstimator,
     Initialize,
     Iterate,
     MeanEstimator,
@@ -93,10 +95,23 @@ def test_distributions_must_fit_the_steps() -> None:
         Artifact(steps=[])
 
 
-def test_privacy_is_refused_until_dp_lands() -> None:
-    with pytest.raises(StepsError) as info:
-        CountEstimator(privacy={"epsilon": 1.0})
-    assert info.value.code == "steps.privacy"
+def test_privacy_specs_are_checked_at_declaration() -> None:
+    assert CountEstimator(privacy={"epsilon": 1.0}).privacy == DP(epsilon=1.0)
+    bad = [
+        lambda: MeanEstimator(feature="x", privacy=DP(epsilon=1.0)),  # no bounds
+        lambda: GroupCountEstimator(by="g", privacy=DP(epsilon=1.0)),  # keys not declared
+        lambda: DP(mechanism="gaussian", epsilon=1.0),  # no delta
+        lambda: DP(epsilon=0.0),
+        lambda: DP(epsilon=1.0, lower=2, upper=1),
+        lambda: CountEstimator(privacy="laplace"),
+    ]
+    for make in bad:
+        with pytest.raises(StepsError) as info:
+            make()
+        assert info.value.code == "steps.privacy"
+    spec = MeanEstimator(feature="x", secure=True, privacy=DP(epsilon=1, lower=0, upper=9)).spec()
+    again = Entity.from_spec(spec)
+    assert again.privacy == DP(epsilon=1, lower=0, upper=9) and again.secure  # type: ignore[attr-defined]
 
 
 def test_compiles_to_tasks_on_the_initiator_and_all_nodes() -> None:

@@ -41,6 +41,7 @@ from shoal._engine.messages import (
     InstanceFailed,
     InstanceStarted,
     Instruction,
+    InvokeCalled,
     IterationStarted,
     NextIterScheduled,
     NodeLost,
@@ -83,6 +84,9 @@ class Coordinator(NodeOps, DriverBase):
         Check every engine invariant after each event (tests).
     """
 
+    #: A caller's polls of an open world.invoke call cross the network: not too often.
+    invoke_retry_s = 0.25
+
     def __init__(
         self,
         store: Store,
@@ -98,7 +102,9 @@ class Coordinator(NodeOps, DriverBase):
         self.changes = Broadcast()  # swarm status, iteration or task counts changed
         self.log_changes = Broadcast()  # a log record was added
         self.access = BlobAccess(store, self.runs_bundle, swarm_quota_bytes)
-        self.world = CoordWorld(store, self.world_stop, self.world_next_iter, clock, self.access)
+        self.world = CoordWorld(
+            store, self.world_stop, self.world_next_iter, clock, self.access, invoker=self
+        )
         self._lock = threading.RLock()
         self._replaying = False
         self._nodes: dict[str, NodeState] = {}
@@ -413,7 +419,7 @@ class Coordinator(NodeOps, DriverBase):
             raise error
         return result
 
-    def _world_event(self, event: StopSwarmCalled | NextIterScheduled) -> None:
+    def _world_event(self, event: StopSwarmCalled | NextIterScheduled | InvokeCalled) -> None:
         with self._lock:
             inst = self.engine.find_instance(event.instance_id)
             if inst is not None and not inst.ended:

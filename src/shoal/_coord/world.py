@@ -15,7 +15,7 @@ from shoal._coord.access import BlobAccess
 from shoal._errors import ShoalError
 from shoal._runtime import ops
 from shoal._store.base import Store
-from shoal._world.service import InstanceInfo, NodeInfo, WorldService
+from shoal._world.service import InstanceInfo, Invoker, NodeInfo, WorldService
 
 
 def _local_refused() -> ShoalError:
@@ -55,8 +55,9 @@ class CoordWorld(WorldService):
         on_next_iter: Callable[[InstanceInfo, str, tuple[str, ...]], None],
         clock: Callable[[], float] = time.time,
         access: BlobAccess | None = None,
+        invoker: Invoker | None = None,
     ) -> None:
-        super().__init__(store, _NoNodes(), on_stop, on_next_iter, clock)
+        super().__init__(store, _NoNodes(), on_stop, on_next_iter, clock, invoker)
         self.access = access or BlobAccess(store, lambda node_id, digest: False)
 
     def handle(self, info: InstanceInfo, op: str, args: Mapping[str, Any]) -> Any:

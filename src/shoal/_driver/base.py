@@ -15,6 +15,7 @@ from shoal._engine.messages import (
     Event,
     InstanceSucceeded,
     Instruction,
+    InvokeCalled,
     InvokeFinished,
     IterationStarted,
     NextIterScheduled,
@@ -24,6 +25,7 @@ from shoal._engine.messages import (
     SwarmSubmitted,
     WakeAt,
 )
+from shoal._engine.timers import check_task_timeout
 from shoal._errors import ShoalError
 from shoal._plan import LoopUntil, Plan
 from shoal._store.base import Store
@@ -109,6 +111,11 @@ class DriverBase(ABC):
         self.invoke_answers: dict[str, InvokeFinished] = {}
         # (swarm, alias) -> the until condition its successes report on (None: none).
         self._until: dict[tuple[str, str], LoopUntil | None] = {}
+        # Each swarm's default task timeout (what the engine was given at submission).
+        self._task_timeouts: dict[str, float | None] = {}
+
+    #: The longest pause (seconds) between two polls of a caller waiting on its call.
+    invoke_retry_s = 0.05
 
     # ----------------------------------------------------------------- the loop
     @abstractmethod
@@ -217,6 +224,7 @@ class DriverBase(ABC):
             # task reads the same value whichever way the plan held it.
             blob = data if data is not None else encode(plain)
             self.store.global_set(swarm_id, key, {"inline": blob}, iteration=-1)
+        self._task_timeouts[swarm_id] = task_timeout_s
         self.feed(SwarmSubmitted(swarm_id, plan, self.now(), seed, task_timeout_s))
 
     def module_labels(self, swarm_id: str) -> dict[str, str]:
@@ -248,6 +256,7 @@ class DriverBase(ABC):
             inst.inputs,
             upstream,
             aliases,
+            inst.invoke,
         )
 
     def story(self, instance_id: str) -> list[str]:
@@ -266,7 +275,7 @@ class DriverBase(ABC):
 
     # ------------------------------------------------------- world operations
     @abstractmethod
-    def _world_event(self, event: StopSwarmCalled | NextIterScheduled) -> None:
+    def _world_event(self, event: StopSwarmCalled | NextIterScheduled | InvokeCalled) -> None:
         """Deliver an event a task caused through the world API."""
 
     def world_stop(self, info: InstanceInfo) -> None:
@@ -290,3 +299,54 @@ class DriverBase(ABC):
                 hint=f"use one of {sorted(aliases)}",
             )
         self._world_event(NextIterScheduled(info.instance_id, self.now(), alias, node_ids))
+
+    # ------------------------------------------------------------ world.invoke
+    def invoke_call(
+        self,
+        info: InstanceInfo,
+        call_id: str,
+        alias: str,
+        nodes: tuple[str, ...] | None,
+        min_results: int | None,
+        timeout: float | None,
+    ) -> float:
+        """``world.invoke`` was called: hand the engine ``InvokeCalled``; return how long
+        the caller may wait (the engine's call timeout, with room for the answer to
+        travel: the engine always ends a call by its deadline)."""
+        if call_id not in self.invoke_answers:  # a repeated request starts nothing new
+            event = InvokeCalled(
+                info.instance_id, self.now(), call_id, alias, nodes, min_results, timeout
+            )
+            self._world_event(event)
+        limit = timeout
+        if limit is None:
+            plan = self.engine.plan(info.swarm_id)
+            spec = next((t for t in plan.tasks if t.alias == alias), None)
+            own = None if spec is None else spec.timeout_s
+            if own is None:
+                own = check_task_timeout(self._task_timeouts.get(info.swarm_id))
+            retries = 0 if spec is None else spec.retries
+            limit = own * (retries + 1) + plan.limits.placement_timeout_s
+        return limit * 1.5 + 60.0
+
+    def invoke_wait(self, info: InstanceInfo, call_id: str) -> dict[str, Any] | None:
+        """The end of call ``call_id`` as the world service hands it to its caller, or
+        None while it is open."""
+        ans = self.invoke_answers.get(call_id)
+        if ans is None:
+            return None
+        return {
+            "status": ans.status,
+            "reason": ans.reason,
+            "results": dict(ans.results),
+            "failures": [
+                {
+                    "node_id": f.node_id,
+                    "instance_id": f.instance_id,
+                    "attempt": f.attempt,
+                    "kind": f.kind.value,
+                    "error": f.error,
+                }
+                for f in ans.failures
+            ],
+        }

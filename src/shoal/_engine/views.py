@@ -61,6 +61,8 @@ class InstanceView:
     since
         The time (the events' clock) it started running, or was scheduled if it has
         not started: how long it has been at it, for a display of what runs.
+    invoke
+        The id of the ``world.invoke`` call it runs for (None: started by the graph).
     """
 
     instance_id: str
@@ -77,6 +79,7 @@ class InstanceView:
     kind: FailureKind | None = None
     error: str = ""
     since: float = 0.0
+    invoke: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -178,6 +181,7 @@ def instance_view(inst: Instance) -> InstanceView:
         kind=inst.kind,
         error=inst.error,
         since=_since(inst),
+        invoke=None if inst.run.call is None else inst.run.call.call_id,
     )
 
 

@@ -20,6 +20,9 @@ class InlineExecutor:
     """
 
     enforces: frozenset[str] = frozenset()
+    #: Task code runs in the driver's thread: a blocking world call (``world.invoke``)
+    #: must turn the driver's loop itself.
+    in_driver_thread = True
 
     def __init__(
         self,

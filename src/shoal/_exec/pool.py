@@ -48,6 +48,9 @@ class _Worker:
     ready: bool = False
     head_since: float = 0.0  # when the first of ``jobs`` started
     draining: bool = False  # takes no more jobs; retired once idle (another group needs it)
+    # Its instance waits on a world.invoke call: it takes no jobs until that instance
+    # ends, and another worker runs in its place meanwhile (the invoked instances need one).
+    waiting: bool = False
     spawned: float = field(default_factory=time.monotonic)
 
 
@@ -170,8 +173,44 @@ class ProcessPoolExecutor:
         w.queue.extendleft(reversed(requeue))
         if self._grouped:
             self._place()
-        else:
+        elif self._active() < self._size:
             self._spawn(None)
+
+    def _active(self) -> int:
+        """Workers that take jobs (not waiting on a world.invoke call)."""
+        return sum(1 for w in self._workers if not w.waiting)
+
+    def _limit(self) -> int:
+        """How many workers may run: ``workers``, plus one per worker whose instance
+        waits on a world.invoke call."""
+        return self._size + sum(1 for w in self._workers if w.waiting)
+
+    def _start_waiting(self, w: _Worker) -> None:
+        """The instance ``w`` runs called world.invoke: its invoked instances must not
+        queue behind it. The jobs sent ahead to it go back to the front of the queue
+        (the worker is told to skip them), and another worker takes its place."""
+        w.waiting = True
+        ahead = list(w.jobs)[1:]
+        if ahead:
+            head = w.jobs[0]
+            w.jobs.clear()
+            w.jobs.append(head)
+            for job in ahead:
+                self._owner.pop(job.info.instance_id, None)
+            w.queue.extendleft(reversed(ahead))
+            with contextlib.suppress(OSError):
+                protocol.send(w.sock, {"op": "skip", "ids": [j.info.instance_id for j in ahead]})
+        if self._grouped:
+            self._place()
+        elif self._active() < self._size:
+            self._spawn(None)
+
+    def _stop_waiting(self, w: _Worker) -> None:
+        """The instance that waited on ``w`` ended: ``w`` takes jobs again, or is
+        retired if the pool has its ``workers`` without it."""
+        w.waiting = False
+        if self._active() > self._size and not w.jobs:
+            self._retire(w)
 
     def _place(self) -> None:
         """Give each group with queued jobs the workers it needs, within ``workers``
@@ -184,11 +223,13 @@ class ProcessPoolExecutor:
         for group, queue in self._queues.items():
             if not queue:
                 continue
-            mine = [w for w in self._workers if w.group == group and not w.draining]
+            mine = [
+                w for w in self._workers if w.group == group and not w.draining and not w.waiting
+            ]
             room = sum(self._depth - len(w.jobs) if w.ready else self._depth for w in mine)
             if mine and len(queue) <= room:
                 continue
-            if len(self._workers) < self._size:
+            if len(self._workers) < self._limit():
                 self._spawn(group)
                 continue
             idle = [
@@ -260,7 +301,7 @@ class ProcessPoolExecutor:
         )
 
     def _assign(self, w: _Worker) -> None:
-        if w.draining:
+        if w.draining or w.waiting:
             return
         queue = w.queue
         while queue and len(w.jobs) < self._depth:
@@ -383,6 +424,8 @@ class ProcessPoolExecutor:
             if self._sandbox is not None and not outcome.ok:
                 outcome = self._sandbox.explain(outcome)
             self._on_done(iid, outcome, "error")
+            if w.waiting and w in self._workers:
+                self._stop_waiting(w)
             if w in self._workers:
                 if w.jobs:
                     self._start_head(w)
@@ -391,6 +434,8 @@ class ProcessPoolExecutor:
                     self._place()
             return
         rid = frame.get("id")
+        if frame["op"] == ops.INVOKE_CALL.name and not w.waiting:
+            self._start_waiting(w)
         try:
             result = self._service.handle(job.info, frame["op"], frame.get("args") or {})
         except Exception as e:  # the task's request failed: the task sees the error

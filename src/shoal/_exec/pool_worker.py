@@ -49,6 +49,8 @@ def serve(sock: socket.socket, blobs: Path) -> None:
     channel = SocketChannel(sock, outbox, defer=ops.names(deferrable=True))
     versions = _Versions()
     folders: dict[str, Path] = {}  # a few modules, thousands of instances: parse once
+    # Jobs the driver took back (sent ahead while an instance here waited on a call).
+    skipped: set[str] = set()
     protocol.send(sock, {"op": "ready"})  # imports done: instance timings start from here
     while True:
         try:
@@ -59,6 +61,14 @@ def serve(sock: socket.socket, blobs: Path) -> None:
             return
         if msg.get("op") == "versions":
             versions.see(msg)
+            continue
+        if msg.get("op") == "skip":
+            skipped.update(msg["ids"])
+            continue
+        for note in channel.take_arrived("skip"):
+            skipped.update(note["ids"])
+        if msg["ctx"]["instance_id"] in skipped:
+            skipped.discard(msg["ctx"]["instance_id"])
             continue
         # Jobs are sent ahead, so a global may have been written since this one was:
         # an update already here means the write came first, and this job must see it.

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from shoal._errors import ShoalError
+from shoal._job.model_controller import Backend, unbound, update_model
 
 if TYPE_CHECKING:
     from shoal._job.fed_job import FedJob, JobCtx
@@ -43,47 +44,57 @@ class ModelController(Controller):
     def __init__(self, persistor_id: str = "persistor") -> None:
         self.persistor_id = persistor_id
 
+    #: Set while ``run()`` runs as a job's controller task (shoal.job._controller).
+    _backend: Backend | None = None
+
     def run(self) -> None:
         """The workflow; a subclass overrides it."""
         raise NotImplementedError(f"{type(self).__name__}.run()")
 
-    def _on_demand(self, what: str) -> ShoalError:
-        return ShoalError(
-            f"{type(self).__name__}.{what}: a ModelController.run() loop needs the engine's "
-            "on-demand tasks, which this shoal does not have yet",
-            code="job.unsupported",
-            hint="use the built-in FedAvg / FedOpt controllers, which compile to an ordinary plan",
-        )
+    def _bound(self, what: str) -> Backend:
+        if self._backend is None:
+            raise unbound(type(self).__name__, what)
+        return self._backend
 
     def sample_clients(self, num_clients: int | None = None) -> list[str]:
-        """Sites for the next round (needs on-demand tasks)."""
-        raise self._on_demand("sample_clients()")
+        """``num_clients`` sites for the next round, sampled with the job's seed
+        (None: every site)."""
+        return self._bound("sample_clients()").sample(num_clients)
 
     def send_model_and_wait(
         self, targets: Sequence[str] | None = None, data: Any = None, task_name: str = "train"
     ) -> list[Any]:
-        """Send a task to sites and wait for their results (needs on-demand tasks)."""
-        raise self._on_demand("send_model_and_wait()")
+        """Run ``task_name`` on ``targets`` (default: every site) with the FLModel
+        ``data`` and return their FLModel results (``meta["client_name"]`` says whose).
+        A site that fails or is lost is left out while at least the job's
+        ``min_clients`` answer; fewer fail the run (``shoal.InvokeError``)."""
+        return self._bound("send_model_and_wait()").send(targets, data, task_name)
 
     def load_model(self) -> Any:
-        """The global model from the persistor (needs on-demand tasks)."""
-        raise self._on_demand("load_model()")
+        """The global model (the persistor's initial model, then the last saved)."""
+        return self._bound("load_model()").load()
 
     def save_model(self, model: Any) -> None:
-        """Save the global model through the persistor (needs on-demand tasks)."""
-        raise self._on_demand("save_model()")
+        """Save the global model (the run's ``weights``; the persistor writes it)."""
+        self._bound("save_model()").save(model)
 
     def update_model(self, model: Any, aggr_result: Any) -> Any:
-        """Apply an aggregated result to the model (needs on-demand tasks)."""
-        raise self._on_demand("update_model()")
+        """The global model after an aggregated result (FULL replaces, DIFF adds)."""
+        return update_model(model, aggr_result)
 
     def info(self, msg: str) -> None:
         """Log at info level."""
-        print(f"[{type(self).__name__}] {msg}")
+        if self._backend is not None:
+            self._backend.log("info", msg)
+        else:
+            print(f"[{type(self).__name__}] {msg}")
 
     def warning(self, msg: str) -> None:
         """Log at warning level."""
-        print(f"[{type(self).__name__}] WARNING {msg}")
+        if self._backend is not None:
+            self._backend.log("warning", msg)
+        else:
+            print(f"[{type(self).__name__}] WARNING {msg}")
 
 
 def parse_stop_cond(stop_cond: str | None) -> tuple[str, str, float] | None:

@@ -155,7 +155,9 @@ class Agent:
             interp = self.config.interpreter(name)
             if interp is None:
                 continue
-            for pythonpath in (None, _SHOAL_ROOT):
+            # The agent's own shoal first: the task side must speak the agent's table of
+            # world operations (another shoal installed in that environment may be older).
+            for pythonpath in (_SHOAL_ROOT, None):
                 if _imports_shoal(interp, pythonpath):
                     usable[name] = (interp, pythonpath)
                     break

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shoal._codec import decode
-from shoal._errors import ShoalError
+from shoal._errors import InvokeError, ShoalError
 from shoal._runtime import ops
 from shoal._runtime.context import InstanceContext
 from shoal._wire import Buffer, SegmentReader, from_wire, to_wire, wire_buffer
 
 _MISSING: Any = object()
+
+#: The result tag of an invoked instance's :meth:`World.reply`.
+REPLY_TAG = "invoke.reply"
 
 
 class Globals:
@@ -206,6 +210,135 @@ class World:
         """Run task ``alias`` only on ``node_ids`` (those still eligible) next iteration."""
         ids = [str(n) for n in node_ids]
         ops.SWARM_SCHEDULE_NEXT_ITER.send(self._ctx.channel, {"node_ids": ids, "alias": alias})
+
+    def invoke(
+        self,
+        alias: str,
+        nodes: Iterable[str] | None = None,
+        inputs: Any = None,
+        min_results: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Run the on-demand task ``alias`` now and wait for its instances' replies.
+
+        The engine places, retries and times out the instances like any other; this
+        instance waits (its own timeout does not run meanwhile). Each invoked instance
+        reads ``inputs`` as :attr:`inputs` and answers with :meth:`reply`.
+
+        Parameters
+        ----------
+        alias
+            A task of the swarm declared ``Task(..., on_demand=True)``.
+        nodes
+            Run exactly on these nodes (default: the task's own placement).
+        inputs
+            Any codec value (e.g. a model) every invoked instance reads.
+        min_results
+            Replies needed (default: every placed instance). Once that many cannot
+            succeed any more, the call fails at once; after ``timeout`` it succeeds with
+            the replies it has if they are enough.
+        timeout
+            Seconds the call may take (default: the task's timeout times its
+            ``retries + 1`` plus the plan's placement timeout).
+
+        Returns
+        -------
+        dict
+            ``{node_id: value}`` of every instance that succeeded (``None`` for one that
+            did not reply).
+
+        Raises
+        ------
+        InvokeError
+            ``invoke.failed``: too few instances succeeded; names the task, the nodes
+            and every failure (node, kind, error) in ``failures``.
+        ShoalError
+            ``invoke.timeout`` if no answer came within the call's bound (a driver
+            fault: the engine always ends a call).
+        """
+        if not isinstance(alias, str) or not alias:
+            raise ShoalError(
+                f"world.invoke alias {alias!r} is not a non-empty str",
+                code="invoke.args",
+                hint="pass the alias of a task declared Task(..., on_demand=True)",
+            )
+        if timeout is not None and not timeout > 0:
+            raise ShoalError(
+                f"world.invoke({alias!r}) timeout={timeout!r} must be > 0",
+                code="invoke.args",
+                hint="pass seconds, or None for the task's own timeout",
+            )
+        if min_results is not None and min_results < 0:
+            raise ShoalError(
+                f"world.invoke({alias!r}) min_results={min_results!r} must be >= 0",
+                code="invoke.args",
+                hint="pass None to need every placed instance",
+            )
+        ids = None if nodes is None else [str(n) for n in nodes]
+        ctx = self._ctx
+        n = ctx.calls[0]
+        ctx.calls[0] += 1
+        where = "its placement" if ids is None else f"nodes {ids}"
+        started = ops.INVOKE_CALL.send(
+            ctx.channel,
+            {
+                "n": n,
+                "alias": alias,
+                "nodes": ids,
+                "min_results": min_results,
+                "timeout": None if timeout is None else float(timeout),
+                "value": to_wire(inputs, ctx.channel.outbox, f"i{ctx.iteration}"),
+            },
+        )
+        call_id, bound = str(started["call_id"]), float(started["bound_s"])
+        # The engine always ends a call by its deadline; this bound only catches a
+        # driver that lost the answer.
+        deadline = time.monotonic() + bound
+        pause = 0.001
+        while True:
+            answer = ops.INVOKE_WAIT.send(ctx.channel, {"call_id": call_id})
+            if answer.get("done"):
+                break
+            if time.monotonic() > deadline:
+                raise ShoalError(
+                    f"world.invoke({alias!r}) on {where} got no answer within {bound:g}s "
+                    f"(call {call_id})",
+                    code="invoke.timeout",
+                    hint="the engine ends every call by its timeout: this is a driver fault; "
+                    "see the coordinator's or simulator's log",
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, float(answer.get("retry_s", 0.05)))
+        if answer.get("status") != "succeeded":
+            failures: list[dict[str, Any]] = list(answer.get("failures") or [])
+            listed = "; ".join(
+                f"node {f['node_id']} ({f['kind']}, attempt {f['attempt']}): {f['error']}"
+                for f in failures
+            )
+            raise InvokeError(
+                f"world.invoke({alias!r}) on {where} failed: {answer.get('reason', '')}"
+                + (f"; failures: {listed}" if listed else ""),
+                alias=alias,
+                failures=failures,
+                hint="lower min_results to go on without some nodes, raise the task's "
+                "retries or timeout, or catch InvokeError",
+            )
+        records: list[dict[str, Any]] = ops.INVOKE_RESULTS.send(ctx.channel, {"call_id": call_id})
+        replied = set(answer.get("nodes") or [])
+        with SegmentReader() as reader:
+            values = {r["node_id"]: reader.value(r["value"]) for r in records}
+        return {node: values.get(node) for node in sorted(replied | set(values))}
+
+    @property
+    def inputs(self) -> Any:
+        """In an instance run by ``world.invoke``: the caller's ``inputs`` (else None)."""
+        wire = ops.INVOKE_INPUTS.send(self._ctx.channel, {})
+        return None if wire is None else from_wire(wire)
+
+    def reply(self, value: Any) -> None:
+        """In an instance run by ``world.invoke``: the value its caller gets for this
+        node (stored as the result tagged ``"invoke.reply"``; a later reply replaces it)."""
+        self.results.add(REPLY_TAG, value)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shoal._errors import ShoalError
@@ -40,6 +40,9 @@ class InstanceContext:
     # Versions of the swarm's globals when the instance started: a cached global whose
     # version matches needs no request (None: always ask).
     global_versions: dict[str, str] | None = None
+    # How many world.invoke calls it made so far (one cell, so the frozen context can
+    # count): a call's id is f"{instance_id}#{n}".
+    calls: list[int] = field(default_factory=lambda: [0])
 
     @classmethod
     def from_message(

@@ -118,6 +118,25 @@ class LogArgs(_LogFields, total=False):
     n: int | None
 
 
+class InvokeCallArgs(TypedDict):
+    """``invoke.call``: the call's number within the instance (``n``: 0, 1, ...), the
+    on-demand task, the nodes (None: its placement), ``min_results`` and ``timeout``
+    (None: the engine's defaults) and the caller's ``inputs`` as ``value``."""
+
+    n: int
+    alias: str
+    nodes: list[str] | None
+    min_results: int | None
+    timeout: float | None
+    value: Wire
+
+
+class CallArgs(TypedDict):
+    """``invoke.wait`` / ``invoke.results``: the call's id."""
+
+    call_id: str
+
+
 class _MetricFields(TypedDict):
     name: str
     value: float
@@ -249,6 +268,12 @@ LOCAL_PERFORMANCE = Op("local.performance", NoArgs, local=True)
 LOCAL_NETWORK = Op("local.network", NoArgs, local=True)
 LOCAL_PRIVACY = Op("local.privacy", PrivacyArgs, local=True)
 LOCAL_SECRET = Op("local.secret", SecretArgs, local=True)
+# world.invoke (docs/engine.md, "On-demand tasks"): start a call, poll for its end, read
+# its instances' replies; and, in an invoked instance, the caller's inputs.
+INVOKE_CALL = Op("invoke.call", InvokeCallArgs, value=True)
+INVOKE_WAIT = Op("invoke.wait", CallArgs)
+INVOKE_RESULTS = Op("invoke.results", CallArgs, reply=Reply.RECORDS)
+INVOKE_INPUTS = Op("invoke.inputs", NoArgs, reply=Reply.WIRE)
 LOG = Op("log", LogArgs, numbered=True, one_way=True, batched=True)
 METRIC = Op("metric", MetricArgs, numbered=True, one_way=True, batched=True)
 
@@ -271,6 +296,10 @@ TABLE: Mapping[str, Op[Any]] = {
         LOCAL_NETWORK,
         LOCAL_PRIVACY,
         LOCAL_SECRET,
+        INVOKE_CALL,
+        INVOKE_WAIT,
+        INVOKE_RESULTS,
+        INVOKE_INPUTS,
         LOG,
         METRIC,
     )

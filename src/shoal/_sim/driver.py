@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from shoal._api.records import MetricRecord, failure_record, metric_record
 from shoal._bundle import Bundle
@@ -30,6 +30,7 @@ from shoal._engine.messages import (
     FailureKind,
     InstanceFailed,
     InstanceStarted,
+    InvokeCalled,
     IterationStarted,
     NextIterScheduled,
     NodeJoined,
@@ -225,7 +226,11 @@ class Simulation(DriverBase):
         self.clock = clock or RealClock()
         self._t0 = self.clock.now()
         self.service = WorldService(
-            self.store, self.nodes, on_stop=self.world_stop, on_next_iter=self.world_next_iter
+            self.store,
+            self.nodes,
+            on_stop=self.world_stop,
+            on_next_iter=self.world_next_iter,
+            invoker=self,
         )
         self._events: deque[Event] = deque()
         self._infos: dict[str, InstanceInfo] = {}
@@ -237,6 +242,7 @@ class Simulation(DriverBase):
         self._executor_factory = executor_factory
         self._executor: SimExecutor | None = None
         self._interrupts = _Interrupts()
+        self._stopping = False
         self.task_timeout_s = task_timeout_s
         # Tracebacks name the user's files: a module declared by path by its folder on
         # this machine, one given as source text by name@version (there is no file).
@@ -259,7 +265,12 @@ class Simulation(DriverBase):
 
     def done(self, instance_id: str, outcome: Outcome, kind: Kind) -> None:
         """An instance ended; ``kind`` says how, if it failed."""
-        info = self._infos.pop(instance_id)
+        info = self._infos.pop(instance_id, None)
+        if info is None:
+            # Cancelled while it ran in this thread (an inline caller whose call the
+            # engine closed): the engine expects nothing more from it.
+            self._c.started_at.pop(instance_id, None)
+            return
         started = self._c.started_at.pop(instance_id, None)
         if started is not None:
             self._c.durations.setdefault(info.alias, []).append(self.clock.now() - started)
@@ -273,7 +284,7 @@ class Simulation(DriverBase):
                 InstanceFailed(instance_id, self.now(), error, tb, FailureKind(kind))
             )
 
-    def _world_event(self, event: StopSwarmCalled | NextIterScheduled) -> None:
+    def _world_event(self, event: StopSwarmCalled | NextIterScheduled | InvokeCalled) -> None:
         # World calls arrive inside executor.poll(): queue, the loop feeds them next.
         self._events.append(event)
 
@@ -391,36 +402,65 @@ class Simulation(DriverBase):
                 self.feed(joined(n, self.now()))
             self.submit_swarm(self.swarm_id, self.plan, self.seed, self.task_timeout_s)
             self._drain()
-            stopping = False
-            # Come back often enough to show how long what runs has run, and to see a
-            # Ctrl-C (its handler only sets a flag: the engine is never interrupted).
-            often = self._watch is not None or (
-                self._interrupts.installed and isinstance(self.clock, RealClock)
-            )
+            self._stopping = False
             while self._finished is None:
-                if self._interrupts.asked and not stopping:
-                    stopping = True
-                    self._events.append(StopRequested(self.swarm_id, self.now(), INTERRUPTED))
-                    self._drain()
-                    continue
-                timeout = None if self._wake is None else max(0.0, self._wake - self.now())
-                if often:
-                    timeout = WATCH_EVERY_S if timeout is None else min(timeout, WATCH_EVERY_S)
-                if not executor.busy() and not self._events:
-                    if self._wake is None:
-                        raise self._stalled()
-                    self.clock.sleep(timeout or 0.0)
-                else:
-                    executor.poll(timeout)
-                if self._wake is not None and self.now() >= self._wake:
-                    self._wake = None
-                    self._events.append(TimerFired(self.now()))
-                self._drain()
+                self._step()
         finally:
             executor.close()
             self.store.settle()
         self._hand_out_metrics(force=True)
         return self._result()
+
+    def _step(self) -> None:
+        """One turn of the loop: wait for the executor (or the next timer), feed what
+        happened to the engine."""
+        executor = self._executor
+        assert executor is not None
+        if self._interrupts.asked and not self._stopping:
+            self._stopping = True
+            self._events.append(StopRequested(self.swarm_id, self.now(), INTERRUPTED))
+            self._drain()
+            return
+        # Come back often enough to show how long what runs has run, and to see a
+        # Ctrl-C (its handler only sets a flag: the engine is never interrupted).
+        often = self._watch is not None or (
+            self._interrupts.installed and isinstance(self.clock, RealClock)
+        )
+        timeout = None if self._wake is None else max(0.0, self._wake - self.now())
+        if often:
+            timeout = WATCH_EVERY_S if timeout is None else min(timeout, WATCH_EVERY_S)
+        if not executor.busy() and not self._events:
+            if self._wake is None:
+                raise self._stalled()
+            self.clock.sleep(timeout or 0.0)
+        else:
+            executor.poll(timeout)
+        if self._wake is not None and self.now() >= self._wake:
+            self._wake = None
+            self._events.append(TimerFired(self.now()))
+        self._drain()
+
+    def invoke_wait(self, info: InstanceInfo, call_id: str) -> dict[str, Any] | None:
+        """The end of a ``world.invoke`` call (see ``DriverBase.invoke_wait``).
+
+        An executor that runs task code in this thread (``inline``, ``shoal.testing``)
+        cannot run the invoked instances while the caller waits for a reply: the loop
+        is turned from here instead, until the call ends, the caller is ended or the
+        swarm finishes."""
+        executor = self._executor
+        if executor is None or not getattr(executor, "in_driver_thread", False):
+            return super().invoke_wait(info, call_id)
+        while call_id not in self.invoke_answers:
+            view = self.engine.find_instance(info.instance_id)
+            if self._finished is not None or view is None or view.ended:
+                raise ShoalError(
+                    f"call {call_id} of task {info.alias!r} was closed: its caller or the "
+                    "swarm ended while it waited",
+                    code="invoke.closed",
+                    hint="see the swarm's failures for why",
+                )
+            self._step()
+        return super().invoke_wait(info, call_id)
 
     def _stalled(self) -> ShoalError:
         """Nothing can end what still runs. Every task has a finite timeout, so the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,6 +27,12 @@ class Environment:
         Outgoing products: ``{name: value}``, sent on by the step's distribution.
     locals
         Per-node values kept between this artifact's steps on this node.
+    secret
+        ``secret(purpose)``: 32 bytes this node derives for this run and ``purpose``
+        and never sends (the secure sum's keys); None outside a task.
+    spend
+        ``spend(charge)``: spend a :class:`shoal.privacy.Charge` from the node's budget
+        for the artifact's dataset, or raise ``privacy.budget``; None outside a task.
     """
 
     node: str = ""
@@ -37,6 +44,8 @@ class Environment:
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
     products: dict[str, Any] = field(default_factory=dict)
     locals: dict[str, Any] = field(default_factory=dict)
+    secret: Callable[[str], bytes] | None = None
+    spend: Callable[[Any], dict[str, Any]] | None = None
 
     def resource(self, name: str) -> list[Any]:
         """The values of resource ``name`` from every sender, in node order."""

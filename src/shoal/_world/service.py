@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from shoal._errors import ShoalError
 from shoal._privacy.accounting import Charge
 from shoal._privacy.ledger import Budget, Ledger
 from shoal._runtime import ops
+from shoal._runtime.api import REPLY_TAG
 from shoal._store.base import LogRow, MetricRow, ResultRow, Store
 from shoal._wire import Wire
 
@@ -44,6 +45,8 @@ class InstanceInfo:
     ----------
     swarm_id, instance_id, node_id, alias, iteration
         Which instance it is.
+    invoke
+        The ``world.invoke`` call it runs for (None: started by the graph).
     inputs
         Direct upstream alias -> the instance ids whose results it reads by default.
     upstream
@@ -63,6 +66,31 @@ class InstanceInfo:
     inputs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     upstream: frozenset[str] = frozenset()
     aliases: tuple[str, ...] = ()
+    invoke: str | None = None
+
+
+class Invoker(Protocol):
+    """The driver's half of ``world.invoke`` (docs/engine.md, "On-demand tasks")."""
+
+    #: How long a caller waits between two polls of an open call, at most (seconds).
+    invoke_retry_s: float
+
+    def invoke_call(
+        self,
+        info: InstanceInfo,
+        call_id: str,
+        alias: str,
+        nodes: tuple[str, ...] | None,
+        min_results: int | None,
+        timeout: float | None,
+    ) -> float:
+        """Hand the call to the engine; return how long the caller may wait for it."""
+        ...
+
+    def invoke_wait(self, info: InstanceInfo, call_id: str) -> dict[str, Any] | None:
+        """The call's end, or None while it is open: ``{"status", "reason",
+        "results": {node_id: instance_id}, "failures": [dict]}``."""
+        ...
 
 
 @dataclass
@@ -111,9 +139,11 @@ class WorldService:
         on_stop: Callable[[InstanceInfo], None],
         on_next_iter: Callable[[InstanceInfo, str, tuple[str, ...]], None],
         clock: Callable[[], float] = time.time,
+        invoker: Invoker | None = None,
     ) -> None:
         self.store = store
         self.nodes = nodes
+        self.invoker = invoker
         self._on_stop = on_stop
         self._on_next_iter = on_next_iter
         self._clock = clock
@@ -141,6 +171,10 @@ class WorldService:
             ops.LOCAL_NETWORK.name: self._network,
             ops.LOCAL_PRIVACY.name: self._privacy,
             ops.LOCAL_SECRET.name: self._secret,
+            ops.INVOKE_CALL.name: self._invoke_call,
+            ops.INVOKE_WAIT.name: self._invoke_wait,
+            ops.INVOKE_RESULTS.name: self._invoke_results,
+            ops.INVOKE_INPUTS.name: self._invoke_inputs,
             ops.LOG.name: self._log,
             ops.METRIC.name: self._metric,
         }
@@ -310,6 +344,92 @@ class WorldService:
 
     def _next_iter(self, info: InstanceInfo, args: ops.NextIterArgs) -> None:
         self._on_next_iter(info, str(args["alias"]), tuple(args["node_ids"]))
+
+    # ------------------------------------------------------------ world.invoke
+    def _invoker(self, info: InstanceInfo) -> Invoker:
+        if self.invoker is None:
+            raise ShoalError(
+                f"task {info.alias!r} called world.invoke, which this driver does not run",
+                code="invoke.unsupported",
+                hint="run the swarm with shoal.simulate / shoal.testing.Federation or on a "
+                "coordinator",
+            )
+        return self.invoker
+
+    def _own_call(self, info: InstanceInfo, call_id: str) -> dict[str, Any]:
+        """The end of one of ``info``'s own calls, or an error."""
+        if not str(call_id).startswith(f"{info.instance_id}#"):
+            raise ShoalError(
+                f"call {call_id!r} is not a call of instance {info.instance_id}",
+                code="invoke.args",
+                hint="an instance waits only for its own world.invoke calls",
+            )
+        answer = self._invoker(info).invoke_wait(info, call_id)
+        if answer is None:
+            raise ShoalError(
+                f"call {call_id} has not ended", code="invoke.args", hint="wait for it first"
+            )
+        return answer
+
+    def _invoke_call(self, info: InstanceInfo, args: ops.InvokeCallArgs) -> dict[str, Any]:
+        invoker = self._invoker(info)
+        call_id = f"{info.instance_id}#{int(args['n'])}"
+        # The inputs first: an invoked instance may start before this returns.
+        self.store.result_add(
+            ResultRow(
+                info.swarm_id,
+                info.iteration,
+                info.alias,
+                info.node_id,
+                info.instance_id,
+                f"invoke:{call_id}",
+                args["value"],
+            )
+        )
+        nodes = args.get("nodes")
+        least, limit = args.get("min_results"), args.get("timeout")
+        bound = invoker.invoke_call(
+            info,
+            call_id,
+            str(args["alias"]),
+            None if nodes is None else tuple(str(n) for n in nodes),
+            None if least is None else int(least),
+            None if limit is None else float(limit),
+        )
+        return {"call_id": call_id, "bound_s": bound}
+
+    def _invoke_wait(self, info: InstanceInfo, args: ops.CallArgs) -> dict[str, Any]:
+        call_id = str(args["call_id"])
+        if not call_id.startswith(f"{info.instance_id}#"):
+            self._own_call(info, call_id)  # raises
+        invoker = self._invoker(info)
+        answer = invoker.invoke_wait(info, call_id)
+        if answer is None:
+            return {"done": False, "retry_s": invoker.invoke_retry_s}
+        return {
+            "done": True,
+            "status": answer["status"],
+            "reason": answer["reason"],
+            "nodes": sorted(answer["results"]),
+            "failures": answer["failures"],
+        }
+
+    def _invoke_results(self, info: InstanceInfo, args: ops.CallArgs) -> list[dict[str, Any]]:
+        answer = self._own_call(info, str(args["call_id"]))
+        ids = sorted(answer["results"].values())
+        rows = self.store.results_of_instances(ids, REPLY_TAG)
+        rows.sort(key=lambda r: r.node_id)
+        return [
+            {"alias": r.alias, "node_id": r.node_id, "iteration": r.iteration, "value": r.value}
+            for r in rows
+        ]
+
+    def _invoke_inputs(self, info: InstanceInfo, args: ops.NoArgs) -> Wire | None:
+        if info.invoke is None:
+            return None
+        caller = info.invoke.rsplit("#", 1)[0]
+        rows = self.store.results_of_instances([caller], f"invoke:{info.invoke}")
+        return rows[0].value if rows else None
 
     def _dataset(self, info: InstanceInfo, args: ops.DatasetArgs) -> str:
         name = args["name"]

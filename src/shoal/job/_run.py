@@ -76,7 +76,7 @@ def _initial_weights(job: FedJob) -> dict[str, np.ndarray]:
     )
 
 
-def _controller(job: FedJob) -> FedAvg:
+def _controller(job: FedJob) -> FedAvg | ModelController:
     server = job.apps.get(SERVER)
     flows = [server.components[w] for w in server.workflows] if server else []
     if len(flows) != 1:
@@ -89,7 +89,7 @@ def _controller(job: FedJob) -> FedAvg:
     if isinstance(flow, FedAvg):
         return flow
     if isinstance(flow, ModelController):
-        flow.run()  # raises job.unsupported: needs on-demand tasks
+        return flow  # its own run(): a controller task over on-demand tasks (_custom)
     raise _unsupported(
         f"job {job.name!r}: controller {type(flow).__name__} cannot run here",
         "use the built-in FedAvg or FedOpt",
@@ -153,8 +153,22 @@ def simulator_run(
     raise_on_failure: bool = True,
 ) -> shoal.SimulationRun:
     """Run ``job`` on ``server`` and ``site-1..site-N`` in shoal's simulator."""
+    flow = _controller(job)
+    if not isinstance(flow, FedAvg):
+        from shoal.job._custom import simulate_model_controller
+
+        return simulate_model_controller(
+            job,
+            flow,
+            workspace,
+            n_clients,
+            threads,
+            executor=executor,
+            seed=seed,
+            raise_on_failure=raise_on_failure,
+        )
+    controller: FedAvg = flow
     named = sorted(t for t in job.apps if t not in (SERVER, ALL_CLIENTS))
-    controller = _controller(job)
     if n_clients is None:
         n_clients = len(named) if named else controller.num_clients
     sites = named or [f"site-{i}" for i in range(1, n_clients + 1)]

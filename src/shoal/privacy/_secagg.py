@@ -149,12 +149,32 @@ def mask(
     """Step 3: my input, encoded and masked; ``publics``: every client that shared (U2)."""
     y = encode(x, frac_bits)
     y = y + prg(keys.self_seed, y.size)
+    y = y + pairwise_mask(me, keys, publics, label, y.size)  # uint64: mod 2**64
+    return np.asarray(y, dtype=np.uint64)
+
+
+def pairwise_mask(
+    me: int,
+    keys: ClientKeys,
+    publics: Mapping[int, Mapping[str, bytes]],
+    label: str,
+    size: int,
+) -> np.ndarray:
+    """My pairwise mask: ``+PRG(s_uv)`` for each ``v > me``, ``-PRG(s_uv)`` for each
+    ``v < me``, summed in ``Z_{2**64}``; ``publics``: every party (me included or not).
+
+    The masks of all the parties in ``publics`` sum to zero, so a sum of masked inputs
+    needs no unmasking; a party that leaves its own mask out (and adds it back at the
+    end) is the only one that can read the sum. Used by :func:`mask` and by the steps
+    dialect's secure sum over a chain.
+    """
+    out = np.zeros(size, dtype=np.uint64)
     for v, pub in publics.items():
         if v == me:
             continue
-        p = prg(_pair_seed(keys.s_private, pub["s"], label), y.size)
-        y = y + p if me < v else y - p  # uint64: arithmetic mod 2**64
-    return np.asarray(y, dtype=np.uint64)
+        p = prg(_pair_seed(keys.s_private, pub["s"], label), size)
+        out = out + p if me < v else out - p
+    return out
 
 
 def reveal(

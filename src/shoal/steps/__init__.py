@@ -12,6 +12,10 @@ modules and runs like one::
     run = shoal.simulate(artifact, nodes=5, datasets={"t": "table.csv"})
     run.globals["result"]
 
+Estimators take ``secure=True`` (a secure sum over a chain: no party sees another
+node's statistics) and ``privacy=DP(...)`` (each node spends from its budget and noises
+its statistics); docs/steps.md.
+
 Models and transformers run as steps: ``Parallel(TrainTest(query, model=...,
 label=...), Collect())`` then ``Finalize(Aggregation(model=...))``, whose global
 ``"model"`` :meth:`TrainedModel.loads` reads back. Transformers in a model operation's
@@ -45,6 +49,7 @@ from shoal._steps._artifact import (
     Sequential,
     Step,
 )
+from shoal._steps._dp import DP
 from shoal._steps._entity import Entity, StepsError
 from shoal._steps._estimators import (
     Aggregate,
@@ -92,6 +97,7 @@ from shoal._steps._query import (
     Select,
     Transform,
 )
+from shoal._steps._secure import SecureAdd, SecureAdvertise, SecureFinish, SecureStart
 from shoal._steps.learn import (
     FederatedBinarizer,
     FederatedClamp,
@@ -119,6 +125,7 @@ if not _COMPILER:
     _COMPILER.append(to_swarm)
 
 __all__ = [
+    "DP",
     "Aggregate",
     "Aggregation",
     "And",
@@ -177,6 +184,10 @@ __all__ = [
     "QueryFeature",
     "QueryFilter",
     "RoundRobin",
+    "SecureAdd",
+    "SecureAdvertise",
+    "SecureFinish",
+    "SecureStart",
     "Select",
     "Sequential",
     "Step",

@@ -40,6 +40,8 @@ class _StepTask(Task):
             for name, value in (r.value or {}).items():
                 resources.setdefault(name, {})[r.node_id] = value
         env = Environment(node=self.world.node_id, resources=resources)
+        env.secret = self.local.secret
+        env.spend = self._spend
         if op.reads_data:
             env.df = self.local.get_dataset(self.spec["dataset"])
         op.run(env)
@@ -51,6 +53,11 @@ class _StepTask(Task):
                 if not name.startswith("__"):
                     self.world.globals[name] = value
         self.logger.info(f"step {self.spec['index']} ({type(step).__name__}) done")
+
+    def _spend(self, charge: Any) -> dict[str, Any]:
+        from shoal.privacy import spend
+
+        return spend(self, str(self.spec["dataset"]), charge)
 
 
 def run_step(spec_json: str, here: str) -> None:

@@ -1,0 +1,126 @@
+"""``FedJob.simulator_run`` for a user's own ``ModelController``: its ``run()`` as a
+controller task on ``server`` over the sites' on-demand task (DESIGN 3, 3c)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import shoal
+from shoal._codec import encode
+from shoal._job.fed_job import ALL_CLIENTS, SERVER, FedJob
+from shoal._job.model_controller import controller_spec
+from shoal._job.objects import ModelController
+from shoal.job._controller import CLIENT_ALIAS
+from shoal.job._persist import persist
+
+_CLIENT = '''"""shoal.job: a site's on-demand task of job {name!r} (generated)."""
+
+import json
+from pathlib import Path
+
+from shoal.job._controller import run_client
+
+HERE = Path(__file__).parent
+
+
+def main():
+    run_client(HERE, json.loads((HERE / "job_site.json").read_text()))
+'''
+
+_SERVER = '''"""shoal.job: the controller task of job {name!r} (generated)."""
+
+import json
+from pathlib import Path
+
+from shoal.job._controller import run_controller
+
+HERE = Path(__file__).parent
+
+
+def main():
+    run_controller(HERE, json.loads((HERE / "job_server.json").read_text()))
+'''
+
+
+def simulate_model_controller(
+    job: FedJob,
+    controller: ModelController,
+    workspace: str,
+    n_clients: int | None,
+    threads: int | None,
+    *,
+    executor: str,
+    seed: int,
+    raise_on_failure: bool,
+) -> shoal.SimulationRun:
+    """Run ``job``, whose server workflow is ``controller``, in the simulator."""
+    from shoal.job._run import _initial_weights, _site_config
+
+    named = sorted(t for t in job.apps if t not in (SERVER, ALL_CLIENTS))
+    if n_clients is None:
+        n_clients = len(named) if named else int(getattr(controller, "num_clients", 2))
+    sites = named or [f"site-{i}" for i in range(1, n_clients + 1)]
+    ws = Path(workspace)
+    stem = job.name.replace("-", "_")
+    site_pkg, server_pkg = ws / "site_app" / f"job_{stem}", ws / "server_app" / f"ctl_{stem}"
+    for pkg in (site_pkg, server_pkg):
+        if pkg.exists():
+            shutil.rmtree(pkg)
+        pkg.mkdir(parents=True)
+    (site_pkg / "__init__.py").write_text(_CLIENT.format(name=job.name))
+    site_config = _site_config(job, sites, site_pkg)
+    (site_pkg / "job_site.json").write_text(
+        json.dumps({"name": job.name, "sites": site_config}, indent=2)
+    )
+    source, spec = controller_spec(controller)
+    (server_pkg / "controller").mkdir()
+    shutil.copy2(source, server_pkg / "controller" / source.name)
+    (server_pkg / "controller.msgpack").write_bytes(encode(spec))
+    (server_pkg / "__init__.py").write_text(_SERVER.format(name=job.name))
+    server_config = {
+        "name": job.name,
+        "seed": seed,
+        "sites": sites,
+        "min_clients": max(1, job.min_clients),
+    }
+    (server_pkg / "job_server.json").write_text(json.dumps(server_config, indent=2))
+    weights = _initial_weights(job)
+
+    class ControllerSwarm(shoal.Swarm):
+        def __init__(self) -> None:
+            super().__init__()
+            self.name = job.name
+            self.max_iterations = 1
+            self.set_global("weights", weights)
+            self.client = shoal.Task(
+                shoal.Module(site_pkg, name=site_pkg.name),
+                alias=CLIENT_ALIAS,
+                specified_ids=sites,
+                on_demand=True,
+            )
+            self.controller = shoal.Task(
+                shoal.Module(server_pkg, name=server_pkg.name),
+                alias="controller",
+                method="any",
+                maximum=1,
+                specified_ids=[SERVER],
+            )
+
+        def execute(self) -> shoal.Task:
+            return self.controller()
+
+    nodes = [shoal.NodeProfile(name=SERVER)] + [shoal.NodeProfile(name=s) for s in sites]
+    run = shoal.simulate(
+        ControllerSwarm(),
+        nodes=nodes,
+        seed=seed,
+        executor=executor,
+        workers=threads,
+        run_dir=ws / "run",
+        raise_on_failure=raise_on_failure,
+    )
+    if run.ok:
+        persist(job, run, ws)
+    return run
