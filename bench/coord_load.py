@@ -45,6 +45,7 @@ import resource
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -64,6 +65,7 @@ import msgpack
 from _proc import cpu_seconds, memory
 
 from shoal._codec import encode
+from shoal._coord.events import decode_event
 
 HEARTBEAT_S = 5.0  # shoal._node.config.NodeConfig.heartbeat_interval_s default
 POLL_WAIT_S = 25.0  # shoal._node.agent.POLL_WAIT_S
@@ -135,6 +137,7 @@ class Recorder:
     errors: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     polls_with_items: int = 0
     polls_empty_early: int = 0
+    instructions: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # by kind
     runs: list[tuple[str, float]] = field(default_factory=list)  # (instance id, received)
     dones: list[tuple[str, float]] = field(default_factory=list)  # (instance id, sent)
     checks: list[str] = field(default_factory=list)  # failed correctness checks
@@ -347,6 +350,7 @@ class LightNode:
             now = time.monotonic()
             for item in items:
                 after = max(after, int(item.get("seq", 0)))
+                self.rec.instructions[str(item.get("kind"))] += 1
                 iid = str(item.get("instance_id", ""))
                 if item.get("kind") == "run" and iid not in self.running | self.finished:
                     self.running.add(iid)
@@ -450,6 +454,7 @@ def run_client(args: argparse.Namespace) -> int:
         "errors": rec.errors,
         "polls_with_items": rec.polls_with_items,
         "polls_empty_early": rec.polls_empty_early,
+        "instructions": rec.instructions,
         "runs": rec.runs,
         "dones": rec.dones,
         "checks": rec.checks,
@@ -785,6 +790,7 @@ def drive(args: argparse.Namespace) -> int:
                         os.killpg(proc.pid, signal.SIGKILL)
                         proc.wait()
             sampler.stop()
+        rows = store_rows(state / "shoal.db")
         load_end = loadavg()
         overflows = listen_overflows() - overflows_start
         coord_log = log.read_text(errors="replace")
@@ -811,7 +817,20 @@ def drive(args: argparse.Namespace) -> int:
         coord_log,
         (load_start, load_end),
         overflows,
+        rows,
     )
+
+
+def store_rows(db: Path) -> dict[str, int]:
+    """Rows per table of the coordinator's SQLite store once it has stopped: what the
+    run wrote (heartbeats that change nothing write nothing; see docs/scale.md)."""
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        rows = {n: con.execute(f'SELECT COUNT(*) FROM "{n}"').fetchone()[0] for n in names}
+        for (payload,) in con.execute("SELECT payload FROM shoal_events"):
+            kind = f"event {type(decode_event(payload)).__name__}"
+            rows[kind] = rows.get(kind, 0) + 1
+        return rows
 
 
 def phases(timed: dict[str, list[tuple[float, float]]], window: tuple[float, float]) -> None:
@@ -839,6 +858,7 @@ def report(
     coord_log: str,
     load: tuple[str, str],
     overflows: int = 0,
+    rows: dict[str, int] | None = None,
 ) -> int:
     timed: dict[str, list[tuple[float, float]]] = defaultdict(list)
     errors: dict[str, list[str]] = defaultdict(list)
@@ -943,6 +963,9 @@ def report(
         f"| client event-loop lag p50 / p99 / max | {pct(lag, 0.5) * 1000:.1f} / "
         f"{pct(lag, 0.99) * 1000:.1f} / {max(lag, default=math.nan) * 1000:.1f} ms |"
     )
+    if rows:
+        written = ", ".join(f"{k} {v}" for k, v in sorted(rows.items()) if v)
+        print(f"| store rows at the end, by table | {written} |")
     for kind, errs in errors.items():
         for e in sorted(set(errs))[:5]:
             print(f"error ({kind}): {e}", file=sys.stderr)
@@ -986,6 +1009,14 @@ def report(
             "coord_pss_final": sampler.pss[-1] if sampler.pss else 0,
             "coord_cpu_s": sampler.cpu_s,
             "client_cpu_s": client_cpu + driver_cpu,
+            "polls_with_items": with_items,
+            "instructions_by_kind": {
+                k: sum(r["instructions"].get(k, 0) for r in results)
+                for k in sorted({k for r in results for k in r["instructions"]})
+            },
+            "store_rows": rows or {},
+            "instances_run": sum(len(r["runs"]) for r in results),
+            "swarm_wall_s": swarm.get("wall_s"),
             "ok": not failed,
         }
         args.json.write_text(json.dumps(figures, indent=1))
