@@ -160,7 +160,10 @@ def follow(
 
 @app.command()
 def deploy(
-    target: Annotated[str, typer.Argument(help="path/to/swarm.py[:ClassName]")],
+    target: Annotated[
+        str,
+        typer.Argument(help="path/to/swarm.py[:ClassName], or a job folder (export_job's)"),
+    ],
     coordinator: Coordinator = None,
     token: Token = None,
     seed: Annotated[int, typer.Option(help="Seed of the coordinator's random placement.")] = 0,
@@ -173,9 +176,19 @@ def deploy(
     ] = None,
     profile: Profile = None,
 ) -> None:
-    """Compile a swarm and submit it to a coordinator; print its id (only) on stdout."""
+    """Compile a swarm (or an exported FedJob) and submit it to a coordinator; print its
+    id (only) on stdout."""
+    from shoal.job._deploy import deploy_job, find_job
+
+    try:
+        job = find_job(target)
+    except ShoalError as e:
+        fail(e)
     with connected(coordinator, token, profile) as client:
-        swarm_id = client.deploy(target, seed=seed, task_timeout=task_timeout)
+        if job is not None:  # a job runs on the nodes server, site-1..site-N
+            swarm_id = deploy_job(client, job, seed=seed, task_timeout=task_timeout)
+        else:
+            swarm_id = client.deploy(target, seed=seed, task_timeout=task_timeout)
     typer.echo(swarm_id)
     err.print(
         f"deployed {target} as swarm {swarm_id}; follow it with: shoal status {swarm_id} --watch",

@@ -3,6 +3,9 @@
 Each node gets its share of every dataset (``--partition``, as in ``shoal simulate``)
 and the node id the simulator would give it (``node-00000``, ...), so a swarm deployed
 here computes what ``shoal simulate`` computes with the same nodes, seed and partition.
+For a FedJob (``--job``, or ``--deploy JOB_ROOT``) the nodes are those of
+``simulator_run``: ``server`` and ``site-1..site-N`` (N = ``--nodes``; the datasets
+are split over the sites).
 Ctrl-C or SIGTERM stops every process it started.
 
 Once the federation is up, a node agent that dies is reported (its node id, exit code
@@ -37,6 +40,7 @@ from shoal._errors import ShoalError
 
 out = Console()
 COORDINATOR = "the coordinator"
+JOB_SERVER = "server"  # the node a FedJob's server side runs on (DESIGN 3c)
 
 
 def note(message: str) -> None:
@@ -289,8 +293,8 @@ def up(
     deploy: Annotated[
         str | None,
         typer.Option(
-            help="Deploy path/to/swarm.py[:Class] once ready, follow it, stop everything "
-            "and exit 0 if it succeeded.",
+            help="Deploy path/to/swarm.py[:Class] (or an exported FedJob folder) once "
+            "ready, follow it, stop everything and exit 0 if it succeeded.",
             show_default=False,
         ),
     ] = None,
@@ -301,6 +305,14 @@ def up(
         float | None,
         typer.Option(help="With --deploy: give up on the swarm after this many seconds."),
     ] = None,
+    job: Annotated[
+        bool,
+        typer.Option(
+            "--job",
+            help="Start the nodes a FedJob runs on: server and site-1..site-N (N = "
+            "--nodes); implied by --deploy JOB_ROOT.",
+        ),
+    ] = False,
     restart_nodes: Annotated[
         bool,
         typer.Option(
@@ -329,21 +341,31 @@ def up(
     if not 0 <= port <= 65535:
         fail(f"--port {port} is not a port number (0-65535)")
     sources = _datasets(dataset or [])
+    is_job = False
     if deploy is not None:
-        _check_swarm(deploy)  # before anything starts: a typo should cost no waiting
+        # before anything starts: a typo should cost no waiting
+        is_job = _check_job(deploy, nodes)
+        if not is_job:
+            _check_swarm(deploy)
+    job = job or is_job
     state = state.resolve()
     ids = [node_id(i) for i in range(nodes)]
+    if job:  # DESIGN 3c: a server node beside the sites
+        ids = [JOB_SERVER, *(f"site-{i}" for i in range(1, nodes + 1))]
     maps: list[dict[str, Path]] = [{} for _ in ids]
     try:
         state.mkdir(parents=True, exist_ok=True)
         for name, path in sources.items():
-            shares = (
+            shares: list[Path | None] = list(
                 split(path, nodes, partition, seed, state / "data" / name, name)
                 if partition
                 else [path] * nodes
             )
+            if job:  # the sites hold the data; the server maps it only without --partition
+                shares = [None if partition else path, *shares]
             for m, share in zip(maps, shares, strict=True):
-                m[name] = share
+                if share is not None:
+                    m[name] = share
     except ShoalError as e:
         fail(e)
     except OSError as e:
@@ -361,11 +383,11 @@ def up(
                 children, signals, url, host, port, state, ids, maps, executor, timeout
             )
             watch.start()  # from now on a node's death is reported, not fatal
-            _ready(url, user, ids, state, profile, profile_file)
+            _ready(url, user, ids, state, profile, profile_file, job)
             if deploy is None:
                 while True:  # until Ctrl-C / SIGTERM, or the coordinator dies
                     time.sleep(1.0)
-            code = _run(url, user, deploy, seed, run_timeout)
+            code = _run(url, user, deploy, seed, run_timeout, is_job)
         except _Stop:
             if watch.fatal is not None:
                 err.print(
@@ -452,6 +474,26 @@ def _check_swarm(target: str) -> None:
         fail(e)
 
 
+def _check_job(target: str, nodes: int) -> bool:
+    """Whether ``target`` is an exported FedJob; fails on one that cannot run on
+    ``nodes`` sites."""
+    from shoal.job._deploy import find_job, load
+
+    try:
+        if find_job(target) is None:
+            return False
+        _, sites = load(target)
+    except ShoalError as e:
+        fail(e)
+    wanted = {f"site-{i}" for i in range(1, nodes + 1)}
+    if not set(sites) <= wanted:
+        fail(
+            f"the job {target} runs on {', '.join(sites)}; --nodes {nodes} starts "
+            f"{', '.join(sorted(wanted))}: pass --nodes {len(sites)}"
+        )
+    return True
+
+
 def _healthy(url: str) -> bool:
     import httpx
 
@@ -475,7 +517,13 @@ def _joined(url: str, token: str, ids: list[str]) -> bool:
 
 
 def _ready(
-    url: str, token: str, ids: list[str], state: Path, profile: str, profile_file: Path
+    url: str,
+    token: str,
+    ids: list[str],
+    state: Path,
+    profile: str,
+    profile_file: Path,
+    job: bool = False,
 ) -> None:
     span = ids[0] if len(ids) == 1 else f"{ids[0]} ... {ids[-1]}"
     here = state / "profile.toml"
@@ -499,20 +547,29 @@ def _ready(
             f"credentials (mode 0600, token not shown): {here} and {profile_file}; "
             f"shoal commands find them with --profile {profile}"
         )
-    typer.echo("deploy a swarm with: shoal deploy path/to/swarm.py")
+    if job:
+        typer.echo("deploy an exported job with: shoal deploy JOB_ROOT")
+    else:
+        typer.echo("deploy a swarm with: shoal deploy path/to/swarm.py")
     typer.echo(
         f"logs: {state / 'coordinator.log'} and {state / 'nodes'}/NODE/agent.log; "
         "Ctrl-C stops everything"
     )
 
 
-def _run(url: str, token: str, target: str, seed: int, run_timeout: float | None) -> int:
+def _run(
+    url: str, token: str, target: str, seed: int, run_timeout: float | None, job: bool = False
+) -> int:
     from shoal._cli.remote import follow
     from shoal._client import Client
+    from shoal.job._deploy import deploy_job
 
     try:
         with Client(url, token) as client:
-            swarm_id = client.deploy(target, seed=seed)
+            if job:
+                swarm_id = deploy_job(client, target, seed=seed)
+            else:
+                swarm_id = client.deploy(target, seed=seed)
             typer.echo(f"deployed {target} as swarm {swarm_id}")
             final = follow(client, swarm_id, run_timeout, out)
     except ShoalError as e:

@@ -105,3 +105,75 @@ def run_external(
         proc.wait(timeout=timeout)
     session.sent = run_filters(result_filters, task_name, session.sent)
     return session
+
+
+class FLContext:
+    """What a user :class:`~shoal.job.Executor` learns of where it runs (FLARE's names).
+
+    Parameters
+    ----------
+    site
+        This site's name (its node id).
+    job_id
+        The job's id.
+    """
+
+    def __init__(self, site: str, job_id: str) -> None:
+        self.site = site
+        self.job_id = job_id
+        self._props: dict[str, Any] = {}
+
+    def get_identity_name(self) -> str:
+        """This site's name."""
+        return self.site
+
+    def get_job_id(self) -> str:
+        """The job's id."""
+        return self.job_id
+
+    def get_prop(self, key: str, default: Any = None) -> Any:
+        """A property set with :meth:`set_prop`."""
+        return self._props.get(key, default)
+
+    def set_prop(self, key: str, value: Any, private: bool = True, sticky: bool = True) -> None:
+        """Keep a property for the rest of this task."""
+        self._props[key] = value
+
+
+class Signal:
+    """FLARE's abort signal: shoal cancels a task by ending its process, so it never
+    triggers while the executor runs."""
+
+    triggered = False
+
+    def trigger(self, value: Any = True) -> None:
+        """Mark the signal (for an executor's own use)."""
+        self.triggered = bool(value)
+
+
+def run_executor(
+    executor: Any,
+    site: str,
+    job_id: str,
+    task_name: str,
+    model: FLModel,
+    data_filters: Sequence[tuple[list[str], Any]] = (),
+    result_filters: Sequence[tuple[list[str], Any]] = (),
+) -> Session:
+    """One task on a user executor: ``execute(task_name, model, fl_ctx, abort_signal)``.
+
+    The executor gets the (filtered) FLModel and returns an FLModel, which the result
+    filters then see, as a ScriptRunner's script's ``send()`` would.
+    """
+    model = run_filters(data_filters, task_name, model)
+    session = Session(site=site, job_id=job_id, task_name=task_name, model=model)
+    out = executor.execute(task_name, model, FLContext(site, job_id), Signal())
+    if not isinstance(out, FLModel):
+        raise ShoalError(
+            f"{type(executor).__name__}.execute({task_name!r}) on {site!r} returned "
+            f"{type(out).__name__}, not an FLModel",
+            code="job.config",
+            hint="return flare.FLModel(params=..., metrics=...) from execute()",
+        )
+    session.sent = run_filters(result_filters, task_name, out)
+    return session

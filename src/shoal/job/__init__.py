@@ -34,6 +34,8 @@ from shoal._job.objects import (
     ScriptRunner,
 )
 from shoal._job.patterns import FedAvgJob
+from shoal._job.script import FLContext, Signal
+from shoal._job.workflows import CrossSiteEval, CrossSiteModelEval, Cyclic
 from shoal._public import publish as _publish
 from shoal.job._run import simulator_run as _simulator_run
 
@@ -58,6 +60,8 @@ __all__ = [
     "PercentilePrivacy",
     "ScriptRunner",
 ]
+# workflows and the executor's context (appended on their own: keeps merges small)
+__all__ += ["CrossSiteEval", "CrossSiteModelEval", "Cyclic", "FLContext", "Signal"]
 
 _publish(__name__, globals(), __all__)
 _fed_job.RUNNER = _simulator_run

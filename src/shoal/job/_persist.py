@@ -5,7 +5,8 @@ each round), ``FL_global_model.msgpack`` (the last) and, with an
 ``IntimeModelSelector``, ``best_FL_global_model.msgpack`` with ``best.json`` (which
 round and its metric). Sites report the metric of the global model they received, so
 round ``r``'s metric scores the model written after round ``r - 1``. Files are shoal's
-codec (never pickle): ``shoal._codec.decode`` reads them back as NumPy arrays.
+codec (never pickle): ``shoal._codec.decode`` reads them back as NumPy arrays. A
+cross-site evaluation writes ``<workspace>/server/<cross_val_dir>/cross_val_results.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from shoal._codec import encode
 from shoal._job.fed_job import SERVER, FedJob
 from shoal._job.objects import IntimeModelSelector
+from shoal._job.workflows import CrossSiteModelEval
 
 
 def persist(job: FedJob, run: Any, workspace: Path) -> Path:
@@ -27,6 +29,18 @@ def persist(job: FedJob, run: Any, workspace: Path) -> Path:
     for it, weights in sorted(history.items()):
         if it >= 0:
             (out / f"round_{it}.msgpack").write_bytes(encode(weights))
+    matrix = run.globals.get("cross_val_results")
+    if matrix is not None:  # cross-site evaluation: FLARE's file, in its folder
+        folder = next(
+            (c.cross_val_dir for c in job.apps[SERVER].components.values()
+             if isinstance(c, CrossSiteModelEval)),
+            "cross_site_val",
+        )  # fmt: skip
+        where = workspace / "server" / folder
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "cross_val_results.json").write_text(json.dumps(matrix, indent=2) + "\n")
+    if "weights" not in run.globals:
+        return out
     (out / "FL_global_model.msgpack").write_bytes(encode(run.globals["weights"]))
     selectors = [
         c for c in job.apps[SERVER].components.values() if isinstance(c, IntimeModelSelector)

@@ -48,3 +48,22 @@ def run_server(config: Mapping[str, Any]) -> None:
     if why:
         task.logger.info(f"stopping after round {task.world.iteration}: {why}")
         task.world.stop_swarm()
+
+
+def run_relay_server() -> None:
+    """Cyclic, after a round: the model the last site passed on is the global model."""
+    task = Task()
+    got = task.world.results.select("model")
+    if len(got) != 1:
+        raise RuntimeError(
+            f"cyclic round {task.world.iteration}: expected one model, got {len(got)}"
+        )
+    (task.world.globals["weights"],) = got.values()
+
+
+def run_cross_site_server() -> None:
+    """Cross-site evaluation: the sites' rows as the matrix ``cross_val_results``
+    (``{validator site: {model owner: {metric: value}}}``)."""
+    task = Task()
+    rows = task.world.results.select("metrics")
+    task.world.globals["cross_val_results"] = {site: rows[site] for site in sorted(rows)}
