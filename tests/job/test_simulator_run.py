@@ -79,7 +79,7 @@ def test_own_model_controller_without_runners_fails_clearly(tmp_path: Path) -> N
     job = FedJob("own")
     job.to_server(ByHand())
     job.to_server(NPModel({"w": np.zeros(1)}))
-    with pytest.raises(ShoalError, match="has no ScriptRunner"):
+    with pytest.raises(ShoalError, match="site 'site-1' has no executor"):
         job.simulator_run(str(tmp_path), n_clients=2)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import random
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,8 +22,7 @@ from shoal._codec import decode
 from shoal._errors import ShoalError
 from shoal._job.client import FLModel, ParamsType
 from shoal._job.model_controller import model_from_wire, model_to_wire
-from shoal._job.script import run_external, run_in_process
-from shoal.job._site import _command, _to_framework, _to_numpy, build
+from shoal.job._site import _framework, _to_framework, _to_numpy, site_round
 from shoal.runtime import Task
 
 #: The sites' on-demand task.
@@ -103,25 +101,15 @@ def run_controller(here: Path, config: dict[str, Any]) -> None:
 
 
 def run_client(here: Path, config: dict[str, Any]) -> None:
-    """A site's on-demand task: run its script on the model the controller sent."""
+    """A site's on-demand task: run the executor routed to the sent task name (between
+    its filters) on the model the controller sent, as a built-in workflow's site does."""
     task = Task()
     sent = task.world.inputs
     site = task.world.node_id
-    mine = config["sites"].get(site) or config["sites"]["@ALL"]
-    runner = mine["runner"]
     task_name = str(sent["task_name"])
-    data_filters = [(f["tasks"], build(f["filter"])) for f in mine["task_data_filters"]]
-    result_filters = [(f["tasks"], build(f["filter"])) for f in mine["task_result_filters"]]
-    m = re.search(r"(\d+)$", site)
-    args = runner["script_args"].replace("{i}", m.group(1) if m else site).replace("{site}", site)
     model = model_from_wire(sent["model"])
-    model.params = _to_framework(dict(model.params or {}), runner["framework"])
-    where = (site, config["name"], task_name, model, data_filters, result_filters)
-    script = here / Path(runner["script"]).name
-    if runner.get("external"):
-        session = run_external(_command(runner["command"]), script, args.split(), *where)
-    else:
-        session = run_in_process(script, args.split(), *where)
+    model.params = _to_framework(dict(model.params or {}), _framework(config, site, task_name))
+    session = site_round(task, here, config, task_name, model)
     result = session.sent
     if result is None:
         raise ShoalError(

@@ -86,6 +86,7 @@ def _initial_weights(job: FedJob, required: bool = True) -> dict[str, np.ndarray
 
 
 Workflow = Union[FedAvg, Cyclic, CrossSiteModelEval]  # noqa: UP007 (a runtime alias, py3.10)
+BUILT_IN = (FedAvg, Cyclic, CrossSiteModelEval)
 
 
 def _controller(job: FedJob) -> Workflow | ModelController:
@@ -98,7 +99,7 @@ def _controller(job: FedJob) -> Workflow | ModelController:
             hint="send exactly one controller with job.to_server(FedAvg(...))",
         )
     (flow,) = flows
-    if isinstance(flow, (FedAvg, Cyclic, CrossSiteModelEval)):
+    if isinstance(flow, BUILT_IN):
         return flow
     if isinstance(flow, ModelController):
         return flow  # its own run(): a controller task over on-demand tasks (_custom)
@@ -181,6 +182,13 @@ def _site_config(job: FedJob, sites: list[str], pkg: Path, task_names: list[str]
     every = out.get(ALL_CLIENTS, {}).get("executors", [])
     for site in sites:
         entries = [*out.get(site, {}).get("executors", []), *every]
+        if not entries:  # before anything runs, whatever tasks the controller sends
+            raise ShoalError(
+                f"job {job.name!r}: site {site!r} has no executor (no ScriptRunner, no "
+                "Executor)",
+                code="job.config",
+                hint="job.to_clients(ScriptRunner(...)) or job.to(executor, site)",
+            )
         for name in task_names:
             if not any("*" in e["tasks"] or name in e["tasks"] for e in entries):
                 raise ShoalError(
@@ -196,7 +204,7 @@ def _workflow(job: FedJob) -> Workflow:
     """The job's built-in workflow; a user's ModelController is refused here (it runs
     in :func:`simulator_run` only, through ``shoal.job._custom``)."""
     flow = _controller(job)
-    if isinstance(flow, ModelController):
+    if not isinstance(flow, BUILT_IN):  # the built-ins are ModelControllers too
         raise _unsupported(
             f"job {job.name!r}: controller {type(flow).__name__} (a ModelController) runs "
             "in simulator_run only so far, not on a deployment",
@@ -408,7 +416,7 @@ def simulator_run(
 ) -> shoal.SimulationRun:
     """Run ``job`` on ``server`` and ``site-1..site-N`` in shoal's simulator."""
     flow = _controller(job)
-    if isinstance(flow, ModelController):
+    if not isinstance(flow, BUILT_IN):
         from shoal.job._custom import simulate_model_controller
 
         return simulate_model_controller(
