@@ -184,8 +184,7 @@ def _site_config(job: FedJob, sites: list[str], pkg: Path, task_names: list[str]
         entries = [*out.get(site, {}).get("executors", []), *every]
         if not entries:  # before anything runs, whatever tasks the controller sends
             raise ShoalError(
-                f"job {job.name!r}: site {site!r} has no executor (no ScriptRunner, no "
-                "Executor)",
+                f"job {job.name!r}: site {site!r} has no executor (no ScriptRunner, no Executor)",
                 code="job.config",
                 hint="job.to_clients(ScriptRunner(...)) or job.to(executor, site)",
             )
