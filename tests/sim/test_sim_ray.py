@@ -7,8 +7,11 @@ replaced and the run finishes.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -138,3 +141,77 @@ def test_a_ray_worker_killed_mid_round_is_replaced_and_the_run_finishes(
     assert counts["worker"] == nodes * rounds + 1  # the retry ran, on a new worker
     assert killed[0] not in _actor_pids()
     assert time.monotonic() - t0 < 500
+
+
+SWARM_FILE = f"""
+import numpy as np
+from shoal import Module, Swarm, Task
+
+class FedAvg(Swarm):
+    max_iterations = 2
+
+    def __init__(self):
+        self.set_global("w", np.zeros(10, dtype=np.float32))
+        self.set_global("measure_memory", False)
+        self.worker = Task(Module({str(WORKLOAD / "worker.py")!r}), method="all", alias="worker")
+        self.aggregator = Task(
+            Module({str(WORKLOAD / "aggregator.py")!r}), method="any", maximum=1,
+            alias="aggregator",
+        )
+
+    def execute(self):
+        return self.aggregator(self.worker())
+"""
+
+
+def test_shoal_simulate_backend_ray_address_runs_on_the_cluster(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    (tmp_path / "swarm.py").write_text(SWARM_FILE)
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "shoal", "simulate", "swarm.py:FedAvg", "--nodes", "20"),
+            *("--backend", "ray", "--address", ray_cluster.address),
+            *("--json", "out.json", "--run-dir", "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = json.loads((tmp_path / "out.json").read_text())
+    assert summary["status"] == "succeeded"
+    clients = [m["value"] for m in summary["metrics"] if m["name"] == "clients"]
+    assert clients == [20, 20]  # every virtual node's result, in both rounds
+    assert {t["alias"]: t["instances"] for t in summary["timings"]} == {
+        "worker": 40,
+        "aggregator": 2,
+    }
+
+
+def test_address_without_backend_ray_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "swarm.py").write_text(SWARM_FILE)
+    out = subprocess.run(
+        [sys.executable, "-m", "shoal", "simulate", "swarm.py:FedAvg", "--address", "auto"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert "--address is the Ray cluster's: it needs --backend ray" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"backend": "spark"}, "unknown backend 'spark'"),
+        ({"backend": "ray", "executor": "inline"}, "executor 'inline' is not available"),
+    ],
+)
+def test_a_bad_backend_is_refused_before_anything_runs(kwargs: dict[str, str], says: str) -> None:
+    with pytest.raises(shoal.ShoalError) as e:
+        shoal.simulate(FedAvg(1), nodes=2, **kwargs)  # type: ignore[arg-type]
+    assert e.value.code == "sim.backend"
+    assert says in str(e.value)
