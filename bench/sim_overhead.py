@@ -17,6 +17,12 @@ measured inside each system (see its runner) and reported as the median of round
     python bench/sim_overhead.py --peers flower           # side by side with Flower
     python bench/sim_overhead.py --peers flower,nvflare --clients 10,100,1000
     python bench/sim_overhead.py --aggregation-memory     # N = 1000, 10M parameters
+    python bench/sim_overhead.py --backends ray,local --ray-address auto --clients 100,1000
+
+``--backends ray,local`` runs shoal twice per N: its local pool (``shoal``) and its pool
+of Ray actors (``shoal-ray``, ``backend="ray"``) on the cluster at ``--ray-address``
+(without one, each run starts a local Ray, whose start-up then counts in its first
+round).
 
 Peers are installed on first use into their own virtual environments under
 ``--cache`` (default ``~/.cache/shoal-bench``).
@@ -54,7 +60,15 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------- shoal side
-def run_shoal(clients: int, rounds: int, params: int, out: Path, workers: int | None) -> int:
+def run_shoal(
+    clients: int,
+    rounds: int,
+    params: int,
+    out: Path,
+    workers: int | None,
+    backend: str = "local",
+    ray_address: str | None = None,
+) -> int:
     """The child process: the workload as an ordinary swarm, through the public API."""
     t_start = time.monotonic()
     import numpy as np
@@ -86,8 +100,14 @@ def run_shoal(clients: int, rounds: int, params: int, out: Path, workers: int | 
             starts.append(time.monotonic())
 
     run = shoal.simulate(
-        FedAvgBench(), nodes=clients, workers=workers, progress=progress, raise_on_failure=False
-    )  # a failed run is recorded as not correct
+        FedAvgBench(),
+        nodes=clients,
+        workers=workers,
+        progress=progress,
+        raise_on_failure=False,  # a failed run is recorded as not correct
+        backend=backend,
+        ray_address=ray_address,
+    )
     end = time.monotonic()
     bounds = [*starts, end]
     round_times = [b - a for a, b in itertools.pairwise(bounds)]
@@ -96,7 +116,7 @@ def run_shoal(clients: int, rounds: int, params: int, out: Path, workers: int | 
     final = np.asarray(run.globals["w"], dtype=np.float64) if run.ok else np.array([np.nan])
     correct = bool(run.ok and np.allclose(final, expected, rtol=1e-4))
     result: dict[str, Any] = {
-        "peer": "shoal",
+        "peer": "shoal" if backend == "local" else f"shoal-{backend}",
         "version": shoal.__version__,
         "clients": clients,
         "rounds": rounds,
@@ -255,10 +275,14 @@ def run_one(
             "--out",
             str(report),
         ]
-        if system == "shoal":
+        if system.startswith("shoal"):
             cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *common]
             if args.workers:
                 cmd += ["--workers", str(args.workers)]
+            if system == "shoal-ray":
+                cmd += ["--backend", "ray"]
+                if args.ray_address:
+                    cmd += ["--ray-address", args.ray_address]
         else:
             cmd = [str(peer_python(system, args.cache)), str(PEERS[system][1]), *common]
         return measure(cmd, report, args.timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -286,16 +310,18 @@ def _fmt(x: float | None) -> str:
 
 
 def table(results: dict[int, dict[str, Measured]], systems: list[str]) -> str:
-    """A markdown table: each figure for each system, and shoal/peer ratios."""
-    head = ["N", "figure", *systems, *[f"shoal/{p}" for p in systems[1:]]]
+    """A markdown table: each figure for each system, and the first system's over each
+    other's (``--backends ray,local``: the Ray pool's over the local pool's)."""
+    base = systems[0]  # the ratios are its figures over each other system's
+    head = ["N", "figure", *systems, *[f"{base}/{p}" for p in systems[1:]]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n, by_system in sorted(results.items()):
         figs = {s: figures(by_system[s]) for s in systems if s in by_system}
-        for name in figures(by_system["shoal"]):
+        for name in figures(by_system[base]):
             row = [str(n), name]
             row += [_fmt(figs[s][name]) if s in figs else "—" for s in systems]
             for p in systems[1:]:
-                a, b = figs["shoal"][name], figs.get(p, {}).get(name)
+                a, b = figs[base][name], figs.get(p, {}).get(name)
                 row.append(f"{a / b:.3f}" if a is not None and b else "—")
             lines.append("| " + " | ".join(row) + " |")
         checks = []
@@ -321,6 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peers", default="none", help="flower, nvflare, both comma-separated, or none")
     p.add_argument("--workers", type=int, default=None, help="shoal's worker processes")
     p.add_argument(
+        "--backends",
+        default="local",
+        help="shoal's pool: local, ray, or local,ray (side by side as shoal and shoal-ray)",
+    )
+    p.add_argument("--ray-address", default=None, help="the Ray cluster (default: a local Ray)")
+    p.add_argument("--backend", default="local", help=argparse.SUPPRESS)  # the child's
+    p.add_argument(
         "--peer-max",
         action="append",
         default=[],
@@ -340,7 +373,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.child:
-        return run_shoal(int(args.clients), args.rounds, args.params, args.out, args.workers)
+        return run_shoal(
+            int(args.clients),
+            args.rounds,
+            args.params,
+            args.out,
+            args.workers,
+            args.backend,
+            args.ray_address,
+        )
     if args.aggregation_memory:
         return aggregation_memory(args)
 
@@ -353,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [x for x in peers if x not in PEERS]
     if unknown:
         p.error(f"unknown peer(s) {unknown}; choose from {sorted(PEERS)}")
-    systems = ["shoal", *peers]
+    backends = [b for b in args.backends.split(",") if b]
+    if not backends or any(b not in ("local", "ray") for b in backends):
+        p.error(f"--backends {args.backends!r}: choose local, ray or local,ray")
+    systems = ["shoal" if b == "local" else "shoal-ray" for b in backends] + peers
     sizes = [int(x) for x in args.clients.split(",")]
     print(
         f"workload: FedAvg, {args.params} float32 parameters, {args.rounds} rounds; "

@@ -5,8 +5,9 @@ from types import ModuleType
 import pytest
 from helpers import ROOT, TESTS, load_file
 
-# The PostgreSQL fixtures (postgres_url, pg_admin), for every test folder.
-pytest_plugins = ["helpers.postgres"]
+# The PostgreSQL fixtures (postgres_url, pg_admin) and a Ray cluster (ray_cluster), for
+# every test folder.
+pytest_plugins = ["helpers.postgres", "helpers.ray_cluster"]
 
 __all__ = ["ROOT", "TESTS", "load_file"]
 

@@ -7,6 +7,8 @@ real bubblewrap:
 - a crash: the instance fails as a crash and the dead worker is replaced;
 - a timeout: the driver cancels a hung instance (as it does when the engine's timeout
   fires), its worker is killed, nothing is reported for it, and the pool carries on;
+- the Ray pool (``backend="ray"``): the same pool with Ray actors as its workers, on a
+  real two-node Ray cluster on this machine (``helpers.ray_cluster``);
 - the bwrap pool: workers grouped by their modules' declared datasets, started lazily,
   never more than ``workers`` of them, and each job sees only its module's datasets.
 
@@ -31,6 +33,7 @@ from shoal._exec.inline import InlineExecutor
 from shoal._exec.jobs import Job, Kind, SimExecutor
 from shoal._exec.pool import WORKER_MODULE, ProcessPoolExecutor
 from shoal._exec.pool_bwrap import BwrapSandbox, bwrap_problem
+from shoal._exec.pool_ray import RayPoolExecutor
 from shoal._runtime.loader import Outcome
 from shoal._store.memory import MemoryStore
 from shoal._wire import from_wire
@@ -69,7 +72,14 @@ def main():
 class Driver:
     """What the simulator's driver does with a backend, minus the engine."""
 
-    def __init__(self, kind: str, run_dir: Path, nodes: list[NodeInfo], workers: int) -> None:
+    def __init__(
+        self,
+        kind: str,
+        run_dir: Path,
+        nodes: list[NodeInfo],
+        workers: int,
+        ray_address: str | None = None,
+    ) -> None:
         for sub in ("blobs", "modules"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
         self.run_dir = run_dir
@@ -83,6 +93,10 @@ class Driver:
         self.pool: SimExecutor
         if kind == "inline":
             self.pool = InlineExecutor(service, self._started, self._done)
+        elif kind == "ray":
+            self.pool = RayPoolExecutor(
+                service, self._started, self._done, workers, run_dir / "blobs", ray_address
+            )
         else:
             sandbox = BwrapSandbox.for_run(run_dir, nodes) if kind == "bwrap" else None
             self.pool = ProcessPoolExecutor(
@@ -126,7 +140,7 @@ class Driver:
         return [r.node_id for r in self.store.results_of_task("s", 0, alias, tag)]
 
 
-@pytest.fixture(params=["process", "bwrap", "inline"])
+@pytest.fixture(params=["process", "bwrap", "inline", "ray"])
 def kind(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     if name == "bwrap" and (why := bwrap_problem()) is not None:
@@ -135,8 +149,11 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def driver(kind: str, tmp_path: Path) -> Iterator[Driver]:
-    d = Driver(kind, tmp_path / "run", [NodeInfo("node-0", {})], workers=1)
+def driver(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Driver]:
+    # The Ray pool's workers are actors of a real cluster (skipped without ray, but
+    # not in CI, which installs it).
+    address = request.getfixturevalue("ray_cluster").address if kind == "ray" else None
+    d = Driver(kind, tmp_path / "run", [NodeInfo("node-0", {})], workers=1, ray_address=address)
     try:
         yield d
     finally:
@@ -161,7 +178,9 @@ def test_a_crash_fails_the_instance_and_replaces_its_worker(kind: str, driver: D
     driver.until(lambda: after in driver.done)
     outcome, why = driver.done[crashed]
     assert why == "crash" and not outcome.ok
-    assert outcome.error.startswith("the worker process died (exit code 3)"), outcome.error
+    # A child process's exit status is known; Ray says why its actor died instead.
+    died = "(Ray actor pid" if kind == "ray" else "(exit code 3)"
+    assert outcome.error.startswith(f"the worker process died {died}"), outcome.error
     assert driver.done[after][0].ok
     assert not driver.pool.busy()
 
@@ -174,6 +193,7 @@ def test_a_timed_out_instance_is_cancelled_and_the_pool_carries_on(
     hung = driver.submit("hang")
     driver.until(lambda: hung in driver.started)
     time.sleep(0.3)
+    actor = _ray_actor_pid(driver) if kind == "ray" else 0
     driver.pool.cancel(hung)  # what the driver does when the engine's timeout fires
     after = driver.submit("ok")
     driver.until(lambda: after in driver.done)
@@ -181,6 +201,20 @@ def test_a_timed_out_instance_is_cancelled_and_the_pool_carries_on(
     assert driver.done[after][0].ok
     assert not driver.pool.busy()
     assert len(_pool_workers(driver.run_dir)) <= 1
+    if kind == "ray":  # the hung instance's actor process is gone; one actor is left
+        end = time.monotonic() + 60
+        while Path(f"/proc/{actor}").exists() and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{actor}").exists(), f"actor process {actor} still runs"
+        assert isinstance(driver.pool, RayPoolExecutor)
+        assert driver.pool.workers == 1
+
+
+def _ray_actor_pid(driver: Driver) -> int:
+    """The pid of the Ray pool's one worker (it said so when it connected)."""
+    pids = [w.proc.pid for w in getattr(driver.pool, "_workers", [])]
+    assert len(pids) == 1 and pids[0] > 0, pids
+    return int(pids[0])
 
 
 def _pool_workers(run_dir: Path) -> list[int]:

@@ -89,6 +89,21 @@ def simulate(
             "worker sandboxed by bubblewrap: read-only data, no network) | inline."
         ),
     ] = "process",
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="local (worker processes on this machine) | ray (the workers are Ray "
+            "actors across a Ray cluster; pip install 'shoal[ray]'; docs/scale.md)."
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --backend ray: auto (the cluster `ray start` runs on this machine) "
+            "or HOST:PORT of its head. Default: start a local Ray.",
+            show_default=False,
+        ),
+    ] = None,
     run_dir: Annotated[
         Path | None, typer.Option(help="Where to keep logs and data (default .shoal/runs/...).")
     ] = None,
@@ -122,6 +137,8 @@ def simulate(
     from shoal._define.loader import load_swarm
 
     run_dir = run_dir or Path(".shoal") / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    if address is not None and backend != "ray":
+        fail("--address is the Ray cluster's: it needs --backend ray")
     try:
         swarm, _ = load_swarm(target)
         fleet = _profiles(node_profile or [])
@@ -186,6 +203,8 @@ def simulate(
                     watch=running.update,
                     on_metrics=on_metrics,
                     raise_on_failure=False,  # printed below, then exit 1
+                    backend=backend,
+                    ray_address=address,
                 )
             finally:
                 running.update([])  # the final display shows no stale instances

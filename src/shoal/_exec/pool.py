@@ -17,7 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from shoal._errors import ShoalError
 from shoal._exec.jobs import Job, OnDone, OnStarted
@@ -35,9 +35,31 @@ SPAWN_GUESS_S = 0.3  # a worker's start-up until it is ready, before one was mea
 Group = frozenset[str] | None
 
 
+class WorkerProcess(Protocol):
+    """What the pool needs of a worker's process: a ``subprocess.Popen`` here, a Ray
+    actor in :mod:`shoal._exec.pool_ray`."""
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit status once it ended (negative: the signal that ended it)."""
+        ...
+
+    def poll(self) -> int | None:
+        """Its exit status if it ended, else None."""
+        ...
+
+    def send_signal(self, sig: int) -> None:
+        """Send it a signal (the pool sends only SIGKILL)."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait up to ``timeout`` seconds for it to end (``subprocess.TimeoutExpired``)."""
+        ...
+
+
 @dataclass(eq=False)
 class _Worker:
-    proc: subprocess.Popen[bytes]
+    proc: WorkerProcess
     sock: socket.socket
     reader: protocol.FrameReader
     group: Group
@@ -397,10 +419,13 @@ class ProcessPoolExecutor:
         self._replace(w, jobs[1:])
         if jobs:
             if error is None:
-                rc = w.proc.returncode
-                why = f"signal {-rc}" if rc is not None and rc < 0 else f"exit code {rc}"
-                error = f"the worker process died ({why}) while running it"
+                error = f"the worker process died ({self._death(w)}) while running it"
             self._on_done(jobs[0].info.instance_id, Outcome(False, error), "crash")
+
+    def _death(self, w: _Worker) -> str:
+        """How a worker whose channel closed ended, in words."""
+        rc = w.proc.returncode
+        return f"signal {-rc}" if rc is not None and rc < 0 else f"exit code {rc}"
 
     def _frame(self, w: _Worker, frame: dict[str, Any]) -> None:
         op = frame.get("op")

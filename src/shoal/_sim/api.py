@@ -48,6 +48,8 @@ def _check_requirements(plan: Plan) -> None:
 
 
 _CHECKER = RequirementChecker()
+#: Where the pool's workers run: ``local`` processes, or Ray actors in a cluster.
+BACKENDS = ("local", "ray")
 
 
 def simulate(
@@ -68,6 +70,8 @@ def simulate(
     watch: Watch | None = None,
     raise_on_failure: bool = True,
     privacy: Mapping[str, Mapping[str, float]] | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
 ) -> SimulationRun:
     """Run ``swarm`` on virtual nodes and return the run.
 
@@ -133,6 +137,20 @@ def simulate(
         node keeps its own ledger; a charge past it fails that instance with
         ``privacy.budget``). Needs dp-accounting.
 
+    backend
+        ``"local"`` (the default: the pool's workers are processes on this machine) or
+        ``"ray"``: the workers are Ray actors, one CPU each, anywhere in a Ray cluster
+        (``pip install 'shoal[ray]'``); the engine, the store and the aggregation stay
+        in this process. ``workers`` then defaults to the cluster's CPUs. Values move
+        through the run's blob folder, so ``run_dir`` must be on a filesystem that
+        every Ray node mounts at the same path (one machine: any folder). A worker
+        that dies is replaced; the instance it ran fails as a crash (the task's
+        ``retries`` apply). See docs/scale.md.
+    ray_address
+        With ``backend="ray"``: None uses the Ray this process is connected to
+        (``ray.init``) or starts a local one; ``"auto"`` joins the cluster that ``ray
+        start`` runs on this machine; ``"HOST:PORT"`` that cluster's head.
+
     Returns
     -------
     SimulationRun
@@ -152,9 +170,25 @@ def simulate(
         is the failed run (logs, metrics, stories).
     ShoalError
         For an invalid swarm or argument, e.g. ``sim.executor`` (an unknown executor),
-        ``sim.bwrap`` (bubblewrap is missing or does not work here) or
-        ``sim.requirements`` (this Python lacks a module's ``requirements``).
+        ``sim.bwrap`` (bubblewrap is missing or does not work here),
+        ``sim.requirements`` (this Python lacks a module's ``requirements``),
+        ``sim.backend`` (an unknown backend, or one that cannot run this executor),
+        ``sim.ray`` (ray is missing, or its cluster cannot be reached or gives no
+        worker in time) or ``sim.ray_store`` (a Ray node does not see the run folder).
     """
+    if backend not in BACKENDS:
+        raise ShoalError(
+            f"unknown backend {backend!r}",
+            code="sim.backend",
+            hint=f"use one of {', '.join(BACKENDS)}",
+        )
+    if backend == "ray" and normalize_executor(executor) != "process":
+        raise ShoalError(
+            f"backend 'ray' runs the process pool's workers as Ray actors; executor "
+            f"{executor!r} is not available on it",
+            code="sim.backend",
+            hint="drop executor= (or --executor) with backend 'ray', or use backend 'local'",
+        )
     if max_iterations is not None and (not isinstance(max_iterations, int) or max_iterations < 1):
         raise ShoalError(
             f"max_iterations={max_iterations!r} is not an int >= 1",
@@ -223,7 +257,7 @@ def simulate(
             node_list,
             root,
             executor=executor,
-            workers=workers or min(default_workers(), len(node_list)),
+            workers=_workers(workers, backend, len(node_list)),
             seed=seed,
             progress=progress,
             cleanup=cleanup,
@@ -232,6 +266,8 @@ def simulate(
             task_timeout_s=task_timeout,
             watch=watch,
             sources=compiled.sources,
+            backend=backend,
+            ray_address=ray_address,
         )
         run = sim.run()
     finally:
@@ -239,6 +275,14 @@ def simulate(
     if raise_on_failure and run.status == "failed":
         run.raise_for_status()
     return run
+
+
+def _workers(workers: int | None, backend: str, nodes: int) -> int:
+    """The pool's size: as asked, else one per core (backend ``ray``: 0, which the Ray
+    pool reads as one per CPU of the cluster), never more than there are nodes."""
+    if workers is not None:
+        return workers
+    return 0 if backend == "ray" else min(default_workers(), nodes)
 
 
 def _check_dataset_names(plan: Plan, given: set[str]) -> None:

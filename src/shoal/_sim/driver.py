@@ -197,8 +197,12 @@ class Simulation(DriverBase):
         task_timeout_s: float | None = None,
         watch: Watch | None = None,
         sources: dict[str, Path] | None = None,
+        backend: str = "local",
+        ray_address: str | None = None,
     ) -> None:
         self.plan = plan
+        self._backend = backend
+        self._ray_address = ray_address
         self._on_metrics = on_metrics
         self._metrics_seen = 0  # the store returns metrics in the order they came
         self._metrics_at = (-1.0, -1)  # (monotonic time, iteration) of the last handout
@@ -364,6 +368,18 @@ class Simulation(DriverBase):
         if self._executor_factory is not None:
             return self._executor_factory(self)
         kind = normalize_executor(self._executor_kind)
+        if self._backend == "ray":  # the same pool, its workers Ray actors in a cluster
+            from shoal._exec.pool_ray import RayPoolExecutor
+
+            return RayPoolExecutor(
+                self.service,
+                self.started,
+                self.done,
+                self._workers,
+                self.run_dir / "blobs",
+                address=self._ray_address,
+                limit=len(self.nodes),
+            )
         if kind == "inline":
             return InlineExecutor(self.service, self.started, self.done)
         sandbox = None
