@@ -1,0 +1,115 @@
+"""Two coordinators on one PostgreSQL database: one active (it holds the lease), one
+standby that serves reads, refuses writes naming the active one, and takes over by
+replaying the event log when the active one is SIGKILLed (docs/scale.md)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from deploy_harness import (
+    Coordinator,
+    Deployment,
+    deployment,
+    kill_group,
+    submit,
+    wait_status,
+)
+from helpers import poll_for
+from helpers.postgres import schema_url
+from swarms import MeanSwarm
+
+pytestmark = pytest.mark.timeout(240)
+
+TOKENS = ("join-token", "user-token", "operator-token")
+#: A standby takes the lease within this long of the active one's death (it tries
+#: every 0.5 s; PostgreSQL frees a killed session's lock at once).
+TAKEOVER_BOUND_S = 5.0
+
+
+@pytest.fixture
+def pg_db(postgres_url: str, pg_admin: Callable[[str], None]) -> Iterator[str]:
+    """A PostgreSQL database (a schema of its own) for both coordinators."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    pg_admin(f"CREATE SCHEMA {schema}")
+    yield schema_url(postgres_url, schema)
+    pg_admin(f"DROP SCHEMA {schema} CASCADE")
+
+
+def pair(
+    d: Deployment, root: Path, db: str, heartbeat_timeout: float = 5.0
+) -> tuple[Coordinator, Coordinator]:
+    """Start coordinator A, then B with A's tokens, both on ``db`` and one blob folder."""
+    extra = ["--blobs", str(root / "blobs")]
+    a = d.coordinator(state=root / "a", db=db, heartbeat_timeout=heartbeat_timeout, extra=extra)
+    (root / "b").mkdir(mode=0o700)
+    for name in TOKENS:
+        shutil.copy(a.state / name, root / "b" / name)
+    b = d.coordinator(state=root / "b", db=db, heartbeat_timeout=heartbeat_timeout, extra=extra)
+    return a, b
+
+
+def role(coord: Coordinator) -> str:
+    doc = httpx.get(f"{coord.url}/v1/health", timeout=5).json()
+    return str(doc["role"])
+
+
+def test_the_second_coordinator_is_a_standby_and_takes_over_when_the_first_dies(
+    tmp_path: Path, pg_db: str
+) -> None:
+    with deployment(tmp_path) as d:
+        a, b = pair(d, tmp_path, pg_db)
+        assert (role(a), role(b)) == ("active", "standby")
+        with a.user() as user_a, b.user() as user_b:
+            # No node has the dataset: the swarm waits for a placement.
+            swarm_id = submit(user_a, MeanSwarm(iterations=2))
+
+            # The standby follows the log: it reads the swarm from its own engine (the
+            # record is in the store at once, the tasks come with the replayed events).
+            def followed() -> dict[str, object] | None:
+                doc: dict[str, object] = user_b.get(f"/v1/swarms/{swarm_id}").json()
+                return doc if "worker" in doc.get("tasks", {}) else None  # type: ignore[operator]
+
+            doc = poll_for(followed, 10, "the standby to replay the swarm")
+            assert doc["status"] == "running", doc
+            assert [s["swarm_id"] for s in user_b.get("/v1/swarms").json()] == [swarm_id]
+            # Writes are the active one's: 503 naming it.
+            refused = user_b.post(f"/v1/swarms/{swarm_id}/stop")
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "coord.standby"
+            assert refused.headers["X-Shoal-Active"] == a.url
+            assert a.url in refused.json()["error"]["message"]
+            node = httpx.get(f"{b.url}/v1/nodes/instructions", timeout=5)
+            assert node.status_code == 503 and node.json()["error"]["code"] == "coord.standby"
+
+            kill_group(a.proc, signal.SIGKILL)
+            killed = time.monotonic()
+            poll_for(lambda: role(b) == "active" or None, TAKEOVER_BOUND_S, "B to take over")
+            took = time.monotonic() - killed
+            print(f"takeover took {took:.2f} s after the SIGKILL")
+            # B replayed the log: it hosts the swarm and now takes writes for it.
+            assert user_b.get(f"/v1/swarms/{swarm_id}").json()["status"] == "running"
+            stopped = user_b.post(f"/v1/swarms/{swarm_id}/stop")
+            assert stopped.status_code == 200, stopped.text
+            final = wait_status(user_b, swarm_id, timeout=30)
+            assert final["status"] == "stopped", final
+
+
+def test_a_standby_started_alone_takes_the_lease_and_a_restarted_one_waits(
+    tmp_path: Path, pg_db: str
+) -> None:
+    """The lease is per database: the first coordinator is active, the second waits;
+    a clean stop gives the lease back at once."""
+    with deployment(tmp_path) as d:
+        a, b = pair(d, tmp_path, pg_db)
+        kill_group(a.proc, signal.SIGTERM)
+        poll_for(lambda: role(b) == "active" or None, TAKEOVER_BOUND_S, "B to take over")
+        again = d.coordinator(state=a.state, db=pg_db, extra=["--blobs", str(tmp_path / "blobs")])
+        assert role(again) == "standby"
+        assert role(b) == "active"
