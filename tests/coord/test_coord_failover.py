@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +25,10 @@ from deploy_harness import (
 from helpers import poll_for
 from helpers.postgres import schema_url
 from swarms import MeanSwarm
+
+from shoal import Client
+from shoal._errors import ShoalError
+from shoal._node.client import CoordinatorClient, Rejected
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -113,3 +118,32 @@ def test_a_standby_started_alone_takes_the_lease_and_a_restarted_one_waits(
         again = d.coordinator(state=a.state, db=pg_db, extra=["--blobs", str(tmp_path / "blobs")])
         assert role(again) == "standby"
         assert role(b) == "active"
+
+
+def test_clients_skip_a_standby_for_the_active_one(tmp_path: Path, pg_db: str) -> None:
+    """The user client and the node client go where the standby says; a client given
+    only the standby gets its refusal, naming the active coordinator."""
+    with deployment(tmp_path) as d:
+        a, b = pair(d, tmp_path, pg_db)
+        with Client(f"{b.url},{a.url}", a.user_token) as client:
+            assert client.swarms() == []  # a read: the standby serves it
+            assert client.url == b.url
+            with pytest.raises(ShoalError) as unknown:  # a write: the active one's
+                client.stop("0123456789abcdef")
+            assert unknown.value.code == "swarm.unknown"
+            assert client.url == a.url
+        with Client(b.url, a.user_token) as alone:
+            assert alone.swarms() == []  # a read: the standby serves it
+            with pytest.raises(ShoalError) as info:
+                alone.stop("0123456789abcdef")
+        assert info.value.code == "coord.standby"
+        assert a.url in info.value.message and "comma" in (info.value.hint or "")
+        node = CoordinatorClient(f"{b.url},{a.url}", threading.Event(), retry_max_s=0.2)
+        try:
+            # Unauthenticated: the active coordinator's 401, not the standby's 503.
+            with pytest.raises(Rejected) as refused:
+                node.call("POST", "/v1/nodes/heartbeat", json={}, reauth=False)
+            assert refused.value.status == 401
+            assert node.url == a.url
+        finally:
+            node.close()
