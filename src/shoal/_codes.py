@@ -61,6 +61,10 @@ CODES: Mapping[str, str] = MappingProxyType(
         "codec.unsupported": "A value of a type the codec does not carry (never pickled).",
         "coord.event": "The coordinator was asked to log an event of an unknown type.",
         "coord.event_log": "An event log record this version cannot read (other version, damage).",
+        "coord.lease_lost": "This coordinator no longer holds the lease on its PostgreSQL "
+        "database: it stops driving and exits (a standby takes over).",
+        "coord.standby": "A standby coordinator refused a request only the active one serves "
+        "(503; X-Shoal-Active names the active one).",
         "coord.tls": "The coordinator was given a TLS certificate without its key, or the reverse.",
         "engine": "The engine refused an event (no more specific code).",
         "engine.duplicate_swarm": "A swarm id was submitted to the engine twice.",

@@ -233,6 +233,9 @@ class Health(BaseModel):
 
     ok: bool = True
     version: str
+    #: "active" drives the engine; "standby" serves reads only (several coordinators
+    #: on one PostgreSQL database, docs/scale.md).
+    role: str = "active"
 
 
 SWARM_STATUS = TypeAdapter(SwarmStatus)

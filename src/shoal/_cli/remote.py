@@ -38,11 +38,13 @@ if TYPE_CHECKING:
 out = Console()
 
 Coordinator = Annotated[
-    str | None,
+    list[str] | None,
     typer.Option(
         "--coordinator",
         help="Coordinator URL (default: --profile, else $SHOAL_COORDINATOR, else the profile "
-        "`shoal up` wrote in this folder, else ~/.config/shoal/config.toml).",
+        "`shoal up` wrote in this folder, else ~/.config/shoal/config.toml). Several "
+        "coordinators (an active one and standbys): repeat it or separate URLs by commas; "
+        "commands move on to the active one by themselves.",
         show_default=False,
     ),
 ]
@@ -67,12 +69,15 @@ Token = Annotated[
 
 @contextmanager
 def connected(
-    coordinator: str | None, token: str | None, profile: str | None = None
+    coordinator: str | list[str] | None, token: str | None, profile: str | None = None
 ) -> Iterator[Client]:
-    """A client for the command; every ShoalError becomes one readable paragraph."""
+    """A client for the command; every ShoalError becomes one readable paragraph.
+    ``coordinator``: one URL, or several (a list, or comma-separated)."""
     from shoal._client import Client  # httpx: only for the commands that need it
     from shoal._client.config import ca_from_config, resolve
 
+    if isinstance(coordinator, list):
+        coordinator = ",".join(coordinator) or None
     try:
         url, secret = resolve(coordinator, token, profile)
         ca = ca_from_config(profile) if url.startswith("https://") else None

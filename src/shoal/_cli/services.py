@@ -93,6 +93,14 @@ def coordinator_start(
     max_request_mb: Annotated[
         float, typer.Option(help="Larger request bodies get 413 (blob uploads are exempt).")
     ] = 64.0,
+    advertise: Annotated[
+        str | None,
+        typer.Option(
+            help="The URL others reach this coordinator at; with several coordinators on "
+            "one PostgreSQL database, standbys name it (default: http(s)://HOST:PORT).",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         str,
         typer.Option(
@@ -139,6 +147,7 @@ def coordinator_start(
             tls_key,
             max_request_mb=max_request_mb,
             log_level=log_level.lower(),
+            advertise=advertise,
         )
     except ShoalError as e:
         fail(e)

@@ -33,6 +33,7 @@ from shoal._api.records import (
 )
 from shoal._client.config import ca_from_config, resolve
 from shoal._client.http import clean, path_part, raise_for_status, sse, wait_timeout
+from shoal._client.urls import ACTIVE_HEADER, Coordinators, is_standby, may_move_on, split_urls
 from shoal._codec import decode
 from shoal._define.swarm import Swarm
 from shoal._errors import ShoalError, SwarmFailedError
@@ -46,6 +47,7 @@ T = TypeVar("T")
 
 _CHUNK = 1 << 20
 _BLOB_IN_MEMORY = 16 << 20  # blobs below this are read into memory, larger ones mapped
+_FAILOVER_PAUSE_S = 0.5  # after every coordinator was tried once, before the next pass
 _HOW_TO_START = (
     "start one with `shoal coordinator start`, or `shoal up --nodes N` for a local "
     "federation; or point SHOAL_COORDINATOR or --coordinator at a running one"
@@ -59,8 +61,10 @@ class Client:
     Parameters
     ----------
     url
-        The coordinator's URL (``https://host:8750``). Default: the environment variable
-        ``SHOAL_COORDINATOR``, else ``coordinator = "..."`` in
+        The coordinator's URL (``https://host:8750``); several coordinators on one
+        PostgreSQL database (an active one and standbys): their URLs separated by
+        commas, and the client moves on to the active one by itself. Default: the
+        environment variable ``SHOAL_COORDINATOR``, else ``coordinator = "..."`` in
         ``~/.config/shoal/config.toml``.
     token
         A user API token. Default: ``SHOAL_TOKEN``, else ``token = "..."`` in the config
@@ -72,6 +76,9 @@ class Client:
         TLS verification: True (system CAs, or the CA file named by ``SHOAL_CA_CERT`` or
         ``ca_cert = "..."`` in the config file), False (no verification), the path of a
         CA bundle, or an :class:`ssl.SSLContext`.
+    failover_s
+        With several URLs: how long a request keeps moving from one coordinator to
+        the next (unreachable, or a standby) before it fails naming each one's answer.
 
     Raises
     ------
@@ -94,8 +101,11 @@ class Client:
         token: str | None = None,
         timeout: float = 30.0,
         verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
+        failover_s: float = 30.0,
     ) -> None:
-        self.url, token = resolve(url, token)
+        urls, token = resolve(url, token)
+        self._coords = Coordinators(split_urls(urls))
+        self.failover_s = float(failover_s)
         self.timeout = float(timeout)
         if verify is True and self.url.startswith("https://"):
             verify = ca_from_config() or True
@@ -116,8 +126,18 @@ class Client:
             verify=verify,
         )
 
+    @property
+    def url(self) -> str:
+        """The coordinator requests go to now (one of :attr:`urls`)."""
+        return self._coords.current
+
+    @property
+    def urls(self) -> list[str]:
+        """Every coordinator URL this client may use."""
+        return list(self._coords.urls)
+
     def __repr__(self) -> str:
-        return f"Client({self.url!r})"  # never the token
+        return f"Client({','.join(self._coords.urls)!r})"  # never the token
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -148,19 +168,52 @@ class Client:
         wait: float = 0.0,
     ) -> httpx.Response:
         timeout = httpx.Timeout(self.timeout, read=self.timeout + wait) if wait else None
-        try:
-            r = self._http.request(
-                method,
-                path,
-                params=clean(params),
-                content=content,
-                headers=headers,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.HTTPError as e:
-            raise self._transport_error(e, what) from None
-        raise_for_status(r, what)
-        return r
+        answers: dict[str, str] = {}  # what each coordinator did, for the error
+        deadline: float | None = None
+        tries = 0
+        while True:
+            url = self.url
+            active = None
+            try:
+                r = self._http.request(
+                    method,
+                    path,
+                    params=clean(params),
+                    content=content,
+                    headers=headers,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                )
+            except httpx.HTTPError as e:
+                if not self._coords.several or not may_move_on(method, e):
+                    raise self._transport_error(e, what) from None
+                answers[url] = f"unreachable ({str(e) or type(e).__name__})"
+            else:
+                if not self._coords.several or not is_standby(r):
+                    raise_for_status(r, what)
+                    return r
+                answers[url] = "a standby"
+                active = r.headers.get(ACTIVE_HEADER)
+            deadline = deadline or time.monotonic() + self.failover_s
+            if time.monotonic() >= deadline:
+                raise self._no_active(what, answers)
+            self._move_to(active)
+            tries += 1
+            if tries % len(self._coords.urls) == 0:  # each was tried: wait a little
+                time.sleep(min(_FAILOVER_PAUSE_S, max(0.0, deadline - time.monotonic())))
+
+    def _move_to(self, active: str | None = None) -> None:
+        """Send the next requests to ``active`` (if ours), else to the next URL."""
+        self._http.base_url = httpx.URL(self._coords.move_on(active))
+
+    def _no_active(self, what: str, answers: dict[str, str]) -> ShoalError:
+        said = "; ".join(f"{u}: {a}" for u, a in answers.items())
+        return ShoalError(
+            f"{what}: no coordinator answered as the active one within "
+            f"{self.failover_s:g}s ({said})",
+            code="client.unreachable",
+            hint="check that the coordinators run and that one holds the lease (`GET "
+            "/v1/health` says each one's role); a takeover takes about a second",
+        )
 
     def _json(self, method: str, path: str, what: str, **kw: Any) -> Any:
         r = self._request(method, path, what, **kw)
@@ -381,6 +434,10 @@ class Client:
                 raise wait_timeout(swarm_id, timeout, last) from None
             except (httpx.RemoteProtocolError, httpx.ReadError):
                 pass  # the stream dropped: look at the status, then reopen it
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                if not self._coords.several:
+                    raise self._transport_error(e, what) from None
+                self._move_to()  # the status below finds the active one (bounded)
             except httpx.HTTPError as e:
                 raise self._transport_error(e, what) from None
             # The stream ended without a final status: one plain look, then reopen.

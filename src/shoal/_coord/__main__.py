@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> None:
         default=DEFAULT_SWARM_QUOTA_BYTES / 2**20,
         help="the most MiB of values (blobs) one swarm may store (0: no bound)",
     )
+    p.add_argument(
+        "--advertise",
+        default=None,
+        help="the URL clients reach this coordinator at (PostgreSQL with several "
+        "coordinators: standbys name it; default: http(s)://HOST:PORT)",
+    )
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -57,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         auth_max_failures=a.auth_max_failures,
         auth_window_s=a.auth_window,
         swarm_quota_mb=a.swarm_quota_mb,
+        advertise=a.advertise,
     )
 
 

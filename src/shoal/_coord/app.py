@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shoal._coord import join_tokens, openapi, routes_admin, routes_node, routes_user
 from shoal._coord.dashboard import CoordinatorSource
 from shoal._coord.driver import Coordinator
+from shoal._coord.failover import Failover, RoleGate
 from shoal._coord.http import (
     SizeLimit,
     on_api_error,
@@ -29,6 +30,7 @@ from shoal._coord.ratelimit import DEFAULT_MAX_FAILURES, DEFAULT_WINDOW_S, AuthL
 from shoal._errors import ShoalError
 from shoal._store.base import Store
 from shoal._store.blobs import Blobs, open_blobs
+from shoal._store.lease import Lease
 from shoal._ui import Sessions, dashboard_app
 from shoal._version import __version__
 
@@ -62,6 +64,8 @@ def create_app(
     auth_max_failures: int = DEFAULT_MAX_FAILURES,
     auth_window_s: float = DEFAULT_WINDOW_S,
     swarm_quota_bytes: int | None = DEFAULT_SWARM_QUOTA_BYTES,
+    lease: Lease | None = None,
+    on_lease_lost: Callable[[], None] | None = None,
 ) -> FastAPI:
     """Build the coordinator app over a store and a blob folder.
 
@@ -93,6 +97,16 @@ def create_app(
     auth_max_failures, auth_window_s
         A source address that failed to authenticate ``auth_max_failures`` times in
         ``auth_window_s`` seconds gets 429 until the window has passed (0: no limit).
+    swarm_quota_bytes
+        The most bytes of values one swarm may store (None: no bound).
+    lease
+        The lease of a coordinator among several on one PostgreSQL database
+        (:func:`shoal._store.lease.open_lease`): it starts as the active one if the
+        lease is free, else as a standby that takes over when the active one dies
+        (:mod:`shoal._coord.failover`). None: the only coordinator of its store.
+    on_lease_lost
+        Called when the active coordinator lost its lease (default: log it; the
+        coordinator then refuses every request with 503). The server exits.
 
     Returns
     -------
@@ -100,14 +114,21 @@ def create_app(
         The app; ``app.state.coord`` is its :class:`~shoal._coord.driver.Coordinator`.
     """
     coord = Coordinator(
-        store, heartbeat_timeout_s=heartbeat_timeout_s, swarm_quota_bytes=swarm_quota_bytes
+        store,
+        heartbeat_timeout_s=heartbeat_timeout_s,
+        swarm_quota_bytes=swarm_quota_bytes,
+        lease=lease,
     )
     join_tokens.ensure_default(store, join_token, coord.clock())
+    failover = None if lease is None else Failover(coord, lease, on_lease_lost or (lambda: None))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(coord.recover)
-        coord.start()
+        if failover is None:
+            await run_in_threadpool(coord.recover)
+            coord.start()
+        else:
+            await run_in_threadpool(failover.begin)
         watch = asyncio.create_task(_watch_loop(coord))
         try:
             yield
@@ -115,7 +136,11 @@ def create_app(
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+            if failover is not None:
+                failover.stop()
             coord.stop()
+            if lease is not None:
+                lease.close()
 
     app = FastAPI(
         title="shoal coordinator",
@@ -138,6 +163,8 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_internal_error)
     app.add_middleware(SizeLimit, limit=max_request_bytes)
+    if lease is not None:
+        app.add_middleware(RoleGate, coord=coord)  # outermost: a standby reads no body
     openapi.install(app)
     _mount_dashboard(app, coord)
     return app

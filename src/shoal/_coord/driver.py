@@ -59,6 +59,7 @@ from shoal._plan.resources import NO_NEED, parse_resources
 from shoal._runtime import ops
 from shoal._runtime.loader import user_paths
 from shoal._store.base import Store, SwarmRecord
+from shoal._store.lease import Lease, LeaseLost
 
 log = logging.getLogger("shoal.coordinator")
 
@@ -82,6 +83,12 @@ class Coordinator(NodeOps, DriverBase):
         Wall-clock seconds; event times are wall time so they survive restarts.
     validate
         Check every engine invariant after each event (tests).
+    swarm_quota_bytes
+        The most bytes of values one swarm may store (None: no bound).
+    lease
+        The PostgreSQL lease of a coordinator that may fail over (``shoal._coord.
+        failover``): the coordinator starts as a standby, and appends its events on
+        the lease's connection once active. None: the only coordinator of its store.
     """
 
     #: A caller's polls of an open world.invoke call cross the network: not too often.
@@ -94,6 +101,7 @@ class Coordinator(NodeOps, DriverBase):
         clock: Callable[[], float] = time.time,
         validate: bool = False,
         swarm_quota_bytes: int | None = None,
+        lease: Lease | None = None,
     ) -> None:
         DriverBase.__init__(self, Engine(), store, validate=validate)
         self.heartbeat_timeout_s = heartbeat_timeout_s
@@ -115,6 +123,13 @@ class Coordinator(NodeOps, DriverBase):
         self._stopping = False
         self._closing = False
         self._loop_seen: float | None = None  # when the event loop last woke on time
+        self.lease = lease
+        #: "active" drives the engine; a "standby" follows the log and serves reads;
+        #: "fenced" lost its lease and serves nothing (it is stopping).
+        self.role = "active" if lease is None else "standby"
+        #: Where the active coordinator serves, as its lease says (standbys only).
+        self.active_url: str | None = None
+        self._seq = 0  # the last event of the log this engine has seen
 
     def now(self) -> float:
         """Wall-clock seconds (events carry wall time, so they survive restarts)."""
@@ -128,27 +143,69 @@ class Coordinator(NodeOps, DriverBase):
         node gets one heartbeat timeout to come back, and a swarm recorded without its
         submission event (the coordinator died in between) is marked failed.
         """
-        count = 0
         with self._lock:
-            self._replaying = True
-            try:
-                for _, payload in self.store.events():
-                    count += 1
-                    # A rejected event was rejected when first handled too.
-                    with contextlib.suppress(EngineError):
-                        self.replay(decode_event(payload))
-            finally:
-                self._replaying = False
-            now = self.clock()
-            for node in self.engine.nodes():
-                self._node(node.node_id).last_seen = now
-            live = self.engine.active()
-            for inst in live:
-                self.queues.push_run(inst.node_id, self._run_item(inst))
-            hosted = set(self.engine.swarm_ids())
-            for sid in hosted:  # the log is the truth; the records may lag it
-                view = self.engine.swarm(sid)
-                self._record(sid, view.status, view.reason, view.iteration)
+            count = self._catch_up()
+            self._resume(count)
+        return count
+
+    def follow(self) -> int:
+        """A standby reads the events the active coordinator appended since it last
+        looked into its engine (so that its reads are current); return how many."""
+        with self._lock:
+            count = self._catch_up()
+        if count:
+            self.changes.notify()
+        self.log_changes.notify()  # the active one writes logs; a standby cannot tell when
+        return count
+
+    def take_over(self) -> int:
+        """This standby now holds the lease: read the rest of the log, then carry on as
+        a restarted coordinator does (:meth:`recover`); return the events read now."""
+        with self._lock:
+            count = self._catch_up()
+            # The old active numbered its nodes' instructions from its start time; go
+            # on past any number it handed out (they acknowledge with the highest).
+            self.queues.renumber()
+            self._credentials.clear()  # rotations went through the old active
+            self._resume(count)
+            self.role = "active"
+            self.active_url = None
+        self.changes.notify()
+        return count
+
+    def fence(self) -> None:
+        """The lease was lost: stop driving (every request is refused from now on)."""
+        self.role = "fenced"
+        self.close_waits()
+
+    def _catch_up(self) -> int:
+        """Replay the events after :attr:`_seq` (under the lock); return how many."""
+        count = 0
+        self._replaying = True
+        try:
+            for seq, payload in self.store.events(self._seq):
+                count += 1
+                self._seq = seq
+                # A rejected event was rejected when first handled too.
+                with contextlib.suppress(EngineError):
+                    self.replay(decode_event(payload))
+        finally:
+            self._replaying = False
+        return count
+
+    def _resume(self, count: int) -> None:
+        """After a replay, as the active coordinator (under the lock): offer live
+        instances again, give nodes a heartbeat timeout, fix swarm records."""
+        now = self.clock()
+        for node in self.engine.nodes():
+            self._node(node.node_id).last_seen = now
+        live = self.engine.active()
+        for inst in live:
+            self.queues.push_run(inst.node_id, self._run_item(inst))
+        hosted = set(self.engine.swarm_ids())
+        for sid in hosted:  # the log is the truth; the records may lag it
+            view = self.engine.swarm(sid)
+            self._record(sid, view.status, view.reason, view.iteration)
         for rec in self.store.swarms():
             if rec.swarm_id not in hosted and rec.status == "running":
                 self.store.swarm_update(
@@ -160,7 +217,6 @@ class Coordinator(NodeOps, DriverBase):
                 )
         if count:
             log.info("replayed %d events: %d live instances", count, len(live))
-        return count
 
     def start(self) -> None:
         """Start the thread that fires engine timers and detects lost nodes."""
@@ -274,7 +330,15 @@ class Coordinator(NodeOps, DriverBase):
                 raise
 
     def _persist(self, event: Event) -> None:
-        self.store.event_append(encode_event(event))
+        if self.lease is None:
+            self._seq = self.store.event_append(encode_event(event))
+        elif self.role != "active":
+            raise LeaseLost(
+                f"this coordinator is {self.role}: it may not drive the engine",
+                hint="send the request to the active coordinator",
+            )
+        else:  # fenced: it commits only while this coordinator holds the lease
+            self._seq = self.lease.append_event(encode_event(event))
 
     def _before(self, event: Event) -> None:
         if isinstance(event, NodeLost | NodeRestarted) and not self._replaying:

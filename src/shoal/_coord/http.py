@@ -33,6 +33,7 @@ from shoal._coord.errors import ApiError, error_body
 from shoal._coord.ratelimit import AuthLimiter
 from shoal._coord.storage import storage_full
 from shoal._errors import PlanError, ShoalError
+from shoal._store.lease import LeaseLost
 
 log = logging.getLogger("shoal.coordinator")
 
@@ -357,11 +358,25 @@ def _json_error(
     )
 
 
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    hint: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """An error answer in the shared shape (``{"error": {code, message, hint}}``)."""
+    return _json_error(status, code, message, hint, headers)
+
+
 async def on_api_error(request: Request, exc: Exception) -> Response:
-    """ApiError -> its status; PlanError -> 422; other ShoalErrors -> 400."""
+    """ApiError -> its status; PlanError -> 422; a lost lease -> 503; other
+    ShoalErrors -> 400."""
     if isinstance(exc, ApiError):
         return _json_error(exc.status, exc.code, exc.message, exc.hint, exc.headers)
     assert isinstance(exc, ShoalError)
+    if isinstance(exc, LeaseLost):  # a standby (or fenced) coordinator: try another
+        return _json_error(503, exc.code, exc.message, exc.hint, {"Retry-After": "1"})
     status = 422 if isinstance(exc, PlanError) else 400
     return _json_error(status, exc.code, exc.message, exc.hint)
 

@@ -178,6 +178,13 @@ class NodeQueues:
                 items = self._hand_out(node_id, after)
         return items
 
+    def renumber(self) -> None:
+        """Number the next instructions from the wall clock again, if it is ahead: a
+        coordinator that takes over from another goes on past every number the other
+        handed out (it numbered from its own start, one per instruction)."""
+        with self._lock:
+            self._seq = max(self._seq, time.time_ns() // 1000)
+
     def wake_all(self) -> None:
         """Release every long-poll, and answer later ones at once (shutting down)."""
         with self._lock:

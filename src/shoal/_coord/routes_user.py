@@ -48,9 +48,9 @@ SSE_KEEPALIVE_S = 15.0
 
 
 @public.get("/health", response_model=Health)
-async def health() -> Health:
-    """Liveness; needs no token."""
-    return Health(version=__version__)
+async def health(request: Request) -> Health:
+    """Liveness and role (active or standby); needs no token."""
+    return Health(version=__version__, role=request.app.state.coord.role)
 
 
 def _check_bundle(digest: str, data: bytes) -> None:

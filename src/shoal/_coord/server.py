@@ -24,6 +24,7 @@ from shoal._coord.app import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SWARM_QUOTA_BYTE
 from shoal._coord.ratelimit import DEFAULT_MAX_FAILURES, DEFAULT_WINDOW_S
 from shoal._errors import ShoalError
 from shoal._store.base import Store
+from shoal._store.lease import open_lease
 
 log = logging.getLogger("shoal.coordinator")
 
@@ -159,6 +160,18 @@ def open_store(db_url: str) -> Store:
     return store
 
 
+#: The exit status of a coordinator that lost its lease (a supervisor restarts it; it
+#: comes back as a standby).
+EXIT_LEASE_LOST = 3
+
+
+def _exit_lease_lost() -> None:
+    """Stop at once: a coordinator without its lease must not answer another request
+    (a standby may be driving already); nothing it holds in memory is needed."""
+    logging.shutdown()
+    os._exit(EXIT_LEASE_LOST)
+
+
 def serve(
     db_url: str | None,
     state_dir: Path | str,
@@ -174,8 +187,14 @@ def serve(
     auth_max_failures: int = DEFAULT_MAX_FAILURES,
     auth_window_s: float = DEFAULT_WINDOW_S,
     swarm_quota_mb: float = DEFAULT_SWARM_QUOTA_BYTES / 2**20,
+    advertise: str | None = None,
 ) -> None:
     """Serve the coordinator until interrupted (SIGINT / SIGTERM).
+
+    On PostgreSQL, several coordinators may serve one database: the one holding the
+    lease drives the engine, the others are standbys that take over when it dies
+    (:mod:`shoal._coord.failover`, docs/scale.md). A coordinator that loses its lease
+    exits at once with status :data:`EXIT_LEASE_LOST`.
 
     Parameters
     ----------
@@ -205,6 +224,9 @@ def serve(
     swarm_quota_mb
         The most MiB of values (stored as blobs) one swarm may keep; past it a world
         call gets 413 ``swarm.quota`` and its instance fails (0: no bound).
+    advertise
+        The URL other coordinators and clients reach this one at (shown by standbys
+        as the active coordinator's address); default: the local URL of host:port.
     """
     import uvicorn
 
@@ -230,6 +252,14 @@ def serve(
     db_url = db_url or default_db_url(state)
     store = open_store(db_url)
     private_database(db_url)
+    url = local_url(host, port, tls_cert is not None)
+    try:
+        lease = open_lease(store, advertise or url)
+    except BaseException:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
+        raise
     app = create_app(
         store,
         blobs_dir if blobs_dir is not None else state / "blobs",  # a folder or s3://...
@@ -242,8 +272,10 @@ def serve(
         auth_max_failures=auth_max_failures,
         auth_window_s=auth_window_s,
         swarm_quota_bytes=int(swarm_quota_mb * 2**20) or None,
+        lease=lease,
+        on_lease_lost=_exit_lease_lost,
     )
-    write_endpoint(state, local_url(host, port, tls_cert is not None), tls_cert)
+    write_endpoint(state, url, tls_cert)
     config = uvicorn.Config(
         app,
         host=host,

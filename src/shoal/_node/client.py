@@ -6,6 +6,12 @@ the call succeeds or the agent stops: a coordinator restart costs a pause, not a
 report. An instance's calls also give up when it is cancelled or past its deadline
 (:func:`abandon_when`). A 401 calls ``on_unauthorized`` (the agent re-enrols) and
 retries once.
+
+Several coordinators (one active, standbys on the same PostgreSQL database,
+docs/scale.md) are given as one comma-separated URL list. A call that cannot reach
+the current one, or that a standby refuses (503 ``coord.standby``), moves on at once to
+the coordinator the standby named, else to the next URL; the backoff pause comes only
+after every URL failed in a row, so a failover costs one pass over the list.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 import httpx
 import msgpack
@@ -87,6 +93,33 @@ class Rejected(ShoalError):
     def __init__(self, status: int, code: str, message: str, hint: str | None) -> None:
         super().__init__(f"coordinator answered {status}: {message}", code=code, hint=hint)
         self.status = status
+
+
+#: A standby's refusal: the request goes to the active coordinator instead.
+STANDBY = "coord.standby"
+#: The header in which a standby names the active coordinator.
+ACTIVE_HEADER = "X-Shoal-Active"
+
+
+def split_urls(urls: str) -> list[str]:
+    """The coordinator URLs of a comma-separated list (trailing slashes dropped)."""
+    found = [u.strip().rstrip("/") for u in urls.split(",") if u.strip()]
+    if not found:
+        raise ShoalError(
+            f"no coordinator URL in {urls!r}",
+            code="node.config",
+            hint='give coordinator = "https://coord:8750" (several: comma-separated)',
+        )
+    return found
+
+
+def _standby(resp: httpx.Response) -> bool:
+    if resp.status_code != 503:
+        return False
+    try:
+        return bool(resp.json()["error"]["code"] == STANDBY)
+    except Exception:
+        return False
 
 
 class Backoff:
@@ -165,7 +198,8 @@ class CoordinatorClient:
     Parameters
     ----------
     base_url
-        The coordinator's URL.
+        The coordinator's URL, or several coordinators' URLs separated by commas (one
+        active, the others standbys): calls go to the one that answers as active.
     stop
         Set when the agent stops; pending retries give up.
     retry_max_s
@@ -182,13 +216,15 @@ class CoordinatorClient:
         verify: bool | ssl.SSLContext = True,
     ) -> None:
         self._read_timeout_s = 30.0
+        self.urls = split_urls(base_url)
+        self._at = 0  # index of the coordinator calls go to
+        self._misses = 0  # calls that failed in a row, on any coordinator
+        self._switch = threading.Lock()
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
             verify=verify,
             timeout=httpx.Timeout(self._read_timeout_s, connect=10.0),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
-        self._raw_base = urlsplit(base_url.rstrip("/"))
         self._ssl = verify if isinstance(verify, ssl.SSLContext) else ssl.create_default_context()
         if verify is False:
             self._ssl.check_hostname = False
@@ -202,6 +238,30 @@ class CoordinatorClient:
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
+
+    @property
+    def url(self) -> str:
+        """The coordinator calls go to now."""
+        return self.urls[self._at]
+
+    def _missed(self, url: str, why: str, active: str | None = None) -> bool:
+        """A call to ``url`` failed (unreachable, or a standby): move on to ``active`` if
+        it is one of ours, else the next URL. Returns whether to pause before the next
+        try: only once every URL failed in a row."""
+        with self._switch:
+            self._misses += 1
+            if len(self.urls) == 1:
+                return True
+            if self.urls[self._at] == url:  # another thread may have moved on already
+                if active is not None and active.rstrip("/") in self.urls:
+                    self._at = self.urls.index(active.rstrip("/"))
+                else:
+                    self._at = (self._at + 1) % len(self.urls)
+                log.warning("coordinator %s %s; trying %s", url, why, self.urls[self._at])
+            return self._misses % len(self.urls) == 0
+
+    def _answered(self) -> None:
+        self._misses = 0
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.credential}"} if self.credential else {}
@@ -232,22 +292,37 @@ class CoordinatorClient:
                 raise Stopped("the agent is stopping")
             _check_abandoned()
             used = self.credential
+            url = self.url
             try:
                 extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
                 if content_factory is not None:
                     extra["content"] = content_factory()
                 resp = self._http.request(
-                    method, path, headers={**self._headers(), **(headers or {})}, **extra, **kwargs
+                    method,
+                    url + path,
+                    headers={**self._headers(), **(headers or {})},
+                    **extra,
+                    **kwargs,
                 )
             except httpx.TransportError as e:
+                pause = self._missed(url, f"is unreachable ({type(e).__name__})")
                 if not retry:
                     raise
-                # Once per outage, not once per try.
-                (log.debug if backoff.tries else log.warning)(
-                    "coordinator unreachable (%s); retrying", type(e).__name__
-                )
-                backoff.pause()
+                if pause:
+                    # Once per outage, not once per try.
+                    (log.debug if backoff.tries else log.warning)(
+                        "coordinator unreachable (%s); retrying", type(e).__name__
+                    )
+                    backoff.pause()
                 continue
+            if _standby(resp):
+                pause = self._missed(url, "is a standby", resp.headers.get(ACTIVE_HEADER))
+                if not retry:
+                    _raise_for(resp)
+                if pause:
+                    backoff.pause()
+                continue
+            self._answered()
             full = resp.status_code == INSUFFICIENT_STORAGE
             transient = resp.status_code >= 500 or resp.status_code == 429
             if transient and retry and (retry_full or not full):
@@ -349,11 +424,16 @@ class CoordinatorClient:
         while True:
             if self._stop.is_set():
                 raise Stopped("the agent is stopping")
-            conn = self._raw_connection()
+            url = self.url
+            base = urlsplit(url)
+            conn = self._raw_connection(base)
             try:
-                conn.request("GET", self._raw_base.path + path, headers=self._headers())
+                conn.request("GET", base.path + path, headers=self._headers())
                 resp = conn.getresponse()
                 if resp.status >= 500:
+                    active = resp.getheader(ACTIVE_HEADER) if resp.status == 503 else None
+                    if len(self.urls) > 1 and not self._missed(url, "did not serve", active):
+                        continue  # the next coordinator at once (finally closes conn)
                     raise OSError(f"coordinator answered {resp.status}")
                 if resp.status >= 400:
                     _raise_for_status(resp.status, resp.read())
@@ -362,6 +442,9 @@ class CoordinatorClient:
                 break
             except (OSError, http.client.HTTPException) as e:
                 tmp.unlink(missing_ok=True)
+                moved = isinstance(e, ConnectionError) and len(self.urls) > 1
+                if moved and not self._missed(url, f"is unreachable ({type(e).__name__})"):
+                    continue  # the next coordinator at once
                 if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
                     raise ShoalError(
                         f"the node's disk is full: {path} could not be saved to {dest.parent}",
@@ -383,9 +466,9 @@ class CoordinatorClient:
         os.replace(tmp, dest)
         return size
 
-    def _raw_connection(self) -> http.client.HTTPConnection:
-        host, port = self._raw_base.hostname or "127.0.0.1", self._raw_base.port
-        if self._raw_base.scheme == "https":
+    def _raw_connection(self, base: SplitResult) -> http.client.HTTPConnection:
+        host, port = base.hostname or "127.0.0.1", base.port
+        if base.scheme == "https":
             return http.client.HTTPSConnection(
                 host, port, timeout=self._read_timeout_s, context=self._ssl
             )

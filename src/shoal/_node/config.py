@@ -47,7 +47,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shoal._errors import ShoalError
 from shoal._node.warm import WarmSettings
@@ -64,10 +64,13 @@ OCI_EXECUTORS = ("podman", "docker")
 # Node ids and dataset names: the character set of shoal._plan.NAME_PATTERN (tests
 # check that the two agree; the agent does not import the plan package).
 _NODE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# One coordinator URL, or several separated by commas.
+_COORDINATORS = r"^https?://[^\s,]+(\s*,\s*https?://[^\s,]+)*$"
 
 _FIXES = {
     "node_id": "letters, digits, '.', '_' or '-' (at most 128), e.g. node_id = \"site-a\"",
-    "coordinator": 'the coordinator URL, e.g. coordinator = "https://coord:8750"',
+    "coordinator": 'the coordinator URL, e.g. coordinator = "https://coord:8750"; several '
+    '(an active one and standbys): "https://a:8750,https://b:8750" or a list',
     "state_dir": "a folder the agent may write (credential, caches)",
     "executor": 'an executor name: "auto", "bwrap" or "process"',
     "heartbeat_interval_s": "a number of seconds > 0, e.g. 5",
@@ -121,7 +124,9 @@ class NodeConfig(BaseModel):
     node_id
         This node's id at the coordinator.
     coordinator
-        The coordinator's base URL (``http://`` or ``https://``).
+        The coordinator's base URL (``http://`` or ``https://``); several coordinators
+        on one PostgreSQL database (one active, standbys): their URLs separated by
+        commas (a TOML list is joined so), tried in turn when one stops answering.
     join_token, join_token_file
         The join token, inline or in a file (needed only to enrol).
     state_dir
@@ -164,7 +169,7 @@ class NodeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     node_id: Annotated[str, Field(pattern=_NODE_ID)]
-    coordinator: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    coordinator: Annotated[str, Field(pattern=_COORDINATORS)]
     join_token: str | None = None
     join_token_file: Path | None = None
     state_dir: Path
@@ -180,6 +185,14 @@ class NodeConfig(BaseModel):
     install_requirements: bool = False
     package_index: str | None = None
     warm: WarmSettings = WarmSettings()
+
+    @field_validator("coordinator", mode="before")
+    @classmethod
+    def _join_urls(cls, value: Any) -> Any:
+        """A TOML list of URLs is the comma-separated form."""
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return ",".join(value)
+        return value
 
     def read_join_token(self) -> str | None:
         """The join token, from the config or its file (None if neither is set)."""

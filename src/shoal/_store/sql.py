@@ -391,10 +391,7 @@ class SQLStore:
     def event_append(self, payload: bytes) -> int:
         """Append one encoded engine event; returns its sequence number (1, 2, ...)."""
         with self._write() as conn:
-            self._lock(conn, _LOCK_EVENTS)
-            seq = _next_seq(conn, t.events.c.seq)
-            conn.execute(sa.insert(t.events).values(seq=seq, payload=bytes(payload)))
-        return seq
+            return append_event(conn, payload, self._pg)
 
     def events(self, after: int = 0) -> Iterator[tuple[int, bytes]]:
         """Events with a sequence number greater than ``after``, in order.
@@ -735,6 +732,19 @@ class SQLStore:
             query = query.where(c.alias == task)
         with self._read() as conn:
             return [_metric(r) for r in conn.execute(query.order_by(c.id))]
+
+
+def append_event(conn: sa.Connection, payload: bytes, pg: bool) -> int:
+    """Append one event in ``conn``'s open transaction; return its sequence number.
+
+    On PostgreSQL the append takes a transaction lock first, so that sequence numbers
+    commit in order (the coordinator's lease appends on its own connection with this).
+    """
+    if pg:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_EVENTS})
+    seq = _next_seq(conn, t.events.c.seq)
+    conn.execute(sa.insert(t.events).values(seq=seq, payload=bytes(payload)))
+    return seq
 
 
 def _next_seq(conn: sa.Connection, column: sa.Column[Any]) -> int:
