@@ -54,6 +54,20 @@ def _round(
     return sa.unmask(masked_sum, survivors, publics, reveals, threshold, LABEL, graph=graph)
 
 
+def _search(graph: sa.Graph, nodes: set[int]) -> list[set[int]]:
+    left, parts = set(nodes), []
+    while left:
+        todo = [left.pop()]
+        part = set(todo)
+        while todo:
+            for v in graph.neighbours(todo.pop()) & left:
+                left.discard(v)
+                part.add(v)
+                todo.append(v)
+        parts.append(part)
+    return parts
+
+
 def test_the_graph_is_k_regular_symmetric_connected_and_the_same_for_everyone() -> None:
     _, publics, graph = _setup(50, 8)
     assert graph.degree == 8 and graph.group_size == 9 and not graph.complete
@@ -68,6 +82,12 @@ def test_the_graph_is_k_regular_symmetric_connected_and_the_same_for_everyone() 
     _, _, other = _setup(50, 7)
     assert other.degree == 8
     assert any(other.neighbours(u) != graph.neighbours(u) for u in graph.ids)
+    # The O(n) components on the ring agree with a search over the neighbours.
+    rng = np.random.default_rng(5)
+    for keep in (0.2, 0.4, 0.6, 0.9):
+        nodes = {u for u in graph.ids if rng.random() < keep}
+        parts = graph.components(nodes)
+        assert sorted(map(sorted, parts)) == sorted(map(sorted, _search(graph, nodes)))
     # k >= n - 1 is plain SecAgg's complete graph.
     _, _, full = _setup(7, 100)
     assert full.complete and full.neighbours(3) == {1, 2, 4, 5, 6, 7}

@@ -31,6 +31,7 @@ is exact to ``n * 2**-(frac_bits + 1)`` and does not overflow while ``n * max|x|
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -179,20 +180,22 @@ class Graph:
         return frozenset(self.order[(p + o) % n] for o in range(-h, h + 1) if o)
 
     def components(self, nodes: Collection[int]) -> list[set[int]]:
-        """The connected components of the subgraph on ``nodes``."""
-        left, out = set(nodes), []
-        if self.complete:
-            return [left] if left else []
-        while left:
-            start = left.pop()
-            part, todo = {start}, [start]
-            while todo:
-                for v in self.neighbours(todo.pop()) & left:
-                    left.discard(v)
-                    part.add(v)
-                    todo.append(v)
-            out.append(part)
-        return out
+        """The connected components of the subgraph on ``nodes``, in O(n): on the ring
+        lattice two of them are joined iff no run of ``k/2`` or more missing clients lies
+        between them on one side of the ring or the other."""
+        present = set(nodes)
+        if not present or self.complete:
+            return [present] if present else []
+        n, h = len(self.order), self.degree // 2
+        at = sorted(self._position[u] for u in present)
+        parts: list[set[int]] = [{self.order[at[0]]}]
+        for prev, cur in itertools.pairwise(at):
+            if cur - prev > h:  # h or more missing in between: a cut
+                parts.append(set())
+            parts[-1].add(self.order[cur])
+        if len(parts) > 1 and at[0] + n - at[-1] <= h:  # the ring closes: join the ends
+            parts[0] |= parts.pop()
+        return parts
 
     def check_connected(self, survivors: Collection[int]) -> None:
         """Raise ``ValueError`` when ``survivors`` fall apart on the graph: unmasking
@@ -371,14 +374,14 @@ def unmask(
     cache: dict[tuple[int, ...], dict[int, int]] = {}
 
     # Every secret needed, with the shares revealed for it; all are checked first.
+    held: dict[str, dict[int, dict[int, int]]] = {"b": {}, "s": {}}
+    for w, r in reveals.items():
+        for kind in ("b", "s"):
+            for u, share_ in r[kind].items():
+                held[kind].setdefault(u, {})[w] = share_
     need: list[tuple[str, int, dict[int, int]]] = [
-        ("b", u, {w: r["b"][u] for w, r in reveals.items() if u in r["b"]})
-        for u in sorted(survivors)
-    ] + [
-        ("s", v, {w: r["s"][v] for w, r in reveals.items() if v in r["s"]})
-        for v in sorted(publics)
-        if v not in survivors
-    ]
+        ("s", v, held["s"].get(v, {})) for v in sorted(publics) if v not in survivors
+    ] + [("b", u, held["b"].get(u, {})) for u in sorted(survivors)]
     short = [
         f"{'client' if kind == 'b' else 'dropped client'} {u}'s "
         f"{'self-mask seed' if kind == 'b' else 'mask key'} ({len(shares)} shares)"
