@@ -45,7 +45,7 @@ class SecureFedAvg:
     neighbours
         Each client's number of neighbours ``k`` (even; odd numbers are rounded up).
         ``None``: the smallest that keeps the failure bounds of docs/privacy.md with 5%
-        of the clients colluding and 5% dropping (the complete graph below about 45
+        of the clients colluding and 5% dropping (the complete graph up to 39
         clients, 42 at 100, 48 at 1000); ``n - 1`` or more: the complete graph
         (Bonawitz et al. 2017).
     lr
