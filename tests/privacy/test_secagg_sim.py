@@ -14,7 +14,9 @@ from shoal.strategies import FedAvg, SecureFedAvg
 
 
 class SecureDigits(shoal.Swarm):
-    def __init__(self, rounds: int, threshold: float = 2 / 3) -> None:
+    def __init__(
+        self, rounds: int, threshold: float = 2 / 3, neighbours: int | None = None
+    ) -> None:
         super().__init__()
         self.max_iterations = rounds
         self.set_global("weights", {"W": np.zeros((64, 10)), "b": np.zeros(10)})
@@ -23,7 +25,9 @@ class SecureDigits(shoal.Swarm):
         self.worker = shoal.Task(
             shoal.Module(HERE / "digits_worker.py", datasets=["digits"]), alias="worker"
         )
-        self.secure = SecureFedAvg(threshold=threshold).tasks(self, datasets=["digits"])
+        self.secure = SecureFedAvg(threshold=threshold, neighbours=neighbours).tasks(
+            self, datasets=["digits"]
+        )
 
     def execute(self) -> shoal.Task:
         return self.secure(self.worker)
@@ -50,6 +54,24 @@ def test_secure_fedavg_reaches_plain_fedavgs_model(digits: Digits) -> None:
     assert run.results.select("update", alias="worker") == {}
     masked = run.results.select("secagg.masked", alias="worker")
     assert len(masked) == 10 and all(v.dtype == np.uint64 for v in masked.values())
+
+
+def test_secure_fedavg_on_a_sparse_graph_reaches_plain_fedavgs_model(digits: Digits) -> None:
+    # SecAgg+: 24 nodes, each masking against and sharing with 6 neighbours (t = 5 of
+    # its group of 7); the same model as plain FedAvg over the 24.
+    run = _run(SecureDigits(rounds=2, neighbours=6), digits, nodes=24)
+    assert run.ok, (run.reason, [f.traceback for f in run.failures])
+    plain, _ = run_digits(FedAvg(), digits, nodes=24, rounds=2, partition="iid")
+    for k in ("W", "b"):
+        np.testing.assert_allclose(
+            run.globals["weights"][k], plain.globals["weights"][k], atol=1e-5
+        )
+    logs = " ".join(r.message for r in run.logs(task="secagg_aggregator"))
+    assert "secure sum of 24 updates" in logs and "6 neighbours each, threshold 5" in logs
+    # Each node's shares went to its 6 neighbours and itself only.
+    first = min(run.results.select("secagg.masked", alias="worker"))
+    shares = run.results.select(f"secagg.share.{first}", alias="secagg_share")
+    assert len(shares) == 7, sorted(shares)
 
 
 def test_workers_dropping_after_sharing_are_recovered(digits: Digits, tmp_path: Path) -> None:
@@ -105,3 +127,6 @@ def test_secure_fedavg_at_100_nodes_reaches_plain_fedavgs_accuracy(digits: Digit
         )
     masked = run.results.select("secagg.masked", alias="worker")
     assert len(masked) == 100
+    # On SecAgg+'s sparse default graph: 42 neighbours each at 100 nodes.
+    logs = " ".join(r.message for r in run.logs(task="secagg_aggregator"))
+    assert "42 neighbours each, threshold 29" in logs, logs

@@ -30,15 +30,28 @@ def split(secret: bytes, ids: list[int], threshold: int) -> dict[int, int]:
 
 def lagrange_at_zero(xs: tuple[int, ...]) -> dict[int, int]:
     """The Lagrange coefficients at 0 of the points ``xs``: computed once, they recover
-    every secret shared among the same holders in O(t) each."""
-    out = {}
+    every secret shared among the same holders in O(t) each.
+
+    ``c_j = prod_{m != j} x_m / (x_m - x_j)``; the t denominators are inverted together
+    (Montgomery's trick: one modular inversion, not t).
+    """
+    nums, dens = [], []
     for xj in xs:
         num, den = 1, 1
         for xm in xs:
             if xm != xj:
-                num = num * (-xm) % PRIME
-                den = den * (xj - xm) % PRIME
-        out[xj] = num * pow(den, -1, PRIME) % PRIME
+                num = num * xm % PRIME
+                den = den * (xm - xj) % PRIME
+        nums.append(num)
+        dens.append(den)
+    prefix = [1]
+    for d in dens:
+        prefix.append(prefix[-1] * d % PRIME)
+    inverse = pow(prefix[-1], -1, PRIME)  # of the product of every denominator
+    out = {}
+    for j in range(len(xs) - 1, -1, -1):
+        out[xs[j]] = nums[j] * inverse * prefix[j] % PRIME  # 1 / dens[j] = inverse * prefix[j]
+        inverse = inverse * dens[j] % PRIME
     return out
 
 

@@ -6,7 +6,6 @@ whose mask key is reconstructed after it dropped loses nothing in other rounds.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,10 +43,26 @@ def _keys(task: Task) -> sa.ClientKeys:
 
 
 def threshold(setting: float, n: int) -> int:
-    """Shares needed to recover a secret among ``n`` clients: ``setting`` itself when
+    """Shares needed to recover a secret among ``n`` holders: ``setting`` itself when
     it is an int >= 1, else ``ceil(setting * n)``."""
-    t = int(setting) if setting >= 1 else math.ceil(setting * n)
-    return max(1, min(t, n))
+    return sa.group_threshold(setting, n)
+
+
+def _graph(
+    world: World, settings: Mapping[str, Any], publics: Mapping[int, Mapping[str, bytes]]
+) -> tuple[sa.Graph, int]:
+    """The round's graph over the advertised clients and the threshold of a share group.
+
+    Every client and the aggregator build the same one: the degree from the settings
+    (``None``: :func:`shoal.privacy._secagg.default_degree`), the order from the round
+    label and the advertised keys."""
+    n = len(publics)
+    degree = settings.get("neighbours")
+    if degree is None:
+        degree = sa.default_degree(n, float(settings["threshold"]))
+    label = _label(world)
+    graph = sa.Graph.build(publics, int(degree), sa.graph_seed(label, publics))
+    return graph, threshold(settings["threshold"], graph.group_size)
 
 
 def _publics(world: World, settings: Mapping[str, Any]) -> dict[str, dict[str, bytes]]:
@@ -73,14 +88,10 @@ def run_share(config: Mapping[str, Any]) -> None:
     settings = _settings(world, str(config["key"]))
     publics = _publics(world, settings)
     ids = _ids(publics)
-    t = threshold(settings["threshold"], len(ids))
-    shares = sa.share(
-        ids[world.node_id],
-        _keys(task),
-        {ids[n]: p for n, p in publics.items()},
-        t,
-        _label(world),
-    )
+    by_number = {ids[n]: p for n, p in publics.items()}
+    graph, t = _graph(world, settings, by_number)
+    me = ids[world.node_id]
+    shares = sa.share(me, _keys(task), by_number, t, _label(world), graph.neighbours(me))
     by_id = {i: n for n, i in ids.items()}
     for v, blob in shares.items():
         world.results.add(share_tag(by_id[v]), blob)
@@ -94,13 +105,16 @@ def mask_update(task: Task, vector: np.ndarray, key: str) -> None:
     publics = _publics(world, settings)
     ids = _ids(publics)
     shared = world.results.select(SHARED_TAG, alias=settings["share"])
+    graph, _ = _graph(world, settings, {ids[n]: p for n, p in publics.items()})
+    me = ids[world.node_id]
     masked = sa.mask(
-        ids[world.node_id],
+        me,
         _keys(task),
         vector,
         {ids[n]: publics[n] for n in shared},
         _label(world),
         int(settings["frac_bits"]),
+        graph.neighbours(me),
     )
     world.results.add(MASKED_TAG, masked)
     world.results.add(SENT_TAG, True)
@@ -116,13 +130,16 @@ def run_reveal(config: Mapping[str, Any]) -> None:
     me = ids[world.node_id]
     received = world.results.select(share_tag(world.node_id), alias=settings["share"])
     survivors = {ids[n] for n in world.results.select(SENT_TAG, alias=settings["worker"])}
+    by_number = {ids[n]: p for n, p in publics.items()}
+    graph, _ = _graph(world, settings, by_number)
     answer = sa.reveal(
         me,
         _keys(task),
-        {ids[n]: p for n, p in publics.items()},
+        by_number,
         {ids[n]: blob for n, blob in received.items()},
         survivors,
         _label(world),
+        graph,
     )
     world.results.add(
         REVEAL_TAG,
@@ -156,7 +173,7 @@ def run_secure_aggregator(config: Mapping[str, Any]) -> None:
         }
         for n, r in world.results.select(REVEAL_TAG, alias=settings["reveal"]).items()
     }
-    t = threshold(settings["threshold"], len(ids))
+    graph, t = _graph(world, settings, {ids[n]: p for n, p in publics.items()})
     summed = sa.unmask(
         total,
         survivors,
@@ -165,6 +182,7 @@ def run_secure_aggregator(config: Mapping[str, Any]) -> None:
         t,
         _label(world),
         int(settings["frac_bits"]),
+        graph,
     )
     x, layout = flatten(world.globals[key])
     weighted, examples = summed[:-1], summed[-1]
@@ -173,5 +191,6 @@ def run_secure_aggregator(config: Mapping[str, Any]) -> None:
     world.globals[key] = layout.unflatten(x + float(config["lr"]) * weighted / examples)
     task.logger.info(
         f"round {world.iteration}: secure sum of {len(survivors)} updates "
-        f"({examples:.0f} examples; {len(shared) - len(survivors)} dropped after sharing)"
+        f"({examples:.0f} examples; {len(shared) - len(survivors)} dropped after sharing; "
+        f"{graph.degree} neighbours each, threshold {t})"
     )
