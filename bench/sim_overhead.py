@@ -127,6 +127,7 @@ class Measured:
     peak_pss: int
     report: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    peak_rss: int = 0  # summed RSS: counts each shared page once per process using it
 
 
 def _session_pids(sid: int) -> list[int]:
@@ -144,17 +145,20 @@ def _session_pids(sid: int) -> list[int]:
     return pids
 
 
-def _pss_and_cpu(pid: int) -> tuple[int, float] | None:
+def _pss_and_cpu(pid: int) -> tuple[int, float, int] | None:
+    """(PSS bytes, CPU seconds, RSS bytes) of a process; None if it is gone."""
     try:
-        pss = 0
+        pss = rss = 0
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
                 pss = int(line.split()[1]) * 1024
                 break
         stat = Path(f"/proc/{pid}/stat").read_text()
         fields = stat[stat.rindex(")") + 2 :].split()
         cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-        return pss, cpu
+        return pss, cpu, rss
     except (OSError, ValueError, IndexError):
         return None
 
@@ -173,7 +177,7 @@ def measure(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    peak = 0
+    peak = peak_rss = 0
     cpu_seen: dict[int, float] = {}
     output: list[str] = []
     import threading
@@ -185,13 +189,15 @@ def measure(
         if time.monotonic() - t0 > timeout:
             timed_out = True
             break
-        total = 0
+        total = total_rss = 0
         for pid in _session_pids(proc.pid):
             got = _pss_and_cpu(pid)
             if got is not None:
                 total += got[0]
                 cpu_seen[pid] = got[1]
+                total_rss += got[2]
         peak = max(peak, total)
+        peak_rss = max(peak_rss, total_rss)
         time.sleep(0.05)
     if timed_out:
         _kill_session(proc.pid)
@@ -202,6 +208,7 @@ def measure(
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     reaped = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     m = Measured(proc.returncode, wall, max(reaped, sum(cpu_seen.values())), peak)
+    m.peak_rss = peak_rss
     if timed_out:
         m.error = f"timed out after {timeout:.0f}s"
     elif report.is_file():
@@ -220,9 +227,13 @@ def _kill_session(sid: int) -> None:
 
 
 # ----------------------------------------------------------------------------- peers
-def peer_python(name: str, cache: Path) -> Path:
-    """The interpreter of the peer's own virtual environment, installed on first use."""
-    reqs, _ = PEERS[name]
+def peer_python(name: str, cache: Path, requirements: list[str] | None = None) -> Path:
+    """The interpreter of the peer's own virtual environment, installed on first use.
+
+    ``requirements`` (default: the peer's in ``PEERS``) are what go into ``cache / name``;
+    another benchmark names its own environment and requirements.
+    """
+    reqs = requirements if requirements is not None else PEERS[name][0]
     venv = cache / name
     marker = venv / ".shoal-bench-installed"
     python = venv / "bin" / "python"
