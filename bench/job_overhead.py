@@ -16,9 +16,11 @@ import line (see that module for the two small changes and why sites are named):
   (``bench/peers/nvflare_job.py``).
 
 For every N the two run one after the other (``--repeat`` alternates them more times),
-each bounded by ``--timeout``. Measured from outside (``sim_overhead.measure``): wall
-time, CPU seconds and peak memory of the child's whole process session, sampled every
-50 ms (summed PSS, and summed RSS, which counts shared pages once per process). From
+each bounded by ``--timeout`` and ``--mem-limit-gb``. Measured from outside
+(``sim_overhead.measure``): wall time, CPU seconds and peak memory of the child's whole
+process tree (FLARE's simulator starts one worker process per thread, each in its own
+session), sampled every 50 ms (summed PSS, and summed RSS, which counts shared pages
+once per process). From
 the round clock in the script (``digits_job.round_figures``): start-up (launch to the
 first site's first model), the first round, and the median of rounds 2..R-1 (the last
 round's end is not seen by the clock). Last, each system's final global model is tested
@@ -114,7 +116,7 @@ def run_one(system: str, n: int, args: argparse.Namespace) -> Measured:
             cmd = [str(python), str(FLARE_CHILD), *common, "--threads", str(threads)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", digits_job.CLOCK_ENV: str(clock)}
         t0 = time.time()
-        m = measure(cmd, report, args.timeout, env=env)
+        m = measure(cmd, report, args.timeout, env=env, mem_limit=int(args.mem_limit_gb * 2**30))
         end = m.report.get("end", t0 + m.wall_s)
         m.report.update(digits_job.round_figures(clock, t0, end))
         if m.rc and not m.error:
@@ -194,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         "--flare-threads", type=int, default=None, help="FLARE simulator threads (default N)"
     )
     p.add_argument("--timeout", type=float, default=1200.0, help="seconds per run")
+    p.add_argument(
+        "--mem-limit-gb",
+        type=float,
+        default=10.0,
+        help="stop a run whose summed PSS passes this (default 10; the machine is shared)",
+    )
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "shoal-bench")
     p.add_argument("--json", type=Path, default=None, help="write every measurement here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -131,7 +131,13 @@ class Measured:
 
 
 def _session_pids(sid: int) -> list[int]:
-    pids = []
+    """The processes of session ``sid`` and, transitively, their children.
+
+    Children count even when they left the session: NVIDIA FLARE's simulator starts each
+    client worker with ``os.setsid``, so a session alone misses all of its clients.
+    """
+    parent: dict[int, int] = {}
+    inside: set[int] = set()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -140,9 +146,16 @@ def _session_pids(sid: int) -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[3]) == sid:  # field 6 (session) counted after the command name
-            pids.append(int(entry.name))
-    return pids
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])  # field 4 (ppid) counted after the command name
+        if int(fields[3]) == sid:  # field 6 (session)
+            inside.add(pid)
+    grown = True
+    while grown:
+        more = {pid for pid, ppid in parent.items() if ppid in inside and pid not in inside}
+        inside |= more
+        grown = bool(more)
+    return sorted(inside)
 
 
 def _pss_and_cpu(pid: int) -> tuple[int, float, int] | None:
@@ -164,9 +177,17 @@ def _pss_and_cpu(pid: int) -> tuple[int, float, int] | None:
 
 
 def measure(
-    cmd: list[str], report: Path, timeout: float, env: dict[str, str] | None = None
+    cmd: list[str],
+    report: Path,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    mem_limit: int | None = None,
 ) -> Measured:
-    """Run ``cmd`` in a new session and sample its whole process tree."""
+    """Run ``cmd`` in a new session and sample its whole process tree.
+
+    ``mem_limit`` (bytes of summed PSS): the run is killed once it uses more, so that a
+    system that grows past it does not push a shared machine into its OOM killer.
+    """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     proc = subprocess.Popen(
@@ -184,10 +205,13 @@ def measure(
 
     reader = threading.Thread(target=lambda: output.extend(proc.stdout or []), daemon=True)
     reader.start()
-    timed_out = False
+    timed_out = over = False
     while proc.poll() is None:
         if time.monotonic() - t0 > timeout:
             timed_out = True
+            break
+        if mem_limit is not None and peak > mem_limit:
+            over = True
             break
         total = total_rss = 0
         for pid in _session_pids(proc.pid):
@@ -199,7 +223,7 @@ def measure(
         peak = max(peak, total)
         peak_rss = max(peak_rss, total_rss)
         time.sleep(0.05)
-    if timed_out:
+    if timed_out or over:
         _kill_session(proc.pid)
     proc.wait()
     _kill_session(proc.pid)  # leave nothing behind (ray, nvflare workers)
@@ -211,6 +235,8 @@ def measure(
     m.peak_rss = peak_rss
     if timed_out:
         m.error = f"timed out after {timeout:.0f}s"
+    elif over:
+        m.error = f"stopped: its summed PSS passed the memory limit of {mem_limit / 2**30:.1f} GiB"
     elif report.is_file():
         m.report = json.loads(report.read_text())
     else:
