@@ -147,10 +147,17 @@ class Measured:
     peak_pss: int
     report: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    peak_rss: int = 0  # summed RSS: counts each shared page once per process using it
 
 
 def _session_pids(sid: int) -> list[int]:
-    pids = []
+    """The processes of session ``sid`` and, transitively, their children.
+
+    Children count even when they left the session: NVIDIA FLARE's simulator starts each
+    client worker with ``os.setsid``, so a session alone misses all of its clients.
+    """
+    parent: dict[int, int] = {}
+    inside: set[int] = set()
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -159,30 +166,48 @@ def _session_pids(sid: int) -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[3]) == sid:  # field 6 (session) counted after the command name
-            pids.append(int(entry.name))
-    return pids
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])  # field 4 (ppid) counted after the command name
+        if int(fields[3]) == sid:  # field 6 (session)
+            inside.add(pid)
+    grown = True
+    while grown:
+        more = {pid for pid, ppid in parent.items() if ppid in inside and pid not in inside}
+        inside |= more
+        grown = bool(more)
+    return sorted(inside)
 
 
-def _pss_and_cpu(pid: int) -> tuple[int, float] | None:
+def _pss_and_cpu(pid: int) -> tuple[int, float, int] | None:
+    """(PSS bytes, CPU seconds, RSS bytes) of a process; None if it is gone."""
     try:
-        pss = 0
+        pss = rss = 0
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
                 pss = int(line.split()[1]) * 1024
                 break
         stat = Path(f"/proc/{pid}/stat").read_text()
         fields = stat[stat.rindex(")") + 2 :].split()
         cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-        return pss, cpu
+        return pss, cpu, rss
     except (OSError, ValueError, IndexError):
         return None
 
 
 def measure(
-    cmd: list[str], report: Path, timeout: float, env: dict[str, str] | None = None
+    cmd: list[str],
+    report: Path,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    mem_limit: int | None = None,
 ) -> Measured:
-    """Run ``cmd`` in a new session and sample its whole process tree."""
+    """Run ``cmd`` in a new session and sample its whole process tree.
+
+    ``mem_limit`` (bytes of summed PSS): the run is killed once it uses more, so that a
+    system that grows past it does not push a shared machine into its OOM killer.
+    """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     proc = subprocess.Popen(
@@ -193,27 +218,32 @@ def measure(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    peak = 0
+    peak = peak_rss = 0
     cpu_seen: dict[int, float] = {}
     output: list[str] = []
     import threading
 
     reader = threading.Thread(target=lambda: output.extend(proc.stdout or []), daemon=True)
     reader.start()
-    timed_out = False
+    timed_out = over = False
     while proc.poll() is None:
         if time.monotonic() - t0 > timeout:
             timed_out = True
             break
-        total = 0
+        if mem_limit is not None and peak > mem_limit:
+            over = True
+            break
+        total = total_rss = 0
         for pid in _session_pids(proc.pid):
             got = _pss_and_cpu(pid)
             if got is not None:
                 total += got[0]
                 cpu_seen[pid] = got[1]
+                total_rss += got[2]
         peak = max(peak, total)
+        peak_rss = max(peak_rss, total_rss)
         time.sleep(0.05)
-    if timed_out:
+    if timed_out or over:
         _kill_session(proc.pid)
     proc.wait()
     _kill_session(proc.pid)  # leave nothing behind (ray, nvflare workers)
@@ -222,8 +252,11 @@ def measure(
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     reaped = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     m = Measured(proc.returncode, wall, max(reaped, sum(cpu_seen.values())), peak)
+    m.peak_rss = peak_rss
     if timed_out:
         m.error = f"timed out after {timeout:.0f}s"
+    elif over:
+        m.error = f"stopped: its summed PSS passed the memory limit of {mem_limit / 2**30:.1f} GiB"
     elif report.is_file():
         m.report = json.loads(report.read_text())
     else:
@@ -240,9 +273,13 @@ def _kill_session(sid: int) -> None:
 
 
 # ----------------------------------------------------------------------------- peers
-def peer_python(name: str, cache: Path) -> Path:
-    """The interpreter of the peer's own virtual environment, installed on first use."""
-    reqs, _ = PEERS[name]
+def peer_python(name: str, cache: Path, requirements: list[str] | None = None) -> Path:
+    """The interpreter of the peer's own virtual environment, installed on first use.
+
+    ``requirements`` (default: the peer's in ``PEERS``) are what go into ``cache / name``;
+    another benchmark names its own environment and requirements.
+    """
+    reqs = requirements if requirements is not None else PEERS[name][0]
     venv = cache / name
     marker = venv / ".shoal-bench-installed"
     python = venv / "bin" / "python"
