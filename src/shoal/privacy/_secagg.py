@@ -295,7 +295,7 @@ def mask(
     ``neighbours``: mine (``None``: the complete graph), the only ones I mask against."""
     y = encode(x, frac_bits)
     y = y + prg(keys.self_seed, y.size)
-    y = y + pairwise_mask(me, keys, publics, label, y.size)  # uint64: mod 2**64
+    y = y + pairwise_mask(me, keys, publics, label, y.size, neighbours)  # mod 2**64
     return np.asarray(y, dtype=np.uint64)
 
 
@@ -305,9 +305,11 @@ def pairwise_mask(
     publics: Mapping[int, Mapping[str, bytes]],
     label: str,
     size: int,
+    neighbours: Collection[int] | None = None,
 ) -> np.ndarray:
     """My pairwise mask: ``+PRG(s_uv)`` for each ``v > me``, ``-PRG(s_uv)`` for each
-    ``v < me``, summed in ``Z_{2**64}``; ``publics``: every party (me included or not).
+    ``v < me``, summed in ``Z_{2**64}``; ``publics``: every party (me included or not);
+    ``neighbours``: the only ones I mask against (``None``: all of ``publics``).
 
     The masks of all the parties in ``publics`` sum to zero, so a sum of masked inputs
     needs no unmasking; a party that leaves its own mask out (and adds it back at the
