@@ -279,7 +279,8 @@ def test_a_release_past_a_nodes_budget_is_refused_with_spent_and_remaining(
 
 
 DIALECTS = ["_steps", "steps", "_job", "job", "strategies"]
-DRAWS = ("laplace", "get_sigma_gaussian")  # Laplace noise, a Gaussian's calibration
+# Laplace and Gaussian noise, a Gaussian's calibration, clipping
+DRAWS = ("laplace", "normal", "get_sigma_gaussian", "norm")
 
 
 def test_the_dialects_use_shoal_privacys_code_not_copies() -> None:
@@ -300,7 +301,7 @@ def test_the_dialects_use_shoal_privacys_code_not_copies() -> None:
     total = sum(masks, np.zeros(3, np.uint64))
     assert not total.any()
     # No dialect module does the maths itself: no key agreement or ciphers, no accountant,
-    # no Laplace draws outside shoal.privacy.
+    # no noise draws or clipping outside shoal.privacy.
     import ast
 
     root = Path(shoal.__file__).parent

@@ -17,6 +17,7 @@ import numpy as np
 
 from shoal._errors import ShoalError
 from shoal._privacy.accounting import Charge
+from shoal.privacy._mechanisms import Gaussian
 
 
 def _map(value: Any, fn: Any) -> Any:
@@ -176,10 +177,8 @@ class DPNoise:
         norm = float(np.linalg.norm(np.concatenate(_arrays(value))))
         scale = min(1.0, self.clip / norm) if norm > 0 else 1.0
         rng = self.rng if self.rng is not None else np.random.default_rng()
-        std = self.noise_multiplier * self.clip
-        return _map(
-            value, lambda a: a.astype(np.float64) * scale + rng.normal(0.0, std, size=a.shape)
-        )
+        gauss = Gaussian(sensitivity=self.clip, sigma=self.noise_multiplier * self.clip)
+        return _map(value, lambda a: gauss.randomise(a.astype(np.float64) * scale, rng))
 
 
 def apply(filters: Iterable[Any], value: Any) -> Any:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from shoal import ShoalError
-from shoal.privacy import Charge, clip_by_norm
+from shoal.privacy import Charge, Gaussian, clip_by_norm
 from shoal.strategies._strategy import ClientUpdate, State, Strategy
 
 
@@ -159,11 +159,11 @@ class DPFedAvg(Strategy):
             if self.adaptive:
                 sigma_b = self.clip_count_stddev or n / 20
                 z = sum_noise_multiplier(z, sigma_b)
-                fraction = (within + rng.normal(0.0, sigma_b)) / n
+                fraction = (within + Gaussian(sigma=sigma_b).noise(rng=rng)) / n
                 next_clip = adaptive_clip(clip, fraction, self.target_quantile, self.clip_lr)
             else:
                 next_clip = clip
-            total = total + rng.normal(0.0, z * clip, size=total.shape)
+            total = Gaussian(sensitivity=clip, sigma=z * clip).randomise(total, rng)
             new_state["clip"] = np.array([next_clip])
         else:
             new_state["clip"] = np.array([clip])

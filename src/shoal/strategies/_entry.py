@@ -164,15 +164,13 @@ def train_round(
         y = x + delta
     within: bool | None = None
     if dp:
+        from shoal.privacy import Gaussian, clip_by_norm  # only DP runs pay for the import
+
         clip = float(world.globals.get(clip_key(key), dp["clip"]))
-        norm = float(np.linalg.norm(delta))
-        within = norm <= clip
-        if not within:
-            delta = delta * (clip / norm)
+        delta, within = clip_by_norm(delta, clip)
         if dp.get("mode") == "local":  # the noise is added before the update leaves
-            delta = delta + np.random.default_rng().normal(
-                0.0, float(dp["noise_multiplier"]) * clip, size=delta.shape
-            )
+            std = float(dp["noise_multiplier"]) * clip
+            delta = Gaussian(sensitivity=clip, sigma=std).randomise(delta)
     record: dict[str, Any] = {
         "delta": delta,
         "num_examples": int(n),
