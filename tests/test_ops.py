@@ -148,6 +148,11 @@ ALLOWED = {
     ("_cli/simulate.py", "metric"),
     # The dashboard's compare page: the name of its query parameter (?metric=...).
     ("_ui/pages.py", "metric"),
+    # The steps dialect's Iterate(until={"metric": ...}): a key of the user's condition.
+    ("_steps/_artifact.py", "metric"),
+    ("steps/_compile.py", "metric"),
+    # FLARE's Client API function `flare.log`, named in the module's __all__.
+    ("job/client.py", "log"),
 }
 
 
