@@ -582,3 +582,20 @@ def test_a_lazy_export_shows_its_public_module_once_something_loaded_it(first: s
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "shoal"
+
+
+def test_secure_aggregation_parameters_of_the_job_dialect() -> None:
+    # The job dialect's secure FedAvg (docs/job.md) and the placement by node ids it
+    # uses from shoal.strategies: deliberate public parameters.
+    fedavg = inspect.signature(shoal.job.FedAvg).parameters
+    assert fedavg["secure"].default is False
+    assert "secure" not in inspect.signature(shoal.job.FedOpt).parameters
+    tasks = inspect.signature(shoal.strategies.SecureFedAvg.tasks).parameters
+    assert [p for p in tasks if tasks[p].kind is inspect.Parameter.KEYWORD_ONLY] == [
+        "datasets",
+        "sites",
+        "server",
+        "key",
+        "worker",
+        "prefix",
+    ]

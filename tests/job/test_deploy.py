@@ -88,3 +88,39 @@ def test_a_deployed_job_runs_on_the_sites_its_controller_asks_for(tmp_path: Path
     assert sites == ["site-1", "site-2", "site-3"]
     _, sites = load(folder, n_clients=2)
     assert sites == ["site-1", "site-2"]
+
+
+def test_a_secure_fedavg_job_deploys_and_its_server_sees_only_masked_updates(
+    tmp_path: Path,
+) -> None:
+    # FedAvg(secure=True) on real node agents: the sites' keys come from their own state
+    # dirs (local.secret), the server node sums masked vectors; the sum is FedAvg's.
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    job = FedJob("secure_sums", min_clients=3)
+    job.to_server(FedAvg(num_clients=3, num_rounds=1, secure=True))
+    job.to_server(NPModel({"w": np.zeros(3)}))
+    job.to_clients(ScriptRunner(str(script), script_args="--site {i}", framework="numpy"))
+    job.export_job(str(tmp_path / "jobs"))
+    script.unlink()
+    with deployment(tmp_path) as d:
+        coord = d.coordinator(db=f"sqlite:///{tmp_path / 'shoal.db'}")
+        ids = ["server", "site-1", "site-2", "site-3"]
+        for node_id in ids:
+            d.node(coord, node_id)
+        user = coord.user()
+        d.clients.append(user)
+        wait_nodes(user, ids)
+        with shoal.Client(coord.url, coord.user_token) as client:
+            swarm_id = deploy_job(client, tmp_path / "jobs")
+            status = wait_status(user, swarm_id, timeout=100)
+            assert status["status"] == "succeeded", json.dumps(status, indent=1) + coord.output()
+            weights = global_value(user, swarm_id, "weights")
+            masked = client.results(swarm_id, "secagg.masked", alias="worker")
+            plain = client.results(swarm_id, "update")
+    assert sorted(masked) == ["site-1", "site-2", "site-3"] and plain == {}
+    # site-1 sent [1 * delta, 1] = [1, 1, 1, 1] in the clear: it left only masked
+    sent = np.asarray(masked["site-1"])
+    assert sent.dtype == np.uint64 and not np.any(sent == np.uint64(2**24))
+    # (1*1 + 2*2 + 3*3) / (1 + 2 + 3), exact to the 24-bit fixed point
+    np.testing.assert_allclose(np.asarray(weights["w"]), np.full(3, 14 / 6), atol=1e-6)

@@ -300,6 +300,22 @@ def test_the_dialects_use_shoal_privacys_code_not_copies() -> None:
     masks = [pairwise_mask(i, keys[i], publics, "label", 3) for i in keys]
     total = sum(masks, np.zeros(3, np.uint64))
     assert not total.any()
+    # Secure FedAvg in the job dialect: FedAvg(secure=...) compiles to the tasks of
+    # shoal.strategies.SecureFedAvg (tests/job/test_secure_job.py compares them byte for
+    # byte); the job's code names that class and never the maths below it.
+    import ast
+
+    src = Path(shoal.__file__).parent
+    imports = {
+        (str(path.relative_to(src)), node.module, a.name)
+        for package in ("_job", "job")
+        for path in sorted((src / package).rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module
+        for a in node.names
+    }
+    assert ("job/_run.py", "shoal.strategies", "SecureFedAvg") in imports
+    assert not [i for i in imports if "_secagg" in f"{i[1]}.{i[2]}"], imports
     # No dialect module does the maths itself: no key agreement or ciphers, no accountant,
     # no noise draws or clipping outside shoal.privacy.
     import ast

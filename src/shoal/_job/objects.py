@@ -111,11 +111,50 @@ def parse_stop_cond(stop_cond: str | None) -> tuple[str, str, float] | None:
     return m.group(1), m.group(2), float(m.group(3))
 
 
+def secure_setting(owner: str, secure: Any, num_clients: int, stop: Any, patience: Any) -> Any:
+    """``secure`` checked: False, True or a ``shoal.strategies.SecureFedAvg``.
+
+    Refuses what cannot work with a masked sum: fewer than 3 sites per round (two
+    sites learn each other's update from the sum) and a stop condition or patience
+    (the server never sees a site's metrics, only the sum of the masked updates).
+    """
+    if secure is False or secure is None:
+        return False
+    # _job may not import shoal.strategies (docs/architecture.md): SecureFedAvg is
+    # recognised by what shoal.job._run uses of it.
+    if secure is not True and not all(
+        hasattr(secure, a) for a in ("threshold", "neighbours", "frac_bits", "tasks")
+    ):
+        raise ShoalError(
+            f"{owner}(secure={secure!r})",
+            code="job.config",
+            hint="pass secure=True or secure=shoal.strategies.SecureFedAvg(threshold=..., "
+            "neighbours=...)",
+        )
+    if num_clients < 3:
+        raise ShoalError(
+            f"{owner}(num_clients={num_clients}, secure=...): secure aggregation needs at "
+            "least 3 sites per round (with 2, each learns the other's update from the sum)",
+            code="job.config",
+            hint="use num_clients >= 3, or drop secure",
+        )
+    if stop is not None or patience is not None:
+        raise ShoalError(
+            f"{owner}(secure=..., stop_cond/patience): under secure aggregation the server "
+            "sees only the masked sum, never the sites' metrics the stop condition reads",
+            code="job.unsupported",
+            hint="drop stop_cond and patience, or drop secure",
+        )
+    return secure
+
+
 class FedAvg(ModelController):
     """The built-in FedAvg workflow: compiles to an ordinary plan (no on-demand tasks).
 
     Each round sends the global model to the sites' ``train`` task and averages their
-    results weighted by ``NUM_STEPS_CURRENT_ROUND`` (shoal.strategies' FedAvg).
+    results weighted by ``NUM_STEPS_CURRENT_ROUND`` (shoal.strategies' FedAvg). With
+    ``secure``, each site's update is masked on the site (SecAgg+, shoal.strategies'
+    :class:`~shoal.strategies.SecureFedAvg` tasks) and the server learns only the sum.
 
     Parameters
     ----------
@@ -132,6 +171,13 @@ class FedAvg(ModelController):
         Stop after this many rounds without improvement of the stop metric.
     task_name
         The task the sites run.
+    secure
+        Secure aggregation (docs/privacy.md): ``True`` for SecAgg+ with
+        ``shoal.strategies.SecureFedAvg()``'s defaults, or a ``SecureFedAvg(threshold=,
+        neighbours=, frac_bits=)`` of your own. The training script is unchanged; the
+        site masks what it sent. Needs ``num_clients >= 3`` and every site in every
+        round; refuses ``stop_cond``, ``patience`` and an ``IntimeModelSelector`` (the
+        server never sees the sites' metrics) and result filters on the server.
     """
 
     def __init__(
@@ -142,6 +188,7 @@ class FedAvg(ModelController):
         stop_cond: str | None = None,
         patience: int | None = None,
         task_name: str = "train",
+        secure: Any = False,
     ) -> None:
         super().__init__(persistor_id)
         for n, v in (("num_clients", num_clients), ("num_rounds", num_rounds)):
@@ -157,6 +204,8 @@ class FedAvg(ModelController):
         self._stop = parse_stop_cond(stop_cond)
         self.patience = patience
         self.task_name = task_name
+        owner = type(self).__name__
+        self.secure = secure_setting(owner, secure, num_clients, stop_cond, patience)
 
     def strategy(self) -> dict[str, Any]:
         """The server step, as shoal.strategies' config (the same code as every dialect)."""

@@ -23,10 +23,16 @@ import shoal
 from shoal._errors import ShoalError
 from shoal._job.export import describe
 from shoal._job.fed_job import ALL_CLIENTS, SERVER, FedJob
-from shoal._job.objects import FedAvg, ModelController, ModelPersistor, ScriptRunner
+from shoal._job.objects import (
+    FedAvg,
+    IntimeModelSelector,
+    ModelController,
+    ModelPersistor,
+    ScriptRunner,
+)
 from shoal._job.workflows import CrossSiteModelEval, Cyclic
 from shoal.job._persist import persist
-from shoal.strategies import Strategy
+from shoal.strategies import SecureFedAvg, Strategy
 from shoal.strategies._keys import config_key
 
 _WORKER = '''"""shoal.job: one site round of job {name!r} (generated)."""
@@ -280,10 +286,57 @@ def _server_task(source: str) -> shoal.Task:
     )
 
 
+def _secure(job: FedJob, controller: FedAvg, sites: list[str]) -> SecureFedAvg | None:
+    """The controller's secure aggregation, or None; refuses what cannot work with it.
+
+    Every site takes part in every round: the sites that advertise their keys must be
+    the ones that mask (a sampled subset would differ between the two tasks). Nothing
+    on the server may read a site's result: it holds ring elements, not the update.
+    """
+    secure = getattr(controller, "secure", False)
+    if secure is False:
+        return None
+    name = f"job {job.name!r}: {type(controller).__name__}(secure=...)"
+    if not isinstance(secure, (bool, SecureFedAvg)):
+        raise ShoalError(
+            f"{name}: {secure!r} is not a shoal.strategies.SecureFedAvg",
+            code="job.config",
+            hint="pass secure=True or secure=shoal.strategies.SecureFedAvg(...)",
+        )
+    if len(sites) < 3 or controller.num_clients < len(sites):
+        raise ShoalError(
+            f"{name} with num_clients={controller.num_clients} on {len(sites)} sites: secure "
+            "aggregation runs every site in every round, and needs at least 3",
+            code="job.config",
+            hint=f"set num_clients={max(len(sites), 3)} and run on at least 3 sites",
+        )
+    server = job.apps.get(SERVER)
+    for obj in server.components.values() if server else []:
+        if isinstance(obj, IntimeModelSelector):
+            raise ShoalError(
+                f"{name} with an IntimeModelSelector: the server never sees the sites' "
+                "metrics under secure aggregation, so it cannot pick the best model",
+                code="job.unsupported",
+                hint="drop the IntimeModelSelector (FL_global_model is still written)",
+            )
+    if server and any(kind.value == "task_result" for kind, _, _ in server.filters):
+        raise ShoalError(
+            f"{name} with a result filter on the server: the server holds only masked "
+            "updates (uniform ring elements), a filter there cannot change an update",
+            code="job.config",
+            hint="send the filter to the sites (job.to_clients(flt, filter_type="
+            "FilterType.TASK_RESULT)): it then runs before the update is masked",
+        )
+    return secure if isinstance(secure, SecureFedAvg) else SecureFedAvg()
+
+
 def _fedavg_swarm(job: FedJob, controller: FedAvg, sites: list[str], pkg: Path) -> shoal.Swarm:
     strategy = Strategy.from_config(controller.strategy())
     weights = _initial_weights(job)
     per_round = min(controller.num_clients, len(sites))
+    secure = _secure(job, controller, sites)
+    if secure is not None:
+        return _secure_swarm(job, controller, secure, sites, pkg, weights)
 
     class JobSwarm(shoal.Swarm):
         def __init__(self) -> None:
@@ -317,6 +370,40 @@ def _fedavg_swarm(job: FedJob, controller: FedAvg, sites: list[str], pkg: Path) 
             return self.aggregator(self.worker())
 
     return JobSwarm()
+
+
+def _secure_swarm(
+    job: FedJob,
+    controller: FedAvg,
+    secure: SecureFedAvg,
+    sites: list[str],
+    pkg: Path,
+    weights: dict[str, np.ndarray] | None,
+) -> shoal.Swarm:
+    """FedAvg under secure aggregation: shoal.strategies.SecureFedAvg's tasks around the
+    job's site task; the site masks through ``train_round`` (shoal.strategies), the
+    ``server`` node runs SecureFedAvg's aggregator and learns only the sum."""
+
+    class SecureJobSwarm(shoal.Swarm):
+        def __init__(self) -> None:
+            super().__init__()
+            self.name = job.name
+            self.max_iterations = controller.num_rounds
+            self.set_global("weights", weights)
+            self.worker = shoal.Task(
+                shoal.Module(pkg, name=pkg.name),
+                alias="worker",
+                method="all",
+                specified_ids=sites,
+                # a site lost after sharing its keys is recovered by the others' shares
+                min_results=min(job.min_clients, len(sites)),
+            )
+            self.secure = secure.tasks(self, sites=sites, server=SERVER, worker="worker")
+
+        def execute(self) -> shoal.Task:
+            return self.secure(self.worker)
+
+    return SecureJobSwarm()
 
 
 _RELAY_SERVER = """\"\"\"shoal.job: the end of a cyclic round of job {name!r} (generated).\"\"\"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shoal.strategies._keys import config_key
 
@@ -77,7 +78,9 @@ class SecureFedAvg:
         self,
         swarm: Swarm,
         *,
-        datasets: list[str],
+        datasets: list[str] | None = None,
+        sites: Sequence[str] | None = None,
+        server: str | None = None,
         key: str = "weights",
         worker: str = "worker",
         prefix: str = "secagg",
@@ -85,12 +88,19 @@ class SecureFedAvg:
         """The four tasks around the workers; call the result on the worker task in
         ``execute()``: ``return self.secure(self.worker)``.
 
+        The client steps must run on the nodes the worker runs on: name them by the
+        worker's ``datasets`` or by their node ids, ``sites`` (one of the two).
+
         Parameters
         ----------
         swarm
             The swarm (its globals get the settings the workers read).
         datasets
-            The worker's datasets: the client steps run on the same nodes.
+            The worker's datasets: the client steps run on the nodes that hold them.
+        sites
+            The worker's nodes by id (``specified_ids``), e.g. a FLARE job's sites.
+        server
+            The node the aggregator runs on (None: any node).
         key
             The global holding the model.
         worker
@@ -100,6 +110,11 @@ class SecureFedAvg:
         """
         from shoal import Module, Task
 
+        if (datasets is None) == (sites is None):
+            raise ValueError(
+                "SecureFedAvg.tasks(): name the worker's nodes by datasets= or by sites= "
+                "(one of the two)"
+            )
         aliases = {
             "advertise": f"{prefix}_advertise",
             "share": f"{prefix}_share",
@@ -120,15 +135,16 @@ class SecureFedAvg:
         )
         config = json.dumps({"key": key, "lr": self.lr})
 
-        def task(entry: str, alias: str, **options: Any) -> Task:
+        def task(entry: str, alias: str) -> Task:
             source = _SOURCE.format(name=alias, entry=entry, config=config)
-            return Task(Module(source, name=f"shoal_{alias}", **options), alias=alias)
+            if datasets is not None:
+                return Task(Module(source, name=f"shoal_{alias}", datasets=datasets), alias=alias)
+            return Task(Module(source, name=f"shoal_{alias}"), alias=alias, specified_ids=sites)
 
-        on_clients = {"datasets": datasets}
         return SecureTasks(
-            task("run_advertise", aliases["advertise"], **on_clients),
-            task("run_share", aliases["share"], **on_clients),
-            task("run_reveal", aliases["reveal"], **on_clients),
+            task("run_advertise", aliases["advertise"]),
+            task("run_share", aliases["share"]),
+            task("run_reveal", aliases["reveal"]),
             Task(
                 Module(
                     _SOURCE.format(name="aggregator", entry="run_secure_aggregator", config=config),
@@ -137,6 +153,7 @@ class SecureFedAvg:
                 method="any",
                 maximum=1,
                 alias=f"{prefix}_aggregator",
+                specified_ids=None if server is None else [server],
             ),
         )
 
