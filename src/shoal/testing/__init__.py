@@ -145,7 +145,8 @@ class Federation:
         max_iterations: int | None = None,
         task_timeout: float | None = None,
     ) -> _SimulationRun:
-        """Run ``swarm`` to its end and return the run (it never raises for a failed swarm).
+        """Run ``swarm`` (or a ``shoal.steps`` Artifact) to its end and return the run
+        (it never raises for a failed swarm).
 
         A task without a timeout gets ``task_timeout`` (default: the engine's 600 s);
         on the virtual clock a hung instance reaches it at once.
