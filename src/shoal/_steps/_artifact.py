@@ -48,10 +48,18 @@ _Dist = Annotated[Distribution, LOAD, DUMP]
 
 
 class Step(Entity):
-    """One step: an operation and the distribution of its products."""
+    """One step: an operation and the distribution of its products.
+
+    ``retries`` and ``timeout`` are the engine task's (docs/engine.md): a failed or lost
+    node's instance is run again up to ``retries`` times (in a chain or ring, in its
+    slot, with its slot's inputs); an instance running past ``timeout`` seconds fails
+    (None: the run's default task timeout).
+    """
 
     operation: _Op
     distribution: _Dist | None = None
+    retries: int = 0
+    timeout: float | None = None
 
     def __init__(
         self,

@@ -112,7 +112,11 @@ class ArtifactSwarm(Swarm):
                     }
                 self.add_loop(f"iterate{at}", times=it.iterations, until=until)
         for i, (step, within) in enumerate(flat):
-            options: dict[str, Any] = {"alias": f"step{i}"}
+            options: dict[str, Any] = {
+                "alias": f"step{i}",
+                "retries": step.retries,
+                "timeout": step.timeout,
+            }
             carry = None
             if within is not None:
                 options["loop"] = f"iterate{within}"

@@ -145,11 +145,14 @@ class Federation:
         max_iterations: int | None = None,
         task_timeout: float | None = None,
     ) -> _SimulationRun:
-        """Run ``swarm`` to its end and return the run (it never raises for a failed swarm).
+        """Run ``swarm`` (or a ``shoal.steps`` Artifact) to its end and return the run
+        (it never raises for a failed swarm).
 
         A task without a timeout gets ``task_timeout`` (default: the engine's 600 s);
         on the virtual clock a hung instance reaches it at once.
         """
+        if not isinstance(swarm, _Swarm) and hasattr(swarm, "to_swarm"):
+            swarm = swarm.to_swarm()  # a steps Artifact compiles to a Swarm
         plan_bundles = _compile_swarm(swarm)
         plan = plan_bundles.plan
         if max_iterations is not None:
