@@ -791,6 +791,19 @@ def test_a_swarms_blob_bytes_count_each_value_blob_once(store: Store) -> None:
     assert store.swarm_blob_bytes("s3") == 0
 
 
+def test_a_value_claim_stays_within_the_quota_in_one_step(store: Store) -> None:
+    """``value_claim``: claimed when it fits (a held value costs nothing again), else
+    the bytes it would bring the swarm to, and nothing claimed."""
+    assert store.value_claim(D1, "s1", 100, 120) is None
+    assert store.value_claim(D1, "s1", 100, 120) is None  # held already: free
+    assert store.value_claim(D2, "s1", 50, 120) == 150
+    assert store.blob_claims(D2) == [] and store.swarm_blob_bytes("s1") == 100
+    assert store.value_claim(D2, "s2", 50, 120) is None  # another swarm's quota
+    assert store.value_claim(D2, "s1", 50, None) is None  # no bound
+    assert store.swarm_blob_bytes("s1") == 150
+    assert store.blob_claims(D2) == [("s1", "value"), ("s2", "value")]
+
+
 def test_blob_claims_and_grants_survive_a_restart(sql_backend: Backend) -> None:
     url = sql_backend.new_url()
     first = sql_backend.open(url)

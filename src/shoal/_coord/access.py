@@ -149,8 +149,7 @@ class BlobAccess:
         """
         if not self.store.blob_granted(digest, node_holder(node_id)):
             raise not_held(digest, node_id)
-        self._charge(swarm_id, digest, length)
-        self.store.blob_claim(digest, swarm_id, "value", length)
+        self._claim_value(swarm_id, digest, length)
         self._grant(digest, node_holder(node_id), swarm_id)
 
     def kept_inline(self, node_id: str, swarm_id: str, data: bytes) -> None:
@@ -167,24 +166,23 @@ class BlobAccess:
         if len(data) <= INLINE_MAX:
             return  # bounded by the request size, as it always was
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        self._charge(swarm_id, digest, len(data))
-        self.store.blob_claim(digest, swarm_id, "value", len(data))
+        self._claim_value(swarm_id, digest, len(data))
 
-    def _charge(self, swarm_id: str, digest: str, length: int) -> None:
-        """413 if storing value ``digest`` of ``length`` bytes passes the swarm's quota
-        (a value the swarm already holds costs nothing again)."""
+    def _claim_value(self, swarm_id: str, digest: str, length: int) -> None:
+        """Claim value ``digest`` of ``length`` bytes for the swarm; 413 if that passes
+        the swarm's quota (a value the swarm already holds costs nothing again). One
+        store transaction: this runs for every large result an instance stores."""
         quota = self.swarm_quota_bytes
-        if quota is not None and (swarm_id, "value") not in self.store.blob_claims(digest):
-            used = self.store.swarm_blob_bytes(swarm_id)
-            if used + length > quota:
-                raise ApiError(
-                    413,
-                    f"swarm {swarm_id} would store {used + length} bytes of values, over "
-                    f"its quota of {quota} bytes (value {digest}, {length} bytes)",
-                    code="swarm.quota",
-                    hint="store smaller values, or start the coordinator with a larger "
-                    "--swarm-quota-mb",
-                )
+        over = self.store.value_claim(digest, swarm_id, length, quota)
+        if over is not None:
+            raise ApiError(
+                413,
+                f"swarm {swarm_id} would store {over} bytes of values, over "
+                f"its quota of {quota} bytes (value {digest}, {length} bytes)",
+                code="swarm.quota",
+                hint="store smaller values, or start the coordinator with a larger "
+                "--swarm-quota-mb",
+            )
 
     def given(self, node_id: str, swarm_id: str, reply: ops.Reply, value: Any) -> None:
         """A world answer to an instance of ``swarm_id`` on ``node_id`` hands it the

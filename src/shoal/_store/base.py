@@ -306,6 +306,14 @@ class Store(Protocol):
         use)."""
         ...
 
+    def value_claim(self, digest: str, swarm_id: str, length: int, quota: int | None) -> int | None:
+        """Claim blob ``digest`` as a ``"value"`` of a swarm unless that would take the
+        swarm's :meth:`swarm_blob_bytes` over ``quota`` (``None``: no bound), as one
+        atomic step (one round trip to the database; a value the swarm holds already
+        costs nothing again). Returns ``None`` when claimed, else the bytes the swarm
+        would hold with it (nothing is claimed then)."""
+        ...
+
     def blob_claims(self, digest: str) -> list[tuple[str, str]]:
         """``[(swarm_id, kind)]`` of a blob, sorted (empty: it belongs to no swarm)."""
         ...

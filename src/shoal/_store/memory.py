@@ -333,6 +333,21 @@ class MemoryStore:
                 n for (_, s, k), n in self._claim_bytes.items() if s == swarm_id and k == "value"
             )
 
+    def value_claim(self, digest: str, swarm_id: str, length: int, quota: int | None) -> int | None:
+        """Claim a value blob for a swarm within its quota (see :class:`Store`)."""
+        with self._lock:
+            if (swarm_id, "value") not in self._claims.get(digest, ()) and quota is not None:
+                used = length + sum(
+                    n
+                    for (_, s, k), n in self._claim_bytes.items()
+                    if s == swarm_id and k == "value"
+                )
+                if used > quota:
+                    return used
+            self._claims[digest].add((swarm_id, "value"))
+            self._claim_bytes.setdefault((digest, swarm_id, "value"), length)
+            return None
+
     def blob_claims(self, digest: str) -> list[tuple[str, str]]:
         """``[(swarm_id, kind)]`` of a blob, sorted."""
         with self._lock:

@@ -47,6 +47,7 @@ __all__ = ["SQLStore"]
 # reader paging with ``after`` can then never skip a row that commits late.
 _LOCK_EVENTS = 0x73686F616C_10
 _LOCK_LOGS = 0x73686F616C_11
+_LOCK_QUOTA = 0x73686F616C_12
 
 _PAGE = 1000  # events read per query
 _IN_CHUNK = 500  # ids per IN (...) list
@@ -622,6 +623,30 @@ class SQLStore:
         )
         with self._read() as conn:
             return int(conn.execute(query).scalar_one())
+
+    def value_claim(self, digest: str, swarm_id: str, length: int, quota: int | None) -> int | None:
+        """Claim a value blob for a swarm within its quota, in one transaction (see
+        :class:`~shoal._store.base.Store`)."""
+        c = t.blob_claims
+        key = (c.c.digest == digest, c.c.swarm_id == swarm_id, c.c.kind == "value")
+        with self._write() as conn:
+            # PostgreSQL: two claims of one swarm must not both pass the check.
+            self._lock(conn, _LOCK_QUOTA)
+            held = conn.execute(sa.select(c.c.length).where(*key)).first()
+            if held is not None:
+                return None
+            if quota is not None:
+                used = conn.execute(
+                    sa.select(sa.func.coalesce(sa.func.sum(c.c.length), 0)).where(
+                        c.c.swarm_id == swarm_id, c.c.kind == "value"
+                    )
+                ).scalar_one()
+                if int(used) + length > quota:
+                    return int(used) + length
+            values = {"digest": digest, "swarm_id": swarm_id, "kind": "value", "length": length}
+            stmt = self._insert(c).values(**values)
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["digest", "swarm_id", "kind"]))
+            return None
 
     def blob_claims(self, digest: str) -> list[tuple[str, str]]:
         """``[(swarm_id, kind)]`` of a blob, sorted."""
