@@ -124,3 +124,73 @@ def test_a_secure_fedavg_job_deploys_and_its_server_sees_only_masked_updates(
     assert sent.dtype == np.uint64 and not np.any(sent == np.uint64(2**24))
     # (1*1 + 2*2 + 3*3) / (1 + 2 + 3), exact to the 24-bit fixed point
     np.testing.assert_allclose(np.asarray(weights["w"]), np.full(3, 14 / 6), atol=1e-6)
+
+
+# A user's own controller, in a module of the user's project (importable, as a FLARE
+# job's custom code is): FedAvg over sampled sites, written by hand.
+CONTROLLER = """
+from shoal.job import ModelController
+from shoal.job.client import FLModel
+
+
+class SampledFedAvg(ModelController):
+    def __init__(self, num_clients: int = 2, num_rounds: int = 2) -> None:
+        super().__init__()
+        self.num_clients = num_clients
+        self.num_rounds = num_rounds
+
+    def run(self) -> None:
+        model = self.load_model()
+        for r in range(self.num_rounds):
+            clients = self.sample_clients(self.num_clients)
+            model.current_round = r
+            results = self.send_model_and_wait(targets=clients, data=model)
+            self.info(f"round {r}: {sorted(m.meta['client_name'] for m in results)}")
+            total = sum(m.meta["NUM_STEPS_CURRENT_ROUND"] for m in results)
+            params = {
+                k: sum(m.params[k] * m.meta["NUM_STEPS_CURRENT_ROUND"] / total for m in results)
+                for k in model.params
+            }
+            model = self.update_model(model, FLModel(params=params, current_round=r))
+            self.save_model(model)
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_users_model_controller_deploys_and_equals_its_simulator_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my_controllers.py").write_text(CONTROLLER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from my_controllers import SampledFedAvg  # type: ignore[import-not-found]
+
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    job = FedJob("handmade", min_clients=2)
+    job.to_server(SampledFedAvg(num_clients=2, num_rounds=3))
+    job.to_server(NPModel({"w": np.zeros(3)}))
+    job.to_clients(ScriptRunner(str(script), script_args="--site {i}", framework="numpy"))
+    job.export_job(str(tmp_path / "jobs"))
+    sim = job.simulator_run(str(tmp_path / "ws"), n_clients=3, threads=2, seed=5)
+    assert sim.ok, (sim.reason, [f.traceback for f in sim.failures])
+    script.unlink()  # the deployment reads the export only
+    with deployment(tmp_path) as d:
+        coord = d.coordinator(db=f"sqlite:///{tmp_path / 'shoal.db'}")
+        ids = ["server", "site-1", "site-2", "site-3"]
+        for node_id in ids:
+            d.node(coord, node_id)
+        user = coord.user()
+        d.clients.append(user)
+        wait_nodes(user, ids)
+        with shoal.Client(coord.url, coord.user_token) as client:
+            swarm_id = deploy_job(client, tmp_path / "jobs", seed=5, n_clients=3)
+            status = wait_status(user, swarm_id, timeout=150)
+            assert status["status"] == "succeeded", json.dumps(status, indent=1) + coord.output()
+            weights = global_value(user, swarm_id, "weights")
+            rounds = [r.message for r in client.logs(swarm_id, task="controller")]
+    # the same sites sampled (seeded) and the same model as the simulator's run
+    assert [m for m in rounds if m.startswith("round ")] == [
+        r.message for r in sim.logs(task="controller") if r.message.startswith("round ")
+    ]
+    np.testing.assert_allclose(np.asarray(weights["w"]), sim.globals["weights"]["w"], rtol=1e-12)
+    assert not np.allclose(sim.globals["weights"]["w"], 0.0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import shoal
 from shoal._codec import encode
-from shoal._job.fed_job import ALL_CLIENTS, SERVER, FedJob
+from shoal._job.fed_job import SERVER, FedJob
 from shoal._job.model_controller import controller_spec
 from shoal._job.objects import ModelController
 from shoal.job._controller import CLIENT_ALIAS
@@ -44,25 +44,15 @@ def main():
 '''
 
 
-def simulate_model_controller(
-    job: FedJob,
-    controller: ModelController,
-    workspace: str,
-    n_clients: int | None,
-    threads: int | None,
-    *,
-    executor: str,
-    seed: int,
-    raise_on_failure: bool,
-) -> shoal.SimulationRun:
-    """Run ``job``, whose server workflow is ``controller``, in the simulator."""
+def controller_swarm(
+    job: FedJob, controller: ModelController, sites: list[str], workdir: str | Path, seed: int
+) -> shoal.Swarm:
+    """``job``, whose server workflow is ``controller``, as a Swarm: its ``run()`` as a
+    controller task on ``server`` over the ``sites``' on-demand task (code under
+    ``workdir``). The same Swarm runs in the simulator and on a coordinator."""
     from shoal.job._run import _initial_weights, _site_config
 
-    named = sorted(t for t in job.apps if t not in (SERVER, ALL_CLIENTS))
-    if n_clients is None:
-        n_clients = len(named) if named else int(getattr(controller, "num_clients", 2))
-    sites = named or [f"site-{i}" for i in range(1, n_clients + 1)]
-    ws = Path(workspace)
+    ws = Path(workdir)
     stem = job.name.replace("-", "_")
     site_pkg, server_pkg = ws / "site_app" / f"job_{stem}", ws / "server_app" / f"ctl_{stem}"
     for pkg in (site_pkg, server_pkg):
@@ -113,9 +103,28 @@ def simulate_model_controller(
         def execute(self) -> shoal.Task:
             return self.controller()
 
+    return ControllerSwarm()
+
+
+def simulate_model_controller(
+    job: FedJob,
+    controller: ModelController,
+    workspace: str,
+    n_clients: int | None,
+    threads: int | None,
+    *,
+    executor: str,
+    seed: int,
+    raise_on_failure: bool,
+) -> shoal.SimulationRun:
+    """Run ``job``, whose server workflow is ``controller``, in the simulator."""
+    from shoal.job._run import job_sites
+
+    sites = job_sites(job, n_clients)
+    ws = Path(workspace)
     nodes = [shoal.NodeProfile(name=SERVER)] + [shoal.NodeProfile(name=s) for s in sites]
     run = shoal.simulate(
-        ControllerSwarm(),
+        controller_swarm(job, controller, sites, ws, seed),
         nodes=nodes,
         seed=seed,
         executor=executor,

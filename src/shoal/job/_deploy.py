@@ -64,6 +64,6 @@ def deploy_job(
     returns the swarm id."""
     job, sites = load(path, n_clients)
     with tempfile.TemporaryDirectory(prefix="shoal-job-") as tmp:
-        swarm = job_swarm(job, sites, tmp)
+        swarm = job_swarm(job, sites, tmp, seed)
         swarm_id: str = client.deploy(swarm, seed=seed, task_timeout=task_timeout)
     return swarm_id

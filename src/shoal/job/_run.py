@@ -205,42 +205,35 @@ def _site_config(job: FedJob, sites: list[str], pkg: Path, task_names: list[str]
     return out
 
 
-def _workflow(job: FedJob) -> Workflow:
-    """The job's built-in workflow; a user's ModelController is refused here (it runs
-    in :func:`simulator_run` only, through ``shoal.job._custom``)."""
-    flow = _controller(job)
-    if not isinstance(flow, BUILT_IN):  # the built-ins are ModelControllers too
-        raise _unsupported(
-            f"job {job.name!r}: controller {type(flow).__name__} (a ModelController) runs "
-            "in simulator_run only so far, not on a deployment",
-            "run it with simulator_run, or deploy a built-in workflow: FedAvg, FedOpt, "
-            "Cyclic or CrossSiteModelEval",
-        )
-    return flow
-
-
 def job_sites(job: FedJob, n_clients: int | None = None) -> list[str]:
     """The sites a job runs on: the ones named with ``to``, else ``site-1..site-N``
     (``N`` = ``n_clients``, else the workflow's number of clients)."""
     named = sorted(t for t in job.apps if t not in (SERVER, ALL_CLIENTS))
     if named:
         return named
-    flow = _workflow(job)
+    flow = _controller(job)
     if n_clients is None:
-        if isinstance(flow, CrossSiteModelEval):
+        if not isinstance(flow, BUILT_IN):  # a user's ModelController: its own count
+            n_clients = int(getattr(flow, "num_clients", 2))
+        elif isinstance(flow, CrossSiteModelEval):
             n_clients = len(flow.participating_clients or []) or job.min_clients
         else:
             n_clients = flow.num_clients
     return [f"site-{i}" for i in range(1, n_clients + 1)]
 
 
-def job_swarm(job: FedJob, sites: list[str], workdir: str | Path) -> shoal.Swarm:
-    """The job as a Swarm on ``server`` and ``sites`` (its site code under ``workdir``).
+def job_swarm(job: FedJob, sites: list[str], workdir: str | Path, seed: int = 0) -> shoal.Swarm:
+    """The job as a Swarm on ``server`` and ``sites`` (its site code under ``workdir``;
+    ``seed``: a user ModelController's client sampling).
 
     The same Swarm runs in the simulator (:func:`simulator_run`) and on a coordinator
     (``shoal deploy JOB_ROOT``).
     """
-    flow = _workflow(job)
+    flow = _controller(job)
+    if not isinstance(flow, BUILT_IN):  # the built-ins are ModelControllers too
+        from shoal.job._custom import controller_swarm
+
+        return controller_swarm(job, flow, sites, workdir, seed)
     if isinstance(flow, CrossSiteModelEval) and flow.participating_clients:
         missing = sorted(set(flow.participating_clients) - set(sites))
         if missing:
