@@ -344,20 +344,6 @@ def _cut(text: str) -> str:
     return f"{text[:MAX_MESSAGE_CHARS]}... ({len(text)} characters in all)"
 
 
-def _json_error(
-    status: int,
-    code: str,
-    message: str,
-    hint: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    return JSONResponse(
-        error_body(code, _cut(message), None if hint is None else _cut(hint)),
-        status_code=status,
-        headers=headers,
-    )
-
-
 def error_response(
     status: int,
     code: str,
@@ -366,26 +352,30 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """An error answer in the shared shape (``{"error": {code, message, hint}}``)."""
-    return _json_error(status, code, message, hint, headers)
+    return JSONResponse(
+        error_body(code, _cut(message), None if hint is None else _cut(hint)),
+        status_code=status,
+        headers=headers,
+    )
 
 
 async def on_api_error(request: Request, exc: Exception) -> Response:
     """ApiError -> its status; PlanError -> 422; a lost lease -> 503; other
     ShoalErrors -> 400."""
     if isinstance(exc, ApiError):
-        return _json_error(exc.status, exc.code, exc.message, exc.hint, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.hint, exc.headers)
     assert isinstance(exc, ShoalError)
     if isinstance(exc, LeaseLost):  # a standby (or fenced) coordinator: try another
-        return _json_error(503, exc.code, exc.message, exc.hint, {"Retry-After": "1"})
+        return error_response(503, exc.code, exc.message, exc.hint, {"Retry-After": "1"})
     status = 422 if isinstance(exc, PlanError) else 400
-    return _json_error(status, exc.code, exc.message, exc.hint)
+    return error_response(status, exc.code, exc.message, exc.hint)
 
 
 async def on_validation_error(request: Request, exc: Exception) -> Response:
     """FastAPI's request validation (query and path parameters) -> 422 in the shared
     shape, naming the first few fields."""
     assert isinstance(exc, RequestValidationError)
-    return _json_error(422, "request.schema", describe_errors(exc.errors()), "see /openapi.json")
+    return error_response(422, "request.schema", describe_errors(exc.errors()), "see /openapi.json")
 
 
 def _routes(routes: Iterable[Any]) -> Iterator[BaseRoute]:
@@ -411,20 +401,22 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     says in ``Allow`` which methods the path has."""
     assert isinstance(exc, StarletteHTTPException)
     if isinstance(exc, TooLarge):
-        return _json_error(413, "request.too_large", exc.detail, exc.hint)
+        return error_response(413, "request.too_large", exc.detail, exc.hint)
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
-    return _json_error(exc.status_code, f"http.{exc.status_code}", str(exc.detail), None, headers)
+    return error_response(
+        exc.status_code, f"http.{exc.status_code}", str(exc.detail), None, headers
+    )
 
 
 async def on_internal_error(request: Request, exc: Exception) -> Response:
     """Anything else: 500 without internals (they go to the coordinator's log); a write
     that found the disk full: 507 ``storage.full``."""
     if (full := storage_full(exc, f"{request.method} {request.url.path}")) is not None:
-        return _json_error(full.status, full.code, full.message, full.hint)
+        return error_response(full.status, full.code, full.message, full.hint)
     log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _json_error(500, "internal", "internal error; see the coordinator's log")
+    return error_response(500, "internal", "internal error; see the coordinator's log")
 
 
 # ------------------------------------------------------------------- size limits
@@ -490,7 +482,7 @@ class SizeLimit:
                 if declared > limit:
                     exc = TooLarge(limit)
                     # Connection: close, as the body is left unread.
-                    resp = _json_error(
+                    resp = error_response(
                         413, "request.too_large", exc.detail, exc.hint, {"Connection": "close"}
                     )
                     await resp(scope, receive, send)

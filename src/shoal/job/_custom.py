@@ -1,5 +1,6 @@
-"""``FedJob.simulator_run`` for a user's own ``ModelController``: its ``run()`` as a
-controller task on ``server`` over the sites' on-demand task (DESIGN 3, 3c)."""
+"""A job whose server workflow is a user's own ``ModelController``: its ``run()`` as a
+controller task on ``server`` over the sites' on-demand task (DESIGN 3, 3c), for
+``simulator_run`` and ``shoal deploy`` alike."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from shoal._job.fed_job import SERVER, FedJob
 from shoal._job.model_controller import controller_spec
 from shoal._job.objects import ModelController
 from shoal.job._controller import CLIENT_ALIAS
-from shoal.job._persist import persist
 
 _CLIENT = '''"""shoal.job: a site's on-demand task of job {name!r} (generated)."""
 
@@ -50,15 +50,12 @@ def controller_swarm(
     """``job``, whose server workflow is ``controller``, as a Swarm: its ``run()`` as a
     controller task on ``server`` over the ``sites``' on-demand task (code under
     ``workdir``). The same Swarm runs in the simulator and on a coordinator."""
-    from shoal.job._run import _initial_weights, _site_config
+    from shoal.job._run import _initial_weights, _site_config, fresh_package
 
     ws = Path(workdir)
     stem = job.name.replace("-", "_")
-    site_pkg, server_pkg = ws / "site_app" / f"job_{stem}", ws / "server_app" / f"ctl_{stem}"
-    for pkg in (site_pkg, server_pkg):
-        if pkg.exists():
-            shutil.rmtree(pkg)
-        pkg.mkdir(parents=True)
+    site_pkg = fresh_package(ws / "site_app" / f"job_{stem}")
+    server_pkg = fresh_package(ws / "server_app" / f"ctl_{stem}")
     (site_pkg / "__init__.py").write_text(_CLIENT.format(name=job.name))
     # a controller's run() names its tasks as it goes (send_model_and_wait(task_name=)):
     # no list to check here; a site without an executor for one fails that call
@@ -104,34 +101,3 @@ def controller_swarm(
             return self.controller()
 
     return ControllerSwarm()
-
-
-def simulate_model_controller(
-    job: FedJob,
-    controller: ModelController,
-    workspace: str,
-    n_clients: int | None,
-    threads: int | None,
-    *,
-    executor: str,
-    seed: int,
-    raise_on_failure: bool,
-) -> shoal.SimulationRun:
-    """Run ``job``, whose server workflow is ``controller``, in the simulator."""
-    from shoal.job._run import job_sites
-
-    sites = job_sites(job, n_clients)
-    ws = Path(workspace)
-    nodes = [shoal.NodeProfile(name=SERVER)] + [shoal.NodeProfile(name=s) for s in sites]
-    run = shoal.simulate(
-        controller_swarm(job, controller, sites, ws, seed),
-        nodes=nodes,
-        seed=seed,
-        executor=executor,
-        workers=threads,
-        run_dir=ws / "run",
-        raise_on_failure=raise_on_failure,
-    )
-    if run.ok:
-        persist(job, run, ws)
-    return run

@@ -205,6 +205,14 @@ def _site_config(job: FedJob, sites: list[str], pkg: Path, task_names: list[str]
     return out
 
 
+def fresh_package(pkg: Path) -> Path:
+    """``pkg`` as an empty folder (a job's generated task package, rebuilt each run)."""
+    if pkg.exists():
+        shutil.rmtree(pkg)
+    pkg.mkdir(parents=True)
+    return pkg
+
+
 def job_sites(job: FedJob, n_clients: int | None = None) -> list[str]:
     """The sites a job runs on: the ones named with ``to``, else ``site-1..site-N``
     (``N`` = ``n_clients``, else the workflow's number of clients)."""
@@ -243,10 +251,7 @@ def job_swarm(job: FedJob, sites: list[str], workdir: str | Path, seed: int = 0)
                 hint=f"the sites are {sites}",
             )
         sites = list(flow.participating_clients)
-    pkg = Path(workdir) / "site_app" / f"job_{job.name.replace('-', '_')}"
-    if pkg.exists():
-        shutil.rmtree(pkg)
-    pkg.mkdir(parents=True)
+    pkg = fresh_package(Path(workdir) / "site_app" / f"job_{job.name.replace('-', '_')}")
     (pkg / "__init__.py").write_text(_WORKER.format(name=job.name))
     rounds = 1 if isinstance(flow, CrossSiteModelEval) else flow.num_rounds
     config: dict[str, Any] = {
@@ -494,23 +499,9 @@ def simulator_run(
     raise_on_failure: bool = True,
 ) -> shoal.SimulationRun:
     """Run ``job`` on ``server`` and ``site-1..site-N`` in shoal's simulator."""
-    flow = _controller(job)
-    if not isinstance(flow, BUILT_IN):
-        from shoal.job._custom import simulate_model_controller
-
-        return simulate_model_controller(
-            job,
-            flow,
-            workspace,
-            n_clients,
-            threads,
-            executor=executor,
-            seed=seed,
-            raise_on_failure=raise_on_failure,
-        )
     sites = job_sites(job, n_clients)
     ws = Path(workspace)
-    swarm = job_swarm(job, sites, ws)
+    swarm = job_swarm(job, sites, ws, seed)  # a user's ModelController too
     nodes = [shoal.NodeProfile(name=SERVER)] + [shoal.NodeProfile(name=s) for s in sites]
     run = shoal.simulate(
         swarm,
