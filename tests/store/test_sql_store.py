@@ -86,6 +86,25 @@ def test_downgrade_and_upgrade_again(sql_backend: Backend) -> None:
     assert again.swarm_get("s") is not None
 
 
+def test_upgrading_to_0005_sums_the_value_claims_already_stored(sql_backend: Backend) -> None:
+    """A store that claimed values before 0005 keeps its swarms' quota use: the new
+    per-swarm row is the sum of each swarm's value claims (bundles do not count)."""
+    url = sql_backend.new_url()
+    first = sql_backend.open(url)
+    first.blob_claim("sha256:" + "a" * 64, "s1", "value", 100)
+    first.blob_claim("sha256:" + "b" * 64, "s1", "value", 50)
+    first.blob_claim("sha256:" + "b" * 64, "s1", "bundle", 7)
+    first.blob_claim("sha256:" + "a" * 64, "s2", "value", 100)
+    first.close()  # type: ignore[attr-defined]
+    migrate.downgrade(url, "0004")
+    migrate.upgrade(url)
+    again = sql_backend.open(url)
+    assert again.swarm_blob_bytes("s1") == 150 and again.swarm_blob_bytes("s2") == 100
+    assert again.value_claim("sha256:" + "c" * 64, "s1", 60, quota=200) == 210
+    assert again.value_claim("sha256:" + "c" * 64, "s1", 50, quota=200) is None
+    assert again.swarm_blob_bytes("s1") == 200
+
+
 def test_reopen_is_a_no_op(sql_backend: Backend) -> None:
     url = sql_backend.new_url()
     for k in range(3):

@@ -62,6 +62,7 @@ class MemoryStore:
         self._dropped: set[tuple[str, int]] = set()
         self._claims: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._claim_bytes: dict[tuple[str, str, str], int] = {}
+        self._value_bytes: dict[str, int] = defaultdict(int)  # swarm -> its values' bytes
         self._grants: dict[tuple[str, str], set[str]] = defaultdict(set)
         # Versions are unique across stores: a worker process caches globals by version
         # and may serve two runs (or two stores) that both have a "version 1" of a key.
@@ -323,29 +324,30 @@ class MemoryStore:
         """Record that a blob belongs to a swarm as a ``"bundle"`` or a ``"value"``."""
         check_blob_kind(kind)
         with self._lock:
-            self._claims[digest].add((swarm_id, kind))
-            self._claim_bytes.setdefault((digest, swarm_id, kind), length)
+            self._claim(digest, swarm_id, kind, length)
+
+    def _claim(self, digest: str, swarm_id: str, kind: str, length: int) -> None:
+        if (swarm_id, kind) in self._claims[digest]:
+            return  # a repeat keeps the first length
+        self._claims[digest].add((swarm_id, kind))
+        self._claim_bytes[(digest, swarm_id, kind)] = length
+        if kind == "value":
+            self._value_bytes[swarm_id] += length
 
     def swarm_blob_bytes(self, swarm_id: str) -> int:
         """The bytes of the distinct value blobs claimed by a swarm."""
         with self._lock:
-            return sum(
-                n for (_, s, k), n in self._claim_bytes.items() if s == swarm_id and k == "value"
-            )
+            return self._value_bytes.get(swarm_id, 0)
 
     def value_claim(self, digest: str, swarm_id: str, length: int, quota: int | None) -> int | None:
         """Claim a value blob for a swarm within its quota (see :class:`Store`)."""
         with self._lock:
-            if (swarm_id, "value") not in self._claims.get(digest, ()) and quota is not None:
-                used = length + sum(
-                    n
-                    for (_, s, k), n in self._claim_bytes.items()
-                    if s == swarm_id and k == "value"
-                )
-                if used > quota:
-                    return used
-            self._claims[digest].add((swarm_id, "value"))
-            self._claim_bytes.setdefault((digest, swarm_id, "value"), length)
+            if (swarm_id, "value") in self._claims.get(digest, ()):
+                return None
+            used = self._value_bytes.get(swarm_id, 0) + length
+            if quota is not None and used > quota:
+                return used
+            self._claim(digest, swarm_id, "value", length)
             return None
 
     def blob_claims(self, digest: str) -> list[tuple[str, str]]:

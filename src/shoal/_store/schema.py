@@ -169,6 +169,15 @@ blob_claims = sa.Table(
     sa.Column("length", sa.BigInteger(), nullable=False, server_default="0"),
 )
 
+# The bytes of a swarm's value claims, kept with them: the quota check on every stored
+# value reads one row instead of summing the swarm's claims (which grow every round).
+swarm_values = sa.Table(
+    "shoal_swarm_values",
+    metadata,
+    sa.Column("swarm_id", sa.String(), primary_key=True),
+    sa.Column("bytes", sa.BigInteger(), nullable=False, server_default="0"),
+)
+
 # Who has a blob: "node:<id>" or "user", given it under a swarm or ("") uploading it.
 blob_grants = sa.Table(
     "shoal_blob_grants",

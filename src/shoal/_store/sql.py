@@ -38,6 +38,7 @@ from shoal._store.base import (
 )
 from shoal._store.migrate import upgrade_connection
 from shoal._store.sqlengine import WRITE_OPTION, is_sqlite_memory, make_engine, normalize_url
+from shoal._store.statements import statements
 from shoal._wire import Wire
 
 __all__ = ["SQLStore"]
@@ -153,6 +154,7 @@ class SQLStore:
         self.url = normalize_url(url)
         _prepare_sqlite_file(self.url, create)
         self._pg = self.url.get_backend_name() == "postgresql"
+        self._q = statements(self._pg)
         # A private in-memory SQLite database is one connection: take turns on it.
         self._serial: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if is_sqlite_memory(self.url) else contextlib.nullcontext()
@@ -441,11 +443,8 @@ class SQLStore:
     # ------------------------------------------------------------------ globals
     def global_get(self, swarm_id: str, key: str) -> tuple[str, Wire] | None:
         """Current version and value of a global."""
-        g = t.globals_
         with self._read() as conn:
-            row = conn.execute(
-                sa.select(g.c.version, g.c.value).where(g.c.swarm_id == swarm_id, g.c.key == key)
-            ).first()
+            row = conn.execute(self._q.global_get, {"swarm_id": swarm_id, "key": key}).first()
         return None if row is None else (row.version, _unpack(row.value))
 
     def global_set(self, swarm_id: str, key: str, value: Wire, iteration: int) -> str:
@@ -479,9 +478,8 @@ class SQLStore:
 
     def global_versions(self, swarm_id: str) -> dict[str, str]:
         """``{key: version}`` of every global of a swarm."""
-        g = t.globals_
         with self._read() as conn:
-            rows = conn.execute(sa.select(g.c.key, g.c.version).where(g.c.swarm_id == swarm_id))
+            rows = conn.execute(self._q.global_versions, {"swarm_id": swarm_id})
             return {r.key: r.version for r in rows}
 
     def global_history(self, swarm_id: str, key: str) -> list[tuple[int, Wire]]:
@@ -499,7 +497,6 @@ class SQLStore:
     def result_add(self, row: ResultRow) -> None:
         """Store a result; replaces the one with the same (instance, tag) in place.
         Ignored if the iteration's results were dropped."""
-        d = t.dropped
         values = {
             "swarm_id": row.swarm_id,
             "iteration": row.iteration,
@@ -511,13 +508,9 @@ class SQLStore:
         }
         with self._write() as conn:
             self._lock_iteration(conn, row.swarm_id, row.iteration, shared=True)
-            gone = conn.execute(
-                sa.select(d.c.iteration).where(
-                    d.c.swarm_id == row.swarm_id, d.c.iteration == row.iteration
-                )
-            ).first()
-            if gone is None:
-                self._upsert(conn, t.results, ["instance_id", "tag"], values)
+            where = {"swarm_id": row.swarm_id, "iteration": row.iteration}
+            if conn.execute(self._q.result_dropped, where).first() is None:
+                conn.execute(self._q.result_upsert, values)
 
     def results_of_instances(self, instance_ids: list[str], tag: str) -> list[ResultRow]:
         """Results with ``tag`` of these instances, in the given order."""
@@ -609,43 +602,41 @@ class SQLStore:
     def blob_claim(self, digest: str, swarm_id: str, kind: str, length: int = 0) -> None:
         """Record that a blob belongs to a swarm as a ``"bundle"`` or a ``"value"``."""
         check_blob_kind(kind)
-        values = {"digest": digest, "swarm_id": swarm_id, "kind": kind, "length": length}
-        stmt = self._insert(t.blob_claims).values(**values)
-        stmt = stmt.on_conflict_do_nothing(index_elements=["digest", "swarm_id", "kind"])
         with self._write() as conn:  # a repeat keeps the first length
-            conn.execute(stmt)
+            if kind == "value":
+                self._lock(conn, _LOCK_QUOTA)
+            self._claim(conn, digest, swarm_id, kind, length)
+
+    def _claim(
+        self, conn: sa.Connection, digest: str, swarm_id: str, kind: str, length: int
+    ) -> None:
+        """Insert a claim; a new value claim adds its length to the swarm's bytes."""
+        values = {"digest": digest, "swarm_id": swarm_id, "kind": kind, "length": length}
+        new = conn.execute(self._q.claim_insert, values).first() is not None
+        if new and kind == "value":
+            conn.execute(self._q.value_bytes_add, {"swarm_id": swarm_id, "bytes": length})
 
     def swarm_blob_bytes(self, swarm_id: str) -> int:
         """The bytes of the distinct value blobs claimed by a swarm."""
-        c = t.blob_claims
-        query = sa.select(sa.func.coalesce(sa.func.sum(c.c.length), 0)).where(
-            c.c.swarm_id == swarm_id, c.c.kind == "value"
-        )
         with self._read() as conn:
-            return int(conn.execute(query).scalar_one())
+            used = conn.execute(self._q.value_bytes, {"swarm_id": swarm_id}).scalar()
+        return int(used or 0)
 
     def value_claim(self, digest: str, swarm_id: str, length: int, quota: int | None) -> int | None:
         """Claim a value blob for a swarm within its quota, in one transaction (see
-        :class:`~shoal._store.base.Store`)."""
-        c = t.blob_claims
-        key = (c.c.digest == digest, c.c.swarm_id == swarm_id, c.c.kind == "value")
+        :class:`~shoal._store.base.Store`): two lookups by key and the inserts, whatever
+        the number of values the swarm claimed before."""
+        key = {"digest": digest, "swarm_id": swarm_id, "kind": "value"}
         with self._write() as conn:
             # PostgreSQL: two claims of one swarm must not both pass the check.
             self._lock(conn, _LOCK_QUOTA)
-            held = conn.execute(sa.select(c.c.length).where(*key)).first()
-            if held is not None:
+            if conn.execute(self._q.claim_held, key).first() is not None:
                 return None
             if quota is not None:
-                used = conn.execute(
-                    sa.select(sa.func.coalesce(sa.func.sum(c.c.length), 0)).where(
-                        c.c.swarm_id == swarm_id, c.c.kind == "value"
-                    )
-                ).scalar_one()
-                if int(used) + length > quota:
-                    return int(used) + length
-            values = {"digest": digest, "swarm_id": swarm_id, "kind": "value", "length": length}
-            stmt = self._insert(c).values(**values)
-            conn.execute(stmt.on_conflict_do_nothing(index_elements=["digest", "swarm_id", "kind"]))
+                used = conn.execute(self._q.value_bytes, {"swarm_id": swarm_id}).scalar()
+                if int(used or 0) + length > quota:
+                    return int(used or 0) + length
+            self._claim(conn, digest, swarm_id, "value", length)
             return None
 
     def blob_claims(self, digest: str) -> list[tuple[str, str]]:
@@ -767,9 +758,8 @@ def append_event(conn: sa.Connection, payload: bytes, pg: bool) -> int:
     """
     if pg:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_EVENTS})
-    seq = _next_seq(conn, t.events.c.seq)
-    conn.execute(sa.insert(t.events).values(seq=seq, payload=bytes(payload)))
-    return seq
+    # The next number and the row in one statement (the number from MAX(seq) + 1).
+    return int(conn.execute(statements(pg).event_append, {"payload": bytes(payload)}).scalar_one())
 
 
 def _next_seq(conn: sa.Connection, column: sa.Column[Any]) -> int:
