@@ -249,6 +249,75 @@ def test_nodes_only_act_on_their_own_instances(coord: Coordinator, user: httpx.C
         b.close()
 
 
+def test_a_done_report_carries_the_last_results_of_its_instance(
+    coord: Coordinator, user: httpx.Client
+) -> None:
+    """An agent sends a worker's last ``results.add`` with its ``done`` (msgpack): the
+    result is stored before the success is recorded; a call that fails fails the
+    instance with the call's reason (as it would have on its own); a repeat is
+    acknowledged and runs nothing again; only deferrable operations may ride along."""
+    a = _node(coord, "api-done")
+    try:
+        swarm_id = user.post("/v1/swarms", content=_submit_body(), headers=MSGPACK).json()[
+            "swarm_id"
+        ]
+        runs = a.get("/v1/nodes/instructions", params={"wait": 10}).json()
+        iid = next(r["instance_id"] for r in runs if r.get("swarm_id") == swarm_id)
+        done_url = f"/v1/instances/{iid}/done"
+
+        def done(body: dict[str, Any]) -> httpx.Response:
+            return a.post(done_url, content=msgpack.packb(body), headers=MSGPACK)
+
+        add = {"op": "results.add", "args": {"tag": "sum", "value": {"inline": b"\x01\x02"}}}
+        not_deferrable = {"op": "globals.set", "args": {"key": "k", "value": {"inline": b"x"}}}
+        err = _error(done({"ok": True, "calls": [not_deferrable]}), 422)
+        assert "'globals.set' cannot be sent with a done report" in err["message"]
+        _error(done({"ok": True, "calls": [add] * 65}), 422)  # MAX_DONE_CALLS
+        status = user.get(f"/v1/swarms/{swarm_id}").json()
+        assert status["status"] == "running"  # nothing above was recorded
+
+        assert done({"ok": True, "started": True, "calls": [add]}).json() == {"ok": True}
+        stored = msgpack.unpackb(
+            user.get(f"/v1/swarms/{swarm_id}/results/sum", params={"iteration": 0}).content
+        )
+        assert [(r["alias"], r["node_id"], r["value"]) for r in stored] == [
+            ("worker", "api-done", {"inline": b"\x01\x02"})
+        ]
+        story = user.get(f"/v1/instances/{iid}/story").json()["story"]
+        assert "InstanceSucceeded" in story[-1], story
+        # A repeat (its answer was lost): acknowledged; its call does not run again.
+        other = {"op": "results.add", "args": {"tag": "sum", "value": {"inline": b"\x09"}}}
+        assert done({"ok": True, "calls": [other]}).json() == {"ok": True}
+        again = msgpack.unpackb(
+            user.get(f"/v1/swarms/{swarm_id}/results/sum", params={"iteration": 0}).content
+        )
+        assert [r["value"] for r in again] == [{"inline": b"\x01\x02"}]
+
+        user.post(f"/v1/swarms/{swarm_id}/stop")
+
+        # Another swarm's worker: a call that fails fails it, with the call's reason.
+        swarm_id = user.post("/v1/swarms", content=_submit_body(), headers=MSGPACK).json()[
+            "swarm_id"
+        ]
+        runs = a.get("/v1/nodes/instructions", params={"wait": 10}).json()
+        iid = next(r["instance_id"] for r in runs if r.get("swarm_id") == swarm_id)
+        bad_tag = {"op": "results.add", "args": {"tag": "", "value": {"inline": b"x"}}}
+        body = {"ok": True, "started": True, "calls": [bad_tag, add]}
+        resp = a.post(f"/v1/instances/{iid}/done", content=msgpack.packb(body), headers=MSGPACK)
+        assert resp.json() == {"ok": True}
+        lines = user.get(f"/v1/instances/{iid}/story").json()["story"]
+        assert "InstanceFailed" in lines[-1], lines
+        assert any("results.add failed: result tag '' is not a non-empty str" in x for x in lines)
+        status = user.get(f"/v1/swarms/{swarm_id}").json()
+        assert status["status"] == "failed" and "results.add failed" in status["reason"], status
+        # The calls after the failing one ran, as they would have on their own.
+        kept = user.get(f"/v1/swarms/{swarm_id}/results/sum", params={"iteration": 0}).content
+        assert [r["node_id"] for r in msgpack.unpackb(kept)] == ["api-done"]
+    finally:
+        user.post(f"/v1/swarms/{swarm_id}/stop")
+        a.close()
+
+
 def test_instructions_long_poll_is_bounded(coord: Coordinator) -> None:
     node = _node(coord, "api-idle")
     try:

@@ -177,6 +177,8 @@ class Proxy:
     def _from_client(self, pair: _Pair, data: bytes) -> None:
         window = pair.tail + data
         pair.tail = window[-_TAIL:]
+        if pair.trap is not None:  # one trap per request (its body may match another)
+            return
         with self._lock:
             for trap in self._traps:
                 if trap.pattern in window:

@@ -102,8 +102,9 @@ def test_requests_whose_answers_were_lost_are_sent_again_and_count_once(fed: Fed
     three_nodes_n1_behind_a_proxy(fed, heartbeat_timeout=5.0)
     proxy = fed.nodes["n1"].proxy
     assert proxy is not None
-    # n1's first result, metric, printed line and end report reach the coordinator,
+    # n1's first metric, printed line, result and end report reach the coordinator,
     # which answers; the answers are lost on the way back, so the agent sends each again.
+    # (A result rides on its instance's end report: the first two reports are trapped.)
     patterns = (b"results.add", b"metric", b"working: iteration 1", b"/done")
     lost = [proxy.lose_answer(p) for p in patterns]
     swarm_id = submit(fed.user, Chain(iterations=2))  # no retries

@@ -237,6 +237,34 @@ def test_a_chatty_task_logs_every_line_in_order(user: httpx.Client) -> None:
     assert [m["value"] for m in user.get(f"/v1/swarms/{swarm_id}/metrics").json()] == [1.5]
 
 
+def test_the_agent_sends_a_tasks_last_results_with_its_done_report(user: httpx.Client) -> None:
+    """``results.add`` is held back by the agent and sent with the instance's ``done``
+    (one request, issue #21): a success stores every result, a large one (a blob) and a
+    small one alike; so does a task that fails after adding one (as it always did); a
+    task that goes on working after ``results.add`` has it sent at once, not at its end.
+    """
+    body = (
+        'self.world.results.add("big", np.arange(300_000, dtype=np.float64))\n'
+        'self.world.results.add("small", 7)'
+    )
+    swarm_id, status = _run(user, one_task(body, "solo", imports="import numpy as np"))
+    assert status["status"] == "succeeded", status
+    big = np.asarray(_value(user, swarm_id, "big"))
+    assert big.shape == (300_000,) and big[-1] == 299_999
+    assert _value(user, swarm_id, "small") == 7
+
+    body = 'self.world.results.add("x", 1)\nraise ValueError("after the result")'
+    swarm_id, status = _run(user, one_task(body, "solo"))
+    assert status["status"] == "failed" and "after the result" in status["failures"][0]["error"]
+    assert [r["value"] for r in results(user, swarm_id, "x", alias="t")] == [1]
+
+    body = 'self.world.results.add("x", 2)\ntime.sleep(30)'
+    swarm_id = submit(user, one_task(body, "solo"))
+    poll_for(lambda: results(user, swarm_id, "x", alias="t"), 10, "the result, while it runs")
+    assert user.get(f"/v1/swarms/{swarm_id}").json()["status"] == "running"
+    user.post(f"/v1/swarms/{swarm_id}/stop").raise_for_status()
+
+
 def test_a_task_cannot_publish_files_outside_its_outbox(
     site: tuple[Deployment, Coordinator, Path], user: httpx.Client
 ) -> None:

@@ -33,6 +33,7 @@ from shoal._api.records import (
 from shoal._errors import ShoalError
 
 NODE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MAX_DONE_CALLS = 64  # the held-back world calls a ``done`` report may carry
 DIGEST = r"^sha256:[0-9a-f]{64}$"
 
 
@@ -119,6 +120,12 @@ class DoneBody(Body):
     # The instance started and no ``started`` report was sent for it: an instance that
     # ends within moments reports both in this one request.
     started: StrictBool = False
+    # One-way world calls the task made last (``results.add``: the operations marked
+    # deferrable), which the agent held back to send with its end: the coordinator runs
+    # them in order before it records the end, and a failing one fails the instance.
+    # A worker's result and its end cost one request, not two. With values, the body
+    # is msgpack (values are bytes); the coordinator checks each call as a world call.
+    calls: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_DONE_CALLS)
 
 
 class Ok(BaseModel):

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from shoal._api.records import RUNNING_SHOWN
@@ -31,6 +31,7 @@ from shoal._coord.events import decode_event, encode_event
 from shoal._coord.node_ops import NodeOps
 from shoal._coord.notify import Broadcast, NodeQueues
 from shoal._coord.state import NodeState, SwarmReport
+from shoal._coord.storage import storage_full
 from shoal._coord.world import CoordWorld
 from shoal._driver import DriverBase
 from shoal._engine import Engine, EngineError, InstanceState, InstanceView
@@ -437,10 +438,21 @@ class Coordinator(NodeOps, DriverBase):
         tb: str,
         kind: str,
         started: bool = False,
+        calls: Sequence[tuple[str, dict[str, Any]]] = (),
     ) -> None:
         """The instance ended on its node; a repeat (or a report after the engine ended
         it) is acknowledged and ignored. ``started``: the report of its start comes with
-        this one (it ended within moments)."""
+        this one (it ended within moments). ``calls``: one-way world calls it made last,
+        held back by its agent to come with this report: they run first (whether it
+        succeeded or not, as they would have on their own), and a success whose call
+        fails is the instance's failure, as the call's own failure would have made it."""
+        for op, args in calls:  # a repeat's calls fail as "already ended": ignored
+            try:
+                self.world_calls(node_id, instance_id, [(op, args)])
+            except Exception as e:  # every call runs, as each would have on its own
+                if ok:
+                    ok, tb, kind = False, "", "error"
+                    error = f"{op} failed: {storage_full(e, f'{op} of {instance_id}') or e}"
         with self._lock:
             inst = self._owned(node_id, instance_id)
             if inst is None:

@@ -71,6 +71,12 @@ def msgpack_doc(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {MSGPACK: {"schema": _ref(model)}}}}
 
 
+def json_or_msgpack_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a request body sent as JSON or as msgpack."""
+    content = {media: {"schema": _ref(model)} for media in ("application/json", MSGPACK)}
+    return {"requestBody": {"required": True, "content": content}}
+
+
 def octets_doc(description: str) -> dict[str, Any]:
     """``openapi_extra`` documenting a raw, streamed request body."""
     schema = {"type": "string", "format": "binary"}

@@ -48,10 +48,11 @@ from shoal._coord.openapi import (
     answers,
     binary_answer,
     json_doc,
+    json_or_msgpack_doc,
     msgpack_doc,
     octets_doc,
 )
-from shoal._coord.schemas import WORLD_ARGS, Batch
+from shoal._coord.schemas import WORLD_ARGS, Batch, Deferred
 from shoal._coord.state import Offer
 from shoal._coord.storage import storage_full
 from shoal._engine.capacity import Capacity
@@ -229,13 +230,22 @@ async def started(request: Request, instance_id: str, node_id: str = Depends(nod
 @router.post(
     "/instances/{instance_id:path}/done",
     response_model=Ok,
-    openapi_extra=json_doc(DoneBody),
+    openapi_extra=json_or_msgpack_doc(DoneBody),
     responses=answers(400, 401, 403, 404, 413, 422),
 )
 async def done(request: Request, instance_id: str, node_id: str = Depends(node_auth)) -> Ok:
     """The instance ended; a repeat is acknowledged and ignored. ``started``: it also
-    started (no ``started`` report was sent for it)."""
-    body = await json_body(request, DoneBody)
+    started (no ``started`` report was sent for it). ``calls``: world calls it made last
+    (``results.add``), run before its end is recorded; then the body is msgpack."""
+    if request.headers.get("content-type", "").startswith(MSGPACK):
+        body = await msgpack_body(request, DoneBody)
+    else:
+        body = await json_body(request, DoneBody)
+    calls: list[tuple[str, dict[str, Any]]] = []
+    if body.calls:
+        calls = await run_in_threadpool(_batch_calls, validate(Deferred, {"calls": body.calls}))
+        for _, args in calls:
+            _check_blobs(blobs(request), args)
     await run_in_threadpool(
         coordinator(request).done,
         node_id,
@@ -245,11 +255,12 @@ async def done(request: Request, instance_id: str, node_id: str = Depends(node_a
         body.traceback,
         body.kind,
         body.started,
+        calls,
     )
     return Ok()
 
 
-def _batch_calls(batch: Batch) -> list[tuple[str, dict[str, Any]]]:
+def _batch_calls(batch: Batch | Deferred) -> list[tuple[str, dict[str, Any]]]:
     return [
         (c["op"], validate(WORLD_ARGS[c["op"]], c["args"]).model_dump(exclude_unset=True))
         for c in batch.calls

@@ -57,6 +57,24 @@ def _batched(call: ops.BatchCall) -> ops.BatchCall:
     return call
 
 
+def _deferrable(call: ops.BatchCall) -> ops.BatchCall:
+    allowed = ops.names(deferrable=True)
+    if call["op"] not in allowed:
+        raise ValueError(
+            f"{call['op']!r} cannot be sent with a done report (only {', '.join(sorted(allowed))})"
+        )
+    return call
+
+
+class Deferred(BaseModel):
+    """The world calls a ``done`` report carries (``DoneBody.calls``): only deferrable
+    one-way operations, each checked against its own operation's model."""
+
+    model_config = _STRICT
+
+    calls: list[Annotated[ops.BatchCall, AfterValidator(_deferrable)]]
+
+
 class Batch(BaseModel):
     """:data:`~shoal._runtime.ops.BATCH`: several one-way records at once (an agent
     coalesces a chatty task's output); each call's ``args`` are checked against its

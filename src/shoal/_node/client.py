@@ -399,8 +399,14 @@ class CoordinatorClient:
         self.call("POST", f"/v1/instances/{quote(instance_id)}/started", retry_full=True)
 
     def done(self, instance_id: str, body: dict[str, Any]) -> None:
-        """Report how an instance ended."""
-        self.call("POST", f"/v1/instances/{quote(instance_id)}/done", json=body, retry_full=True)
+        """Report how an instance ended (as msgpack when it carries world calls: their
+        values are bytes)."""
+        path = f"/v1/instances/{quote(instance_id)}/done"
+        if not body.get("calls"):
+            self.call("POST", path, json=body, retry_full=True)
+            return
+        data = msgpack.packb(body, use_bin_type=True)
+        self.call("POST", path, content=data, headers={"Content-Type": MSGPACK}, retry_full=True)
 
     def world(self, instance_id: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """Forward one world operation; answers ``{ok: value}`` or ``{error: ...}``."""

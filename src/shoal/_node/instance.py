@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from shoal._api.schemas import RunInstruction
+from shoal._api.schemas import MAX_DONE_CALLS, RunInstruction
 from shoal._errors import ShoalError
 from shoal._exec.base import (
     Executor,
@@ -49,7 +49,7 @@ from shoal._node.client import (
     abandon_when,
 )
 from shoal._node.config import OCI_EXECUTORS, Limits, NodeConfig
-from shoal._node.proxy import InstanceScope, WorldProxy
+from shoal._node.proxy import NET_INLINE_MAX, InstanceScope, WorldProxy
 from shoal._node.warm import WarmKey, WarmPool, WarmProcess
 from shoal._runtime import ops, protocol
 
@@ -69,6 +69,15 @@ TIMEOUT_GRACE_S = 5.0  # past the task's timeout, when the agent kills it itself
 # when this thread is stuck (the agent's kill, which comes first, names the timeout).
 WALL_BACKSTOP_S = 5.0
 BATCHED = ops.names(batched=True)  # one-way records sent to the coordinator in batches
+# One-way calls held back to go with the instance's ``done`` (a worker's result and its
+# end in one request), up to this many and this many bytes of inline values (a ``done``
+# is then about as large as one world call with an inline value). They are sent on
+# their own before any other call to the coordinator, past either bound, and when the
+# task goes on for HELD_WAIT_S without ending: a long task's result is not kept back.
+HELD = ops.names(deferrable=True)
+HELD_MAX_CALLS = MAX_DONE_CALLS
+HELD_MAX_BYTES = NET_INLINE_MAX
+HELD_WAIT_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -275,6 +284,9 @@ class InstanceRun:
         self._started = _StartedReport(host, item.instance_id)
         self._notify_error: str | None = None
         self._fatal: Ended | None = None  # ends the instance now (a full disk)
+        self._held: list[dict[str, Any]] = []  # prepared one-way calls for ``done``
+        self._held_bytes = 0
+        self._held_since = 0.0  # when the first of them was held (monotonic)
 
     def cancel(self, reason: str) -> None:
         """Stop the instance; nothing is reported (the coordinator already decided)."""
@@ -295,6 +307,8 @@ class InstanceRun:
                 ended = self._run()
             if ended is not None and ended is not CANCELLED and not self._cancelled.is_set():
                 body = {**ended.__dict__, "started": self._started.settle()}
+                if self._held:  # stored first, whether the instance succeeded or not
+                    body["calls"] = self._held
                 self.host.client.done(self.instance_id, body)
         except Stopped:
             pass
@@ -649,10 +663,13 @@ class InstanceRun:
             while True:
                 if (stop := self._interrupt(deadline)) is not None:
                     return stop
-                what = waiter.wait(deadline)
+                held_until = self._held_since + HELD_WAIT_S if self._held else deadline
+                what = waiter.wait(min(deadline, held_until))
                 if what == _EXITED:
                     return self._crash(workdir)
                 if what != _READY:
+                    if self._held and time.monotonic() >= held_until:
+                        self._send_held(scope)  # the task goes on: do not keep it back
                     continue
                 try:
                     data = conn.recv(1 << 20)
@@ -715,6 +732,31 @@ class InstanceRun:
         except Exception as e:  # one-way: the instance fails when it reports done
             self._failed(f"{calls[0]['op']} failed: {e}", e)
 
+    def _hold(self, scope: InstanceScope, op: str, args: dict[str, Any]) -> None:
+        """Keep a one-way call (its value uploaded or read now) for ``done``; send the
+        held ones first when there are too many."""
+        prepared = self.host.proxy.prepare(scope, op, args)
+        value = prepared.get("value")
+        size = len(value["inline"]) if isinstance(value, dict) and "inline" in value else 0
+        if len(self._held) >= HELD_MAX_CALLS or self._held_bytes + size > HELD_MAX_BYTES:
+            self._send_held(scope)
+        if not self._held:
+            self._held_since = time.monotonic()
+        self._held.append({"op": op, "args": prepared})
+        self._held_bytes += size
+
+    def _send_held(self, scope: InstanceScope) -> None:
+        """Send the held calls on their own, in order (before a call that may read
+        what they wrote); a failure fails the instance when it ends, as it would have."""
+        held, self._held, self._held_bytes = self._held, [], 0
+        for call in held:
+            try:
+                self.host.proxy.send_prepared(scope, call["op"], call["args"])
+            except Stopped:
+                raise
+            except Exception as e:
+                self._failed(f"{call['op']} failed: {e}", e)
+
     def _failed(self, reason: str, error: Exception) -> None:
         """A call of the task failed: note it for its ``done``, or end the instance now
         when the disk is full (the coordinator's or this node's: no retry helps)."""
@@ -739,6 +781,10 @@ class InstanceRun:
         try:
             if not isinstance(op, str) or not isinstance(args, dict):
                 raise protocol.ChannelClosed("malformed request frame")
+            if rid is None and op in HELD:
+                self._hold(scope, op, args)
+                return self._fatal
+            self._send_held(scope)
             result = self.host.proxy.handle(scope, op, args)
         except Stopped:
             raise

@@ -125,6 +125,16 @@ class WorldProxy:
             return self._answers[op](scope, args)
         return self._forward(scope, op, self._prepare(scope, op, args), row.reply)
 
+    def prepare(self, scope: InstanceScope, op: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        """``args`` of a call the agent holds back (:meth:`send_prepared` or a ``done``
+        report sends it later), made ready now: its value read or uploaded while the
+        task's file is sure to be there."""
+        return self._prepare(scope, op, args)
+
+    def send_prepared(self, scope: InstanceScope, op: str, args: dict[str, Any]) -> Any:
+        """Forward a call made ready by :meth:`prepare`; raises as :meth:`handle`."""
+        return self._forward(scope, op, args, ops.Reply.PLAIN)
+
     def _prepare(self, scope: InstanceScope, op: str, args: Mapping[str, Any]) -> dict[str, Any]:
         """``args`` as the coordinator takes them: a value the task wrote to a file
         uploaded as a blob; a record numbered, so one sent again is stored once."""
