@@ -114,7 +114,7 @@ class WorldProxy:
         if op == ops.BATCH:
             # Numbered, so a batch sent again after its answer was lost is stored once.
             calls = [
-                {**c, "args": self._prepare(scope, c["op"], c.get("args") or {})}
+                {**c, "args": self.prepare(scope, c["op"], c.get("args") or {})}
                 for c in args["calls"]
             ]
             return self._forward(scope, op, {**args, "calls": calls}, ops.Reply.PLAIN)
@@ -123,21 +123,17 @@ class WorldProxy:
             raise ops.unknown(op)
         if row.local:
             return self._answers[op](scope, args)
-        return self._forward(scope, op, self._prepare(scope, op, args), row.reply)
-
-    def prepare(self, scope: InstanceScope, op: str, args: Mapping[str, Any]) -> dict[str, Any]:
-        """``args`` of a call the agent holds back (:meth:`send_prepared` or a ``done``
-        report sends it later), made ready now: its value read or uploaded while the
-        task's file is sure to be there."""
-        return self._prepare(scope, op, args)
+        return self._forward(scope, op, self.prepare(scope, op, args), row.reply)
 
     def send_prepared(self, scope: InstanceScope, op: str, args: dict[str, Any]) -> Any:
         """Forward a call made ready by :meth:`prepare`; raises as :meth:`handle`."""
         return self._forward(scope, op, args, ops.Reply.PLAIN)
 
-    def _prepare(self, scope: InstanceScope, op: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    def prepare(self, scope: InstanceScope, op: str, args: Mapping[str, Any]) -> dict[str, Any]:
         """``args`` as the coordinator takes them: a value the task wrote to a file
-        uploaded as a blob; a record numbered, so one sent again is stored once."""
+        uploaded as a blob (or read, to go inline); a record numbered, so one sent again
+        is stored once. The agent prepares a call it holds back at once, while the
+        task's file is sure to be there (:meth:`send_prepared` sends it later)."""
         row = ops.find(op)
         if row is None or row.local:
             raise ops.unknown(op)
