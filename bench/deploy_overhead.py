@@ -21,8 +21,9 @@ the median. Flower's is stamped in its ServerApp (``bench/peers/flower_deploy.py
 CPU per round: user + system seconds of the coordinator, and of the agents with every
 task process they started (alive or reaped), from the first look at the swarm that sees
 iteration >= 1 (the status is read every 50 ms until then) to its end, divided by the
-rounds in between; from the deploy on, when the run ended before that look. Runs of the
-systems alternate (``--repeat``) and medians are reported.
+rounds in between; from the deploy on, when the run ended before that look or either
+side used less than a CPU tick (10 ms) in between. Runs of the systems alternate
+(``--repeat``) and medians are reported.
 """
 
 from __future__ import annotations
@@ -243,7 +244,12 @@ def run_shoal(
             # The aggregator's metric, once per round, stamped when it was recorded.
             stamps = sorted(m.time for m in client.metrics(swarm_id, "clients", frame=False))
             res.round_times = [b - a for a, b in itertools.pairwise(stamps)]
-            if cpu_from is None or rounds - cpu_from[0] <= 0:
+            # A window of a few fast rounds may be shorter than /proc's 10 ms CPU tick
+            # for the agents or the coordinator: then count from the deploy instead.
+            unresolved = cpu_from is not None and (
+                coord_cpu <= cpu_from[1] or node_cpu <= cpu_from[2]
+            )
+            if cpu_from is None or rounds - cpu_from[0] <= 0 or unresolved:
                 cpu_from = start
             if rounds - cpu_from[0] > 0:
                 res.coord_cpu_per_round = (coord_cpu - cpu_from[1]) / (rounds - cpu_from[0])
