@@ -70,12 +70,12 @@ TIMEOUT_GRACE_S = 5.0  # past the task's timeout, when the agent kills it itself
 WALL_BACKSTOP_S = 5.0
 BATCHED = ops.names(batched=True)  # one-way records sent to the coordinator in batches
 # One-way calls held back to go with the instance's ``done`` (a worker's result and its
-# end in one request), up to this many and this many bytes of inline values (a ``done``
-# is then about as large as one world call with an inline value). They are sent on
-# their own before any other call to the coordinator, past either bound, and when the
-# task goes on for HELD_WAIT_S without ending: a long task's result is not kept back.
+# end in one request), up to MAX_DONE_CALLS calls and HELD_MAX_BYTES of inline values
+# (a ``done`` is then about as large as one world call with an inline value). They are
+# sent on their own before any other call to the coordinator, past either bound, and
+# when the task goes on for HELD_WAIT_S without ending: a long task's result is not
+# kept back.
 HELD = ops.names(deferrable=True)
-HELD_MAX_CALLS = MAX_DONE_CALLS
 HELD_MAX_BYTES = NET_INLINE_MAX
 HELD_WAIT_S = 0.05
 
@@ -738,7 +738,7 @@ class InstanceRun:
         prepared = self.host.proxy.prepare(scope, op, args)
         value = prepared.get("value")
         size = len(value["inline"]) if isinstance(value, dict) and "inline" in value else 0
-        if len(self._held) >= HELD_MAX_CALLS or self._held_bytes + size > HELD_MAX_BYTES:
+        if len(self._held) >= MAX_DONE_CALLS or self._held_bytes + size > HELD_MAX_BYTES:
             self._send_held(scope)
         if not self._held:
             self._held_since = time.monotonic()

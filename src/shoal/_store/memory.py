@@ -61,7 +61,6 @@ class MemoryStore:
         self._by_task: dict[tuple[str, int, str], list[ResultRow]] = defaultdict(list)
         self._dropped: set[tuple[str, int]] = set()
         self._claims: dict[str, set[tuple[str, str]]] = defaultdict(set)
-        self._claim_bytes: dict[tuple[str, str, str], int] = {}
         self._value_bytes: dict[str, int] = defaultdict(int)  # swarm -> its values' bytes
         self._grants: dict[tuple[str, str], set[str]] = defaultdict(set)
         # Versions are unique across stores: a worker process caches globals by version
@@ -330,7 +329,6 @@ class MemoryStore:
         if (swarm_id, kind) in self._claims[digest]:
             return  # a repeat keeps the first length
         self._claims[digest].add((swarm_id, kind))
-        self._claim_bytes[(digest, swarm_id, kind)] = length
         if kind == "value":
             self._value_bytes[swarm_id] += length
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import msgpack
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from shoal._errors import ShoalError
 from shoal._store import schema as t
@@ -38,7 +37,7 @@ from shoal._store.base import (
 )
 from shoal._store.migrate import upgrade_connection
 from shoal._store.sqlengine import WRITE_OPTION, is_sqlite_memory, make_engine, normalize_url
-from shoal._store.statements import statements
+from shoal._store.statements import dialect_insert, statements
 from shoal._wire import Wire
 
 __all__ = ["SQLStore"]
@@ -214,7 +213,7 @@ class SQLStore:
                 yield conn
 
     def _insert(self, table: sa.Table) -> Any:
-        return (postgresql.insert if self._pg else sqlite.insert)(table)
+        return dialect_insert(self._pg, table)
 
     def _upsert(
         self, conn: sa.Connection, table: sa.Table, keys: list[str], values: Mapping[str, Any]
@@ -634,8 +633,8 @@ class SQLStore:
                 return None
             if quota is not None:
                 used = conn.execute(self._q.value_bytes, {"swarm_id": swarm_id}).scalar()
-                if int(used or 0) + length > quota:
-                    return int(used or 0) + length
+                if (wanted := int(used or 0) + length) > quota:
+                    return wanted
             self._claim(conn, digest, swarm_id, "value", length)
             return None
 

@@ -21,7 +21,8 @@ from shoal._store import schema as t
 _b = sa.bindparam
 
 
-def _insert(pg: bool, table: sa.Table) -> Any:
+def dialect_insert(pg: bool, table: sa.Table) -> Any:
+    """An INSERT into ``table`` that can take ON CONFLICT (PostgreSQL's or SQLite's)."""
     return (postgresql.insert if pg else sqlite.insert)(table)
 
 
@@ -48,11 +49,13 @@ def statements(pg: bool) -> Statements:
     next_seq = sa.select(
         sa.func.coalesce(sa.func.max(e.c.seq), 0) + 1, _b("payload", type_=sa.LargeBinary)
     )
-    upsert = _insert(pg, r)
+    upsert = dialect_insert(pg, r)
     keys = {"instance_id", "tag"}
     replaced = [col.name for col in r.c if col.name not in keys | {"id"}]
-    claim = _insert(pg, c).on_conflict_do_nothing(index_elements=["digest", "swarm_id", "kind"])
-    add = _insert(pg, v)
+    claim = dialect_insert(pg, c).on_conflict_do_nothing(
+        index_elements=["digest", "swarm_id", "kind"]
+    )
+    add = dialect_insert(pg, v)
     return Statements(
         event_append=sa.insert(e).from_select(["seq", "payload"], next_seq).returning(e.c.seq),
         global_get=sa.select(g.c.version, g.c.value).where(
