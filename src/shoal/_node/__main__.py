@@ -17,8 +17,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    # httpx logs every request at INFO; that is noise (and URLs carry instance ids).
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         run(a.config)
     except ShoalError as e:  # one readable paragraph, not a traceback

@@ -415,7 +415,6 @@ def run(config_path: Path | str) -> None:
     """
     if not logging.getLogger().handlers:  # the CLI configures none; say what happens
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request
     agent = Agent(load_config(config_path))
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):

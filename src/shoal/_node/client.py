@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import http.client
-import json
+import json as _json
 import logging
 import os
 import random
@@ -29,15 +29,16 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, quote, urlsplit
+from urllib.parse import quote, urlencode
 
-import httpx
 import msgpack
 from pydantic import ValidationError
 
 from shoal._api.schemas import INSTRUCTION, EnrolAnswer, EnrolBody, HeartbeatBody, Instruction
 from shoal._errors import ShoalError
 from shoal._store.blobs import write_hashed
+
+from .transport import Reply, Transport, TransportError
 
 log = logging.getLogger("shoal.node")
 
@@ -113,7 +114,7 @@ def split_urls(urls: str) -> list[str]:
     return found
 
 
-def _standby(resp: httpx.Response) -> bool:
+def _standby(resp: Reply) -> bool:
     if resp.status_code != 503:
         return False
     try:
@@ -155,14 +156,14 @@ class Backoff:
                 raise Stopped("the agent is stopping")
 
 
-def _raise_for(resp: httpx.Response) -> None:
+def _raise_for(resp: Reply) -> None:
     if resp.status_code >= 400:
         _raise_for_status(resp.status_code, resp.content)
 
 
 def _raise_for_status(status: int, body: bytes) -> None:
     try:
-        err = json.loads(body)["error"]
+        err = _json.loads(body)["error"]
         code, message, hint = err["code"], err["message"], err.get("hint")
     except Exception:  # not our error shape (a proxy in between, ...)
         code, message, hint = f"http.{status}", body[:500].decode(errors="replace"), None
@@ -215,20 +216,15 @@ class CoordinatorClient:
         retry_max_s: float = 30.0,
         verify: bool | ssl.SSLContext = True,
     ) -> None:
-        self._read_timeout_s = 30.0
         self.urls = split_urls(base_url)
         self._at = 0  # index of the coordinator calls go to
         self._misses = 0  # calls that failed in a row, on any coordinator
         self._switch = threading.Lock()
-        self._http = httpx.Client(
-            verify=verify,
-            timeout=httpx.Timeout(self._read_timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-        )
-        self._ssl = verify if isinstance(verify, ssl.SSLContext) else ssl.create_default_context()
+        context = verify if isinstance(verify, ssl.SSLContext) else ssl.create_default_context()
         if verify is False:
-            self._ssl.check_hostname = False
-            self._ssl.verify_mode = ssl.CERT_NONE
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        self._http = Transport(context, connect_timeout_s=10.0, read_timeout_s=30.0)
         self._stop = stop
         self._retry_max_s = retry_max_s
         self.credential: str | None = None
@@ -276,16 +272,25 @@ class CoordinatorClient:
         reauth: bool = True,
         timeout: float | None = None,
         headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        content: bytes | None = None,
         content_factory: Callable[[], Iterator[bytes]] | None = None,
-        **kwargs: Any,
-    ) -> httpx.Response:
+    ) -> Reply:
         """One request; retried on connection errors and 5xx while ``retry``.
 
-        A 507 (the coordinator's disk is full) is retried only with ``retry_full``:
-        reports that the swarm needs to end (``started``, ``done``) wait for space; a
-        world call or an upload fails, and with it its instance.
-        ``content_factory`` makes a fresh body stream for every try.
+        The body is ``json`` (sent as JSON), ``content`` or, made fresh for every try,
+        ``content_factory``'s chunks. A 507 (the coordinator's disk is full) is retried
+        only with ``retry_full``: reports that the swarm needs to end (``started``,
+        ``done``) wait for space; a world call or an upload fails, and with it its
+        instance.
         """
+        headers = dict(headers or {})
+        if json is not None:
+            content = _json.dumps(json, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        if params:
+            path += "?" + urlencode(params)
         backoff = Backoff(self._stop, self._retry_max_s)
         while True:
             if self._stop.is_set():
@@ -294,24 +299,18 @@ class CoordinatorClient:
             used = self.credential
             url = self.url
             try:
-                extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
-                if content_factory is not None:
-                    extra["content"] = content_factory()
+                body = content if content_factory is None else content_factory()
                 resp = self._http.request(
-                    method,
-                    url + path,
-                    headers={**self._headers(), **(headers or {})},
-                    **extra,
-                    **kwargs,
+                    method, url + path, {**self._headers(), **headers}, body, timeout
                 )
-            except httpx.TransportError as e:
-                pause = self._missed(url, f"is unreachable ({type(e).__name__})")
+            except TransportError as e:
+                pause = self._missed(url, f"is unreachable ({e})")
                 if not retry:
                     raise
                 if pause:
                     # Once per outage, not once per try.
                     (log.debug if backoff.tries else log.warning)(
-                        "coordinator unreachable (%s); retrying", type(e).__name__
+                        "coordinator unreachable (%s); retrying", e
                     )
                     backoff.pause()
                 continue
@@ -422,8 +421,8 @@ class CoordinatorClient:
     def download(self, path: str, dest: Path, digest: str) -> int:
         """GET ``path`` into ``dest`` (atomically), checking the sha256; return its size.
 
-        Bulk bytes bypass httpx: reading the body with ``http.client`` into one reused
-        1 MiB buffer is several times faster on loopback than httpx's 64 KiB pieces.
+        The body is read into one reused 1 MiB buffer, and hashed and written as it
+        comes: a value of gigabytes never sits in memory.
         """
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         backoff = Backoff(self._stop, self._retry_max_s)
@@ -431,25 +430,22 @@ class CoordinatorClient:
             if self._stop.is_set():
                 raise Stopped("the agent is stopping")
             url = self.url
-            base = urlsplit(url)
-            conn = self._raw_connection(base)
             try:
-                conn.request("GET", base.path + path, headers=self._headers())
-                resp = conn.getresponse()
-                if resp.status >= 500:
-                    active = resp.getheader(ACTIVE_HEADER) if resp.status == 503 else None
-                    if len(self.urls) > 1 and not self._missed(url, "did not serve", active):
-                        continue  # the next coordinator at once (finally closes conn)
-                    raise OSError(f"coordinator answered {resp.status}")
-                if resp.status >= 400:
-                    _raise_for_status(resp.status, resp.read())
-                with tmp.open("wb", buffering=0) as f:
-                    got, size = write_hashed(_read_into(resp), f)
+                with self._http.stream("GET", url + path, self._headers()) as resp:
+                    if resp.status >= 500:
+                        active = resp.getheader(ACTIVE_HEADER) if resp.status == 503 else None
+                        if len(self.urls) > 1 and not self._missed(url, "did not serve", active):
+                            continue  # the next coordinator at once
+                        raise OSError(f"coordinator answered {resp.status}")
+                    if resp.status >= 400:
+                        _raise_for_status(resp.status, resp.read())
+                    with tmp.open("wb", buffering=0) as f:
+                        got, size = write_hashed(_read_into(resp), f)
                 break
-            except (OSError, http.client.HTTPException) as e:
+            except (TransportError, OSError, http.client.HTTPException) as e:
                 tmp.unlink(missing_ok=True)
-                moved = isinstance(e, ConnectionError) and len(self.urls) > 1
-                if moved and not self._missed(url, f"is unreachable ({type(e).__name__})"):
+                moved = isinstance(e, TransportError | ConnectionError) and len(self.urls) > 1
+                if moved and not self._missed(url, f"is unreachable ({e})"):
                     continue  # the next coordinator at once
                 if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
                     raise ShoalError(
@@ -464,21 +460,11 @@ class CoordinatorClient:
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-            finally:
-                conn.close()
         if got != digest:
             tmp.unlink(missing_ok=True)
             raise ShoalError(f"{path} does not match its digest", code="node.digest")
         os.replace(tmp, dest)
         return size
-
-    def _raw_connection(self, base: SplitResult) -> http.client.HTTPConnection:
-        host, port = base.hostname or "127.0.0.1", base.port
-        if base.scheme == "https":
-            return http.client.HTTPSConnection(
-                host, port, timeout=self._read_timeout_s, context=self._ssl
-            )
-        return http.client.HTTPConnection(host, port, timeout=self._read_timeout_s)
 
     def upload(self, digest: str, path: Path, offset: int, length: int) -> None:
         """PUT a file slice as the blob ``digest`` (streamed)."""
