@@ -200,6 +200,9 @@ CODES: Mapping[str, str] = MappingProxyType(
         "store.missing": "The store holds no swarm with this id.",
         "store.unavailable": "The store's database cannot be opened.",
         "store.url": "A database URL that cannot be parsed or is not supported.",
+        "store.value_missing": "A large result value's file beside the SQLite database is gone "
+        "(restore the database and its -values folder together).",
+        "store.value_ref": "A stored value names its file in a form shoal never writes.",
         "swarm.bundle": "A swarm was submitted with a bundle whose bytes do not match its digest.",
         "swarm.bundle_missing": "A swarm was submitted without the bundle of one of its modules.",
         "swarm.execute": "A swarm's execute() is missing or returned something other than tasks.",

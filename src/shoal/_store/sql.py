@@ -36,6 +36,7 @@ from shoal._store.base import (
     swarm_missing,
 )
 from shoal._store.migrate import upgrade_connection
+from shoal._store.spill import SPILL_MIN, ValueFiles, is_ref
 from shoal._store.sqlengine import WRITE_OPTION, is_sqlite_memory, make_engine, normalize_url
 from shoal._store.statements import dialect_insert, statements
 from shoal._wire import Wire
@@ -128,7 +129,9 @@ class SQLStore:
     Opening a store creates or upgrades its schema (the migrations ship with shoal).
 
     A SQLite file that does not exist is created (atomically, so that no other opener
-    ever sees it empty). A SQLite file that exists but is empty (0 bytes) is refused:
+    ever sees it empty). A SQLite file's large result values (64 KiB or more) are kept
+    in files in the folder ``<file>-values`` beside it (``shoal._store.spill``): the
+    two are one backup. A SQLite file that exists but is empty (0 bytes) is refused:
     shoal never leaves one, so it was truncated or replaced, and opening it would start
     an empty coordinator without a word.
 
@@ -153,6 +156,8 @@ class SQLStore:
         self.url = normalize_url(url)
         _prepare_sqlite_file(self.url, create)
         self._pg = self.url.get_backend_name() == "postgresql"
+        path = _sqlite_path(self.url)
+        self._files = None if path is None else ValueFiles(path.with_name(f"{path.name}-values"))
         self._q = statements(self._pg)
         # A private in-memory SQLite database is one connection: take turns on it.
         self._serial: contextlib.AbstractContextManager[Any] = (
@@ -496,6 +501,10 @@ class SQLStore:
     def result_add(self, row: ResultRow) -> None:
         """Store a result; replaces the one with the same (instance, tag) in place.
         Ignored if the iteration's results were dropped."""
+        data = _pack(row.value)
+        files = self._files
+        if files is not None and len(data) >= SPILL_MIN:  # outside the writer lock
+            data = files.write(row.swarm_id, row.iteration, data)
         values = {
             "swarm_id": row.swarm_id,
             "iteration": row.iteration,
@@ -503,13 +512,29 @@ class SQLStore:
             "node_id": row.node_id,
             "instance_id": row.instance_id,
             "tag": row.tag,
-            "value": _pack(row.value),
+            "value": data,
         }
-        with self._write() as conn:
-            self._lock_iteration(conn, row.swarm_id, row.iteration, shared=True)
-            where = {"swarm_id": row.swarm_id, "iteration": row.iteration}
-            if conn.execute(self._q.result_dropped, where).first() is None:
-                conn.execute(self._q.result_upsert, values)
+        new = data if files is not None and is_ref(data) else None
+        old: bytes | None = None
+        stored = False
+        try:
+            with self._write() as conn:
+                self._lock_iteration(conn, row.swarm_id, row.iteration, shared=True)
+                where = {"swarm_id": row.swarm_id, "iteration": row.iteration}
+                if conn.execute(self._q.result_dropped, where).first() is None:
+                    if files is not None:  # the value it replaces may name a file
+                        key = {"instance_id": row.instance_id, "tag": row.tag}
+                        old = conn.execute(self._q.result_ref, key).scalar()
+                    conn.execute(self._q.result_upsert, values)
+                    stored = True
+        except BaseException:
+            if files is not None and new is not None:
+                files.remove(new)
+            raise
+        if files is not None:  # after the commit: the rows name the files they need
+            for unused in (None if stored else new, old):
+                if unused is not None and is_ref(unused):
+                    files.remove(unused)
 
     def results_of_instances(self, instance_ids: list[str], tag: str) -> list[ResultRow]:
         """Results with ``tag`` of these instances, in the given order."""
@@ -520,7 +545,7 @@ class SQLStore:
             for i in range(0, len(wanted), _IN_CHUNK):
                 chunk = wanted[i : i + _IN_CHUNK]
                 rows = conn.execute(sa.select(r).where(r.c.tag == tag, r.c.instance_id.in_(chunk)))
-                found.update((x.instance_id, _result(x)) for x in rows)
+                found.update((x.instance_id, self._result(x)) for x in rows)
         return [found[i] for i in instance_ids if i in found]
 
     def results_of_task(
@@ -539,7 +564,7 @@ class SQLStore:
             .order_by(self._ordered(r.c.node_id), self._ordered(r.c.instance_id))
         )
         with self._read() as conn:
-            return [_result(x) for x in conn.execute(query)]
+            return [self._result(x) for x in conn.execute(query)]
 
     def result_tags(self, swarm_id: str, iteration: int, alias: str) -> list[str]:
         """The tags a task stored in an iteration, in first-stored order."""
@@ -566,6 +591,29 @@ class SQLStore:
                 {"swarm_id": swarm_id, "iteration": iteration},
             )
             conn.execute(sa.delete(r).where(r.c.swarm_id == swarm_id, r.c.iteration == iteration))
+        if self._files is not None:
+            self._files.remove_iteration(swarm_id, iteration)
+
+    def _result(self, r: sa.Row[Any]) -> ResultRow:
+        data = r.value
+        if is_ref(data):
+            if self._files is None:  # a SQLite file's rows, copied into another database
+                raise ShoalError(
+                    f"result {r.tag!r} of {r.instance_id} names a value file, and this "
+                    "store keeps none",
+                    code="store.value_missing",
+                    hint="open the SQLite file it was written to, with its -values folder",
+                )
+            data = self._files.read(data)
+        return ResultRow(
+            swarm_id=r.swarm_id,
+            iteration=int(r.iteration),
+            alias=r.alias,
+            node_id=r.node_id,
+            instance_id=r.instance_id,
+            tag=r.tag,
+            value=_unpack(data),
+        )
 
     def dropped(self, swarm_id: str, iteration: int) -> bool:
         """Whether an iteration's results were dropped."""
@@ -803,18 +851,6 @@ def _swarm(r: sa.Row[Any]) -> SwarmRecord:
         status=r.status,
         reason=r.reason,
         iteration=int(r.iteration),
-    )
-
-
-def _result(r: sa.Row[Any]) -> ResultRow:
-    return ResultRow(
-        swarm_id=r.swarm_id,
-        iteration=int(r.iteration),
-        alias=r.alias,
-        node_id=r.node_id,
-        instance_id=r.instance_id,
-        tag=r.tag,
-        value=_unpack(r.value),
     )
 
 

@@ -19,6 +19,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from shoal._store import schema as t
 
 _b = sa.bindparam
+#: A stored value this short may be a reference to a value file (shoal._store.spill).
+_REF_MAX = 256
 
 
 def dialect_insert(pg: bool, table: sa.Table) -> Any:
@@ -36,6 +38,7 @@ class Statements:
     global_versions: Any
     result_dropped: Any
     result_upsert: Any
+    result_ref: Any
     claim_held: Any
     claim_insert: Any
     value_bytes: Any
@@ -69,6 +72,11 @@ def statements(pg: bool) -> Statements:
             index_elements=sorted(keys),
             set_={name: upsert.excluded[name] for name in replaced},
         ),
+        # A stored value that may name a file (shoal._store.spill): a short one only,
+        # so a large inline value is not read for nothing (length() reads no content).
+        result_ref=sa.select(
+            sa.case((sa.func.length(r.c.value) < _REF_MAX, r.c.value), else_=sa.null())
+        ).where(r.c.instance_id == _b("instance_id"), r.c.tag == _b("tag")),
         claim_held=sa.select(c.c.length).where(
             c.c.digest == _b("digest"), c.c.swarm_id == _b("swarm_id"), c.c.kind == _b("kind")
         ),
