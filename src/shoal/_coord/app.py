@@ -30,6 +30,7 @@ from shoal._coord.ratelimit import DEFAULT_MAX_FAILURES, DEFAULT_WINDOW_S, AuthL
 from shoal._errors import ShoalError
 from shoal._store.base import Store
 from shoal._store.blobs import Blobs, open_blobs
+from shoal._store.globals_cache import GlobalsCache
 from shoal._store.lease import Lease
 from shoal._ui import Sessions, dashboard_app
 from shoal._version import __version__
@@ -113,6 +114,8 @@ def create_app(
     FastAPI
         The app; ``app.state.coord`` is its :class:`~shoal._coord.driver.Coordinator`.
     """
+    if lease is None:  # the only coordinator of its store: no other writes its globals
+        store = GlobalsCache(store)
     coord = Coordinator(
         store,
         heartbeat_timeout_s=heartbeat_timeout_s,
