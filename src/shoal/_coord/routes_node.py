@@ -33,6 +33,7 @@ from shoal._coord.http import (
     Bearer,
     any_auth,
     auth_failed,
+    body_decoder,
     coordinator,
     json_body,
     msgpack_body,
@@ -237,26 +238,28 @@ async def done(request: Request, instance_id: str, node_id: str = Depends(node_a
     """The instance ended; a repeat is acknowledged and ignored. ``started``: it also
     started (no ``started`` report was sent for it). ``calls``: world calls it made last
     (``results.add``), run before its end is recorded; then the body is msgpack."""
-    if request.headers.get("content-type", "").startswith(MSGPACK):
-        body = await msgpack_body(request, DoneBody)
-    else:
-        body = await json_body(request, DoneBody)
-    calls: list[tuple[str, dict[str, Any]]] = []
-    if body.calls:
-        calls = await run_in_threadpool(_batch_calls, validate(Deferred, {"calls": body.calls}))
-        for _, args in calls:
-            _check_blobs(blobs(request), args)
-    await run_in_threadpool(
-        coordinator(request).done,
-        node_id,
-        instance_id,
-        body.ok,
-        body.error,
-        body.traceback,
-        body.kind,
-        body.started,
-        calls,
-    )
+    decode = await body_decoder(request, DoneBody)
+    coord, store = coordinator(request), blobs(request)
+
+    def report() -> None:  # one worker-thread hop: a worker's result comes with its end
+        body = decode()
+        calls: list[tuple[str, dict[str, Any]]] = []
+        if body.calls:
+            calls = _batch_calls(validate(Deferred, {"calls": body.calls}))
+            for _, args in calls:
+                _check_blobs(store, args)
+        coord.done(
+            node_id,
+            instance_id,
+            body.ok,
+            body.error,
+            body.traceback,
+            body.kind,
+            body.started,
+            calls,
+        )
+
+    await run_in_threadpool(report)
     return Ok()
 
 
