@@ -184,3 +184,24 @@ def test_the_app_runs_in_a_thread_over_a_memory_store(tmp_path: Path) -> None:
         server.should_exit = True
         thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+def test_events_fed_together_are_one_append_and_a_rejection_stops_none_after_it() -> None:
+    from shoal._coord.driver import Coordinator
+    from shoal._engine import EngineError
+    from shoal._store.memory import MemoryStore
+
+    store = MemoryStore()
+    coord = Coordinator(store)
+    # The engine knows no such instance: it rejects the first; the second still counts,
+    # as it would when the log is replayed.
+    with pytest.raises(EngineError):
+        coord.feed(InstanceSucceeded("s/0/t/0/0", 1.0), NodeJoined("n1", 2.0))
+    assert coord.engine.node("n1") is not None
+    assert [decode_event(p) for _, p in store.events()] == [
+        InstanceSucceeded("s/0/t/0/0", 1.0),
+        NodeJoined("n1", 2.0),
+    ]
+    replayed = Coordinator(store)
+    replayed.recover()
+    assert replayed.engine.node("n1") is not None

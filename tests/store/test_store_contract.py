@@ -217,6 +217,16 @@ def test_events_sequence_and_after(store: Store) -> None:
     assert store.event_append(b"five") == 5
 
 
+def test_events_appended_together_take_the_next_numbers_in_order(store: Store) -> None:
+    assert store.event_append(b"one") == 1
+    assert store.event_append(b"started", b"succeeded") == 3  # the last one's number
+    assert store.event_append(b"four") == 4
+    assert list(store.events(after=1)) == [(2, b"started"), (3, b"succeeded"), (4, b"four")]
+    with pytest.raises(ValueError, match="no events"):
+        store.event_append()
+    assert store.event_append(b"five") == 5
+
+
 def test_events_many_pages_in_order(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sql, "_PAGE", 7)  # the SQL store reads events 7 at a time
     n = 40

@@ -321,25 +321,28 @@ class Coordinator(NodeOps, DriverBase):
             log.exception("handling %s failed", type(event).__name__)
 
     # ------------------------------------------------------------- the engine
-    def feed(self, event: Event) -> list[Instruction]:
-        """Persist an event, hand it to the engine and carry out its instructions."""
+    def feed(self, *events: Event) -> list[Instruction]:
+        """Persist events (in one transaction), hand each to the engine and carry out
+        their instructions."""
         with self._lock:
             try:
-                return super().feed(event)
+                return super().feed(*events)
             except EngineError as e:
-                log.warning("engine rejected %s: %s", type(event).__name__, e.message)
+                names = ", ".join(type(event).__name__ for event in events)
+                log.warning("engine rejected one of %s: %s", names, e.message)
                 raise
 
-    def _persist(self, event: Event) -> None:
+    def _persist(self, *events: Event) -> None:
+        payloads = [encode_event(event) for event in events]
         if self.lease is None:
-            self._seq = self.store.event_append(encode_event(event))
+            self._seq = self.store.event_append(*payloads)
         elif self.role != "active":
             raise LeaseLost(
                 f"this coordinator is {self.role}: it may not drive the engine",
                 hint="send the request to the active coordinator",
             )
         else:  # fenced: it commits only while this coordinator holds the lease
-            self._seq = self.lease.append_event(encode_event(event))
+            self._seq = self.lease.append_event(*payloads)
 
     def _before(self, event: Event) -> None:
         if isinstance(event, NodeLost | NodeRestarted) and not self._replaying:
@@ -458,15 +461,18 @@ class Coordinator(NodeOps, DriverBase):
             if inst is None:
                 return
             now = self.clock()
+            # Its start and its end in one transaction (both before the answer).
+            events: list[Event] = []
             if started and inst.state is InstanceState.SCHEDULED:
-                self.feed(InstanceStarted(instance_id, now))
+                events.append(InstanceStarted(instance_id, now))
             if ok:
-                self.feed(self.succeeded(instance_id, now))
+                events.append(self.succeeded(instance_id, now))
             else:
                 # The user's files are not on this machine: name modules as declared.
                 labels = self.module_labels(inst.swarm_id)
                 error, tb = user_paths(error, labels), user_paths(tb, labels)
-                self.feed(InstanceFailed(instance_id, now, error, tb, FailureKind(kind)))
+                events.append(InstanceFailed(instance_id, now, error, tb, FailureKind(kind)))
+            self.feed(*events)
 
     def world_calls(
         self, node_id: str, instance_id: str, calls: list[tuple[str, dict[str, Any]]]

@@ -9,7 +9,7 @@ from numbers import Real
 from typing import Any
 
 from shoal._codec import encode
-from shoal._engine import Engine, InstanceView, TaskCounts
+from shoal._engine import Engine, EngineError, InstanceView, TaskCounts
 from shoal._engine.messages import (
     CancelInstance,
     Event,
@@ -122,17 +122,28 @@ class DriverBase(ABC):
     def now(self) -> float:
         """The time events carry (each driver has its own clock)."""
 
-    def feed(self, event: Event) -> list[Instruction]:
-        """Persist ``event``, hand it to the engine and carry out its instructions.
+    def feed(self, *events: Event) -> list[Instruction]:
+        """Persist ``events`` (together: one write), hand each to the engine in order
+        and carry out their instructions.
 
         Raises
         ------
         EngineError
-            If the engine rejects the event (it stays persisted: a replay rejects it
-            the same way, so event ids keep matching log positions).
+            If the engine rejects an event (it stays persisted: a replay rejects it the
+            same way, so event ids keep matching log positions). The events after it
+            are still handled, as a replay handles them; the first rejection is raised.
         """
-        self._persist(event)
-        return self.replay(event)
+        self._persist(*events)
+        out: list[Instruction] = []
+        rejected: EngineError | None = None
+        for event in events:
+            try:
+                out += self.replay(event)
+            except EngineError as e:
+                rejected = rejected or e
+        if rejected is not None:
+            raise rejected
+        return out
 
     def replay(self, event: Event) -> list[Instruction]:
         """Like :meth:`feed` without persisting (the coordinator's restart)."""
@@ -146,8 +157,8 @@ class DriverBase(ABC):
         self._after(event, out)
         return out
 
-    def _persist(self, event: Event) -> None:  # noqa: B027 (an optional hook)
-        """Record ``event`` before the engine sees it (default: not at all)."""
+    def _persist(self, *events: Event) -> None:  # noqa: B027 (an optional hook)
+        """Record ``events`` before the engine sees them (default: not at all)."""
 
     def _before(self, event: Event) -> None:  # noqa: B027 (an optional hook)
         """Look at the engine before it handles ``event`` (default: nothing)."""

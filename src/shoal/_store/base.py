@@ -222,8 +222,9 @@ class Store(Protocol):
         ...
 
     # -------------------------------------------------------------- event log
-    def event_append(self, payload: bytes) -> int:
-        """Append one encoded engine event; returns its sequence number (1, 2, ...)."""
+    def event_append(self, *payloads: bytes) -> int:
+        """Append encoded engine events, in order and in one transaction; returns the
+        last one's sequence number (1, 2, ...)."""
         ...
 
     def events(self, after: int = 0) -> Iterator[tuple[int, bytes]]:

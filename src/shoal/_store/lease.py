@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from shoal._errors import ShoalError
-from shoal._store.sql import SQLStore, append_event
+from shoal._store.sql import SQLStore, append_events
 
 __all__ = ["Lease", "LeaseLost", "open_lease"]
 
@@ -172,8 +172,9 @@ class Lease:
             return None
         return name[len(_APP_PREFIX) :] or None
 
-    def append_event(self, payload: bytes) -> int:
-        """Append an engine event on the lease connection; return its sequence number.
+    def append_event(self, *payloads: bytes) -> int:
+        """Append engine events on the lease connection, in one transaction; return the
+        last one's sequence number.
 
         Raises
         ------
@@ -187,7 +188,7 @@ class Lease:
                     hint="only the active coordinator drives the engine",
                 )
             try:
-                seq = append_event(self._conn, payload, pg=True)
+                seq = append_events(self._conn, payloads, pg=True)
                 self._conn.commit()
             except sa.exc.DBAPIError as exc:
                 self._broken(exc)

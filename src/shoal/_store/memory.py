@@ -171,10 +171,13 @@ class MemoryStore:
         return sorted(rows, key=lambda s: (s.created, s.swarm_id), reverse=True)
 
     # ----------------------------------------------------------------- event log
-    def event_append(self, payload: bytes) -> int:
-        """Append one encoded engine event; returns its sequence number (1, 2, ...)."""
+    def event_append(self, *payloads: bytes) -> int:
+        """Append encoded engine events, in order; returns the last one's sequence
+        number (1, 2, ...)."""
+        if not payloads:
+            raise ValueError("no events to append")
         with self._lock:
-            self._events.append(bytes(payload))
+            self._events.extend(bytes(p) for p in payloads)
             return len(self._events)
 
     def events(self, after: int = 0) -> Iterator[tuple[int, bytes]]:

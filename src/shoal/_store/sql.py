@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -395,10 +395,11 @@ class SQLStore:
             return [_swarm(r) for r in conn.execute(query)]
 
     # ---------------------------------------------------------------- event log
-    def event_append(self, payload: bytes) -> int:
-        """Append one encoded engine event; returns its sequence number (1, 2, ...)."""
+    def event_append(self, *payloads: bytes) -> int:
+        """Append encoded engine events, in order and in one transaction; returns the
+        last one's sequence number (1, 2, ...)."""
         with self._write() as conn:
-            return append_event(conn, payload, self._pg)
+            return append_events(conn, payloads, self._pg)
 
     def events(self, after: int = 0) -> Iterator[tuple[int, bytes]]:
         """Events with a sequence number greater than ``after``, in order.
@@ -797,16 +798,21 @@ class SQLStore:
             return [_metric(r) for r in conn.execute(query.order_by(c.id))]
 
 
-def append_event(conn: sa.Connection, payload: bytes, pg: bool) -> int:
-    """Append one event in ``conn``'s open transaction; return its sequence number.
+def append_events(conn: sa.Connection, payloads: Sequence[bytes], pg: bool) -> int:
+    """Append events in ``conn``'s open transaction; return the last sequence number.
 
     On PostgreSQL the append takes a transaction lock first, so that sequence numbers
     commit in order (the coordinator's lease appends on its own connection with this).
     """
+    if not payloads:
+        raise ValueError("no events to append")
     if pg:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_EVENTS})
-    # The next number and the row in one statement (the number from MAX(seq) + 1).
-    return int(conn.execute(statements(pg).event_append, {"payload": bytes(payload)}).scalar_one())
+    append, seq = statements(pg).event_append, 0
+    for payload in payloads:
+        # The next number and the row in one statement (the number from MAX(seq) + 1).
+        seq = int(conn.execute(append, {"payload": bytes(payload)}).scalar_one())
+    return seq
 
 
 def _next_seq(conn: sa.Connection, column: sa.Column[Any]) -> int:
