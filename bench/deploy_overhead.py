@@ -83,6 +83,27 @@ def tree_cpu(root: int) -> float:
     return total / CLK_TCK
 
 
+def machine_speed_ms() -> float:
+    """Milliseconds of one fixed single-threaded Python workload, the median of 5 (msgpack
+    of a 400 KB vector and a plain loop, what a round is made of): a reference to compare
+    runs made at different times, on a machine whose speed drifts by a quarter within an
+    hour (bench/README.md)."""
+    import msgpack
+    import numpy as np
+
+    doc = {"value": np.arange(100_000, dtype=np.float32).tobytes(), "keys": list(range(1000))}
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(20):
+            msgpack.unpackb(msgpack.packb(doc))
+        total = 0
+        for i in range(100_000):
+            total += i * i % 7
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -136,6 +157,7 @@ class Result:
     correct: bool = False
     error: str = ""
     loadavg: float = 0.0
+    speed_ms: float = 0.0  # machine_speed_ms() just before the run
 
     @property
     def per_round(self) -> float:
@@ -371,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             for system in systems:
                 with tempfile.TemporaryDirectory(prefix="shoal-deploy-bench-") as tmp:
                     load = os.getloadavg()[0]
+                    speed = machine_speed_ms()
                     if system.startswith("shoal-"):
                         warm = system == "shoal-warm"
                         rounds = a.rounds if warm else (a.cold_rounds or a.rounds)
@@ -381,12 +404,13 @@ def main(argv: list[str] | None = None) -> int:
                     else:
                         raise SystemExit(f"unknown system {system!r}")
                     r.loadavg = load
+                    r.speed_ms = speed
                     results.append(r)
                     print(
                         f"N={n} run {rep + 1} {system}: per-round {_fmt(r.per_round)} s, "
                         f"coordinator CPU/round {_fmt(r.coord_cpu_per_round)}, node CPU/round "
-                        f"{_fmt(r.node_cpu_per_round)}, correct={r.correct}, load {load:.2f}"
-                        + (f", ERROR {r.error}" if r.error else ""),
+                        f"{_fmt(r.node_cpu_per_round)}, correct={r.correct}, load {load:.2f}, "
+                        f"machine speed {speed:.1f} ms" + (f", ERROR {r.error}" if r.error else ""),
                         flush=True,
                     )
     print(f"load average at end: {os.getloadavg()}", flush=True)
