@@ -79,6 +79,9 @@ class Transport:
         self._idle: dict[_Key, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
         self._closed = False
+        # The proxy of each coordinator, read from the environment once (it walks
+        # every variable: not work for every request).
+        self._proxies: dict[_Key, SplitResult | None] = {}
 
     def close(self) -> None:
         """Close the idle connections (those in use close when their request ends)."""
@@ -133,7 +136,7 @@ class Transport:
         """
         parts = urlsplit(url)
         key = (parts.scheme, parts.hostname or "", parts.port or _default_port(parts))
-        target = _target(parts, self._proxy(parts))
+        target = _target(parts, self._proxy(key, parts))
         replayable = body is None or isinstance(body, bytes | bytearray | memoryview)
         timeout = self._read_timeout_s if timeout_s is None else timeout_s
         if not replayable and not any(k.lower() == "content-length" for k in headers):
@@ -176,7 +179,7 @@ class Transport:
             idle = self._idle.get(key)
             if idle:
                 return idle.pop(), True
-        return self._connection(parts), False
+        return self._connection(parts, self._proxy(key, parts)), False
 
     def _give(self, key: _Key, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -186,16 +189,19 @@ class Transport:
                 return
         conn.close()
 
-    def _proxy(self, parts: SplitResult) -> SplitResult | None:
-        host = parts.hostname or ""
-        if urllib.request.proxy_bypass(host):
-            return None
-        found = urllib.request.getproxies().get(parts.scheme)
-        return urlsplit(found if "://" in found else f"http://{found}") if found else None
+    def _proxy(self, key: _Key, parts: SplitResult) -> SplitResult | None:
+        if key not in self._proxies:
+            found = None
+            if not urllib.request.proxy_bypass(parts.hostname or ""):
+                found = urllib.request.getproxies().get(parts.scheme)
+            proxy = urlsplit(found if "://" in found else f"http://{found}") if found else None
+            self._proxies[key] = proxy  # racing threads compute the same
+        return self._proxies[key]
 
-    def _connection(self, parts: SplitResult) -> http.client.HTTPConnection:
+    def _connection(
+        self, parts: SplitResult, proxy: SplitResult | None
+    ) -> http.client.HTTPConnection:
         host, port = parts.hostname or "127.0.0.1", parts.port or _default_port(parts)
-        proxy = self._proxy(parts)
         timeout = self._connect_timeout_s
         if proxy is None:
             if parts.scheme == "https":

@@ -108,7 +108,7 @@ class BlobStore:
             final.parent.mkdir(exist_ok=True, mode=0o700)
             os.chmod(tmp, 0o600)
             os.replace(tmp, final)  # atomic; an existing copy has the same bytes
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -188,14 +188,14 @@ def write_hashed(
         for chunk in chunks:
             hashed = pool.submit(hasher.update, chunk)
             try:
-                length += _write_all(out, chunk)
+                length += write_all(out, chunk)
             finally:
                 hashed.result()
     return "sha256:" + hasher.hexdigest(), length
 
 
-def _write_all(out: BinaryIO, chunk: bytes | bytearray | memoryview) -> int:
-    # An unbuffered file may write less than asked.
+def write_all(out: BinaryIO, chunk: bytes | bytearray | memoryview) -> int:
+    """Write all of ``chunk`` (an unbuffered file may write less than asked)."""
     view = memoryview(chunk).cast("B")
     done = 0
     while done < len(view):
@@ -203,8 +203,8 @@ def _write_all(out: BinaryIO, chunk: bytes | bytearray | memoryview) -> int:
     return done
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Make the rename itself durable (not possible on every platform).
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new entry in ``folder`` durable (not possible everywhere)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:

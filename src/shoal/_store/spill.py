@@ -19,7 +19,6 @@ results.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -27,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from shoal._errors import ShoalError
+from shoal._store.blobs import fsync_dir, write_all
 
 #: A stored value's first byte when it names a file: msgpack never begins a value with
 #: 0xc1 (the format's one unused byte), so a packed value cannot be taken for a name.
@@ -58,18 +58,16 @@ class ValueFiles:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb", buffering=0) as out:
-                view = memoryview(data)
-                while view:
-                    view = view[out.write(view) or 0 :]
+                write_all(out, data)
                 os.fsync(out.fileno())
             os.replace(tmp, folder / name)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(folder)
+        fsync_dir(folder)
         if made:  # the new folders' own entries
-            _fsync_dir(folder.parent)
-            _fsync_dir(folder.parent.parent)
+            fsync_dir(folder.parent)
+            fsync_dir(folder.parent.parent)
         return MARK + f"{folder.parent.name}/{iteration}/{name}".encode()
 
     def read(self, ref: bytes) -> bytes:
@@ -114,13 +112,3 @@ class ValueFiles:
 def is_ref(data: bytes) -> bool:
     """Whether a stored value is a reference to a file."""
     return data[:1] == MARK
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes a rename or a new entry durable (not possible on every platform).
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
